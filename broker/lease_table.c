@@ -1,0 +1,457 @@
+/* The lease table: the in-memory truth of who holds and who waits.
+ *
+ * Rules, in one place:
+ *  - one writer XOR any number of readers per resource;
+ *  - waiters are served strictly in FIFO order; consecutive readers at the
+ *    head of the queue are granted together; a new request that finds a
+ *    queue joins its tail, so once a writer waits, later readers wait too;
+ *  - a connection that already holds the resource gets COORD_EDEADLK
+ *    instead of a hang, except a second read on a held read, which is
+ *    granted at once (it cannot deadlock);
+ *  - a waiter that leaves the queue (timeout, owner gone) can unblock the
+ *    ones behind it, so every removal is followed by a dispatch.
+ *
+ * This file does no I/O and trusts its callers: the server validates every
+ * request before it gets here.  Callbacks must not call back into the table
+ * except where struct lt_events says so; the server defers destruction of
+ * clients to after the table returns. */
+#define _GNU_SOURCE
+#include <search.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "lease_table.h"
+
+#define NO_HEAP ((size_t)-1)
+
+struct lease_table {
+	struct lt_events ev;
+	void *ud;
+	void *root;                 /* tsearch tree of lt_resource by name */
+	size_t nresources, nleases, nwaiters;
+	size_t max_leases, max_waiters;
+	uint64_t next_id;
+	struct lt_waiter **heap;    /* waiters with deadlines, min-heap */
+	size_t heap_len, heap_cap;
+};
+
+static int resource_cmp(const void *a, const void *b)
+{
+	return strcmp(((const struct lt_resource *)a)->name, ((const struct lt_resource *)b)->name);
+}
+
+/* ---- deadline heap ---- */
+
+static void heap_swap(struct lease_table *t, size_t i, size_t j)
+{
+	struct lt_waiter *tmp = t->heap[i];
+	t->heap[i] = t->heap[j];
+	t->heap[j] = tmp;
+	t->heap[i]->heap_index = i;
+	t->heap[j]->heap_index = j;
+}
+
+static void heap_up(struct lease_table *t, size_t i)
+{
+	while (i > 0) {
+		size_t p = (i - 1) / 2;
+		if (t->heap[p]->deadline_ms <= t->heap[i]->deadline_ms)
+			break;
+		heap_swap(t, i, p);
+		i = p;
+	}
+}
+
+static void heap_down(struct lease_table *t, size_t i)
+{
+	for (;;) {
+		size_t l = 2 * i + 1, r = l + 1, m = i;
+		if (l < t->heap_len && t->heap[l]->deadline_ms < t->heap[m]->deadline_ms)
+			m = l;
+		if (r < t->heap_len && t->heap[r]->deadline_ms < t->heap[m]->deadline_ms)
+			m = r;
+		if (m == i)
+			return;
+		heap_swap(t, i, m);
+		i = m;
+	}
+}
+
+static int heap_push(struct lease_table *t, struct lt_waiter *w)
+{
+	if (t->heap_len == t->heap_cap) {
+		size_t cap = t->heap_cap ? t->heap_cap * 2 : 64;
+		struct lt_waiter **h = realloc(t->heap, cap * sizeof *h);
+		if (!h)
+			return COORD_ENOMEM;
+		t->heap = h;
+		t->heap_cap = cap;
+	}
+	w->heap_index = t->heap_len;
+	t->heap[t->heap_len++] = w;
+	heap_up(t, w->heap_index);
+	return 0;
+}
+
+static void heap_remove(struct lease_table *t, struct lt_waiter *w)
+{
+	size_t i = w->heap_index;
+	if (i == NO_HEAP)
+		return;
+	t->heap_len--;
+	if (i != t->heap_len) {
+		t->heap[i] = t->heap[t->heap_len];
+		t->heap[i]->heap_index = i;
+		heap_down(t, i);
+		heap_up(t, t->heap[i]->heap_index);
+	}
+	w->heap_index = NO_HEAP;
+}
+
+/* ---- resources ---- */
+
+struct lt_resource *lease_table_find(struct lease_table *t, const char *name)
+{
+	struct lt_resource key = { .name = (char *)name };
+	void *found = tfind(&key, &t->root, resource_cmp);
+	return found ? *(struct lt_resource **)found : NULL;
+}
+
+static int resource_get(struct lease_table *t, const char *name, struct lt_resource **out)
+{
+	struct lt_resource *res = lease_table_find(t, name);
+	int rc;
+	if (res) {
+		*out = res;
+		return 0;
+	}
+	res = calloc(1, sizeof *res);
+	if (!res)
+		return COORD_ENOMEM;
+	res->name = strdup(name);
+	if (!res->name) {
+		rc = COORD_ENOMEM;
+		goto fail;
+	}
+	rc = t->ev.resource_open ? t->ev.resource_open(t->ud, res) : 0;
+	if (rc < 0)
+		goto fail;
+	if (!tsearch(res, &t->root, resource_cmp)) {
+		if (t->ev.resource_close)
+			t->ev.resource_close(t->ud, res);
+		rc = COORD_ENOMEM;
+		goto fail;
+	}
+	t->nresources++;
+	*out = res;
+	return 0;
+fail:
+	free(res->name);
+	free(res);
+	return rc;
+}
+
+void lease_table_maybe_close(struct lease_table *t, struct lt_resource *res)
+{
+	if (res->holders || res->head || res->blocked)
+		return;
+	if (t->ev.resource_keep && t->ev.resource_keep(t->ud, res))
+		return;
+	tdelete(res, &t->root, resource_cmp);
+	t->nresources--;
+	if (t->ev.resource_close)
+		t->ev.resource_close(t->ud, res);
+	free(res->name);
+	free(res);
+}
+
+/* ---- granting ---- */
+
+static int compatible(const struct lt_resource *res, int mode)
+{
+	if (mode == COORD_WRITE)
+		return !res->writers && !res->readers && !(res->blocked & LT_BLOCK_WRITERS);
+	return !res->writers && !(res->blocked & LT_BLOCK_READERS);
+}
+
+static int grant(struct lease_table *t, struct lt_resource *res, void *owner, int mode,
+                 int64_t now_ms, const char *label, struct lt_waiter *w, struct lt_lease **out)
+{
+	struct lt_lease *l;
+	int rc;
+	if (t->nleases >= t->max_leases)
+		return COORD_ELIMIT;
+	l = calloc(1, sizeof *l);
+	if (!l)
+		return COORD_ENOMEM;
+	l->id = t->next_id;
+	l->mode = mode;
+	l->token = mode == COORD_WRITE ? res->token + 1 : res->token;
+	l->res = res;
+	l->owner = owner;
+	l->granted_ms = now_ms;
+	if (label)
+		strncpy(l->label, label, sizeof l->label - 1);
+	rc = t->ev.grant ? t->ev.grant(t->ud, l, w) : 0;
+	if (rc < 0) {
+		free(l);
+		return rc;
+	}
+	t->next_id++;
+	if (mode == COORD_WRITE) {
+		res->token = l->token;
+		res->writers++;
+	} else {
+		res->readers++;
+	}
+	l->res_next = res->holders;
+	if (res->holders)
+		res->holders->res_prev = l;
+	res->holders = l;
+	t->nleases++;
+	*out = l;
+	return 0;
+}
+
+static void queue_unlink(struct lease_table *t, struct lt_waiter *w)
+{
+	struct lt_resource *res = w->res;
+	if (w->prev)
+		w->prev->next = w->next;
+	else
+		res->head = w->next;
+	if (w->next)
+		w->next->prev = w->prev;
+	else
+		res->tail = w->prev;
+	w->next = w->prev = NULL;
+	res->nwaiters--;
+	t->nwaiters--;
+	heap_remove(t, w);
+}
+
+static void dispatch(struct lease_table *t, struct lt_resource *res)
+{
+	struct lt_waiter *w;
+	int64_t now_ms = t->ev.now ? t->ev.now(t->ud) : 0;
+	while ((w = res->head) && compatible(res, w->mode)) {
+		struct lt_lease *l = NULL;
+		int rc = 0;
+		queue_unlink(t, w);
+		if (w->purpose == LT_FOR_CLIENT)
+			rc = grant(t, res, w->owner, w->mode, now_ms, w->label, w, &l);
+		if (rc < 0) {
+			if (t->ev.waiter_failed)
+				t->ev.waiter_failed(t->ud, w, rc);
+		} else if (t->ev.granted) {
+			t->ev.granted(t->ud, w, l);
+		}
+		free(w);
+	}
+}
+
+void lease_table_dispatch(struct lease_table *t, struct lt_resource *res)
+{
+	dispatch(t, res);
+	lease_table_maybe_close(t, res);
+}
+
+int lease_table_request(struct lease_table *t, const char *name, void *owner, int mode,
+                        int64_t now_ms, int64_t deadline_ms, int purpose, uint32_t seq,
+                        const char *label, struct lt_lease **lease, struct lt_waiter **waiter)
+{
+	struct lt_resource *res;
+	struct lt_waiter *w = NULL;
+	int rc;
+
+	rc = resource_get(t, name, &res);
+	if (rc < 0)
+		return rc;
+	if (purpose == LT_FOR_CLIENT) {
+		for (struct lt_lease *h = res->holders; h; h = h->res_next) {
+			if (h->owner != owner)
+				continue;
+			if (h->mode == COORD_READ && mode == COORD_READ) {
+				rc = grant(t, res, owner, mode, now_ms, label, NULL, lease);
+				goto done;
+			}
+			rc = COORD_EDEADLK;
+			goto done;
+		}
+	}
+	if (!res->head && compatible(res, mode)) {
+		if (purpose == LT_FOR_CHECKPOINT) {
+			rc = 1;
+			goto done;
+		}
+		rc = grant(t, res, owner, mode, now_ms, label, NULL, lease);
+		goto done;
+	}
+	if (deadline_ms >= 0 && deadline_ms <= now_ms) {
+		rc = COORD_EBUSY;
+		goto done;
+	}
+	if (t->nwaiters >= t->max_waiters) {
+		rc = COORD_ELIMIT;
+		goto done;
+	}
+	w = calloc(1, sizeof *w);
+	if (!w) {
+		rc = COORD_ENOMEM;
+		goto done;
+	}
+	w->owner = owner;
+	w->mode = mode;
+	w->seq = seq;
+	w->purpose = purpose;
+	w->since_ms = now_ms;
+	w->deadline_ms = deadline_ms;
+	w->heap_index = NO_HEAP;
+	w->res = res;
+	if (label)
+		strncpy(w->label, label, sizeof w->label - 1);
+	if (deadline_ms >= 0) {
+		rc = heap_push(t, w);
+		if (rc < 0) {
+			free(w);
+			goto done;
+		}
+	}
+	w->prev = res->tail;
+	if (res->tail)
+		res->tail->next = w;
+	else
+		res->head = w;
+	res->tail = w;
+	res->nwaiters++;
+	t->nwaiters++;
+	*waiter = w;
+	return 0;
+done:
+	if (rc < 0) {
+		lease_table_maybe_close(t, res);
+		return rc;
+	}
+	return 1;
+}
+
+void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *why)
+{
+	struct lt_resource *res = l->res;
+	if (l->res_prev)
+		l->res_prev->res_next = l->res_next;
+	else
+		res->holders = l->res_next;
+	if (l->res_next)
+		l->res_next->res_prev = l->res_prev;
+	if (l->mode == COORD_WRITE)
+		res->writers--;
+	else
+		res->readers--;
+	t->nleases--;
+	if (t->ev.released)
+		t->ev.released(t->ud, l, why);
+	free(l);
+	dispatch(t, res);
+	lease_table_maybe_close(t, res);
+}
+
+void lease_table_cancel(struct lease_table *t, struct lt_waiter *w)
+{
+	struct lt_resource *res = w->res;
+	queue_unlink(t, w);
+	free(w);
+	dispatch(t, res);
+	lease_table_maybe_close(t, res);
+}
+
+void lease_table_expire(struct lease_table *t, int64_t now_ms)
+{
+	while (t->heap_len && t->heap[0]->deadline_ms <= now_ms) {
+		struct lt_waiter *w = t->heap[0];
+		struct lt_resource *res = w->res;
+		queue_unlink(t, w);
+		if (t->ev.waiter_failed)
+			t->ev.waiter_failed(t->ud, w, COORD_ETIMEDOUT);
+		free(w);
+		dispatch(t, res);
+		lease_table_maybe_close(t, res);
+	}
+}
+
+int64_t lease_table_next_deadline(const struct lease_table *t)
+{
+	return t->heap_len ? t->heap[0]->deadline_ms : -1;
+}
+
+void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits)
+{
+	res->blocked = bits;
+	if (!bits) {
+		dispatch(t, res);
+		lease_table_maybe_close(t, res);
+	}
+}
+
+/* twalk() has no user pointer; the walk is not re-entrant anyway. */
+static void (*walk_fn)(struct lt_resource *, void *);
+static void *walk_arg;
+
+static void walk_action(const void *node, VISIT which, int depth)
+{
+	(void)depth;
+	if (which == postorder || which == leaf)
+		walk_fn(*(struct lt_resource *const *)node, walk_arg);
+}
+
+void lease_table_foreach(struct lease_table *t, void (*fn)(struct lt_resource *, void *), void *arg)
+{
+	walk_fn = fn;
+	walk_arg = arg;
+	twalk(t->root, walk_action);
+}
+
+struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
+                                    size_t max_waiters, uint64_t first_lease_id)
+{
+	struct lease_table *t = calloc(1, sizeof *t);
+	if (!t)
+		return NULL;
+	t->ev = *ev;
+	t->ud = ud;
+	t->max_leases = max_leases;
+	t->max_waiters = max_waiters;
+	t->next_id = first_lease_id ? first_lease_id : 1;
+	return t;
+}
+
+static void free_resource(void *p)
+{
+	struct lt_resource *res = p;
+	struct lt_lease *l, *ln;
+	struct lt_waiter *w, *wn;
+	for (l = res->holders; l; l = ln) {
+		ln = l->res_next;
+		free(l);
+	}
+	for (w = res->head; w; w = wn) {
+		wn = w->next;
+		free(w);
+	}
+	free(res->name);
+	free(res);
+}
+
+void lease_table_free(struct lease_table *t)
+{
+	if (!t)
+		return;
+	tdestroy(t->root, free_resource);
+	free(t->heap);
+	free(t);
+}
+
+size_t lease_table_leases(const struct lease_table *t) { return t->nleases; }
+size_t lease_table_waiters(const struct lease_table *t) { return t->nwaiters; }
+size_t lease_table_resources(const struct lease_table *t) { return t->nresources; }
+uint64_t lease_table_next_id(const struct lease_table *t) { return t->next_id; }

@@ -1,0 +1,133 @@
+/* The lease table: who holds which resource, who waits, and in what order.
+ * Pure bookkeeping, no I/O: the server reacts to its events through the
+ * callbacks in struct lt_events, so it can be unit-tested on its own. */
+#ifndef COORD_LEASE_TABLE_H
+#define COORD_LEASE_TABLE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "coord.h"
+
+struct lt_resource;
+
+struct lt_lease {
+	uint64_t id;
+	uint64_t token;
+	int mode;                   /* COORD_READ or COORD_WRITE */
+	struct lt_resource *res;
+	void *owner;                /* the server's client */
+	int64_t granted_ms;         /* monotonic */
+	int64_t granted_wall_ms;    /* wall clock, for display and LMDB */
+	uint64_t slot;              /* shared-region slot, set by the server */
+	struct lt_lease *res_next, *res_prev;
+	struct lt_lease *own_next, *own_prev; /* server's per-client list */
+	char label[COORD_LABEL_MAX + 1];
+};
+
+struct lt_waiter {
+	void *owner;
+	int mode;
+	uint32_t seq;               /* request to answer */
+	int purpose;                /* LT_FOR_CLIENT or LT_FOR_CHECKPOINT */
+	int64_t since_ms;
+	int64_t deadline_ms;        /* -1: forever */
+	size_t heap_index;
+	struct lt_resource *res;
+	struct lt_waiter *next, *prev;
+	char label[COORD_LABEL_MAX + 1];
+};
+
+enum { LT_FOR_CLIENT = 0, LT_FOR_CHECKPOINT = 1 };
+
+/* Bits of lt_resource.blocked: a checkpoint runs and keeps these out. */
+enum { LT_BLOCK_WRITERS = 1, LT_BLOCK_READERS = 2 };
+
+struct lt_resource {
+	char *name;
+	uint64_t token;             /* last write token granted */
+	int writers;                /* 0 or 1 */
+	int readers;
+	int blocked;                /* LT_BLOCK_* */
+	size_t nwaiters;
+	struct lt_lease *holders;
+	struct lt_waiter *head, *tail;
+	void *ext;                  /* the server's per-resource state */
+};
+
+struct lease_table;
+
+struct lt_events {
+	/* Monotonic milliseconds, for the start time of queued grants. */
+	int64_t (*now)(void *ud);
+	/* A resource entered the table.  Load its token (and whatever else)
+	 * into res; return 0 or a COORD_E* code to refuse it. */
+	int (*resource_open)(void *ud, struct lt_resource *res);
+	/* The resource is idle: return 1 to keep it in memory anyway. */
+	int (*resource_keep)(void *ud, struct lt_resource *res);
+	/* The resource is idle and about to be freed. */
+	void (*resource_close)(void *ud, struct lt_resource *res);
+	/* A lease is about to be granted, to a waiter (w != NULL) or at once
+	 * (w == NULL).  The server persists it (token ceiling, LMDB record,
+	 * slot).  Returning a COORD_E* code refuses the grant: the lease is
+	 * dropped and the requester gets that error. */
+	int (*grant)(void *ud, struct lt_lease *l, struct lt_waiter *w);
+	/* A queued waiter was granted: answer w->seq with lease l.  For
+	 * LT_FOR_CHECKPOINT waiters l is NULL: the resource is now free of
+	 * conflicting holders and the checkpoint may start. */
+	void (*granted)(void *ud, struct lt_waiter *w, struct lt_lease *l);
+	/* The waiter gave up (timeout, refused grant) with this code. */
+	void (*waiter_failed)(void *ud, struct lt_waiter *w, int err);
+	/* The lease left the table; `why` is "release", "reclaim", ... */
+	void (*released)(void *ud, struct lt_lease *l, const char *why);
+};
+
+struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
+                                    size_t max_waiters, uint64_t first_lease_id);
+void lease_table_free(struct lease_table *t);
+
+/* Asks for `mode` on `name` for `owner`.  Returns:
+ *   > 0 and *lease set:  granted at once (callbacks grant already ran);
+ *   0 and *waiter set:   queued; one of granted/waiter_failed follows;
+ *   < 0:                 COORD_EBUSY (timeout 0), COORD_EDEADLK,
+ *                        COORD_ELIMIT, COORD_ENOMEM, or what a callback
+ *                        refused with.  Nothing changed.
+ * deadline_ms is monotonic, -1 forever; timeout 0 is deadline == now. */
+int lease_table_request(struct lease_table *t, const char *name, void *owner, int mode,
+                        int64_t now_ms, int64_t deadline_ms, int purpose, uint32_t seq,
+                        const char *label, struct lt_lease **lease, struct lt_waiter **waiter);
+
+/* Removes the lease (released/reclaimed/revoked, as `why` says), then
+ * grants whatever the queue allows. */
+void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *why);
+
+/* Removes a waiter without answering it (its owner is gone). */
+void lease_table_cancel(struct lease_table *t, struct lt_waiter *w);
+
+/* Fails every waiter whose deadline is <= now with COORD_ETIMEDOUT. */
+void lease_table_expire(struct lease_table *t, int64_t now_ms);
+
+/* Earliest waiter deadline, or -1 if none. */
+int64_t lease_table_next_deadline(const struct lease_table *t);
+
+/* Sets the checkpoint block bits on a resource, or clears them (0); on
+ * clearing, grants what the queue allows. */
+void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits);
+
+/* Grants what the queue allows; the server calls it after changing
+ * anything the grant rules depend on. */
+void lease_table_dispatch(struct lease_table *t, struct lt_resource *res);
+
+struct lt_resource *lease_table_find(struct lease_table *t, const char *name);
+/* Calls fn for every resource (order unspecified). */
+void lease_table_foreach(struct lease_table *t, void (*fn)(struct lt_resource *, void *), void *arg);
+/* Frees the resource if it is idle (no holders, waiters or block) and
+ * resource_keep does not keep it. */
+void lease_table_maybe_close(struct lease_table *t, struct lt_resource *res);
+
+size_t lease_table_leases(const struct lease_table *t);
+size_t lease_table_waiters(const struct lease_table *t);
+size_t lease_table_resources(const struct lease_table *t);
+uint64_t lease_table_next_id(const struct lease_table *t);
+
+#endif

@@ -1,0 +1,313 @@
+/* coordd: the lease broker of one instance directory.
+ *
+ * This file turns the command line into a running broker: it picks the
+ * instance directory, makes sure exactly one broker owns it (an exclusive
+ * flock on DIR/coordd.lock, held for the broker's life, taken before the
+ * socket is touched), optionally becomes a daemon that tells its launcher
+ * when it is ready, opens LMDB and the shared region, and hands over to
+ * the event loop in server.c.
+ *
+ * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),
+ * 1 startup failure, 3 another broker already owns the directory,
+ * 64 usage error. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COORD_IMPLEMENTATION
+#include "coord.h"
+
+#include "broker.h"
+#include "log.h"
+
+enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
+
+static void usage(FILE *f)
+{
+	fprintf(f,
+	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
+	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS]\n"
+	        "\n"
+	        "The coord lease broker for one instance directory.\n"
+	        "  --dir DIR          instance directory (default: $COORD_DIR, else a per-user\n"
+	        "                     directory: $XDG_STATE_HOME/coord, ~/.local/state/coord,\n"
+	        "                     or /var/lib/coord for root)\n"
+	        "  --daemon           detach; return once the broker accepts connections and\n"
+	        "                     log to DIR/coordd.log\n"
+	        "  --max-leases N     lease table size (default 65536)\n"
+	        "  --max-clients N    connected clients (default 16384)\n"
+	        "  --duckdb-lib PATH  libduckdb.so for DuckDB checkpoints (default:\n"
+	        "                     $COORD_DUCKDB_LIB, else libduckdb.so on the library path)\n"
+	        "  --checkpoint-timeout MS  time limit of one checkpoint (default 60000)\n"
+	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
+}
+
+/* mkdir -p with mode 0700 for directories we create. */
+static int make_dirs(const char *dir)
+{
+	char buf[PATH_MAX];
+	size_t len = strlen(dir);
+	if (len >= sizeof buf)
+		return -1;
+	memcpy(buf, dir, len + 1);
+	for (char *p = buf + 1; *p; p++) {
+		if (*p != '/')
+			continue;
+		*p = 0;
+		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+			return -1;
+		*p = '/';
+	}
+	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
+		return -1;
+	return 0;
+}
+
+/* The launcher side of --daemon: fork twice, the first child waits for
+ * the broker's readiness byte.  Returns in the daemon with *ready_fd set;
+ * the launcher exits here. */
+static void daemonize(int *ready_fd)
+{
+	int pipefd[2];
+	pid_t pid;
+	char status = EXIT_STARTUP;
+
+	if (pipe2(pipefd, O_CLOEXEC) < 0) {
+		perror("coordd: pipe");
+		exit(EXIT_STARTUP);
+	}
+	pid = fork();
+	if (pid < 0) {
+		perror("coordd: fork");
+		exit(EXIT_STARTUP);
+	}
+	if (pid > 0) {
+		close(pipefd[1]);
+		if (read(pipefd[0], &status, 1) != 1)
+			status = EXIT_STARTUP;
+		_exit(status);
+	}
+	close(pipefd[0]);
+	setsid();
+	pid = fork();
+	if (pid < 0)
+		_exit(EXIT_STARTUP);
+	if (pid > 0)
+		_exit(0);
+	if (chdir("/") < 0)
+		_exit(EXIT_STARTUP);
+	*ready_fd = pipefd[1];
+}
+
+static void tell_launcher(int *ready_fd, char status)
+{
+	if (*ready_fd < 0)
+		return;
+	if (write(*ready_fd, &status, 1) < 0) {
+		/* the launcher is gone; nothing to tell */
+	}
+	close(*ready_fd);
+	*ready_fd = -1;
+}
+
+static void log_old_lease(void *ud, const struct store_lease *l)
+{
+	(void)ud;
+	log_event("reclaim",
+	          "lease=%llu resource=%s mode=%s token=%llu pid=%llu reason=broker-restart",
+	          (unsigned long long)l->id, log_quote(l->name), l->mode == COORD_WRITE ? "write" : "read",
+	          (unsigned long long)l->token, (unsigned long long)l->pid);
+}
+
+static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
+{
+	char *end;
+	unsigned long long v;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || !*s || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option longopts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "daemon", no_argument, NULL, 'D' },
+		{ "max-leases", required_argument, NULL, 'l' },
+		{ "max-clients", required_argument, NULL, 'c' },
+		{ "duckdb-lib", required_argument, NULL, 'k' },
+		{ "checkpoint-timeout", required_argument, NULL, 't' },
+		{ "help", no_argument, NULL, 'h' },
+		{ "version", no_argument, NULL, 'V' },
+		{ 0 },
+	};
+	static struct broker b;
+	char dirbuf[PATH_MAX], real[PATH_MAX], path[PATH_MAX + 64], err[PATH_MAX * 2 + 256] = "";
+	const char *dir = NULL;
+	int daemon_mode = 0, ready_fd = -1, lock_fd = -1, opt, rc, status = EXIT_STARTUP;
+	uint64_t v;
+	FILE *logf = NULL;
+	struct rlimit rl;
+
+	b.cfg.max_leases = 65536;
+	b.cfg.max_waiters = 65536;
+	b.cfg.max_clients = 16384;
+	b.cfg.checkpoint_timeout_ms = 60000;
+	while ((opt = getopt_long(argc, argv, "d:Dh", longopts, NULL)) != -1) {
+		switch (opt) {
+		case 'd':
+			dir = optarg;
+			break;
+		case 'D':
+			daemon_mode = 1;
+			break;
+		case 'l':
+			if (parse_u64(optarg, 1, 1u << 24, &v) < 0)
+				goto bad_number;
+			b.cfg.max_leases = b.cfg.max_waiters = v;
+			break;
+		case 'c':
+			if (parse_u64(optarg, 1, 1u << 20, &v) < 0)
+				goto bad_number;
+			b.cfg.max_clients = v;
+			break;
+		case 'k':
+			b.cfg.duckdb_lib = optarg;
+			break;
+		case 't':
+			if (parse_u64(optarg, 1, 24u * 3600 * 1000, &v) < 0)
+				goto bad_number;
+			b.cfg.checkpoint_timeout_ms = (uint32_t)v;
+			break;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'V':
+			printf("coordd %d.%d (protocol %d)\n", COORD_VERSION_MAJOR, COORD_VERSION_MINOR,
+			       COORD_PROTO_VERSION);
+			return 0;
+		default:
+			usage(stderr);
+			return EXIT_USAGE;
+		}
+	}
+	if (optind != argc) {
+		usage(stderr);
+		return EXIT_USAGE;
+	}
+	if (!b.cfg.duckdb_lib)
+		b.cfg.duckdb_lib = getenv("COORD_DUCKDB_LIB");
+	if (!dir)
+		dir = getenv("COORD_DIR");
+	if (!dir || !*dir) {
+		if (coord_default_dir(dirbuf, sizeof dirbuf) < 0) {
+			fprintf(stderr, "coordd: no instance directory: set COORD_DIR or HOME, or pass --dir\n");
+			return EXIT_USAGE;
+		}
+		dir = dirbuf;
+	}
+	umask(077);
+	if (make_dirs(dir) < 0 || !realpath(dir, real)) {
+		fprintf(stderr, "coordd: cannot create instance directory %s: %s\n", dir, strerror(errno));
+		return EXIT_STARTUP;
+	}
+	b.cfg.dir = real;
+
+	/* Two fds per client (socket and pidfd): raise the soft limit. */
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rl.rlim_cur = rl.rlim_max;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+
+	if (daemon_mode)
+		daemonize(&ready_fd);
+
+	snprintf(path, sizeof path, "%s/%s", real, COORD_LOCK_NAME);
+	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+	if (lock_fd < 0) {
+		snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
+		goto fail;
+	}
+	if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno == EWOULDBLOCK) {
+			status = EXIT_RUNNING;
+			snprintf(err, sizeof err, "another coordd already serves %s", real);
+		} else {
+			snprintf(err, sizeof err, "cannot lock %s: %s", path, strerror(errno));
+		}
+		goto fail;
+	}
+	if (ftruncate(lock_fd, 0) == 0)
+		dprintf(lock_fd, "%d\n", (int)getpid());
+
+	if (daemon_mode) {
+		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
+		snprintf(path, sizeof path, "%s/coordd.log", real);
+		logf = fopen(path, "ae");
+		if (!logf || devnull < 0) {
+			snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
+			goto fail;
+		}
+		dup2(devnull, 0);
+		dup2(devnull, 1);
+		dup2(fileno(logf), 2);
+		close(devnull);
+		log_set_file(logf);
+	}
+
+	rc = store_open(&b.store, real, log_old_lease, NULL, &b.first_lease_id, err, sizeof err);
+	if (rc < 0)
+		goto fail;
+	rc = region_open(&b.region, real, b.cfg.max_leases, err, sizeof err);
+	if (rc < 0)
+		goto fail;
+	rc = server_init(&b, err, sizeof err);
+	if (rc < 0)
+		goto fail;
+	log_event("start", "dir=%s pid=%d max_leases=%llu max_clients=%llu duckdb=%s",
+	          log_quote(real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
+	          (unsigned long long)b.cfg.max_clients, b.duckdb_ok ? "yes" : log_quote(b.duckdb_why));
+	tell_launcher(&ready_fd, 0);
+
+	rc = server_run(&b);
+	status = rc < 0 ? EXIT_STARTUP : 0;
+	server_fini(&b);
+	region_close(b.region);
+	store_close(b.store);
+	log_event("stop", "pid=%d", (int)getpid());
+	close(lock_fd);
+	if (logf)
+		fclose(logf);
+	return status;
+
+bad_number:
+	fprintf(stderr, "coordd: bad number: %s (see coordd --help)\n", optarg);
+	return EXIT_USAGE;
+fail:
+	if (status == EXIT_RUNNING)
+		log_event("already-running", "dir=%s", log_quote(real));
+	else
+		log_event("error", "op=startup reason=%s", log_quote(err));
+	if (!daemon_mode || ready_fd < 0 || status != EXIT_RUNNING)
+		fprintf(stderr, "coordd: %s\n", err);
+	tell_launcher(&ready_fd, (char)status);
+	if (b.region)
+		region_close(b.region);
+	if (b.store)
+		store_close(b.store);
+	if (lock_fd >= 0)
+		close(lock_fd);
+	return status;
+}

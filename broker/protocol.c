@@ -1,0 +1,140 @@
+/* Request decoding: the broker's border.  Every byte here comes from a
+ * client and is hostile until proven otherwise: sizes are checked against
+ * the packet length before any field is read, variable parts against their
+ * declared lengths, and names against the canonical-name grammar.  Nothing
+ * in this file allocates or keeps state, so a bad packet can cost the
+ * broker nothing but the reply. */
+#define _GNU_SOURCE
+#include <string.h>
+
+#include "protocol.h"
+
+int proto_check_name(const char *name, size_t len)
+{
+	if (len == 0 || len > COORD_NAME_MAX || memchr(name, 0, len))
+		return COORD_ENAME;
+	if (!memchr(name, '/', len))
+		return 0;
+	if (name[0] != '/')
+		return COORD_ENAME;
+	if (len == 1)
+		return 0;
+	if (name[len - 1] == '/')
+		return COORD_ENAME;
+	/* every component after a '/' must be non-empty and not . or .. */
+	for (size_t i = 0; i < len; i++) {
+		size_t j, n;
+		if (name[i] != '/')
+			continue;
+		for (j = i + 1; j < len && name[j] != '/'; j++)
+			;
+		n = j - i - 1;
+		if (n == 0 || (n == 1 && name[i + 1] == '.') ||
+		    (n == 2 && name[i + 1] == '.' && name[i + 2] == '.'))
+			return COORD_ENAME;
+	}
+	return 0;
+}
+
+static int copy_text(char *dst, size_t cap, const char *src, size_t len)
+{
+	if (len > cap || memchr(src, 0, len))
+		return COORD_EINVAL;
+	memcpy(dst, src, len);
+	dst[len] = 0;
+	return 0;
+}
+
+int proto_decode(const void *buf, size_t len, struct request *req)
+{
+	const char *p = buf;
+	coord_msg_hdr h;
+
+	memset(req, 0, sizeof *req);
+	if (len > COORD_MSG_MAX || len < sizeof h)
+		return COORD_EPROTO;
+	memcpy(&h, p, sizeof h);
+	req->type = h.type;
+	req->seq = h.seq;
+
+	switch (h.type) {
+	case COORD_MSG_HELLO: {
+		coord_msg_hello m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		req->version = m.version;
+		return 0;
+	}
+	case COORD_MSG_ACQUIRE: {
+		coord_msg_acquire m;
+		int rc;
+		if (len < sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (len != sizeof m + (size_t)m.name_len + m.label_len)
+			return COORD_EPROTO;
+		if (m.mode != COORD_READ && m.mode != COORD_WRITE)
+			return COORD_EINVAL;
+		if (m.timeout_ms < -1)
+			return COORD_EINVAL;
+		req->mode = (int)m.mode;
+		req->timeout_ms = m.timeout_ms;
+		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+			return COORD_ENAME;
+		memcpy(req->name, p + sizeof m, m.name_len);
+		req->name[m.name_len] = 0;
+		rc = copy_text(req->label, COORD_LABEL_MAX, p + sizeof m + m.name_len, m.label_len);
+		return rc;
+	}
+	case COORD_MSG_RELEASE: {
+		coord_msg_release m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		req->lease_id = m.lease_id;
+		return 0;
+	}
+	case COORD_MSG_STATUS:
+	case COORD_MSG_LIST:
+		return len == sizeof h ? 0 : COORD_EPROTO;
+	case COORD_MSG_SHOW:
+	case COORD_MSG_CHECKPOINT: {
+		coord_msg_resource m;
+		if (len < sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (len != sizeof m + (size_t)m.name_len)
+			return COORD_EPROTO;
+		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+			return COORD_ENAME;
+		memcpy(req->name, p + sizeof m, m.name_len);
+		req->name[m.name_len] = 0;
+		return 0;
+	}
+	case COORD_MSG_POLICY: {
+		coord_msg_policy m;
+		if (len < sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (len != sizeof m + (size_t)m.name_len + m.command_len)
+			return COORD_EPROTO;
+		if (m.policy > COORD_POLICY_EXEC || m.sqlite_mode > COORD_SQLITE_TRUNCATE ||
+		    m.timeout_ms > 24u * 3600 * 1000)
+			return COORD_EINVAL;
+		if ((m.policy == COORD_POLICY_EXEC) != (m.command_len > 0))
+			return COORD_EINVAL;
+		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+			return COORD_ENAME;
+		memcpy(req->name, p + sizeof m, m.name_len);
+		req->name[m.name_len] = 0;
+		req->policy = m.policy;
+		req->sqlite_mode = m.sqlite_mode;
+		req->policy_timeout_ms = m.timeout_ms;
+		return copy_text(req->command, STORE_COMMAND_MAX, p + sizeof m + m.name_len,
+		                 m.command_len);
+	}
+	default:
+		return COORD_EPROTO;
+	}
+}

@@ -1,0 +1,103 @@
+/* The shared region.  The broker is its only writer; clients map it
+ * PROT_READ from a file opened O_RDONLY, so nothing in this file ever
+ * reads a byte a client could have written.  Slot words are written with
+ * release stores after the lease is recorded, and cleared before a
+ * conflicting lease is granted, so a client's acquire-load of its slot
+ * never sees a lease the broker no longer honours.
+ *
+ * The file is reused, never unlinked, across broker restarts: a client that
+ * still maps the old broker's file sees its slots cleared by the new broker.
+ * It only ever grows, because shrinking a file another process has mapped
+ * would make that process's next read of a slot a SIGBUS. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define COORD_WANT_PROTOCOL
+#include "coord.h"
+#include "region.h"
+
+struct region {
+	void *map;
+	size_t size;
+	coord_shm_header *hdr;
+	_Atomic uint64_t *slots;
+	uint64_t nslots;
+};
+
+int region_open(struct region **out, const char *dir, uint64_t slots, char *err, size_t errsize)
+{
+	char path[4200];
+	struct region *r = calloc(1, sizeof *r);
+	struct stat st;
+	size_t size = COORD_SHM_HEADER_SIZE + slots * sizeof(uint64_t);
+	uint64_t epoch = 0;
+	int fd = -1, rc = COORD_ESYS;
+
+	if (!r)
+		return COORD_ENOMEM;
+	snprintf(path, sizeof path, "%s/%s", dir, COORD_SHM_NAME);
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
+	if (fd < 0 || fstat(fd, &st) < 0)
+		goto fail;
+	if ((size_t)st.st_size > size)
+		size = (size_t)st.st_size;
+	if ((size_t)st.st_size < size && ftruncate(fd, (off_t)size) < 0)
+		goto fail;
+	r->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+	if (r->map == MAP_FAILED) {
+		r->map = NULL;
+		goto fail;
+	}
+	r->size = size;
+	r->hdr = r->map;
+	r->slots = (_Atomic uint64_t *)((char *)r->map + COORD_SHM_HEADER_SIZE);
+	r->nslots = (size - COORD_SHM_HEADER_SIZE) / sizeof(uint64_t);
+	if (!memcmp(r->hdr->magic, COORD_SHM_MAGIC, 8))
+		epoch = r->hdr->broker_epoch;
+	for (uint64_t i = 0; i < r->nslots; i++)
+		atomic_store_explicit(&r->slots[i], 0, memory_order_release);
+	memcpy(r->hdr->magic, COORD_SHM_MAGIC, 8);
+	r->hdr->version = COORD_PROTO_VERSION;
+	r->hdr->header_size = COORD_SHM_HEADER_SIZE;
+	r->hdr->broker_pid = (uint64_t)getpid();
+	r->hdr->broker_epoch = epoch + 1;
+	atomic_thread_fence(memory_order_release);
+	r->hdr->slot_count = slots;
+	close(fd);
+	*out = r;
+	return 0;
+fail:
+	snprintf(err, errsize, "%s: %s", path, strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	free(r);
+	return rc;
+}
+
+void region_close(struct region *r)
+{
+	if (!r)
+		return;
+	for (uint64_t i = 0; i < r->nslots; i++)
+		atomic_store_explicit(&r->slots[i], 0, memory_order_release);
+	munmap(r->map, r->size);
+	free(r);
+}
+
+void region_set(struct region *r, uint64_t slot, uint64_t lease_id)
+{
+	atomic_store_explicit(&r->slots[slot], lease_id, memory_order_release);
+}
+
+uint64_t region_slots(const struct region *r)
+{
+	return r->hdr->slot_count;
+}

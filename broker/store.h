@@ -1,0 +1,68 @@
+/* LMDB persistence for the broker: durable per-resource state and the
+ * boot-scoped lease table.  See docs/design.md, "LMDB schema". */
+#ifndef COORD_STORE_H
+#define COORD_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define COORD_WANT_PROTOCOL
+#include "coord.h"
+
+#define STORE_COMMAND_MAX COORD_COMMAND_MAX
+#define STORE_MESSAGE_MAX 255
+
+/* Value of the "resources" database of state.mdb (durable). */
+struct store_resource {
+	uint32_t version;          /* STORE_RESOURCE_VERSION */
+	uint32_t policy;           /* COORD_POLICY_* */
+	uint32_t sqlite_mode;      /* COORD_SQLITE_* */
+	uint32_t timeout_ms;       /* checkpoint time limit, 0: default */
+	uint64_t token_ceiling;    /* no token above this was ever granted */
+	uint64_t checkpoints;
+	uint64_t last_at_ms;       /* wall clock */
+	uint64_t last_duration_us;
+	int32_t last_result;
+	uint32_t reserved;
+	int64_t wal_before, wal_after;
+	char command[STORE_COMMAND_MAX + 1];
+	char message[STORE_MESSAGE_MAX + 1];
+};
+#define STORE_RESOURCE_VERSION 1
+
+/* A lease record of leases.mdb, as recorded (for adoption and tools). */
+struct store_lease {
+	uint64_t id;
+	uint64_t token;
+	uint32_t mode;
+	uint32_t uid;
+	uint64_t pid;
+	uint64_t pid_start;        /* /proc/PID/stat starttime: pid + this names a process */
+	uint64_t slot;
+	int64_t granted_wall_ms;
+	char name[COORD_NAME_MAX + 1];
+	char label[COORD_LABEL_MAX + 1];
+};
+
+struct store;
+
+/* Opens (creating) state.mdb and leases.mdb in dir.  Leases recorded in
+ * an earlier boot are dropped; leases of an earlier broker of this boot
+ * are passed to `old` one by one (then dropped: adoption is not done yet)
+ * so the caller can log them.  *next_lease_id receives the first id that
+ * was never used.  Returns 0 or COORD_E*, with a reason in err. */
+int store_open(struct store **out, const char *dir,
+               void (*old)(void *ud, const struct store_lease *l), void *ud,
+               uint64_t *next_lease_id, char *err, size_t errsize);
+void store_close(struct store *s);
+
+/* 0 and *out filled, COORD_ENOENT if never stored (out zeroed), or error. */
+int store_resource_load(struct store *s, const char *name, struct store_resource *out);
+/* Durable: returns only once the record is on disk. */
+int store_resource_save(struct store *s, const char *name, const struct store_resource *r);
+
+int store_lease_put(struct store *s, const struct store_lease *l);
+int store_lease_del(struct store *s, uint64_t id);
+
+#endif

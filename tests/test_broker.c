@@ -1,0 +1,276 @@
+/* Integration tests against a real coordd started in a private directory:
+ * the client library's promises (exclusion, FIFO, timeouts, tokens,
+ * validity without system calls), autostart, restarts, and a broker that
+ * shrugs off hostile clients. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct harness h;
+
+static void setup(void)
+{
+	harness_init(&h);
+	harness_start_broker(&h, NULL);
+}
+
+static void teardown(void)
+{
+	harness_fini(&h);
+}
+
+TestSuite(broker, .init = setup, .fini = teardown, .timeout = 60);
+
+static coord_t *connect_ok(void)
+{
+	coord_t *c = NULL;
+	int rc = coord_connect(&c, NULL);
+	cr_assert_eq(rc, 0, "coord_connect to %s failed: %s", h.dir, coord_strerror(rc));
+	return c;
+}
+
+Test(broker, acquire_valid_release)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l = NULL;
+	int rc = coord_acquire(c, harness_path(&h, "app.db"), COORD_WRITE, 1000, "unit", &l);
+	cr_assert_eq(rc, 0, "write acquire on an idle resource failed: %s", coord_strerror(rc));
+	cr_assert_gt(coord_lease_token(l), 0, "a write lease must carry a token > 0");
+	cr_assert_eq(coord_lease_valid(l), 1, "a fresh lease must read as valid from shared memory");
+	cr_assert_eq(harness_count(&h, harness_path(&h, "app.db"), COORD_WRITE, 0), 1,
+	             "the broker's list must show the writer");
+	cr_assert_eq(coord_release(l), 0, "release failed");
+	cr_assert_eq(harness_count(&h, harness_path(&h, "app.db"), 0, 0), 0, "lease leaked");
+	coord_disconnect(c);
+}
+
+Test(broker, writer_blocks_reader_until_release)
+{
+	struct actor w, r;
+	const char *res = harness_path(&h, "x.db");
+	actor_start(&w, &h);
+	actor_start(&r, &h);
+	actor_send(&w, "acquire write -1 %s", res);
+	cr_assert_str_eq(actor_reply(&w, 5000), "ok 1", "first writer must get token 1");
+	actor_send(&r, "acquire read -1 %s", res);
+	/* wait until the broker has queued the reader, then check it waits */
+	for (int i = 0; i < 500 && harness_count(&h, res, COORD_READ, 1) != 1; i++)
+		poll(NULL, 0, 5);
+	cr_assert_eq(harness_count(&h, res, COORD_READ, 1), 1, "the reader must be queued");
+	cr_assert(!actor_has_reply(&r), "the reader was answered while the writer holds");
+	actor_send(&w, "release");
+	cr_assert_str_eq(actor_reply(&w, 5000), "ok", "release failed");
+	cr_assert_str_eq(actor_reply(&r, 5000), "ok 1", "reader not granted after the release");
+	actor_stop(&w);
+	actor_stop(&r);
+}
+
+Test(broker, timeout_and_try_once)
+{
+	struct actor w, r;
+	const char *res = harness_path(&h, "t.db");
+	actor_start(&w, &h);
+	actor_start(&r, &h);
+	actor_send(&w, "acquire write -1 %s", res);
+	cr_assert_str_eq(actor_reply(&w, 5000), "ok 1", "writer must be granted");
+	actor_send(&r, "acquire read 0 %s", res);
+	cr_assert_str_eq(actor_reply(&r, 5000), "err COORD_EBUSY", "timeout 0 must fail at once");
+	actor_send(&r, "acquire read 150 %s", res);
+	cr_assert_str_eq(actor_reply(&r, 5000), "err COORD_ETIMEDOUT", "a timed wait must time out");
+	cr_assert_eq(harness_count(&h, res, 0, 1), 0, "a timed-out waiter stayed queued");
+	actor_send(&w, "release");
+	actor_reply(&w, 5000);
+	actor_send(&r, "acquire write 0 %s", res);
+	cr_assert_str_eq(actor_reply(&r, 5000), "ok 2",
+	                 "after the timeout the resource must be grantable, with token 2");
+	actor_stop(&w);
+	actor_stop(&r);
+}
+
+Test(broker, self_deadlock_is_an_error)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *r1, *r2, *w;
+	const char *res = harness_path(&h, "d.db");
+	cr_assert_eq(coord_acquire(c, res, COORD_READ, -1, NULL, &r1), 0, "read");
+	cr_assert_eq(coord_acquire(c, res, COORD_WRITE, -1, NULL, &w), COORD_EDEADLK,
+	             "write on a held read must be COORD_EDEADLK, not a hang");
+	cr_assert_eq(coord_acquire(c, res, COORD_READ, -1, NULL, &r2), 0, "a nested read is granted");
+	coord_release(r2);
+	coord_release(r1);
+	coord_disconnect(c);
+}
+
+Test(broker, tokens_survive_restart_and_region_is_cleared)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l;
+	uint64_t t1;
+	const char *res = harness_path(&h, "tok.db");
+	cr_assert_eq(coord_acquire(c, res, COORD_WRITE, -1, NULL, &l), 0, "write");
+	t1 = coord_lease_token(l);
+	harness_kill_broker(&h);
+	cr_assert_eq(coord_lease_valid(l), 1,
+	             "with no broker nobody can be granted a conflict: the lease still reads valid");
+	harness_start_broker(&h, NULL);
+	cr_assert_eq(coord_lease_valid(l), 0,
+	             "a new broker must clear the old broker's leases from the shared region");
+	cr_assert_eq(coord_release(l), COORD_EIO, "the old connection must report COORD_EIO");
+	coord_disconnect(c);
+	c = connect_ok();
+	cr_assert_eq(coord_acquire(c, res, COORD_WRITE, -1, NULL, &l), 0, "write after restart");
+	cr_assert_gt(coord_lease_token(l), t1, "token went backwards across a restart: %llu <= %llu",
+	             (unsigned long long)coord_lease_token(l), (unsigned long long)t1);
+	coord_release(l);
+	coord_disconnect(c);
+}
+
+static int raw_socket(void)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
+	cr_assert_lt(strlen(h.dir) + sizeof("/" COORD_SOCKET_NAME), sizeof sa.sun_path,
+	             "test directory path too long for a socket");
+	strcpy(sa.sun_path, h.dir);
+	strcat(sa.sun_path, "/" COORD_SOCKET_NAME);
+	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "raw connect failed");
+	return fd;
+}
+
+static int closed_by_broker(int fd)
+{
+	char buf[64];
+	struct pollfd p = { .fd = fd, .events = POLLIN };
+	if (poll(&p, 1, 5000) != 1)
+		return 0;
+	while (recv(fd, buf, sizeof buf, MSG_DONTWAIT) > 0)
+		;
+	return recv(fd, buf, sizeof buf, MSG_DONTWAIT) == 0;
+}
+
+Test(broker, hostile_clients_do_not_hurt_others)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l;
+	const char *res = harness_path(&h, "safe.db");
+	unsigned seed = 7;
+	cr_assert_eq(coord_acquire(c, res, COORD_WRITE, -1, NULL, &l), 0, "write");
+
+	/* garbage before HELLO */
+	int fd = raw_socket();
+	char junk[300];
+	for (size_t i = 0; i < sizeof junk; i++)
+		junk[i] = (char)rand_r(&seed);
+	cr_assert_eq(send(fd, junk, sizeof junk, 0), (ssize_t)sizeof junk, "send junk");
+	cr_assert(closed_by_broker(fd), "garbage must get the connection closed");
+	close(fd);
+
+	/* a valid HELLO, then a release of someone else's lease id, then junk */
+	fd = raw_socket();
+	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
+	send(fd, &hello, sizeof hello, 0);
+	char buf[COORD_MSG_MAX];
+	cr_assert_gt(recv(fd, buf, sizeof buf, 0), 0, "no welcome");
+	coord_msg_release rel = { { COORD_MSG_RELEASE, 2 }, coord_lease_id(l) };
+	send(fd, &rel, sizeof rel, 0);
+	cr_assert_gt(recv(fd, buf, sizeof buf, 0), 0, "no reply to a foreign release");
+	cr_assert_eq(((coord_msg_reply *)buf)->status, COORD_ENOLEASE,
+	             "releasing another client's lease must fail with COORD_ENOLEASE");
+	coord_msg_acquire bad = { { COORD_MSG_ACQUIRE, 3 }, COORD_WRITE, -1, 4000, 0, 0 };
+	send(fd, &bad, sizeof bad, 0); /* claims 4000 name bytes, has none */
+	cr_assert(closed_by_broker(fd), "a lying length must get the connection closed");
+	close(fd);
+
+	cr_assert_eq(coord_lease_valid(l), 1, "another client's lease was touched");
+	cr_assert_eq(harness_count(&h, res, COORD_WRITE, 0), 1, "the writer vanished from the table");
+	cr_assert_eq(coord_release(l), 0, "the victim's release must still work");
+	coord_disconnect(c);
+}
+
+static int autostart_child(const char *dir)
+{
+	coord_t *c;
+	coord_options_t o = { .dir = dir };
+	int rc = coord_connect(&c, &o);
+	if (rc < 0)
+		return 100;
+	coord_disconnect(c);
+	return 0;
+}
+
+/* Processes whose command line ends in "--dir DIR". */
+static int count_brokers(const char *dir)
+{
+	DIR *d = opendir("/proc");
+	struct dirent *e;
+	int n = 0;
+	while (d && (e = readdir(d))) {
+		char path[300], buf[4096];
+		ssize_t len;
+		int fd;
+		if (e->d_name[0] < '0' || e->d_name[0] > '9')
+			continue;
+		snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
+		fd = open(path, O_RDONLY);
+		if (fd < 0)
+			continue;
+		len = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (len <= 0)
+			continue;
+		buf[len] = 0;
+		/* cmdline is NUL-separated: look for "--dir\0DIR\0" */
+		for (ssize_t i = 0; i + 6 < len; i++) {
+			if (!memcmp(buf + i, "--dir", 6) && !strcmp(buf + i + 6, dir)) {
+				n++;
+				break;
+			}
+		}
+	}
+	if (d)
+		closedir(d);
+	return n;
+}
+
+Test(broker, concurrent_autostart_yields_one_broker)
+{
+	char dir[300], lock[400];
+	pid_t kids[8];
+	FILE *f;
+	int broker_pid = 0;
+	harness_stop_broker(&h);
+	snprintf(dir, sizeof dir, "%s/auto", h.dir);
+	unsetenv("COORD_NO_AUTOSTART");
+	for (int i = 0; i < 8; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0)
+			_exit(autostart_child(dir));
+	}
+	for (int i = 0; i < 8; i++) {
+		int st;
+		waitpid(kids[i], &st, 0);
+		cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+		          "client %d could not connect through autostart (status %d)", i, st);
+	}
+	snprintf(lock, sizeof lock, "%s/coordd.lock", dir);
+	f = fopen(lock, "r");
+	cr_assert(f, "autostart left no lock file");
+	cr_assert_eq(fscanf(f, "%d", &broker_pid), 1, "lock file holds no pid");
+	fclose(f);
+	int n = count_brokers(dir);
+	cr_assert_eq(n, 1, "expected exactly one broker for %s, found %d", dir, n);
+	kill(broker_pid, SIGTERM);
+	setenv("COORD_NO_AUTOSTART", "1", 1);
+}

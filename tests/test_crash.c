@@ -1,0 +1,314 @@
+/* Crash tests: holders, waiters and `coordctl run` are SIGKILLed at each
+ * protocol step, and a churn of workers is killed at random while they
+ * take write and read leases.  After every kill: no lease leaks, waiters
+ * are granted, and mutual exclusion was never broken; after a broker
+ * restart the table is empty and tokens keep rising. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+static struct harness h;
+
+static void setup(void)
+{
+	harness_init(&h);
+	harness_start_broker(&h, NULL);
+}
+
+static void teardown(void)
+{
+	harness_fini(&h);
+}
+
+TestSuite(crash, .init = setup, .fini = teardown, .timeout = 120);
+
+struct count_arg {
+	const char *res;
+	int mode, waiters, want;
+};
+
+static int count_is(void *p)
+{
+	struct count_arg *a = p;
+	return harness_count(&h, a->res, a->mode, a->waiters) == a->want;
+}
+
+static void wait_count(const char *res, int mode, int waiters, int want, const char *why)
+{
+	struct count_arg a = { res, mode, waiters, want };
+	cr_assert(harness_wait(count_is, &a, 5000), "%s: expected %d %s, have %d", why, want,
+	          waiters ? "waiters" : "holders", harness_count(&h, res, mode, waiters));
+}
+
+/* The protocol steps at which a client is killed. */
+enum step { HOLDING, WAITING, REQUEST_IN_FLIGHT, RELEASE_IN_FLIGHT };
+
+ParameterizedTestParameters(crash, kill_at_step)
+{
+	static enum step steps[] = { HOLDING, WAITING, REQUEST_IN_FLIGHT, RELEASE_IN_FLIGHT };
+	return cr_make_param_array(enum step, steps, sizeof steps / sizeof steps[0]);
+}
+
+ParameterizedTest(enum step *step, crash, kill_at_step)
+{
+	struct actor holder, victim, next;
+	const char *res = harness_path(&h, "step.db");
+	actor_start(&holder, &h);
+	actor_start(&victim, &h);
+	actor_start(&next, &h);
+
+	switch (*step) {
+	case HOLDING:
+		actor_send(&victim, "acquire write -1 %s", res);
+		cr_assert_str_eq(actor_reply(&victim, 5000), "ok 1", "victim must hold");
+		actor_send(&next, "acquire write -1 %s", res);
+		wait_count(res, COORD_WRITE, 1, 1, "the next writer must queue");
+		actor_kill(&victim);
+		cr_assert_str_eq(actor_reply(&next, 5000), "ok 2",
+		                 "the waiter must be granted when the holder is killed");
+		break;
+	case WAITING:
+		actor_send(&holder, "acquire write -1 %s", res);
+		cr_assert_str_eq(actor_reply(&holder, 5000), "ok 1", "holder must hold");
+		actor_send(&victim, "acquire write -1 %s", res);
+		actor_send(&next, "acquire read -1 %s", res);
+		wait_count(res, 0, 1, 2, "two waiters must queue");
+		actor_kill(&victim);
+		wait_count(res, 0, 1, 1, "the killed waiter must leave the queue");
+		actor_send(&holder, "release");
+		actor_reply(&holder, 5000);
+		cr_assert_str_eq(actor_reply(&next, 5000), "ok 1",
+		                 "the reader behind the killed writer must be granted");
+		break;
+	case REQUEST_IN_FLIGHT:
+		/* killed right after sending the request: granted or not, the
+		 * lease must not outlive the process */
+		actor_send(&victim, "acquire write -1 %s", res);
+		actor_kill(&victim);
+		actor_send(&next, "acquire write 5000 %s", res);
+		cr_assert_eq(strncmp(actor_reply(&next, 6000), "ok", 2), 0,
+		             "a request in flight from a dead client must not keep the resource");
+		break;
+	case RELEASE_IN_FLIGHT:
+		actor_send(&victim, "acquire write -1 %s", res);
+		cr_assert_str_eq(actor_reply(&victim, 5000), "ok 1", "victim must hold");
+		actor_send(&next, "acquire write -1 %s", res);
+		wait_count(res, COORD_WRITE, 1, 1, "the next writer must queue");
+		actor_send(&victim, "release");
+		actor_kill(&victim);
+		cr_assert_str_eq(actor_reply(&next, 5000), "ok 2",
+		                 "a release cut short by SIGKILL must still free the resource");
+		break;
+	}
+	actor_stop(&next);
+	actor_stop(&holder);
+	wait_count(res, 0, 0, 0, "no lease may leak after the kill");
+	wait_count(res, 0, 1, 0, "no waiter may leak after the kill");
+}
+
+/* ---- random kills under churn ---- */
+
+struct shared {
+	_Atomic int writers, readers;  /* inside the critical section now */
+	_Atomic int violations;
+	_Atomic long entries;
+	_Atomic uint64_t last_token;
+	_Atomic int token_regressions;
+};
+
+static int alive(pid_t pid)
+{
+	char path[64], buf[256];
+	int fd;
+	ssize_t n;
+	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
+	fd = open(path, O_RDONLY);
+	if (fd < 0)
+		return 0;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = 0;
+	char *p = strrchr(buf, ')');
+	return p && p[2] != 'Z';
+}
+
+/* Each worker loops over write and read leases.  It records itself in the
+ * shared counters while it holds; a killed worker leaves its count behind,
+ * so the counters hold pids and entrants check whether the recorded
+ * occupant still lives. */
+struct occupancy {
+	_Atomic pid_t writer;
+	_Atomic pid_t readers[64];
+};
+
+static void worker(struct shared *s, struct occupancy *o, const char *res, unsigned seed)
+{
+	coord_t *c;
+	pid_t me = getpid();
+	if (coord_connect(&c, NULL) < 0)
+		_exit(2);
+	for (;;) {
+		coord_lease_t *l;
+		int mode = rand_r(&seed) % 3 == 0 ? COORD_WRITE : COORD_READ;
+		if (coord_acquire(c, res, mode, -1, "churn", &l) < 0)
+			_exit(3);
+		s->entries++;
+		if (mode == COORD_WRITE) {
+			pid_t w = o->writer;
+			if (w && w != me && alive(w))
+				s->violations++;
+			for (int i = 0; i < 64; i++) {
+				pid_t r = o->readers[i];
+				if (r && r != me && alive(r))
+					s->violations++;
+			}
+			uint64_t t = coord_lease_token(l), prev = s->last_token;
+			if (t <= prev)
+				s->token_regressions++;
+			s->last_token = t;
+			o->writer = me;
+			for (volatile int spin = 0; spin < 20000; spin++)
+				;
+			o->writer = 0;
+		} else {
+			pid_t w = o->writer;
+			if (w && alive(w))
+				s->violations++;
+			int slot = -1;
+			for (int i = 0; i < 64 && slot < 0; i++) {
+				pid_t zero = 0;
+				if (atomic_compare_exchange_strong(&o->readers[i], &zero, me))
+					slot = i;
+			}
+			for (volatile int spin = 0; spin < 20000; spin++)
+				;
+			if (slot >= 0)
+				o->readers[slot] = 0;
+		}
+		coord_release(l);
+	}
+}
+
+Test(crash, random_kills_never_break_exclusion)
+{
+	struct shared *s = mmap(NULL, sizeof *s + sizeof(struct occupancy), PROT_READ | PROT_WRITE,
+	                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct occupancy *o = (struct occupancy *)(s + 1);
+	const char *res = harness_path(&h, "churn.db");
+	pid_t kids[6];
+	unsigned seed = 42;
+	cr_assert(s != MAP_FAILED, "mmap failed");
+	memset(s, 0, sizeof *s + sizeof *o);
+	for (int i = 0; i < 6; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			worker(s, o, res, (unsigned)i + 1);
+		}
+	}
+	for (int round = 0; round < 60; round++) {
+		long before = s->entries;
+		/* let the workers make progress, then kill one at random */
+		for (int i = 0; i < 400 && s->entries < before + 20; i++)
+			poll(NULL, 0, 2);
+		cr_assert_gt(s->entries, before, "round %d: no worker made progress (stuck lease?)", round);
+		int k = rand_r(&seed) % 6;
+		kill(kids[k], SIGKILL);
+		waitpid(kids[k], NULL, 0);
+		/* clear what the dead worker may have left in the occupancy */
+		if (o->writer == kids[k])
+			o->writer = 0;
+		for (int i = 0; i < 64; i++)
+			if (o->readers[i] == kids[k])
+				o->readers[i] = 0;
+		kids[k] = fork();
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			worker(s, o, res, (unsigned)round + 100);
+		}
+	}
+	for (int i = 0; i < 6; i++) {
+		kill(kids[i], SIGKILL);
+		waitpid(kids[i], NULL, 0);
+	}
+	cr_assert_eq(s->violations, 0, "mutual exclusion was broken %d times", s->violations);
+	cr_assert_eq(s->token_regressions, 0, "write tokens went backwards %d times",
+	             s->token_regressions);
+	wait_count(res, 0, 0, 0, "leases leaked after all workers were killed");
+	wait_count(res, 0, 1, 0, "waiters leaked after all workers were killed");
+
+	/* the table must be consistent across a broker restart */
+	uint64_t last = s->last_token;
+	harness_stop_broker(&h);
+	harness_start_broker(&h, NULL);
+	cr_assert_eq(harness_count(&h, res, 0, 0), 0, "a restarted broker shows stale leases");
+	struct actor a;
+	actor_start(&a, &h);
+	actor_send(&a, "acquire write -1 %s", res);
+	const char *r = actor_reply(&a, 5000);
+	cr_assert(!strncmp(r, "ok ", 3) && strtoull(r + 3, NULL, 10) > last,
+	          "after restart the token must exceed %llu, got '%s'", (unsigned long long)last, r);
+	actor_stop(&a);
+	munmap(s, sizeof *s + sizeof *o);
+}
+
+/* ---- coordctl run killed ---- */
+
+static int file_has_pid(void *p)
+{
+	FILE *f = fopen(p, "r");
+	int pid = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%d", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	return pid;
+}
+
+static int gone(void *p)
+{
+	return !alive((pid_t)(intptr_t)p);
+}
+
+Test(crash, killed_coordctl_run_takes_its_command_along)
+{
+	const char *res = harness_path(&h, "run.db");
+	const char *pidfile = harness_path(&h, "cmd.pid");
+	char script[600];
+	pid_t ctl;
+	int cmd_pid;
+	/* the test becomes the subreaper so the orphaned command is ours to see */
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	snprintf(script, sizeof script, "echo $$ > %s; exec sleep 300", pidfile);
+	ctl = fork();
+	if (ctl == 0) {
+		execl(getenv("COORD_TEST_COORDCTL"), "coordctl", "run", "--write", res, "--", "/bin/sh",
+		      "-c", script, (char *)NULL);
+		_exit(127);
+	}
+	cmd_pid = harness_wait(file_has_pid, (void *)pidfile, 5000);
+	cr_assert_gt(cmd_pid, 0, "the command under coordctl run never started");
+	wait_count(res, COORD_WRITE, 0, 1, "coordctl run must hold the lease while the command runs");
+	kill(ctl, SIGKILL);
+	waitpid(ctl, NULL, 0);
+	cr_assert(harness_wait(gone, (void *)(intptr_t)cmd_pid, 5000),
+	          "the command (pid %d) kept running after coordctl run was killed", cmd_pid);
+	waitpid(cmd_pid, NULL, WNOHANG);
+	wait_count(res, 0, 0, 0, "the lease of the killed coordctl run leaked");
+}

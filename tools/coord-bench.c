@@ -1,0 +1,474 @@
+/* coord-bench: how fast coord is, measured beside its peers in the same
+ * run on the same machine.
+ *
+ * It measures, for coord and for flock(2) and fcntl(2) OFD locks:
+ *   - uncontended acquire+release, read and write;
+ *   - handoff: from the holder's release to a blocked waiter running;
+ *   - reclaim: from SIGKILL of the holder to the waiter running;
+ * and a plain Unix-socket round trip (SOCK_SEQPACKET, the transport coord
+ * uses), the floor any broker-based design pays.  It prints p50/p99/mean
+ * in microseconds.  It never asserts anything: speed is reported, not
+ * tested, because machines are noisy.
+ *
+ * By default it starts a private broker in a temporary directory (found
+ * via $COORD_BROKER, next to this binary in a build tree, or on PATH) and
+ * stops it at the end; --dir uses an existing instance instead. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "coord.h"
+
+static int iterations = 20000;
+static int handoffs = 300;
+static char lockfile[PATH_MAX + 32];
+static char resource[PATH_MAX + 32];
+
+static int64_t now_ns(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+static void die(const char *what, int rc)
+{
+	fprintf(stderr, "coord-bench: %s: %s\n", what, rc < 0 ? coord_strerror(rc) : strerror(errno));
+	exit(1);
+}
+
+struct stats {
+	double p50, p99, mean;
+};
+
+static int cmp_i64(const void *a, const void *b)
+{
+	int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+	return x < y ? -1 : x > y;
+}
+
+static struct stats summarize(int64_t *ns, int n)
+{
+	struct stats s = { 0 };
+	double sum = 0;
+	qsort(ns, (size_t)n, sizeof *ns, cmp_i64);
+	for (int i = 0; i < n; i++)
+		sum += (double)ns[i];
+	s.p50 = ns[n / 2] / 1000.0;
+	s.p99 = ns[(n * 99) / 100] / 1000.0;
+	s.mean = sum / n / 1000.0;
+	return s;
+}
+
+static void row(const char *what, const char *who, struct stats s)
+{
+	printf("  %-34s %-8s %9.2f %9.2f %9.2f\n", what, who, s.p50, s.p99, s.mean);
+}
+
+/* ---- uncontended ---- */
+
+static struct stats bench_unix_rtt(void)
+{
+	int sv[2];
+	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
+	char buf[64] = { 0 };
+	pid_t pid;
+	if (socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv) < 0)
+		die("socketpair", 0);
+	pid = fork();
+	if (pid == 0) {
+		close(sv[0]);
+		ssize_t n;
+		while ((n = recv(sv[1], buf, sizeof buf, 0)) > 0)
+			if (send(sv[1], buf, (size_t)n, 0) != n)
+				break;
+		_exit(0);
+	}
+	close(sv[1]);
+	for (int i = 0; i < iterations; i++) {
+		int64_t t0 = now_ns();
+		if (send(sv[0], buf, 32, 0) != 32 || recv(sv[0], buf, sizeof buf, 0) != 32)
+			die("unix round trip", 0);
+		ns[i] = now_ns() - t0;
+	}
+	close(sv[0]);
+	waitpid(pid, NULL, 0);
+	struct stats s = summarize(ns, iterations);
+	free(ns);
+	return s;
+}
+
+static struct stats bench_flock(int op)
+{
+	int fd = open(lockfile, O_RDWR | O_CREAT, 0600);
+	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
+	for (int i = 0; i < iterations; i++) {
+		int64_t t0 = now_ns();
+		if (flock(fd, op) < 0 || flock(fd, LOCK_UN) < 0)
+			die("flock", 0);
+		ns[i] = now_ns() - t0;
+	}
+	close(fd);
+	struct stats s = summarize(ns, iterations);
+	free(ns);
+	return s;
+}
+
+static int ofd_lock(int fd, short type, int wait)
+{
+	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
+	return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
+}
+
+static struct stats bench_fcntl(short type)
+{
+	int fd = open(lockfile, O_RDWR | O_CREAT, 0600);
+	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
+	for (int i = 0; i < iterations; i++) {
+		int64_t t0 = now_ns();
+		if (ofd_lock(fd, type, 1) < 0 || ofd_lock(fd, F_UNLCK, 0) < 0)
+			die("fcntl", 0);
+		ns[i] = now_ns() - t0;
+	}
+	close(fd);
+	struct stats s = summarize(ns, iterations);
+	free(ns);
+	return s;
+}
+
+static coord_t *connect_or_die(void)
+{
+	coord_t *c;
+	int rc = coord_connect(&c, NULL);
+	if (rc < 0)
+		die("connect to the broker", rc);
+	return c;
+}
+
+static struct stats bench_coord(int mode)
+{
+	coord_t *c = connect_or_die();
+	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
+	for (int i = 0; i < iterations; i++) {
+		coord_lease_t *l;
+		int64_t t0 = now_ns();
+		int rc = coord_acquire(c, resource, mode, -1, "bench", &l);
+		if (rc < 0)
+			die("acquire", rc);
+		rc = coord_release(l);
+		if (rc < 0)
+			die("release", rc);
+		ns[i] = now_ns() - t0;
+	}
+	coord_disconnect(c);
+	struct stats s = summarize(ns, iterations);
+	free(ns);
+	return s;
+}
+
+/* ---- handoff and reclaim ---- */
+
+enum lock_kind { K_COORD, K_FLOCK, K_FCNTL };
+
+/* A lock of one kind, held by the calling process. */
+struct lock {
+	enum lock_kind kind;
+	coord_t *c;
+	coord_lease_t *l;
+	int fd;
+};
+
+static void lock_open(struct lock *k, enum lock_kind kind)
+{
+	memset(k, 0, sizeof *k);
+	k->kind = kind;
+	if (kind == K_COORD)
+		k->c = connect_or_die();
+	else
+		k->fd = open(lockfile, O_RDWR | O_CREAT, 0600);
+}
+
+static void lock_take(struct lock *k)
+{
+	int rc = 0;
+	if (k->kind == K_COORD)
+		rc = coord_acquire(k->c, resource, COORD_WRITE, -1, "bench", &k->l);
+	else if (k->kind == K_FLOCK)
+		rc = flock(k->fd, LOCK_EX);
+	else
+		rc = ofd_lock(k->fd, F_WRLCK, 1);
+	if (rc < 0)
+		die("lock", rc);
+}
+
+static void lock_drop(struct lock *k)
+{
+	if (k->kind == K_COORD)
+		coord_release(k->l);
+	else if (k->kind == K_FLOCK)
+		flock(k->fd, LOCK_UN);
+	else
+		ofd_lock(k->fd, F_UNLCK, 0);
+}
+
+struct shared_times {
+	volatile int64_t t0, t1;
+};
+
+/* waiter: for each round, waits for the lock, stamps t1, releases, and
+ * reports on the pipe. */
+static void handoff_waiter(enum lock_kind kind, struct shared_times *st, int go_fd, int done_fd,
+                           int rounds)
+{
+	struct lock k;
+	char ch;
+	lock_open(&k, kind);
+	for (int i = 0; i < rounds; i++) {
+		if (read(go_fd, &ch, 1) != 1)
+			_exit(1);
+		lock_take(&k);
+		st[i].t1 = now_ns();
+		lock_drop(&k);
+		if (write(done_fd, "d", 1) != 1)
+			_exit(1);
+	}
+	_exit(0);
+}
+
+/* Gives the waiter time to block before the clock starts.  Nothing
+ * reports "blocked in flock()", so all three kinds get the same 2 ms; a
+ * waiter that was not blocked yet would only inflate its own figure. */
+static void wait_until_blocked(void)
+{
+	struct timespec ts = { 0, 2000000 };
+	nanosleep(&ts, NULL);
+}
+
+static struct stats bench_handoff(enum lock_kind kind)
+{
+	struct shared_times *st = mmap(NULL, sizeof *st * (size_t)handoffs, PROT_READ | PROT_WRITE,
+	                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int go[2], done[2];
+	int64_t *ns = malloc(sizeof *ns * (size_t)handoffs);
+	struct lock k;
+	pid_t pid;
+	char ch;
+	if (pipe(go) < 0 || pipe(done) < 0)
+		die("pipe", 0);
+	pid = fork();
+	if (pid == 0)
+		handoff_waiter(kind, st, go[0], done[1], handoffs);
+	lock_open(&k, kind);
+	for (int i = 0; i < handoffs; i++) {
+		lock_take(&k);
+		if (write(go[1], "g", 1) != 1)
+			die("pipe", 0);
+		wait_until_blocked();
+		st[i].t0 = now_ns();
+		lock_drop(&k);
+		if (read(done[0], &ch, 1) != 1)
+			die("waiter died", 0);
+		ns[i] = st[i].t1 - st[i].t0;
+	}
+	waitpid(pid, NULL, 0);
+	if (kind == K_COORD)
+		coord_disconnect(k.c);
+	else
+		close(k.fd);
+	struct stats s = summarize(ns, handoffs);
+	free(ns);
+	munmap(st, sizeof *st * (size_t)handoffs);
+	return s;
+}
+
+static struct stats bench_reclaim(enum lock_kind kind, int rounds)
+{
+	struct shared_times *st = mmap(NULL, sizeof *st * (size_t)rounds, PROT_READ | PROT_WRITE,
+	                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int64_t *ns = malloc(sizeof *ns * (size_t)rounds);
+	for (int i = 0; i < rounds; i++) {
+		int held[2], go[2], done[2];
+		pid_t holder, waiter;
+		char ch;
+		if (pipe(held) < 0 || pipe(go) < 0 || pipe(done) < 0)
+			die("pipe", 0);
+		holder = fork();
+		if (holder == 0) {
+			struct lock k;
+			lock_open(&k, kind);
+			lock_take(&k);
+			if (write(held[1], "h", 1) != 1)
+				_exit(1);
+			for (;;)
+				pause();
+		}
+		if (read(held[0], &ch, 1) != 1)
+			die("holder died", 0);
+		waiter = fork();
+		if (waiter == 0) {
+			struct lock k;
+			lock_open(&k, kind);
+			if (write(go[1], "r", 1) != 1)
+				_exit(1);
+			lock_take(&k);
+			st[i].t1 = now_ns();
+			lock_drop(&k);
+			if (write(done[1], "d", 1) != 1)
+				_exit(1);
+			_exit(0);
+		}
+		if (read(go[0], &ch, 1) != 1)
+			die("waiter died", 0);
+		wait_until_blocked();
+		st[i].t0 = now_ns();
+		kill(holder, SIGKILL);
+		if (read(done[0], &ch, 1) != 1)
+			die("waiter died", 0);
+		ns[i] = st[i].t1 - st[i].t0;
+		waitpid(holder, NULL, 0);
+		waitpid(waiter, NULL, 0);
+		close(held[0]);
+		close(held[1]);
+		close(go[0]);
+		close(go[1]);
+		close(done[0]);
+		close(done[1]);
+	}
+	struct stats s = summarize(ns, rounds);
+	free(ns);
+	munmap(st, sizeof *st * (size_t)rounds);
+	return s;
+}
+
+/* ---- setup ---- */
+
+static char tmpdir[PATH_MAX];
+
+static void find_broker(void)
+{
+	char self[PATH_MAX], cand[PATH_MAX + 32];
+	ssize_t n;
+	if (getenv("COORD_BROKER"))
+		return;
+	n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n > 0) {
+		self[n] = 0;
+		snprintf(cand, sizeof cand, "%s/../broker/coordd", dirname(self));
+		if (access(cand, X_OK) == 0) {
+			setenv("COORD_BROKER", cand, 1);
+			return;
+		}
+		snprintf(cand, sizeof cand, "%s/coordd", self);
+		if (access(cand, X_OK) == 0)
+			setenv("COORD_BROKER", cand, 1);
+	}
+}
+
+static void stop_private_broker(void)
+{
+	char path[PATH_MAX + 32], cmd[PATH_MAX + 32];
+	FILE *f;
+	int pid = 0;
+	if (!tmpdir[0])
+		return;
+	snprintf(path, sizeof path, "%s/coordd.lock", tmpdir);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%d", &pid) == 1 && pid > 0)
+			kill(pid, SIGTERM);
+		fclose(f);
+	}
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", tmpdir);
+	if (system(cmd) != 0)
+		fprintf(stderr, "coord-bench: could not remove %s\n", tmpdir);
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, 'd' },
+		{ "iterations", required_argument, NULL, 'n' },
+		{ "handoffs", required_argument, NULL, 'H' },
+		{ "help", no_argument, NULL, 'h' },
+		{ 0 },
+	};
+	const char *dir = NULL;
+	int opt, reclaims;
+	while ((opt = getopt_long(argc, argv, "d:n:h", opts, NULL)) != -1) {
+		switch (opt) {
+		case 'd':
+			dir = optarg;
+			break;
+		case 'n':
+			iterations = atoi(optarg);
+			break;
+		case 'H':
+			handoffs = atoi(optarg);
+			break;
+		default:
+			fprintf(opt == 'h' ? stdout : stderr,
+			        "usage: coord-bench [--dir DIR] [--iterations N] [--handoffs N]\n"
+			        "Measures coord beside flock(2), fcntl(2) OFD locks and a Unix-socket\n"
+			        "round trip; prints p50/p99/mean in microseconds.\n");
+			return opt == 'h' ? 0 : 64;
+		}
+	}
+	if (iterations < 100 || handoffs < 10) {
+		fprintf(stderr, "coord-bench: --iterations >= 100 and --handoffs >= 10\n");
+		return 64;
+	}
+	reclaims = handoffs / 3 > 10 ? handoffs / 3 : 10;
+	if (!dir) {
+		snprintf(tmpdir, sizeof tmpdir, "%s/coord-bench-XXXXXX",
+		         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+		if (!mkdtemp(tmpdir))
+			die("mkdtemp", 0);
+		dir = tmpdir;
+		find_broker();
+		unsetenv("COORD_NO_AUTOSTART");
+		atexit(stop_private_broker);
+	}
+	setenv("COORD_DIR", dir, 1);
+	snprintf(lockfile, sizeof lockfile, "%s/bench.lock", dir);
+	snprintf(resource, sizeof resource, "%s/bench.db", dir);
+	coord_disconnect(connect_or_die()); /* start the broker before timing */
+
+	printf("coord-bench: %d iterations, %d handoffs, %d reclaims; times in microseconds\n",
+	       iterations, handoffs, reclaims);
+	printf("  %-34s %-8s %9s %9s %9s\n", "operation", "who", "p50", "p99", "mean");
+	struct stats rtt = bench_unix_rtt();
+	row("unix socket round trip", "socket", rtt);
+	struct stats cw = bench_coord(COORD_WRITE), cr = bench_coord(COORD_READ);
+	row("acquire+release write", "coord", cw);
+	row("acquire+release write", "flock", bench_flock(LOCK_EX));
+	row("acquire+release write", "fcntl", bench_fcntl(F_WRLCK));
+	row("acquire+release read", "coord", cr);
+	row("acquire+release read", "flock", bench_flock(LOCK_SH));
+	row("acquire+release read", "fcntl", bench_fcntl(F_RDLCK));
+	row("handoff release -> waiter runs", "coord", bench_handoff(K_COORD));
+	row("handoff release -> waiter runs", "flock", bench_handoff(K_FLOCK));
+	row("handoff release -> waiter runs", "fcntl", bench_handoff(K_FCNTL));
+	struct stats rc = bench_reclaim(K_COORD, reclaims);
+	row("reclaim SIGKILL -> waiter runs", "coord", rc);
+	row("reclaim SIGKILL -> waiter runs", "flock", bench_reclaim(K_FLOCK, reclaims));
+	row("reclaim SIGKILL -> waiter runs", "fcntl", bench_reclaim(K_FCNTL, reclaims));
+	printf("\n  acquire+release / socket round trip (p50): write %.2fx, read %.2fx (target <= 2x)\n",
+	       cw.p50 / rtt.p50, cr.p50 / rtt.p50);
+	printf("  reclaim p99: %.0f us (target < 1000 us)\n", rc.p99);
+	return 0;
+}
