@@ -92,7 +92,10 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		if (len != sizeof m)
 			return COORD_EPROTO;
 		memcpy(&m, p, sizeof m);
+		if (m.flags & ~(uint32_t)COORD_RELEASE_NO_REPLY)
+			return COORD_EINVAL;
 		req->lease_id = m.lease_id;
+		req->flags = m.flags;
 		return 0;
 	}
 	case COORD_MSG_STATUS:

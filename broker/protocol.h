@@ -17,6 +17,7 @@ struct request {
 	int mode;                   /* ACQUIRE */
 	int32_t timeout_ms;         /* ACQUIRE */
 	uint64_t lease_id;          /* RELEASE */
+	uint32_t flags;             /* RELEASE */
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];

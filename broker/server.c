@@ -496,11 +496,13 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
 		if (l->id == req->lease_id)
 			break;
 	if (!l) {
-		client_reply(b, c, req->seq, COORD_ENOLEASE);
+		if (!(req->flags & COORD_RELEASE_NO_REPLY))
+			client_reply(b, c, req->seq, COORD_ENOLEASE);
 		return;
 	}
 	lease_table_release(b->table, l, "release");
-	client_reply(b, c, req->seq, 0);
+	if (!(req->flags & COORD_RELEASE_NO_REPLY))
+		client_reply(b, c, req->seq, 0);
 }
 
 static void handle_status(struct broker *b, struct client *c, const struct request *req)

@@ -218,6 +218,12 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
  * After coord_disconnect() of its connection this only frees the handle
  * and returns COORD_EIO.
  *
+ * It returns as soon as the request is sent, without waiting for the
+ * broker: the broker handles one connection's requests in order, so a
+ * later call on the same connection already sees the lease released, and
+ * other processes are granted as soon as the broker reads it (micro-
+ * seconds).  Stop using the resource before calling it.
+ *
  * Returns 0, or:
  *   COORD_ENOLEASE   the broker had already taken the lease back (the holder
  *                    was revoked or the broker restarted).  Anything written
@@ -380,9 +386,13 @@ typedef struct coord_msg_grant {
 	uint64_t slot;          /* index into the shared region's slot array */
 } coord_msg_grant;
 
+enum { COORD_RELEASE_NO_REPLY = 1 };
+
 typedef struct coord_msg_release {
 	coord_msg_hdr h;
 	uint64_t lease_id;
+	uint32_t flags;         /* COORD_RELEASE_NO_REPLY: send no REPLY */
+	uint32_t reserved;
 } coord_msg_release;
 
 typedef struct coord_msg_reply {
@@ -1086,11 +1096,7 @@ COORD_API int coord_release(coord_lease_t *l)
 {
 	coord_t *c;
 	coord_msg_release req;
-	union {
-		coord_msg_reply r;
-		char raw[COORD_MSG_MAX];
-	} rep;
-	int rc;
+	int rc, valid;
 
 	if (!l)
 		return COORD_EINVAL;
@@ -1113,22 +1119,18 @@ COORD_API int coord_release(coord_lease_t *l)
 	rc = coord__check(c);
 	if (rc < 0)
 		goto out;
+	/* The release needs no answer: the broker handles a connection's
+	 * requests in order, and whether the lease was still held is in the
+	 * shared region.  One send, no round trip. */
+	valid = coord_lease_valid(l);
 	memset(&req, 0, sizeof req);
 	req.h.type = COORD_MSG_RELEASE;
 	req.h.seq = ++c->seq;
 	req.lease_id = l->id;
+	req.flags = COORD_RELEASE_NO_REPLY;
 	rc = coord__send(c, &req, sizeof req);
-	if (rc < 0)
-		goto out;
-	rc = coord__recv(c, req.h.seq, &rep, sizeof rep, -1);
-	if (rc < 0)
-		goto out;
-	if (rep.r.h.type != COORD_MSG_REPLY || (size_t)rc < sizeof rep.r) {
-		c->broken = 1;
-		rc = COORD_EPROTO;
-		goto out;
-	}
-	rc = rep.r.status < 0 ? rep.r.status : 0;
+	if (rc == 0 && !valid)
+		rc = COORD_ENOLEASE;
 out:
 	pthread_mutex_unlock(&c->lock);
 	free(l);

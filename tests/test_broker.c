@@ -183,7 +183,7 @@ Test(broker, hostile_clients_do_not_hurt_others)
 	send(fd, &hello, sizeof hello, 0);
 	char buf[COORD_MSG_MAX];
 	cr_assert_gt(recv(fd, buf, sizeof buf, 0), 0, "no welcome");
-	coord_msg_release rel = { { COORD_MSG_RELEASE, 2 }, coord_lease_id(l) };
+	coord_msg_release rel = { { COORD_MSG_RELEASE, 2 }, coord_lease_id(l), 0, 0 };
 	send(fd, &rel, sizeof rel, 0);
 	cr_assert_gt(recv(fd, buf, sizeof buf, 0), 0, "no reply to a foreign release");
 	cr_assert_eq(((coord_msg_reply *)buf)->status, COORD_ENOLEASE,
