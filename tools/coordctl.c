@@ -14,7 +14,6 @@
  *   doctor: 0 healthy, 1 problems found, 2 could not inspect. */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <getopt.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -230,7 +229,7 @@ static int cmd_status(int argc, char **argv)
 	fmt_duration(up, sizeof up, s.uptime_ms);
 	printf("broker:    running (pid %" PRIu64 ", up %s, protocol %u)\n", s.broker_pid, up,
 	       s.version);
-	printf("directory: %s\n", coord_dir(c));
+	printf("directory: %s\n", c->dir);
 	printf("clients:   %" PRIu64 " (including this one)\n", s.clients);
 	printf("leases:    %" PRIu64 " held, %" PRIu64 " waiting, %" PRIu64 " resources known\n",
 	       s.leases, s.waiters, s.resources);
@@ -665,63 +664,55 @@ static void forward_signal(int sig)
 
 static int cmd_run(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "read", no_argument, NULL, 'r' },
-		{ "write", no_argument, NULL, 'w' },
-		{ "timeout", required_argument, NULL, 't' },
-		{ "label", required_argument, NULL, 'l' },
-		{ 0 },
-	};
 	coord_t *c = NULL;
 	coord_lease_t *lease = NULL;
 	const char *label = NULL, *resource;
-	int mode = 0, timeout_ms = -1, opt, rc, status;
+	int mode = 0, timeout_ms = -1, i, rc, status;
 	pid_t parent, pid;
 	char buf[64];
 
-	optind = 1;
-	while ((opt = getopt_long(argc, argv, "+rwt:l:", opts, NULL)) != -1) {
-		switch (opt) {
-		case 'r':
-		case 'w':
+	/* Options may come before or after RESOURCE; "--" or the first
+	 * word after RESOURCE starts the command. */
+	resource = NULL;
+	for (i = 1; i < argc; i++) {
+		const char *a = argv[i];
+		if (!strcmp(a, "--")) {
+			i++;
+			break;
+		}
+		if (!strcmp(a, "--read") || !strcmp(a, "--write")) {
 			if (mode) {
 				fprintf(stderr, "%s: run: give one of --read or --write\n", progname);
 				return EX_USAGE;
 			}
-			mode = opt == 'r' ? COORD_READ : COORD_WRITE;
-			break;
-		case 't': {
+			mode = a[2] == 'r' ? COORD_READ : COORD_WRITE;
+		} else if (!strcmp(a, "--timeout") && i + 1 < argc) {
 			char *end;
-			double s = strtod(optarg, &end);
-			if (*end || !(s >= 0) || s > 86400 * 365) {
+			double s = strtod(argv[++i], &end);
+			if (*end || end == argv[i] || !(s >= 0) || s > 86400.0 * 365) {
 				fprintf(stderr, "%s: run: --timeout takes seconds, e.g. 0, 2.5 or 60\n",
 				        progname);
 				return EX_USAGE;
 			}
 			timeout_ms = (int)llround(s * 1000);
-			break;
-		}
-		case 'l':
-			label = optarg;
-			break;
-		default:
-			usage(stderr);
+		} else if (!strcmp(a, "--label") && i + 1 < argc) {
+			label = argv[++i];
+		} else if (a[0] == '-' && a[1] == '-') {
+			fprintf(stderr, "%s: run: unknown option %s\n", progname, a);
 			return EX_USAGE;
+		} else if (!resource) {
+			resource = a;
+		} else {
+			break;
 		}
 	}
-	if (!mode || optind + 2 > argc) {
+	if (!mode || !resource || i >= argc) {
 		fprintf(stderr, "%s: run: usage: coordctl run --read|--write RESOURCE [--timeout SECONDS] "
 		                "[--label TEXT] -- COMMAND [ARGS...]\n",
 		        progname);
 		return EX_USAGE;
 	}
-	resource = argv[optind++];
-	if (optind < argc && !strcmp(argv[optind], "--"))
-		optind++;
-	if (optind >= argc) {
-		fprintf(stderr, "%s: run: no COMMAND given\n", progname);
-		return EX_USAGE;
-	}
+	optind = i;
 
 	rc = connect_broker(&c, 1);
 	if (rc < 0)
