@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential meson ninja-build pkg-config liblmdb-dev lmdb-utils
+packages=(build-essential meson ninja-build pkg-config python3 liblmdb-dev lmdb-utils
           libsqlite3-dev sqlite3 libcriterion-dev npm)
 missing=()
 for p in "${packages[@]}"; do
