@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "checkpoint.h"
 #include "harness.h"
 
 static struct harness h;
@@ -207,6 +208,132 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	cr_assert_gt(n, 10, "too few transactions committed (%ld) to mean anything", n);
 	cr_assert_leq(wal_bytes, 1 << 20, "WAL is %lld bytes after the last writer released", wal_bytes);
 	sqlite3_close(db);
+	munmap(log, sizeof *log);
+}
+
+/* ---- DuckDB ---- */
+
+static int duck_exec(struct ckpt_duckdb *api, void *conn, const char *sql)
+{
+	char res[CKPT_DUCKDB_RESULT_SIZE];
+	memset(res, 0, sizeof res);
+	int rc = api->query(conn, sql, res);
+	api->destroy_result(res);
+	return rc;
+}
+
+/* A DuckDB writer: DuckDB admits one read-write process at a time, so it
+ * opens the file only under its write lease and closes it before release. */
+static void duckdb_writer(const char *path, struct txlog *log, int seq0)
+{
+	struct ckpt_duckdb api;
+	char why[256], sql[256];
+	coord_t *c;
+	long txn = (long)getpid() * 1000000 + seq0;
+	if (ckpt_duckdb_load(&api, getenv("COORD_DUCKDB_LIB"), why, sizeof why) < 0 ||
+	    coord_connect(&c, NULL) < 0)
+		_exit(2);
+	for (;;) {
+		coord_lease_t *l;
+		void *db = NULL, *conn = NULL;
+		if (coord_acquire(c, path, COORD_WRITE, -1, "duck-writer", &l) < 0)
+			_exit(3);
+		if (api.open_ext(path, &db, NULL, NULL) || api.connect(db, &conn))
+			_exit(4);
+		snprintf(sql, sizeof sql,
+		         "BEGIN; INSERT INTO t SELECT %ld, range FROM range(%d); COMMIT;", txn,
+		         ROWS_PER_TXN);
+		if (duck_exec(&api, conn, sql))
+			_exit(5);
+		long slot = log->n++;
+		if (slot < MAX_LOG)
+			log->id[slot] = txn;
+		api.disconnect(&conn);
+		api.close(&db);
+		coord_release(l);
+		txn++;
+	}
+}
+
+Test(db, duckdb_writers_killed_mid_transaction)
+{
+	const char *path = harness_path(&h, "crash.duckdb");
+	const char *counts = harness_path(&h, "counts.csv");
+	char why[256], sql[1200], wal[600];
+	struct ckpt_duckdb api;
+	struct txlog *log = mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
+	                         -1, 0);
+	void *db = NULL, *conn = NULL;
+	char *err = NULL;
+	pid_t kids[2];
+	unsigned seed = 7;
+	int kills = 0;
+	cr_assert_eq(ckpt_duckdb_load(&api, getenv("COORD_DUCKDB_LIB"), why, sizeof why), 0,
+	             "libduckdb.so must be installed (scripts/install-duckdb.sh): %s", why);
+	cr_assert_eq(api.open_ext(path, &db, NULL, NULL), 0, "create %s", path);
+	api.connect(db, &conn);
+	cr_assert_eq(duck_exec(&api, conn, "CREATE TABLE t(txn BIGINT, i INTEGER)"), 0, "create table");
+	api.disconnect(&conn);
+	api.close(&db);
+	snprintf(wal, sizeof wal, "%s.wal", path);
+
+	for (int i = 0; i < 2; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			duckdb_writer(path, log, 0);
+		}
+	}
+	for (int round = 0; round < 12; round++) {
+		long before = log->n;
+		for (int i = 0; i < 5000 && log->n < before + 1 + rand_r(&seed) % 2; i++)
+			poll(NULL, 0, 1);
+		for (volatile int spin = rand_r(&seed) % 3000000; spin > 0; spin--)
+			;
+		int k = rand_r(&seed) % 2;
+		kill(kids[k], SIGKILL);
+		waitpid(kids[k], NULL, 0);
+		kills++;
+		kids[k] = fork();
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			duckdb_writer(path, log, round + 1);
+		}
+	}
+	for (int i = 0; i < 2; i++) {
+		kill(kids[i], SIGKILL);
+		waitpid(kids[i], NULL, 0);
+	}
+	struct idle_arg ia = { path };
+	cr_assert(harness_wait(resource_idle, &ia, 60000),
+	          "the DuckDB resource did not become idle with a finished checkpoint");
+	long long wal_bytes = file_size(wal);
+
+	cr_assert_eq(api.open_ext(path, &db, NULL, &err), 0, "DuckDB must open after %d kills: %s",
+	             kills, err ? err : "?");
+	api.connect(db, &conn);
+	snprintf(sql, sizeof sql,
+	         "COPY (SELECT txn, count(*) FROM t GROUP BY txn ORDER BY txn) TO '%s' (HEADER false)",
+	         counts);
+	cr_assert_eq(duck_exec(&api, conn, sql), 0, "query the rows");
+	api.disconnect(&conn);
+	api.close(&db);
+
+	FILE *f = fopen(counts, "r");
+	long txn, rows, present = 0;
+	cr_assert(f, "no counts written");
+	while (fscanf(f, "%ld,%ld", &txn, &rows) == 2) {
+		cr_assert_eq(rows, ROWS_PER_TXN, "transaction %ld is partial: %ld rows", txn, rows);
+		present++;
+	}
+	fclose(f);
+	long n = log->n < MAX_LOG ? log->n : MAX_LOG;
+	cr_assert_geq(present, n, "%ld transactions committed but only %ld present", n, present);
+	printf("db: DuckDB: %ld committed transactions survived %d SIGKILLs; WAL after the last "
+	       "release: %lld bytes\n", n, kills, wal_bytes);
+	cr_assert_gt(n, 5, "too few DuckDB transactions committed (%ld)", n);
+	cr_assert_leq(wal_bytes, 1 << 20, "DuckDB WAL is %lld bytes after the last release", wal_bytes);
+	ckpt_duckdb_unload(&api);
 	munmap(log, sizeof *log);
 }
 
