@@ -36,6 +36,11 @@ say "A SQLite database in WAL mode"
 sqlite3 "$db" "PRAGMA journal_mode=WAL; CREATE TABLE orders(id INTEGER PRIMARY KEY, item TEXT);" >/dev/null
 echo "$db"
 
+say "A monitoring process keeps the database open (so SQLite keeps its WAL)"
+python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1]); c.execute("SELECT count(*) FROM orders").fetchall(); time.sleep(600)' "$db" &
+pids+=($!)
+
 say "The dashboard reads it every 100 ms under read leases"
 ( while true; do
 	coordctl run --read "$db" --label dashboard -- sqlite3 "$db" "SELECT count(*) FROM orders" >/dev/null
@@ -64,7 +69,7 @@ say "coordctl status"
 coordctl status
 
 say "A writer is killed with SIGKILL while holding the lease"
-wait "${pids[1]}"
+wait "${pids[2]}"
 coordctl run --write "$db" --label doomed -- sleep 600 &
 doomed=$!
 wait_list '"label":"doomed"'
