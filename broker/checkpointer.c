@@ -171,6 +171,14 @@ static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
 	client_send(b, c, &m, sizeof m.i + nl + cl + ml);
 }
 
+/* The SQLite mode, or "-" when SQLite is not what runs. */
+static const char *job_mode(const struct checkpoint_job *job)
+{
+	if (job->policy == COORD_POLICY_EXEC || job->kind != COORD_KIND_SQLITE)
+		return "-";
+	return checkpoint_sqlite_mode_name(job->sqlite_mode);
+}
+
 /* Runs in the forked child: never returns. */
 static void child_main(struct broker *b, int out_fd, const struct ckpt_request *req)
 {
@@ -242,7 +250,7 @@ static void start_job(struct broker *b, struct lt_resource *res, struct client *
 	lease_table_block(b->table, res, block_bits(kind, policy, mode));
 	log_event("checkpoint-start", "resource=%s kind=%s policy=%s mode=%s pid=%d limit_ms=%u",
 	          log_quote(res->name), checkpoint_kind_name(kind), checkpoint_policy_name(policy),
-	          checkpoint_sqlite_mode_name(mode), (int)job->pid, limit);
+	          job_mode(job), (int)job->pid, limit);
 	return;
 fail:
 	log_event("error", "op=checkpoint-start resource=%s errno=%s", log_quote(res->name),
@@ -327,8 +335,7 @@ static void finish_job(struct broker *b, struct checkpoint_job *job)
 	log_event(r.status ? "checkpoint-failed" : "checkpoint",
 	          "resource=%s kind=%s mode=%s result=%s duration_us=%llu wal_before=%lld "
 	          "wal_after=%lld message=%s",
-	          log_quote(res->name), checkpoint_kind_name(job->kind),
-	          checkpoint_sqlite_mode_name(job->sqlite_mode),
+	          log_quote(res->name), checkpoint_kind_name(job->kind), job_mode(job),
 	          r.status ? coord_errname(r.status) : "ok",
 	          (unsigned long long)x->rec.last_duration_us, (long long)r.wal_before,
 	          (long long)r.wal_after, log_quote(r.message));

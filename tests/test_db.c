@@ -7,6 +7,8 @@
  *    Both figures are printed. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <stdarg.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -209,6 +211,70 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	cr_assert_leq(wal_bytes, 1 << 20, "WAL is %lld bytes after the last writer released", wal_bytes);
 	sqlite3_close(db);
 	munmap(log, sizeof *log);
+}
+
+/* ---- failing checkpointers ---- */
+
+static int run_ctl(char *out, size_t size, const char *fmt, ...)
+{
+	char args[1024], cmd[2048];
+	va_list ap;
+	FILE *f;
+	size_t n = 0;
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", getenv("COORD_TEST_COORDCTL"), args);
+	f = popen(cmd, "r");
+	cr_assert(f, "popen");
+	n = fread(out, 1, size - 1, f);
+	out[n] = 0;
+	int st = pclose(f);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+struct failing_case {
+	char policy[64];
+	char expect[64];
+};
+
+ParameterizedTestParameters(db, failing_checkpointer_never_wedges)
+{
+	static struct failing_case cases[] = {
+		{ "exec:exit 3", "exit status 3" },
+		{ "exec:sleep 100", "timed out" },
+		{ "sqlite", "sqlite" }, /* forced on a file that is not a database */
+	};
+	return cr_make_param_array(struct failing_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct failing_case *fc, db, failing_checkpointer_never_wedges)
+{
+	const char *path = harness_path(&h, "notes.txt");
+	char out[4096];
+	FILE *f = fopen(path, "w");
+	fputs("not a database\n", f);
+	fclose(f);
+	int st = run_ctl(out, sizeof out, "policy '%s' '%s' --timeout 0.3", path, fc->policy);
+	cr_assert_eq(st, 0, "coordctl policy failed (%d): %s", st, out);
+
+	coord_t *c;
+	coord_lease_t *l;
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, "w1", &l), 0, "first writer");
+	coord_release(l);
+	/* the checkpoint runs now and fails or hangs; the next writer must
+	 * still be granted once it is over (time limit 0.3 s) */
+	int rc = coord_acquire(c, path, COORD_WRITE, 10000, "w2", &l);
+	cr_assert_eq(rc, 0, "a failed checkpoint (%s) wedged the resource: %s", fc->policy,
+	             coord_strerror(rc));
+	coord_release(l);
+	struct idle_arg ia = { path };
+	cr_assert(harness_wait(resource_idle, &ia, 10000), "resource never became idle");
+	run_ctl(out, sizeof out, "show '%s'", path);
+	cr_assert(strstr(out, "COORD_ECHECKPOINT") && strstr(out, fc->expect),
+	          "coordctl show must report the failure ('%s'):\n%s", fc->expect, out);
+	coord_disconnect(c);
 }
 
 /* ---- DuckDB ---- */
