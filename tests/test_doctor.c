@@ -135,28 +135,28 @@ Test(doctor, wal_owned_by_another_user)
 Test(doctor, holders_are_listed)
 {
 	const char *db = in_dir("held.db");
-	int p[2];
+	int ready[2], done[2];
 	char ch;
 	make_sqlite(db);
-	cr_assert_eq(pipe(p), 0, "pipe");
+	cr_assert(pipe(ready) == 0 && pipe(done) == 0, "pipe");
 	pid_t pid = fork();
 	if (pid == 0) {
 		int fd = open(db, O_RDONLY);
-		if (write(p[1], "r", 1) != 1)
-			_exit(1);
-		close(p[1]); /* so the parent's close is the pipe's end */
-		if (read(p[0], &ch, 1) < 0)
+		close(done[1]);
+		if (write(ready[1], "r", 1) != 1 || read(done[0], &ch, 1) < 0)
 			_exit(1);
 		close(fd);
 		_exit(0);
 	}
-	cr_assert_eq(read(p[0], &ch, 1), 1, "child not ready");
+	close(done[0]);
+	cr_assert_eq(read(ready[0], &ch, 1), 1, "child not ready");
 	struct doctor_lease l = { "write", 4242, "pipeline", 17 };
 	int rc = doctor(db, &l, 1);
 	char want[64];
 	snprintf(want, sizeof want, "pid %-7ld", (long)pid);
-	close(p[1]);
-	close(p[0]);
+	close(done[1]); /* the child's read sees EOF and it exits */
+	close(ready[0]);
+	close(ready[1]);
 	waitpid(pid, NULL, 0);
 	cr_assert_eq(rc, 0, "an open, leased file is healthy:\n%s", report);
 	cr_assert(strstr(report, want), "the process holding the file (%d) is missing:\n%s", (int)pid,
