@@ -27,12 +27,25 @@ static const char *coordd_path(void)
 	return p;
 }
 
+
+void harness_tmpdir(char *buf, size_t size, const char *prefix)
+{
+	snprintf(buf, size, "%s/%s-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", prefix);
+	cr_assert(mkdtemp(buf), "mkdtemp(%s) failed: %s", buf, strerror(errno));
+}
+
+void harness_rmtree(const char *dir)
+{
+	char cmd[600];
+	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+	if (system(cmd) != 0)
+		cr_log_warn("could not remove %s", dir);
+}
+
 void harness_init(struct harness *h)
 {
 	memset(h, 0, sizeof *h);
-	snprintf(h->dir, sizeof h->dir, "%s/coord-test-XXXXXX",
-	         getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	cr_assert(mkdtemp(h->dir), "mkdtemp(%s) failed: %s", h->dir, strerror(errno));
+	harness_tmpdir(h->dir, sizeof h->dir, "coord-test");
 	setenv("COORD_DIR", h->dir, 1);
 	setenv("COORD_BROKER", coordd_path(), 1);
 	setenv("COORD_NO_AUTOSTART", "1", 1);
@@ -41,13 +54,9 @@ void harness_init(struct harness *h)
 
 void harness_fini(struct harness *h)
 {
-	char cmd[400];
 	if (h->broker > 0)
 		harness_stop_broker(h);
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", h->dir);
-	if (system(cmd) != 0) {
-		/* leave it; the test result matters more */
-	}
+	harness_rmtree(h->dir);
 }
 
 const char *harness_path(struct harness *h, const char *name)

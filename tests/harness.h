@@ -4,6 +4,7 @@
 #ifndef COORD_TEST_HARNESS_H
 #define COORD_TEST_HARNESS_H
 
+#include <stddef.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -14,6 +15,25 @@ struct harness {
 	char dir[256];
 	pid_t broker;
 };
+
+/* Makes a private temporary directory (mkdtemp) into buf, and removes one. */
+void harness_tmpdir(char *buf, size_t size, const char *prefix);
+void harness_rmtree(const char *dir);
+
+/* Declares `h` and a suite whose fixture starts a real broker in a private
+ * directory before each test and stops it after. */
+#define HARNESS_SUITE(suite, seconds)                                        \
+	static struct harness h;                                             \
+	static void suite##_setup(void)                                      \
+	{                                                                    \
+		harness_init(&h);                                            \
+		harness_start_broker(&h, NULL);                              \
+	}                                                                    \
+	static void suite##_teardown(void)                                   \
+	{                                                                    \
+		harness_fini(&h);                                            \
+	}                                                                    \
+	TestSuite(suite, .init = suite##_setup, .fini = suite##_teardown, .timeout = (seconds))
 
 /* mkdtemp a private directory; sets COORD_DIR and COORD_BROKER for the
  * library and turns autostart off (tests start the broker themselves). */

@@ -18,20 +18,7 @@
 
 #include "harness.h"
 
-static struct harness h;
-
-static void setup(void)
-{
-	harness_init(&h);
-	harness_start_broker(&h, NULL);
-}
-
-static void teardown(void)
-{
-	harness_fini(&h);
-}
-
-TestSuite(broker, .init = setup, .fini = teardown, .timeout = 60);
+HARNESS_SUITE(broker, 60);
 
 static coord_t *connect_ok(void)
 {

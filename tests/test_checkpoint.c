@@ -18,21 +18,18 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "harness.h"
 
 static char dir[256];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof dir, "%s/coord-ckpt-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	cr_assert(mkdtemp(dir), "mkdtemp failed: %s", strerror(errno));
+	harness_tmpdir(dir, sizeof dir, "coord-ckpt");
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		cr_log_warn("could not remove %s", dir);
+	harness_rmtree(dir);
 }
 
 TestSuite(checkpoint, .init = setup, .fini = teardown, .timeout = 120);

@@ -12,20 +12,7 @@
 
 #include "harness.h"
 
-static struct harness h;
-
-static void setup(void)
-{
-	harness_init(&h);
-	harness_start_broker(&h, NULL);
-}
-
-static void teardown(void)
-{
-	harness_fini(&h);
-}
-
-TestSuite(coordctl, .init = setup, .fini = teardown, .timeout = 60);
+HARNESS_SUITE(coordctl, 60);
 
 /* Runs coordctl with a shell-quoted argument string; captures stdout. */
 static int ctl(char *out, size_t outsize, const char *fmt, ...)

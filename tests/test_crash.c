@@ -20,20 +20,7 @@
 
 #include "harness.h"
 
-static struct harness h;
-
-static void setup(void)
-{
-	harness_init(&h);
-	harness_start_broker(&h, NULL);
-}
-
-static void teardown(void)
-{
-	harness_fini(&h);
-}
-
-TestSuite(crash, .init = setup, .fini = teardown, .timeout = 120);
+HARNESS_SUITE(crash, 120);
 
 struct count_arg {
 	const char *res;

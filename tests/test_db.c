@@ -25,20 +25,7 @@
 #include "checkpoint.h"
 #include "harness.h"
 
-static struct harness h;
-
-static void setup(void)
-{
-	harness_init(&h);
-	harness_start_broker(&h, NULL);
-}
-
-static void teardown(void)
-{
-	harness_fini(&h);
-}
-
-TestSuite(db, .init = setup, .fini = teardown, .timeout = 300);
+HARNESS_SUITE(db, 300);
 
 #define ROWS_PER_TXN 50
 #define MAX_LOG 100000
@@ -112,6 +99,48 @@ static long query_long(sqlite3 *db, const char *sql)
 	return v;
 }
 
+typedef void writer_fn(const char *path, struct txlog *log, int seq0);
+
+/* Keeps `n` writers running and, `rounds` times, SIGKILLs one of them at a
+ * random moment: after 0 to 3 more commits and a random spin inside the
+ * next transaction; a fresh writer replaces it.  Returns the kills. */
+static long kill_writers_at_random(writer_fn *fn, const char *path, struct txlog *log, int n,
+                                   int rounds, int spin_max)
+{
+	pid_t kids[8];
+	unsigned seed = 99;
+	long kills = 0;
+	for (int i = 0; i < n; i++) {
+		kids[i] = fork();
+		if (kids[i] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			fn(path, log, 0);
+		}
+	}
+	for (int round = 0; round < rounds; round++) {
+		long before = log->n;
+		int wait_commits = rand_r(&seed) % 4;
+		for (int i = 0; i < 5000 && log->n < before + wait_commits; i++)
+			poll(NULL, 0, 1);
+		for (volatile int spin = rand_r(&seed) % spin_max; spin > 0; spin--)
+			;
+		int k = rand_r(&seed) % n;
+		kill(kids[k], SIGKILL);
+		waitpid(kids[k], NULL, 0);
+		kills++;
+		kids[k] = fork();
+		if (kids[k] == 0) {
+			prctl(PR_SET_PDEATHSIG, SIGKILL);
+			fn(path, log, round + 1);
+		}
+	}
+	for (int i = 0; i < n; i++) {
+		kill(kids[i], SIGKILL);
+		waitpid(kids[i], NULL, 0);
+	}
+	return kills;
+}
+
 struct idle_arg {
 	const char *res;
 };
@@ -141,8 +170,6 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	struct txlog *log = mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                         -1, 0);
 	sqlite3 *db = open_db(path);
-	pid_t kids[3];
-	unsigned seed = 99;
 	long kills = 0;
 	cr_assert(db && log != MAP_FAILED, "setup failed");
 	cr_assert_eq(exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(txn INTEGER, i INTEGER, pad BLOB)"),
@@ -150,36 +177,7 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	sqlite3_close(db);
 	snprintf(wal, sizeof wal, "%s-wal", path);
 
-	for (int i = 0; i < 3; i++) {
-		kids[i] = fork();
-		if (kids[i] == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			sqlite_writer(path, log, 0);
-		}
-	}
-	for (int round = 0; round < 25; round++) {
-		long before = log->n;
-		/* a random moment: after between 0 and 3 more commits */
-		int wait_commits = rand_r(&seed) % 4;
-		for (int i = 0; i < 2000 && log->n < before + wait_commits; i++)
-			poll(NULL, 0, 1);
-		/* and a random delay inside the next transaction */
-		for (volatile int spin = rand_r(&seed) % 2000000; spin > 0; spin--)
-			;
-		int k = rand_r(&seed) % 3;
-		kill(kids[k], SIGKILL);
-		waitpid(kids[k], NULL, 0);
-		kills++;
-		kids[k] = fork();
-		if (kids[k] == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			sqlite_writer(path, log, round + 1);
-		}
-	}
-	for (int i = 0; i < 3; i++) {
-		kill(kids[i], SIGKILL);
-		waitpid(kids[i], NULL, 0);
-	}
+	kills = kill_writers_at_random(sqlite_writer, path, log, 3, 25, 2000000);
 	struct idle_arg ia = { path };
 	cr_assert(harness_wait(resource_idle, &ia, 30000),
 	          "the resource did not become idle with a finished checkpoint");
@@ -331,9 +329,7 @@ Test(db, duckdb_writers_killed_mid_transaction)
 	                         -1, 0);
 	void *db = NULL, *conn = NULL;
 	char *err = NULL;
-	pid_t kids[2];
-	unsigned seed = 7;
-	int kills = 0;
+	long kills = 0;
 	cr_assert_eq(ckpt_duckdb_load(&api, getenv("COORD_DUCKDB_LIB"), why, sizeof why), 0,
 	             "libduckdb.so must be installed (scripts/install-duckdb.sh): %s", why);
 	cr_assert_eq(api.open_ext(path, &db, NULL, NULL), 0, "create %s", path);
@@ -343,39 +339,13 @@ Test(db, duckdb_writers_killed_mid_transaction)
 	api.close(&db);
 	snprintf(wal, sizeof wal, "%s.wal", path);
 
-	for (int i = 0; i < 2; i++) {
-		kids[i] = fork();
-		if (kids[i] == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			duckdb_writer(path, log, 0);
-		}
-	}
-	for (int round = 0; round < 12; round++) {
-		long before = log->n;
-		for (int i = 0; i < 5000 && log->n < before + 1 + rand_r(&seed) % 2; i++)
-			poll(NULL, 0, 1);
-		for (volatile int spin = rand_r(&seed) % 3000000; spin > 0; spin--)
-			;
-		int k = rand_r(&seed) % 2;
-		kill(kids[k], SIGKILL);
-		waitpid(kids[k], NULL, 0);
-		kills++;
-		kids[k] = fork();
-		if (kids[k] == 0) {
-			prctl(PR_SET_PDEATHSIG, SIGKILL);
-			duckdb_writer(path, log, round + 1);
-		}
-	}
-	for (int i = 0; i < 2; i++) {
-		kill(kids[i], SIGKILL);
-		waitpid(kids[i], NULL, 0);
-	}
+	kills = kill_writers_at_random(duckdb_writer, path, log, 2, 12, 3000000);
 	struct idle_arg ia = { path };
 	cr_assert(harness_wait(resource_idle, &ia, 60000),
 	          "the DuckDB resource did not become idle with a finished checkpoint");
 	long long wal_bytes = file_size(wal);
 
-	cr_assert_eq(api.open_ext(path, &db, NULL, &err), 0, "DuckDB must open after %d kills: %s",
+	cr_assert_eq(api.open_ext(path, &db, NULL, &err), 0, "DuckDB must open after %ld kills: %s",
 	             kills, err ? err : "?");
 	api.connect(db, &conn);
 	snprintf(sql, sizeof sql,
@@ -395,7 +365,7 @@ Test(db, duckdb_writers_killed_mid_transaction)
 	fclose(f);
 	long n = log->n < MAX_LOG ? log->n : MAX_LOG;
 	cr_assert_geq(present, n, "%ld transactions committed but only %ld present", n, present);
-	printf("db: DuckDB: %ld committed transactions survived %d SIGKILLs; WAL after the last "
+	printf("db: DuckDB: %ld committed transactions survived %ld SIGKILLs; WAL after the last "
 	       "release: %lld bytes\n", n, kills, wal_bytes);
 	cr_assert_gt(n, 5, "too few DuckDB transactions committed (%ld)", n);
 	cr_assert_leq(wal_bytes, 1 << 20, "DuckDB WAL is %lld bytes after the last release", wal_bytes);

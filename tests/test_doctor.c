@@ -16,22 +16,19 @@
 #include <unistd.h>
 
 #include "doctor.h"
+#include "harness.h"
 
 static char dir[256];
 static char report[16384];
 
 static void setup(void)
 {
-	snprintf(dir, sizeof dir, "%s/coord-doctor-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	cr_assert(mkdtemp(dir), "mkdtemp failed: %s", strerror(errno));
+	harness_tmpdir(dir, sizeof dir, "coord-doctor");
 }
 
 static void teardown(void)
 {
-	char cmd[300];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		cr_log_warn("could not remove %s", dir);
+	harness_rmtree(dir);
 }
 
 TestSuite(doctor, .init = setup, .fini = teardown, .timeout = 60);

@@ -511,32 +511,46 @@ static int canonical_arg(const char *arg, char *buf, size_t size)
 	return 0;
 }
 
-static int cmd_show(int argc, char **argv)
+/* Sends SHOW or CHECKPOINT for argv[1] and collects the answer in r.
+ * Returns -1 when r is filled, else the exit status to return. */
+static int resource_command(int argc, char **argv, uint32_t type, char *name,
+                            struct resource_reply *r)
 {
-	struct resource_reply r;
-	char name[COORD_NAME_MAX + 1];
+	const char *what = type == COORD_MSG_SHOW ? "show" : "checkpoint";
 	coord_t *c;
 	int rc;
 	if (argc != 2) {
 		usage(stderr);
 		return EX_USAGE;
 	}
-	if ((rc = canonical_arg(argv[1], name, sizeof name)))
+	if ((rc = canonical_arg(argv[1], name, COORD_NAME_MAX + 1)))
 		return rc;
-	memset(&r, 0, sizeof r);
-	rc = connect_broker(&c, 0);
+	memset(r, 0, sizeof *r);
+	/* looking never starts a broker; checkpointing may */
+	rc = connect_broker(&c, type == COORD_MSG_CHECKPOINT);
 	if (rc < 0)
-		return complain(rc, "connect");
-	rc = send_resource_msg(c, COORD_MSG_SHOW, name, &r, on_show);
+		return complain(rc, "%s %s: connect", what, name);
+	rc = send_resource_msg(c, type, name, r, type == COORD_MSG_SHOW ? on_show : on_checkpoint);
 	coord_disconnect(c);
-	if (rc < 0 || !r.got) {
-		free(r.leases.v);
-		return complain(rc < 0 ? rc : COORD_EPROTO, "show %s", name);
+	if (rc < 0 || !r->got) {
+		free(r->leases.v);
+		return complain(rc < 0 ? rc : COORD_EPROTO, "%s %s", what, name);
 	}
+	return -1;
+}
+
+static int cmd_show(int argc, char **argv)
+{
+	struct resource_reply r;
+	char name[COORD_NAME_MAX + 1];
+	int rc = resource_command(argc, argv, COORD_MSG_SHOW, name, &r);
+	if (rc >= 0)
+		return rc;
 	printf("resource:   %s\n", name);
 	printf("kind:       %s\n", checkpoint_kind_name((int)r.info.kind));
 	print_policy(&r.info, r.command);
-	if (!r.info.duckdb_available && (r.info.kind == COORD_KIND_DUCKDB || r.info.policy == COORD_POLICY_DUCKDB))
+	if (!r.info.duckdb_available &&
+	    (r.info.kind == COORD_KIND_DUCKDB || r.info.policy == COORD_POLICY_DUCKDB))
 		printf("warning:    DuckDB checkpoints are OFF (see below)\n");
 	printf("token:      %" PRIu64 "\n", r.info.token);
 	printf("checkpoint: %s\n", r.info.checkpoint_state ? "running now" : "idle");
@@ -551,25 +565,10 @@ static int cmd_checkpoint(int argc, char **argv)
 {
 	struct resource_reply r;
 	char name[COORD_NAME_MAX + 1], before[32], after[32];
-	coord_t *c;
-	int rc;
-	if (argc != 2) {
-		usage(stderr);
-		return EX_USAGE;
-	}
-	if ((rc = canonical_arg(argv[1], name, sizeof name)))
+	int rc = resource_command(argc, argv, COORD_MSG_CHECKPOINT, name, &r);
+	if (rc >= 0)
 		return rc;
-	memset(&r, 0, sizeof r);
-	rc = connect_broker(&c, 1);
-	if (rc < 0)
-		return complain(rc, "connect");
-	rc = send_resource_msg(c, COORD_MSG_CHECKPOINT, name, &r, on_checkpoint);
-	coord_disconnect(c);
 	free(r.leases.v);
-	if (rc < 0)
-		return complain(rc, "checkpoint %s", name);
-	if (!r.got)
-		return complain(COORD_EPROTO, "checkpoint %s", name);
 	if (r.info.status < 0) {
 		fprintf(stderr, "%s: checkpoint %s: %s\n%s: %s\n", progname, name,
 		        coord_strerror(r.info.status), progname, r.message);
