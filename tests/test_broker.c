@@ -231,6 +231,11 @@ static int count_brokers(const char *dir)
 	return n;
 }
 
+static int one_broker(void *dir)
+{
+	return count_brokers(dir) == 1;
+}
+
 Test(broker, concurrent_autostart_yields_one_broker)
 {
 	char dir[300], lock[400];
@@ -256,8 +261,9 @@ Test(broker, concurrent_autostart_yields_one_broker)
 	cr_assert(f, "autostart left no lock file");
 	cr_assert_eq(fscanf(f, "%d", &broker_pid), 1, "lock file holds no pid");
 	fclose(f);
-	int n = count_brokers(dir);
-	cr_assert_eq(n, 1, "expected exactly one broker for %s, found %d", dir, n);
+	/* the losers exit right after telling their launcher; wait for that */
+	cr_assert(harness_wait(one_broker, dir, 5000), "expected exactly one broker for %s, found %d",
+	          dir, count_brokers(dir));
 	kill(broker_pid, SIGTERM);
 	setenv("COORD_NO_AUTOSTART", "1", 1);
 }
