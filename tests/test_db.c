@@ -275,6 +275,34 @@ ParameterizedTest(struct failing_case *fc, db, failing_checkpointer_never_wedges
 	coord_disconnect(c);
 }
 
+Test(db, missing_libduckdb_is_reported_and_leases_still_work)
+{
+	const char *path = harness_path(&h, "x.duckdb");
+	char head[4096] = { 0 }, out[4096];
+	FILE *f = fopen(path, "w");
+	memcpy(head + 8, "DUCK", 4);
+	fwrite(head, 1, sizeof head, f);
+	fclose(f);
+	harness_stop_broker(&h);
+	harness_start_broker(&h, "--duckdb-lib", "/nonexistent/libduckdb.so", NULL);
+	coord_t *c;
+	coord_lease_t *l;
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, NULL, &l), 0,
+	             "a DuckDB file must get leases without libduckdb");
+	coord_release(l);
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, NULL, &l), 0, "and again");
+	coord_release(l);
+	coord_disconnect(c);
+	run_ctl(out, sizeof out, "show '%s'", path);
+	cr_assert(strstr(out, "kind:       duckdb") && strstr(out, "DuckDB checkpoints are off") &&
+	                  strstr(out, "/nonexistent/libduckdb.so"),
+	          "coordctl show must say that and why DuckDB checkpoints are off:\n%s", out);
+	snprintf(head, sizeof head, "grep -q 'event=checkpoint-skip.*nonexistent' '%s/broker.log'",
+	         h.dir);
+	cr_assert_eq(system(head), 0, "the broker log must say the checkpoint was skipped and why");
+}
+
 /* ---- DuckDB ---- */
 
 static int duck_exec(struct ckpt_duckdb *api, void *conn, const char *sql)
