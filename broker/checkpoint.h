@@ -1,6 +1,20 @@
-/* What runs inside a checkpoint child: kind detection, SQLite and DuckDB
- * checkpoints, `exec:` commands, and the policy names and parser shared
- * with coordctl.  See checkpoint.c for the choice of SQLite mode. */
+/* checkpoint.h - what runs inside a checkpoint child
+ *
+ * The broker (checkpointer.c) forks a child for every checkpoint, puts it in
+ * its own process group, calls checkpoint_run() there and reads the
+ * struct ckpt_result back through a pipe; it enforces the time limit by
+ * killing the group.  Everything here is blocking and meant for that child,
+ * except the names, the policy parser, kind detection and the DuckDB probe,
+ * which the broker and coordctl call directly.
+ *
+ * Dependencies: libsqlite3 and libdl.  DuckDB is not a build dependency:
+ * libduckdb.so is loaded with dlopen() when it is needed.
+ *
+ * Contents
+ *   1. Requests and results: checkpoint_run()
+ *   2. Kind detection
+ *   3. Policy names and the policy parser
+ *   4. DuckDB loader (shared with the tests) */
 #ifndef COORD_CHECKPOINT_H
 #define COORD_CHECKPOINT_H
 
@@ -10,45 +24,120 @@
 #define COORD_WANT_PROTOCOL
 #include "coord.h"
 
-/* The SQLite mode used when the policy does not name one: FULL.  See the
- * comment at the top of checkpoint.c. */
+/* ------------------------------------------------------------------------ */
+/* 1. Requests and results                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* The SQLite mode of COORD_POLICY_AUTO (and of a bare "sqlite" policy):
+ * FULL.  Why not TRUNCATE, RESTART or PASSIVE: see the top of checkpoint.c. */
 #define CKPT_SQLITE_DEFAULT_MODE COORD_SQLITE_FULL
+
+/* How long SQLite waits for a lock held by a process outside coord (a
+ * writer, or a reader on an old snapshot) before giving up. */
+#define CKPT_SQLITE_BUSY_MS 5000
 
 struct ckpt_request {
 	const char *path;        /* canonical absolute path of the database file */
-	int kind;                /* COORD_KIND_* to checkpoint as */
+	int kind;                /* COORD_KIND_* of the file (detected, or forced by policy) */
 	int policy;              /* COORD_POLICY_*; AUTO: by kind */
-	int sqlite_mode;         /* COORD_SQLITE_* */
-	const char *command;     /* COORD_POLICY_EXEC: run as `sh -c COMMAND coord-checkpoint PATH` */
-	const char *duckdb_lib;  /* libduckdb.so to load; NULL: "libduckdb.so" */
+	int sqlite_mode;         /* COORD_SQLITE_*, read only with COORD_POLICY_SQLITE;
+	                            AUTO always uses CKPT_SQLITE_DEFAULT_MODE */
+	const char *command;     /* COORD_POLICY_EXEC: run as
+	                            `/bin/sh -c COMMAND coord-checkpoint PATH` ($1 is PATH) */
+	const char *duckdb_lib;  /* libduckdb.so to dlopen; NULL: "libduckdb.so" by the
+	                            normal search */
 };
 
 struct ckpt_result {
-	int status;              /* 0 or COORD_ECHECKPOINT, COORD_ENOTSUP, COORD_ENOENT */
-	int64_t wal_before;      /* WAL bytes before and after, -1 if there is none */
-	int64_t wal_after;
-	char message[256];       /* what was done, or why it failed */
+	int status;              /* 0 or a negative COORD_E* code, see checkpoint_run() */
+	int64_t wal_before;      /* size in bytes of the WAL (PATH-wal for SQLite,
+	                            PATH.wal for DuckDB) before; -1: none */
+	int64_t wal_after;       /* the same, after; -1: none (DuckDB removes its WAL
+	                            after a checkpoint; SQLite when the last connection
+	                            closes) */
+	char message[256];       /* what was done, or why it failed; always terminated */
 };
 
-/* SQLite ("SQLite format 3\0" at 0), DuckDB ("DUCK" at 8), else plain.
- * A missing, unreadable or non-regular file is plain.  Never blocks (a
- * FIFO is opened non-blocking and refused). */
-int checkpoint_detect_kind(const char *path);
-
-/* 1 if libduckdb can be loaded with every function used here; else 0
- * with the reason in why. */
-int checkpoint_duckdb_probe(const char *lib, char *why, size_t whysize);
-
-/* Runs the checkpoint; blocking.  Never deletes or truncates a WAL by
- * hand: SQLite and DuckDB do their own bookkeeping. */
+/* Runs one checkpoint of req->path and fills *res.  Blocking; meant to run
+ * in a child process that may be killed at any moment.  It never deletes or
+ * truncates a WAL by hand: only SQLite or DuckDB do, as part of their own
+ * checkpoint or close.  The caller must not ignore SIGCHLD (exec policy).
+ *
+ *   COORD_POLICY_AUTO    SQLite files: CKPT_SQLITE_DEFAULT_MODE; DuckDB files:
+ *                        open (replays a WAL left by a crashed writer) and
+ *                        CHECKPOINT; plain files: COORD_ENOTSUP.
+ *   COORD_POLICY_SQLITE  SQLite checkpoint in req->sqlite_mode.  A database
+ *                        not in WAL mode is fine: status 0 ("not in WAL mode;
+ *                        nothing to do"), after SQLite has rolled back a hot
+ *                        journal if there was one.
+ *   COORD_POLICY_DUCKDB  as AUTO for a DuckDB file.
+ *   COORD_POLICY_EXEC    runs req->command; a non-zero exit or a signal fails.
+ *   COORD_POLICY_NONE    does nothing; status 0.
+ *
+ * res->status is 0 or one of:
+ *   COORD_EINVAL       bad request (NULL path, unknown policy, kind or mode,
+ *                      exec without a command)
+ *   COORD_ENOENT       no such file (nothing is created)
+ *   COORD_EPERM        the file cannot be opened for reading and writing
+ *   COORD_ENOTSUP      plain file under AUTO, or libduckdb.so not loadable
+ *   COORD_ECHECKPOINT  the database engine or the command failed, or left
+ *                      frames behind because a process outside coord holds
+ *                      them; res->message says which */
 void checkpoint_run(const struct ckpt_request *req, struct ckpt_result *res);
 
-/* The few DuckDB C API functions coord uses, loaded with dlopen() so
- * DuckDB is not a build dependency.  Handles are opaque pointers;
- * results are opaque buffers of CKPT_DUCKDB_RESULT_SIZE bytes. */
+/* ------------------------------------------------------------------------ */
+/* 2. Kind detection                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* COORD_KIND_SQLITE if the file starts with "SQLite format 3\0",
+ * COORD_KIND_DUCKDB if bytes 8..11 are "DUCK", else COORD_KIND_PLAIN.  A
+ * missing, unreadable, short or non-regular file is plain.  Never blocks
+ * (a FIFO is opened non-blocking and refused). */
+int checkpoint_detect_kind(const char *path);
+
+/* ------------------------------------------------------------------------ */
+/* 3. Names and the policy parser                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Static lower-case names ("auto", "sqlite", "full", ...); "?" for a value
+ * out of range.  Never NULL. */
+const char *checkpoint_policy_name(int policy);
+const char *checkpoint_kind_name(int kind);
+const char *checkpoint_sqlite_mode_name(int mode);
+
+/* Parses "auto", "none", "sqlite", "sqlite:passive|full|restart|truncate",
+ * "duckdb" or "exec:COMMAND" (exact, lower case).  On success sets *policy,
+ * *sqlite_mode (CKPT_SQLITE_DEFAULT_MODE unless named) and *command (points
+ * into text for exec, else NULL) and returns 0.  Returns COORD_EINVAL for
+ * anything else, including NULL, "exec:" and "sqlite:", and then leaves the
+ * outputs untouched. */
+int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command);
+
+/* ------------------------------------------------------------------------ */
+/* 4. DuckDB loader                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* The DuckDB C API result, laid out as duckdb.h declares duckdb_result
+ * (stable since DuckDB 0.x).  Zero it before a query, always pass it to
+ * destroy_result() afterwards, and read it only through the API. */
+struct ckpt_duckdb_result {
+	uint64_t deprecated_column_count;
+	uint64_t deprecated_row_count;
+	uint64_t deprecated_rows_changed;
+	void *deprecated_columns;
+	char *deprecated_error_message;
+	void *internal_data;
+};
+/* Older callers pass a buffer of this many bytes instead of the struct. */
 #define CKPT_DUCKDB_RESULT_SIZE 128
+
+/* The few DuckDB C API functions coord uses.  Handles (duckdb_database,
+ * duckdb_connection) are opaque pointers; state returns are 0 for success
+ * (DuckDBSuccess), 1 for error.  Result pointers point to a
+ * struct ckpt_duckdb_result. */
 struct ckpt_duckdb {
-	void *lib;
+	void *lib;                                        /* dlopen() handle */
+	const char *(*library_version)(void);             /* "v1.5.6" */
 	int (*open_ext)(const char *path, void **db, void *config, char **error);
 	void (*close)(void **db);
 	int (*connect)(void *db, void **conn);
@@ -56,17 +145,21 @@ struct ckpt_duckdb {
 	int (*query)(void *conn, const char *sql, void *result);
 	void (*destroy_result)(void *result);
 	const char *(*result_error)(void *result);
-	void (*free)(void *ptr);
+	void (*free)(void *ptr);                          /* for open_ext's *error */
 };
-/* Returns 0, or COORD_ENOTSUP with the dlerror() text in why. */
+
+/* Loads lib (NULL: "libduckdb.so" by the normal dlopen search) and every
+ * function above.  Returns 0, or COORD_ENOTSUP with the reason in why
+ * ("LIB not loadable: <dlerror>" or "LIB lacks duckdb_x: ...") and *api
+ * zeroed. */
 int ckpt_duckdb_load(struct ckpt_duckdb *api, const char *lib, char *why, size_t whysize);
+
+/* Closes the library (harmless on a zeroed or unloaded api). */
 void ckpt_duckdb_unload(struct ckpt_duckdb *api);
 
-const char *checkpoint_policy_name(int policy);
-const char *checkpoint_kind_name(int kind);
-const char *checkpoint_sqlite_mode_name(int mode);
-/* "auto", "none", "sqlite", "sqlite:passive|full|restart|truncate",
- * "duckdb", "exec:COMMAND" (command points into text).  0 or COORD_EINVAL. */
-int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command);
+/* 1 if lib can be loaded with every function coord uses, with its version
+ * in why (e.g. "libduckdb.so v1.5.6"); else 0 with the reason in why.  The
+ * broker calls it once at startup to say why DuckDB checkpoints are off. */
+int checkpoint_duckdb_probe(const char *lib, char *why, size_t whysize);
 
 #endif
