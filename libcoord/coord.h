@@ -14,7 +14,9 @@
  *       #define COORD_IMPLEMENTATION
  *       #include "coord.h"
  *
- *   Every other file includes it plainly.  Link with -pthread.
+ *   Every other file includes it plainly.  Link with -pthread.  It needs C11
+ *   and POSIX.1-2008; with -std=c11, include coord.h first in the
+ *   implementing file (it then asks for _XOPEN_SOURCE 700 itself).
  *
  *       coord_t *c;
  *       coord_lease_t *l;
@@ -57,6 +59,15 @@
  *   COORD_BROKER           path of the coordd binary to autostart
  *                          (default: "coordd" looked up on PATH).
  */
+/* The implementation needs C11 and POSIX.1-2008 with XSI.  In a strict
+ * mode (-std=c11) it asks for them here when coord.h is the first header of
+ * the translation unit; otherwise the program must (see the #error below). */
+#if defined(COORD_IMPLEMENTATION) && defined(__STRICT_ANSI__) && !defined(_FEATURES_H) &&       \
+        !defined(_XOPEN_SOURCE) && !defined(_POSIX_C_SOURCE) && !defined(_GNU_SOURCE) &&        \
+        !defined(_DEFAULT_SOURCE)
+#define _XOPEN_SOURCE 700
+#endif
+
 #ifndef COORD_H
 #define COORD_H
 
@@ -511,6 +522,12 @@ typedef struct coord_shm_header {
 #if defined(COORD_IMPLEMENTATION) && !defined(COORD__IMPLEMENTED)
 #define COORD__IMPLEMENTED
 
+#if defined(__STRICT_ANSI__) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) &&              \
+        !defined(_DEFAULT_SOURCE)
+#error "coord.h's implementation needs POSIX.1-2008/XSI: include coord.h first in this file, define _XOPEN_SOURCE 700 before every #include, or compile with -std=gnu11"
+#endif
+
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -805,6 +822,25 @@ static int coord__dial(const char *dir, int *fd_out)
 	return rc;
 }
 
+/* In a child about to exec the broker: close every descriptor above 2 the
+ * application left without close-on-exec, so the daemon cannot keep the
+ * application's pipes or files open for its whole life. */
+static void coord__close_inherited(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int keep;
+	if (!d)
+		return;
+	keep = dirfd(d);
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		if (fd > 2 && fd != keep)
+			close(fd);
+	}
+	closedir(d);
+}
+
 /* Starts `coordd --daemon --dir DIR` and waits for the launcher to exit;
  * the daemon itself signals readiness before its launcher exits.  Exit
  * status 0 (started) and 3 (another broker holds the directory) both mean
@@ -826,8 +862,8 @@ static int coord__spawn_broker(coord_t *c, const char *broker, const char *dir)
 			dup2(devnull, 1);
 			dup2(devnull, 2);
 		}
-		closefrom(3);
-		for (int s = 1; s < NSIG; s++)
+		coord__close_inherited();
+		for (int s = 1; s < 65; s++) /* every signal number Linux has */
 			signal(s, SIG_DFL);
 		sigemptyset(&none);
 		sigprocmask(SIG_SETMASK, &none, NULL);
