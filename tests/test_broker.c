@@ -124,6 +124,21 @@ Test(broker, tokens_survive_restart_and_region_is_cleared)
 	coord_disconnect(c);
 }
 
+Test(broker, sigterm_shuts_down_cleanly)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l;
+	cr_assert_eq(coord_acquire(c, "job-key", COORD_WRITE, -1, NULL, &l), 0, "write");
+	int st = harness_stop_broker(&h);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM must end coordd with status 0 (%d)",
+	          st);
+	cr_assert_eq(coord_lease_valid(l), 0, "a clean shutdown must void the leases it held");
+	cr_assert_eq(access(harness_path(&h, COORD_SOCKET_NAME), F_OK), -1,
+	             "a clean shutdown must remove the socket");
+	coord_release(l);
+	coord_disconnect(c);
+}
+
 static int raw_socket(void)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
