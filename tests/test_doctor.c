@@ -1,13 +1,31 @@
-/* Tests of coordctl doctor's report on real files: a healthy SQLite file, a
- * WAL left by a writer killed with SIGKILL, a WAL owned by another user,
- * a file another process holds open, a DuckDB WAL, and a missing file;
- * and in every case the directory is byte-for-byte unchanged. */
+/* Tests of coordctl doctor's report on real files made by SQLite:
+ *  - healthy files of each kind, and paths that cannot be inspected;
+ *  - a WAL and a rollback journal left by writers killed with SIGKILL, and
+ *    proof that opening the database then replays them as the report says;
+ *  - WALs SQLite would not replay (all copied, torn tail, an old cycle) and
+ *    a PERSIST journal with a zeroed header, which must not alarm anyone;
+ *  - this very process holding the file, directly or through a hard link,
+ *    and holding a WAL that was deleted under it;
+ *  - side files owned by another user or not writable by the database's
+ *    user, and a directory that user cannot create files in;
+ *  - a DuckDB file with a .wal.
+ * Every doctor run also checks that the directory is unchanged: names,
+ * sizes, owners, modes, times and bytes.
+ *
+ * The tests that give files to uid 65534 need root; they skip otherwise. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
+#include <grp.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,19 +34,35 @@
 #include <unistd.h>
 
 #include "doctor.h"
-#include "harness.h"
+
+#define NOBODY 65534
 
 static char dir[256];
-static char report[16384];
+static char *report; /* the last report doctor wrote */
+static size_t report_len;
 
 static void setup(void)
 {
-	harness_tmpdir(dir, sizeof dir, "coord-doctor");
+	const char *tmp = getenv("TMPDIR");
+	snprintf(dir, sizeof dir, "%s/coord-doctor-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+	cr_assert(mkdtemp(dir), "cannot make a private directory from %s: %s", dir, strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	if (remove(path) < 0)
+		cr_log_warn("could not remove %s: %s", path, strerror(errno));
+	return 0;
 }
 
 static void teardown(void)
 {
-	harness_rmtree(dir);
+	nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+	free(report);
+	report = NULL;
 }
 
 TestSuite(doctor, .init = setup, .fini = teardown, .timeout = 60);
@@ -42,146 +76,570 @@ static const char *in_dir(const char *name)
 	return b;
 }
 
-/* A fingerprint of every file in the directory: names, sizes, modes,
- * owners and contents. */
-static unsigned long long fingerprint(void)
+#define assert_says(phrase, why)                                                                \
+	cr_assert(report && strstr(report, phrase), "%s, so the report must say \"%s\"; it says:\n%s", \
+	          why, phrase, report)
+#define assert_not_says(phrase, why)                                                            \
+	cr_assert(report && !strstr(report, phrase),                                              \
+	          "%s, so the report must not say \"%s\"; it says:\n%s", why, phrase, report)
+
+/* ---- "doctor changed nothing" ---- */
+
+static uint64_t fnv(uint64_t h, const void *p, size_t n)
 {
-	char cmd[400];
-	unsigned long long h = 1469598103934665603ull;
-	FILE *f;
-	int ch;
-	snprintf(cmd, sizeof cmd, "cd '%s' && ls -ln --time-style=+%%s . && cat ./* 2>/dev/null", dir);
-	f = popen(cmd, "r");
-	cr_assert(f, "popen");
-	while ((ch = fgetc(f)) != EOF)
-		h = (h ^ (unsigned)ch) * 1099511628211ull;
-	pclose(f);
+	const unsigned char *b = p;
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ b[i]) * 1099511628211ull;
 	return h;
 }
 
-/* Runs the doctor and checks it changed nothing. */
-static int doctor(const char *path, const struct doctor_lease *l, size_t n)
+static uint64_t fnv_stat(uint64_t h, const struct stat *st)
 {
-	unsigned long long before = fingerprint();
-	FILE *f = fmemopen(report, sizeof report - 1, "w");
+	h = fnv(h, &st->st_ino, sizeof st->st_ino);
+	h = fnv(h, &st->st_mode, sizeof st->st_mode);
+	h = fnv(h, &st->st_uid, sizeof st->st_uid);
+	h = fnv(h, &st->st_gid, sizeof st->st_gid);
+	h = fnv(h, &st->st_size, sizeof st->st_size);
+	h = fnv(h, &st->st_mtim, sizeof st->st_mtim);
+	return fnv(h, &st->st_ctim, sizeof st->st_ctim);
+}
+
+/* A hash of everything in dir doctor could change, access times aside.
+ * Per-file hashes are added up, so readdir's order does not matter. */
+static uint64_t fingerprint(void)
+{
+	struct stat st;
+	uint64_t sum;
+	struct dirent *e;
+	DIR *d = opendir(dir);
+	cr_assert(d, "cannot list %s: %s", dir, strerror(errno));
+	cr_assert_eq(fstat(dirfd(d), &st), 0, "cannot stat %s", dir);
+	sum = fnv_stat(1469598103934665603ull, &st);
+	while ((e = readdir(d))) {
+		char buf[4096];
+		ssize_t n;
+		uint64_t h = fnv(1469598103934665603ull, e->d_name, strlen(e->d_name));
+		int fd;
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue; /* dir itself is hashed above; its parent is not ours */
+		cr_assert_eq(fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW), 0, "cannot stat %s",
+		             e->d_name);
+		h = fnv_stat(h, &st);
+		if (S_ISREG(st.st_mode)) {
+			fd = openat(dirfd(d), e->d_name, O_RDONLY | O_CLOEXEC);
+			cr_assert(fd >= 0, "cannot read %s: %s", e->d_name, strerror(errno));
+			while ((n = read(fd, buf, sizeof buf)) > 0)
+				h = fnv(h, buf, (size_t)n);
+			close(fd);
+		}
+		sum += h;
+	}
+	closedir(d);
+	return sum;
+}
+
+/* Runs the doctor in this process; the report lands in `report`. */
+static int doctor_on(const char *path, const struct doctor_lease *leases, size_t n, int broker_up)
+{
+	uint64_t before = fingerprint();
+	FILE *f;
 	int rc;
-	cr_assert(f, "fmemopen");
-	rc = doctor_run(f, path, l, n, n > 0);
-	fclose(f);
-	cr_assert_eq(fingerprint(), before, "doctor changed the directory:\n%s", report);
+	free(report);
+	report = NULL;
+	f = open_memstream(&report, &report_len);
+	cr_assert(f, "open_memstream: %s", strerror(errno));
+	rc = doctor_run(f, path, leases, n, broker_up);
+	cr_assert_eq(fclose(f), 0, "the report could not be written");
+	cr_assert_eq(fingerprint(), before, "doctor changed something in %s; its report:\n%s", dir,
+	             report);
 	return rc;
 }
 
-static void make_sqlite(const char *path)
+/* Runs the doctor as uid/gid 65534 in a child; the report comes back
+ * through a pipe.  Returns the doctor's exit status. */
+static int doctor_as_nobody(const char *path)
 {
-	sqlite3 *db;
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK, "open");
-	cr_assert_eq(sqlite3_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x); INSERT INTO t VALUES(1)",
-	                          NULL, NULL, NULL), SQLITE_OK, "create");
-	sqlite3_close(db);
+	uint64_t before = fingerprint();
+	int p[2], status;
+	char buf[4096];
+	ssize_t n;
+	FILE *f;
+	pid_t pid;
+
+	cr_assert_eq(pipe(p), 0, "pipe: %s", strerror(errno));
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		close(p[0]);
+		if (setgroups(0, NULL) || setgid(NOBODY) || setuid(NOBODY))
+			_exit(100);
+		f = fdopen(p[1], "w");
+		if (!f)
+			_exit(101);
+		status = doctor_run(f, path, NULL, 0, 0);
+		_exit(fclose(f) ? 101 : status);
+	}
+	close(p[1]);
+	free(report);
+	report = NULL;
+	f = open_memstream(&report, &report_len);
+	cr_assert(f, "open_memstream: %s", strerror(errno));
+	while ((n = read(p[0], buf, sizeof buf)) > 0)
+		fwrite(buf, 1, (size_t)n, f);
+	close(p[0]);
+	cr_assert_eq(fclose(f), 0, "the report could not be kept");
+	cr_assert_eq(waitpid(pid, &status, 0), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) < 100,
+	          "the child could not become uid %d or write its report (status %#x)", NOBODY,
+	          status);
+	cr_assert_eq(fingerprint(), before, "doctor changed something in %s; its report:\n%s", dir,
+	             report);
+	return WEXITSTATUS(status);
 }
 
-Test(doctor, healthy_sqlite)
+/* ---- making files ---- */
+
+static void sql(sqlite3 *db, const char *statements)
+{
+	char *err = NULL;
+	int rc = sqlite3_exec(db, statements, NULL, NULL, &err);
+	cr_assert_eq(rc, SQLITE_OK, "SQLite refused \"%s\": %s", statements,
+	             err ? err : sqlite3_errstr(rc));
+}
+
+static sqlite3 *open_db(const char *path)
+{
+	sqlite3 *db = NULL;
+	int rc = sqlite3_open(path, &db);
+	cr_assert_eq(rc, SQLITE_OK, "cannot open %s with SQLite: %s", path, sqlite3_errstr(rc));
+	return db;
+}
+
+/* A database with table t holding one row, closed cleanly. */
+static void make_db(const char *path, const char *journal_mode)
+{
+	char pragma[64];
+	sqlite3 *db = open_db(path);
+	snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s;", journal_mode);
+	sql(db, pragma);
+	sql(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+	cr_assert_eq(sqlite3_close(db), SQLITE_OK, "close %s", path);
+}
+
+static int count_rows(const char *path)
+{
+	sqlite3 *db = open_db(path);
+	sqlite3_stmt *st;
+	int n;
+	cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK,
+	             "prepare on %s: %s", path, sqlite3_errmsg(db));
+	cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "count rows of %s: %s", path, sqlite3_errmsg(db));
+	n = sqlite3_column_int(st, 0);
+	sqlite3_finalize(st);
+	sqlite3_close(db);
+	return n;
+}
+
+/* A child runs `statements` on the database and is killed with SIGKILL
+ * before it can close it, as a crashed writer would be. */
+static void kill_writer_after(const char *path, const char *statements)
+{
+	int status;
+	pid_t pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		sqlite3 *db;
+		if (sqlite3_open(path, &db) != SQLITE_OK ||
+		    sqlite3_exec(db, statements, NULL, NULL, NULL) != SQLITE_OK)
+			_exit(3);
+		kill(getpid(), SIGKILL);
+		_exit(4);
+	}
+	cr_assert_eq(waitpid(pid, &status, 0), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL,
+	          "the writer must die by SIGKILL after its statements; status %#x (exit 3: SQLite "
+	          "refused \"%s\")",
+	          status, statements);
+}
+
+static void write_file(const char *path, const void *bytes, size_t n)
+{
+	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+	cr_assert(fd >= 0, "cannot create %s: %s", path, strerror(errno));
+	cr_assert_eq(write(fd, bytes, n), (ssize_t)n, "cannot write %s", path);
+	close(fd);
+}
+
+static long long size_of(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+}
+
+static void need_root(void)
+{
+	if (geteuid() != 0)
+		cr_skip_test("needs root to give files to uid %d", NOBODY);
+}
+
+/* ---- kinds ---- */
+
+struct kind_case {
+	char name[16];
+	unsigned char head[32];
+	size_t len;
+	char says[48];
+};
+
+ParameterizedTestParameters(doctor, kind_of_a_healthy_file)
+{
+	static struct kind_case cases[] = {
+		{ "rollback.db", "SQLite format 3\0\x10\0\1\1", 20, "kind      SQLite, rollback journal" },
+		{ "wal.db", "SQLite format 3\0\x10\0\2\2", 20, "kind      SQLite, WAL mode" },
+		{ "d.duckdb", "\0\0\0\0\0\0\0\0DUCK", 12, "kind      DuckDB" },
+		{ "notes.txt", "hello, world\n", 13, "kind      plain file" },
+		{ "empty.db", "", 0, "kind      empty file" },
+	};
+	return cr_make_param_array(struct kind_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct kind_case *c, doctor, kind_of_a_healthy_file)
+{
+	const char *path = in_dir(c->name);
+	int rc;
+	write_file(path, c->head, c->len);
+	rc = doctor_on(path, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "a lone %s with no side files is healthy, got %d:\n%s", c->name, rc,
+	             report);
+	assert_says(c->says, "the kind comes from the first bytes");
+	assert_says("verdict: healthy", "nothing is wrong");
+}
+
+Test(doctor, healthy_sqlite_after_clean_close)
 {
 	const char *db = in_dir("ok.db");
-	make_sqlite(db);
-	int rc = doctor(db, NULL, 0);
-	cr_assert_eq(rc, 0, "a clean database must be healthy, got %d:\n%s", rc, report);
-	cr_assert(strstr(report, "SQLite, WAL mode"), "kind missing:\n%s", report);
-	cr_assert(strstr(report, "verdict: healthy"), "verdict missing:\n%s", report);
+	int rc;
+	make_db(db, "WAL");
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "a cleanly closed database is healthy, got %d:\n%s", rc, report);
+	assert_says("kind      SQLite, WAL mode", "the database is in WAL mode");
+	assert_says("-wal      absent", "SQLite deletes the WAL on a clean close");
+	assert_says("Processes with the file open\n  none", "nobody has it open");
+	assert_says("broker not running", "broker_up was 0");
+	assert_says("nothing: the file looks healthy.", "there is nothing to do");
+	assert_says("verdict: healthy", "nothing is wrong");
 }
+
+/* ---- leftovers after crashes ---- */
 
 Test(doctor, leftover_wal_after_sigkill)
 {
 	const char *db = in_dir("crashed.db");
-	int st;
-	make_sqlite(db);
-	pid_t pid = fork();
-	if (pid == 0) {
-		sqlite3 *h;
-		sqlite3_open(db, &h);
-		sqlite3_exec(h, "PRAGMA wal_autocheckpoint=0; INSERT INTO t SELECT 2", NULL, NULL, NULL);
-		kill(getpid(), SIGKILL);
-	}
-	waitpid(pid, &st, 0);
-	cr_assert(WIFSIGNALED(st), "the writer must be killed");
-	int rc = doctor(db, NULL, 0);
-	cr_assert_eq(rc, 1, "a leftover WAL is a problem, got %d:\n%s", rc, report);
-	cr_assert(strstr(report, "leftover WAL"), "must name the leftover WAL:\n%s", report);
-	cr_assert(strstr(report, "Do NOT delete the WAL"), "must warn against deleting it:\n%s", report);
-	cr_assert(strstr(report, "coordctl checkpoint"), "must say how to replay it:\n%s", report);
+	struct doctor_lease lease = { "write", 4242, "pipeline", 17 };
+	int rc;
+	make_db(db, "WAL");
+	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0;"
+	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
+	cr_assert_gt(size_of(in_dir("crashed.db-wal")), 0, "the killed writer must leave its WAL");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "a leftover WAL is one problem, got %d:\n%s", rc, report);
+	assert_says("leftover WAL", "nobody holds the file and the WAL has commits");
+	assert_says("2 committed\n     transaction(s)", "the writer committed two inserts");
+	assert_says("Do NOT delete", "deleting the WAL loses committed data");
+	assert_says("coordctl checkpoint '", "the fix is to replay it");
+	assert_says("verdict: 1 problem(s)", "there is exactly one problem");
+
+	rc = doctor_on(db, &lease, 1, 1);
+	cr_assert_eq(rc, 0, "with a broker lease on the file the WAL is in use, got %d:\n%s", rc,
+	             report);
+	assert_not_says("leftover WAL", "a lease holder may be about to use it");
+	assert_says("write  pid 4242    pipeline        token 17", "the lease is listed");
+
+	/* The advice works: opening the database replays the WAL. */
+	cr_assert_eq(count_rows(db), 3, "both inserts must come back from the WAL");
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "after the replay the file is healthy, got %d:\n%s", rc, report);
 }
 
-Test(doctor, wal_owned_by_another_user)
+Test(doctor, persistent_wal_with_nothing_new_is_healthy)
 {
-	const char *db = in_dir("owned.db");
-	make_sqlite(db);
-	int fd = open(in_dir("owned.db-wal"), O_CREAT | O_WRONLY, 0600);
-	cr_assert(fd >= 0, "create wal");
+	const char *db = in_dir("persist.db");
+	sqlite3 *h;
+	int persist = 1, rc;
+	make_db(db, "WAL");
+	h = open_db(db);
+	cr_assert_eq(sqlite3_file_control(h, "main", SQLITE_FCNTL_PERSIST_WAL, &persist), SQLITE_OK,
+	             "SQLITE_FCNTL_PERSIST_WAL");
+	sql(h, "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
+	cr_assert_eq(sqlite3_close(h), SQLITE_OK, "close");
+	cr_assert_gt(size_of(in_dir("persist.db-wal")), 0, "a persistent WAL stays after close");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "a WAL whose commits were all copied is healthy, got %d:\n%s", rc,
+	             report);
+	assert_says("2 committed transaction(s), all already", "the -shm says they were copied");
+	assert_not_says("leftover WAL", "there is nothing to replay");
+}
+
+Test(doctor, torn_wal_tail_is_not_counted)
+{
+	const char *db = in_dir("torn.db"), *wal = in_dir("torn.db-wal");
+	unsigned char b[4];
+	uint32_t page_size;
+	off_t second_page;
+	int fd, rc;
+	make_db(db, "WAL");
+	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0;"
+	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
+	/* Spoil a byte of the second transaction's page, as a torn write would:
+	 * its checksum no longer holds, so SQLite drops it on recovery. */
+	fd = open(wal, O_RDWR | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", wal, strerror(errno));
+	cr_assert_eq(pread(fd, b, 4, 8), 4, "read the WAL's page size");
+	page_size = (uint32_t)b[0] << 24 | (uint32_t)b[1] << 16 | (uint32_t)b[2] << 8 | b[3];
+	second_page = 32 + (off_t)(24 + page_size) + 24;
+	cr_assert_eq(pread(fd, b, 1, second_page + 100), 1, "read the second frame");
+	b[0] ^= 0xff;
+	cr_assert_eq(pwrite(fd, b, 1, second_page + 100), 1, "spoil the second frame");
 	close(fd);
-	if (chown(in_dir("owned.db-wal"), 65534, 65534) != 0)
-		cr_skip_test("needs root to chown");
-	chmod(db, 0644);
-	int rc = doctor(db, NULL, 0);
-	cr_assert_eq(rc, 1, "a foreign WAL is a problem:\n%s", report);
-	cr_assert(strstr(report, "-wal owner differs"), "owner difference not reported:\n%s", report);
-	cr_assert(strstr(report, "mode 0600 differs"), "mode difference not reported:\n%s", report);
-	cr_assert(strstr(report, "chown "), "the fix command is missing:\n%s", report);
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "the first transaction is still a leftover, got %d:\n%s", rc, report);
+	assert_says("holds 1 committed\n     transaction(s)", "only the intact transaction counts");
+	cr_assert_eq(count_rows(db), 2, "SQLite must agree: one insert survives the torn tail");
 }
 
-Test(doctor, holders_are_listed)
+Test(doctor, restarted_wal_counts_only_its_new_cycle)
 {
-	const char *db = in_dir("held.db");
-	int ready[2], done[2];
-	char ch;
-	make_sqlite(db);
-	cr_assert(pipe(ready) == 0 && pipe(done) == 0, "pipe");
-	pid_t pid = fork();
-	if (pid == 0) {
-		int fd = open(db, O_RDONLY);
-		close(done[1]);
-		if (write(ready[1], "r", 1) != 1 || read(done[0], &ch, 1) < 0)
-			_exit(1);
-		close(fd);
-		_exit(0);
-	}
-	close(done[0]);
-	cr_assert_eq(read(ready[0], &ch, 1), 1, "child not ready");
-	struct doctor_lease l = { "write", 4242, "pipeline", 17 };
-	int rc = doctor(db, &l, 1);
-	char want[64];
-	snprintf(want, sizeof want, "pid %-7ld", (long)pid);
-	close(done[1]); /* the child's read sees EOF and it exits */
-	close(ready[0]);
-	close(ready[1]);
-	waitpid(pid, NULL, 0);
-	cr_assert_eq(rc, 0, "an open, leased file is healthy:\n%s", report);
-	cr_assert(strstr(report, want), "the process holding the file (%d) is missing:\n%s", (int)pid,
-	          report);
-	cr_assert(strstr(report, "write pid 4242") && strstr(report, "token 17"),
-	          "the broker's lease is missing:\n%s", report);
+	const char *db = in_dir("cycle.db");
+	int rc;
+	make_db(db, "WAL");
+	/* After a full checkpoint the next write starts the WAL over with new
+	 * salts; the frames of the old cycle stay in the file behind it. */
+	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0;"
+	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);"
+	                      "PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t VALUES (4);");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "the new cycle's transaction is a leftover, got %d:\n%s", rc, report);
+	assert_says("holds 1 committed\n     transaction(s)", "old-cycle frames are not counted");
+	cr_assert_eq(count_rows(db), 4, "SQLite must agree: all four rows are there");
+}
+
+Test(doctor, persisted_journal_with_zeroed_header_is_healthy)
+{
+	const char *db = in_dir("persist.db");
+	sqlite3 *h;
+	int rc;
+	make_db(db, "PERSIST");
+	h = open_db(db);
+	sql(h, "PRAGMA journal_mode=PERSIST; INSERT INTO t VALUES (2);");
+	cr_assert_eq(sqlite3_close(h), SQLITE_OK, "close");
+	cr_assert_gt(size_of(in_dir("persist.db-journal")), 0, "PERSIST keeps the journal");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "a committed PERSIST journal is healthy, got %d:\n%s", rc, report);
+	assert_says("header zeroed: nothing to roll back", "SQLite zeroes the header on commit");
+	assert_not_says("hot journal", "there is nothing to roll back");
+}
+
+Test(doctor, hot_journal_after_sigkill)
+{
+	const char *db = in_dir("rollback.db");
+	int rc;
+	make_db(db, "DELETE");
+	/* A transaction too big for a 10-page cache spills into the database
+	 * file before COMMIT, which makes the journal hot. */
+	kill_writer_after(db, "PRAGMA cache_size=10; BEGIN;"
+	                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
+	                      " WHERE i < 2000) INSERT INTO t SELECT randomblob(1000) FROM n;");
+	cr_assert_gt(size_of(in_dir("rollback.db-journal")), 0, "the writer must leave its journal");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "a hot journal is one problem, got %d:\n%s", rc, report);
+	assert_says("kind      SQLite, rollback journal", "the database is in rollback mode");
+	assert_says("hot journal", "the journal holds a cut-short write");
+	assert_says("Do NOT delete", "deleting a hot journal can corrupt the database");
+	assert_says("PRAGMA quick_check;", "opening the database rolls it back");
+
+	cr_assert_eq(count_rows(db), 1, "opening the database must roll the insert back");
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 0, "after the rollback the file is healthy, got %d:\n%s", rc, report);
 }
 
 Test(doctor, duckdb_leftover_wal)
 {
 	const char *db = in_dir("d.duckdb");
 	char head[4096] = { 0 };
+	int rc;
 	memcpy(head + 8, "DUCK", 4);
-	FILE *f = fopen(db, "w");
-	fwrite(head, 1, sizeof head, f);
-	fclose(f);
-	f = fopen(in_dir("d.duckdb.wal"), "w");
-	fwrite(head, 1, 100, f);
-	fclose(f);
-	int rc = doctor(db, NULL, 0);
-	cr_assert_eq(rc, 1, "a leftover DuckDB WAL is a problem:\n%s", report);
-	cr_assert(strstr(report, "kind:     DuckDB"), "kind:\n%s", report);
-	cr_assert(strstr(report, "leftover WAL"), "leftover WAL:\n%s", report);
+	write_file(db, head, sizeof head);
+	write_file(in_dir("d.duckdb.wal"), head, 100);
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "a leftover DuckDB WAL is one problem, got %d:\n%s", rc, report);
+	assert_says("kind      DuckDB", "bytes 8..11 are DUCK");
+	assert_says(".wal      100 bytes", "the .wal is listed with its size");
+	assert_says("leftover WAL", "nobody holds the file and the .wal is not empty");
+	assert_says("duckdb '", "DuckDB replays its WAL on open");
 }
 
-Test(doctor, missing_file)
+/* ---- processes ---- */
+
+Test(doctor, live_connection_is_listed_and_not_leftover)
 {
-	int rc = doctor(in_dir("nope.db"), NULL, 0);
-	cr_assert_eq(rc, 2, "a missing file cannot be inspected (2), got %d", rc);
-	cr_assert(strstr(report, "No such file"), "say why:\n%s", report);
+	const char *db = in_dir("live.db");
+	char self[64];
+	sqlite3 *h;
+	int rc;
+	make_db(db, "WAL");
+	h = open_db(db);
+	sql(h, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
+
+	rc = doctor_on(db, NULL, 0, 1);
+	sqlite3_close(h);
+	cr_assert_eq(rc, 0, "a WAL in use by a live connection is healthy, got %d:\n%s", rc, report);
+	snprintf(self, sizeof self, "pid %-7ld", (long)getpid());
+	assert_says(self, "this process has the database open");
+	assert_says("(this process)", "doctor marks its own process");
+	assert_says("-wal, fd", "the connection has the WAL open too");
+	assert_says("1 committed transaction(s) in 1 frame(s)", "the insert is in the WAL");
+	assert_not_says("leftover WAL", "its connection is alive");
+	assert_says("Broker leases\n  none", "broker_up was 1 and there are no leases");
+}
+
+Test(doctor, holder_through_a_hard_link_is_found)
+{
+	const char *db = in_dir("app.db"), *sub = in_dir("elsewhere"),
+	           *other = in_dir("elsewhere/app.db");
+	char self[64];
+	int fd, rc;
+	make_db(db, "WAL");
+	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
+	cr_assert_eq(mkdir(sub, 0755), 0, "mkdir %s: %s", sub, strerror(errno));
+	cr_assert_eq(link(db, other), 0, "link %s: %s", other, strerror(errno));
+	fd = open(other, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open %s: %s", other, strerror(errno));
+
+	rc = doctor_on(db, NULL, 0, 0);
+	close(fd);
+	cr_assert_eq(rc, 0, "a WAL whose database is open under another name is in use, got %d:\n%s",
+	             rc, report);
+	snprintf(self, sizeof self, "pid %-7ld", (long)getpid());
+	assert_says(self, "this process has the database open through the link");
+	assert_not_says("leftover WAL", "the file is open, under another path");
+}
+
+Test(doctor, wal_deleted_while_open)
+{
+	const char *db = in_dir("victim.db");
+	char copy[64];
+	sqlite3 *h;
+	int rc;
+	make_db(db, "WAL");
+	h = open_db(db);
+	sql(h, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
+	cr_assert_eq(unlink(in_dir("victim.db-wal")), 0, "rm the WAL under the connection");
+
+	rc = doctor_on(db, NULL, 0, 0);
+	sqlite3_close(h);
+	cr_assert_eq(rc, 1, "a WAL deleted under a live connection is one problem, got %d:\n%s", rc,
+	             report);
+	assert_says("deleted while open", "the connection writes to a deleted WAL");
+	snprintf(copy, sizeof copy, "cp /proc/%ld/fd/", (long)getpid());
+	assert_says(copy, "its copy can still be saved through /proc");
+}
+
+/* ---- owners and permissions ---- */
+
+Test(doctor, wal_owned_by_another_user)
+{
+	const char *db = in_dir("owned.db"), *wal = in_dir("owned.db-wal");
+	char fixcmd[600];
+	int fd, rc;
+	need_root();
+	make_db(db, "WAL");
+	cr_assert_eq(chmod(db, 0644), 0, "chmod the database");
+	fd = open(wal, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	cr_assert(fd >= 0, "create %s: %s", wal, strerror(errno));
+	cr_assert_eq(fchown(fd, NOBODY, NOBODY), 0, "chown the WAL: %s", strerror(errno));
+	cr_assert_eq(fchmod(fd, 0600), 0, "chmod the WAL: %s", strerror(errno));
+	close(fd);
+
+	rc = doctor_on(db, NULL, 0, 0);
+	cr_assert_eq(rc, 1, "a side file with the wrong owner is a problem, got %d:\n%s", rc, report);
+	assert_says("-wal owner differs", "the WAL belongs to uid 65534, the database to root");
+	assert_says("-wal mode differs: 0600", "the WAL is 0600, the database 0644");
+	assert_says("disk I/O error", "the admin must recognise the symptom");
+	snprintf(fixcmd, sizeof fixcmd, "chown root:root '%s'", wal);
+	assert_says(fixcmd, "the fix gives the WAL the database's owner");
+	snprintf(fixcmd, sizeof fixcmd, "chmod 0644 '%s'", wal);
+	assert_says(fixcmd, "the fix gives the WAL the database's mode");
+	assert_says("verdict: 2 problem(s)", "owner and mode are two problems");
+}
+
+Test(doctor, wal_not_writable_by_the_databases_user)
+{
+	const char *db = in_dir("app.db"), *wal = in_dir("app.db-wal");
+	int rc;
+	need_root();
+	make_db(db, "WAL");
+	write_file(wal, "", 0); /* root's and 0644: uid 65534 may not write it */
+	cr_assert_eq(chown(dir, NOBODY, NOBODY), 0, "chown the directory");
+	cr_assert_eq(chmod(dir, 0755), 0, "chmod the directory");
+	cr_assert_eq(chown(db, NOBODY, NOBODY), 0, "chown the database");
+
+	rc = doctor_as_nobody(db);
+	cr_assert_eq(rc, 1, "a WAL the database's user cannot write is a problem, got %d:\n%s", rc,
+	             report);
+	assert_says("-wal not writable by you", "uid 65534 writes the database but not the WAL");
+	assert_says("-wal owner differs", "the WAL is root's");
+	assert_not_says("directory not writable", "uid 65534 owns the directory");
+}
+
+Test(doctor, directory_not_writable_by_the_databases_user)
+{
+	const char *db = in_dir("app.db");
+	int rc;
+	need_root();
+	make_db(db, "WAL");
+	cr_assert_eq(chmod(dir, 0755), 0, "chmod the directory");
+	cr_assert_eq(chown(db, NOBODY, NOBODY), 0, "chown the database");
+
+	rc = doctor_as_nobody(db);
+	cr_assert_eq(rc, 1, "a directory the database's user cannot write is a problem, got %d:\n%s",
+	             rc, report);
+	assert_says("directory not writable by you", "SQLite must create its -wal there");
+	assert_says("unable to open database file", "the admin must recognise the symptom");
+	assert_says("chmod g+rwx '", "the fix opens the directory to the group");
+}
+
+/* ---- cannot inspect ---- */
+
+struct bad_path_case {
+	char name[16];
+	int make_dir;
+	char says[32];
+};
+
+ParameterizedTestParameters(doctor, cannot_inspect)
+{
+	static struct bad_path_case cases[] = {
+		{ "missing.db", 0, "No such file or directory" },
+		{ "folder.db", 1, "not a regular file" },
+	};
+	return cr_make_param_array(struct bad_path_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct bad_path_case *c, doctor, cannot_inspect)
+{
+	const char *path = in_dir(c->name);
+	int rc;
+	if (c->make_dir)
+		cr_assert_eq(mkdir(path, 0755), 0, "mkdir %s", path);
+	rc = doctor_on(path, NULL, 0, 0);
+	cr_assert_eq(rc, 2, "%s cannot be inspected (2), got %d:\n%s", c->name, rc, report);
+	assert_says(c->says, "the report says why");
+	assert_says("verdict: cannot inspect", "the verdict line is always there");
 }

@@ -1,15 +1,23 @@
 /* coordctl doctor: a read-only look at a database file and its side files.
  *
- * It answers the questions an admin has when an app says "database is
- * locked", "disk I/O error" or "Failure while replaying WAL file": what
- * kind of file is this, which side files exist and who owns them, can the
- * current user write them, is a WAL left over with nobody holding the
- * file, and who has it open (from /proc) or leased (from the broker).
+ * It answers what an admin asks when an application reports "database is
+ * locked", "disk I/O error" or "attempt to write a readonly database", or
+ * lost data after a crash: what kind of file is this, which side files
+ * exist and who owns them, can the current user write them, is a WAL or a
+ * rollback journal left over with nobody holding the file, which processes
+ * have it open (from /proc) and which leases the broker granted on it.
+ * Every problem comes with the command that fixes it.
  *
  * It must never change anything: files are opened O_RDONLY, nothing is
- * created, deleted, locked or opened through SQLite or DuckDB (opening
- * them would replay or checkpoint the WAL). */
+ * created, deleted or locked, and nothing is opened through SQLite or
+ * DuckDB, because opening the database replays or checkpoints the very WAL
+ * the admin is asking about.  SQLite's WAL and wal-index (-shm) are decoded
+ * by hand after https://www.sqlite.org/walformat.html; their bytes are only
+ * compared and checksummed, never used as sizes or offsets beyond what the
+ * header checks allow. */
+#ifndef _GNU_SOURCE
 #define _GNU_SOURCE
+#endif
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -26,73 +34,354 @@
 #include "coord.h"
 #include "doctor.h"
 
-#define MAX_ADVICE 12
+enum side_id { SIDE_WAL, SIDE_SHM, SIDE_JOURNAL, SIDE_DUCKDB_WAL, NSIDES };
+static const char *const side_suffix[NSIDES] = { "-wal", "-shm", "-journal", ".wal" };
+#define FILE_DATABASE (-1)
 
-struct report {
-	FILE *out;
-	int problems;
-	char advice[MAX_ADVICE][512];
-	int nadvice;
+#define WAL_MAGIC 0x377f0682u /* low bit set: big-endian checksums */
+#define WAL_VERSION 3007000u
+
+struct side {
+	char *path;   /* canonical database path + suffix */
+	char *quoted; /* the same, quoted for a shell */
+	int present;
+	int listed;   /* shown: expected for the kind, or present */
+	struct stat st;
 };
 
-static void problem(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct report *r, const char *fmt, ...)
-{
-	va_list ap;
-	fprintf(r->out, "  PROBLEM: ");
-	va_start(ap, fmt);
-	vfprintf(r->out, fmt, ap);
-	va_end(ap);
-	fputc('\n', r->out);
-	r->problems++;
-}
+/* What the SQLite -wal holds, as SQLite's own recovery would see it. */
+enum wal_state { WAL_UNREAD, WAL_EMPTY, WAL_NO_HEADER, WAL_VALID };
+struct wal_info {
+	enum wal_state state;
+	int read_errno;   /* WAL_UNREAD: why */
+	uint32_t commits; /* committed transactions */
+	uint32_t frames;  /* frames up to the last commit */
+	int copied;       /* the -shm says all of them are in the database */
+};
 
-static void advise(struct report *r, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void advise(struct report *r, const char *fmt, ...)
+struct holder {
+	long pid;
+	int fd;
+	int file;    /* FILE_DATABASE or an enum side_id */
+	int deleted; /* the fd is on a file deleted since it was opened */
+	char comm[32];
+};
+
+struct doctor {
+	FILE *out;
+	char *canon, *quoted, *dir, *quoted_dir;
+	struct stat st;
+	int kind, wal_mode, writable, journal_hot;
+	char me[64], owner[140], user[64], group[64];
+	char as_owner[100]; /* "as its owner alice (or as root)" */
+	struct side side[NSIDES];
+	struct wal_info wal;
+	struct holder *holders;
+	size_t nholders, unseen;
+	FILE *problems, *fixes; /* numbered items, printed at the end */
+	char *problems_text, *fixes_text;
+	size_t problems_len, fixes_len;
+	int nproblems, nfixes;
+};
+
+/* ---- wording ---- */
+
+/* Prints item n; lines after the first are indented under its text. */
+static void item(FILE *f, int n, const char *fmt, va_list ap)
 {
-	va_list ap;
-	if (r->nadvice >= MAX_ADVICE)
+	char *text = NULL;
+	if (vasprintf(&text, fmt, ap) < 0) {
+		fprintf(f, "  %d. (out of memory)\n", n);
 		return;
+	}
+	fprintf(f, "  %d. ", n);
+	for (const char *p = text; *p; p++) {
+		fputc(*p, f);
+		if (*p == '\n')
+			fputs("     ", f);
+	}
+	fputc('\n', f);
+	free(text);
+}
+
+static void problem(struct doctor *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void problem(struct doctor *d, const char *fmt, ...)
+{
+	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(r->advice[r->nadvice++], sizeof r->advice[0], fmt, ap);
+	item(d->problems, ++d->nproblems, fmt, ap);
 	va_end(ap);
 }
 
-static const char *user_name(uid_t uid, char *buf, size_t size)
+static void fix(struct doctor *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void fix(struct doctor *d, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	item(d->fixes, ++d->nfixes, fmt, ap);
+	va_end(ap);
+}
+
+/* Returns s in single quotes, safe to paste into a shell; NULL on ENOMEM. */
+static char *shell_quote(const char *s)
+{
+	size_t n = 3;
+	char *q, *w;
+	for (const char *p = s; *p; p++)
+		n += *p == '\'' ? 4 : 1;
+	q = w = malloc(n);
+	if (!q)
+		return NULL;
+	*w++ = '\'';
+	for (const char *p = s; *p; p++) {
+		if (*p == '\'') {
+			memcpy(w, "'\\''", 4);
+			w += 4;
+		} else {
+			*w++ = *p;
+		}
+	}
+	*w++ = '\'';
+	*w = 0;
+	return q;
+}
+
+static void user_name(uid_t uid, char *buf, size_t size)
 {
 	struct passwd *pw = getpwuid(uid);
 	if (pw)
 		snprintf(buf, size, "%s", pw->pw_name);
 	else
 		snprintf(buf, size, "%u", (unsigned)uid);
-	return buf;
 }
 
-static const char *group_name(gid_t gid, char *buf, size_t size)
+static void group_name(gid_t gid, char *buf, size_t size)
 {
 	struct group *gr = getgrgid(gid);
 	if (gr)
 		snprintf(buf, size, "%s", gr->gr_name);
 	else
 		snprintf(buf, size, "%u", (unsigned)gid);
-	return buf;
 }
 
-static void describe(FILE *out, const char *label, const char *path, const struct stat *st)
+/* "user:group", as chown takes it. */
+static void owner_of(const struct stat *st, char *buf, size_t size)
 {
 	char u[64], g[64];
-	fprintf(out, "  %-9s %s\n            %lld bytes, owner %s:%s, mode %04o\n", label, path,
-	        (long long)st->st_size, user_name(st->st_uid, u, sizeof u),
-	        group_name(st->st_gid, g, sizeof g), (unsigned)(st->st_mode & 07777));
+	user_name(st->st_uid, u, sizeof u);
+	group_name(st->st_gid, g, sizeof g);
+	snprintf(buf, size, "%s:%s", u, g);
 }
 
-/* ---- /proc ---- */
+static const char *file_label(int file)
+{
+	return file == FILE_DATABASE ? "database" : side_suffix[file];
+}
 
-struct opener {
-	long pid;
-	char comm[32];
-	char file[16];   /* "database", "-wal", ... */
-};
+/* ---- reading files ---- */
+
+static int open_readonly(const char *path)
+{
+	return open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+}
+
+/* Sets d->kind and d->wal_mode from the first bytes of the file. */
+static int read_header(struct doctor *d)
+{
+	unsigned char head[100];
+	ssize_t n;
+	int fd = open_readonly(d->canon), err;
+	if (fd < 0)
+		return -1;
+	n = pread(fd, head, sizeof head, 0);
+	err = errno;
+	close(fd);
+	errno = err;
+	if (n < 0)
+		return -1;
+	d->kind = COORD_KIND_PLAIN;
+	if (n >= 20 && !memcmp(head, "SQLite format 3", 16)) {
+		d->kind = COORD_KIND_SQLITE;
+		d->wal_mode = head[18] == 2 && head[19] == 2;
+	} else if (n >= 12 && !memcmp(head + 8, "DUCK", 4)) {
+		d->kind = COORD_KIND_DUCKDB;
+	}
+	return 0;
+}
+
+static uint32_t get32(const unsigned char *p, int big_endian)
+{
+	if (big_endian)
+		return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+	return (uint32_t)p[3] << 24 | (uint32_t)p[2] << 16 | (uint32_t)p[1] << 8 | p[0];
+}
+
+static int host_big_endian(void)
+{
+	const uint16_t one = 1;
+	unsigned char low;
+	memcpy(&low, &one, 1);
+	return low == 0;
+}
+
+/* SQLite's WAL checksum over n bytes (a multiple of 8), continuing s. */
+static void wal_checksum(const unsigned char *p, size_t n, int big_endian, uint32_t s[2])
+{
+	for (size_t i = 0; i + 8 <= n; i += 8) {
+		s[0] += get32(p + i, big_endian) + s[1];
+		s[1] += get32(p + i + 4, big_endian) + s[0];
+	}
+}
+
+/* 1 if the -shm's wal-index header is intact, belongs to this WAL (same
+ * salts) and says at least `frames` frames were copied into the database. */
+static int wal_copied(struct doctor *d, const unsigned char *salts, uint32_t frames)
+{
+	unsigned char h[100];
+	uint32_t s[2] = { 0, 0 };
+	int big = host_big_endian(), fd, ok = 0;
+	if (!d->side[SIDE_SHM].present)
+		return 0;
+	fd = open_readonly(d->side[SIDE_SHM].path);
+	if (fd < 0)
+		return 0;
+	if (pread(fd, h, sizeof h, 0) != (ssize_t)sizeof h)
+		goto done;
+	/* Two copies of the 48-byte header, in the host's byte order. */
+	if (memcmp(h, h + 48, 48) || h[12] != 1 || get32(h, big) != WAL_VERSION)
+		goto done;
+	wal_checksum(h, 40, big, s);
+	if (s[0] != get32(h + 40, big) || s[1] != get32(h + 44, big))
+		goto done;
+	if (memcmp(h + 32, salts, 8))
+		goto done;
+	/* mxFrame at 16, nBackfill (first word after the headers) at 96. */
+	ok = get32(h + 16, big) >= frames && get32(h + 96, big) >= frames;
+done:
+	close(fd);
+	return ok;
+}
+
+/* Counts the committed transactions in the -wal the way SQLite's recovery
+ * does: a frame counts while its salts match the header and the checksum
+ * chain holds; a frame with a non-zero "database size" ends a transaction.
+ * Returns -1 only when out of memory. */
+static int scan_wal(struct doctor *d)
+{
+	const struct side *w = &d->side[SIDE_WAL];
+	unsigned char hdr[32], fh[24], *page = NULL;
+	uint32_t s[2] = { 0, 0 }, magic, page_size;
+	int fd = -1, big, rc = 0;
+
+	if (w->st.st_size == 0) {
+		d->wal.state = WAL_EMPTY;
+		return 0;
+	}
+	fd = open_readonly(w->path);
+	if (fd < 0) {
+		d->wal.state = WAL_UNREAD;
+		d->wal.read_errno = errno;
+		return 0;
+	}
+	d->wal.state = WAL_NO_HEADER;
+	if (pread(fd, hdr, sizeof hdr, 0) != (ssize_t)sizeof hdr)
+		goto done;
+	magic = get32(hdr, 1);
+	page_size = get32(hdr + 8, 1);
+	if ((magic & ~1u) != WAL_MAGIC || get32(hdr + 4, 1) != WAL_VERSION || page_size < 512 ||
+	    page_size > 65536 || (page_size & (page_size - 1)))
+		goto done;
+	big = (int)(magic & 1);
+	wal_checksum(hdr, 24, big, s);
+	if (s[0] != get32(hdr + 24, 1) || s[1] != get32(hdr + 28, 1))
+		goto done;
+	d->wal.state = WAL_VALID;
+	page = malloc(page_size);
+	if (!page) {
+		rc = -1;
+		goto done;
+	}
+	for (uint32_t frame = 1; frame < UINT32_MAX; frame++) {
+		off_t at = 32 + (off_t)(frame - 1) * (24 + (off_t)page_size);
+		if (pread(fd, fh, sizeof fh, at) != (ssize_t)sizeof fh ||
+		    pread(fd, page, page_size, at + 24) != (ssize_t)page_size)
+			break;
+		if (get32(fh, 1) == 0 || memcmp(fh + 8, hdr + 16, 8))
+			break;
+		wal_checksum(fh, 8, big, s);
+		wal_checksum(page, page_size, big, s);
+		if (s[0] != get32(fh + 16, 1) || s[1] != get32(fh + 20, 1))
+			break;
+		if (get32(fh + 4, 1)) {
+			d->wal.commits++;
+			d->wal.frames = frame;
+		}
+	}
+	d->wal.copied = d->wal.commits && wal_copied(d, hdr + 16, d->wal.frames);
+done:
+	free(page);
+	close(fd);
+	return rc;
+}
+
+/* A rollback journal is "hot" (SQLite rolls it back on the next open) when
+ * it is not empty and its header was written; a zeroed header means the
+ * transaction never reached the database file.  Sets d->journal_hot. */
+static void read_journal(struct doctor *d)
+{
+	unsigned char first = 0;
+	int fd;
+	d->journal_hot = 0;
+	if (d->side[SIDE_JOURNAL].st.st_size == 0)
+		return;
+	fd = open_readonly(d->side[SIDE_JOURNAL].path);
+	if (fd < 0) {
+		d->journal_hot = -1; /* cannot tell */
+		return;
+	}
+	if (pread(fd, &first, 1, 0) == 1)
+		d->journal_hot = first != 0;
+	else
+		d->journal_hot = -1;
+	close(fd);
+}
+
+/* ---- who has it open ---- */
+
+/* Which of our files `link` (a /proc/PID/fd target) names, or -2. */
+static int match_file(const struct doctor *d, const char *link, int *deleted)
+{
+	static const char gone[] = " (deleted)";
+	size_t n = strlen(link);
+	*deleted = n > sizeof gone - 1 && !strcmp(link + n - (sizeof gone - 1), gone);
+	if (*deleted)
+		n -= sizeof gone - 1;
+	if (strlen(d->canon) == n && !strncmp(link, d->canon, n))
+		return FILE_DATABASE;
+	for (int i = 0; i < NSIDES; i++)
+		if (strlen(d->side[i].path) == n && !strncmp(link, d->side[i].path, n))
+			return i;
+	return -2;
+}
+
+/* The same file reached by another path: a hard link, a bind mount, or a
+ * process in a container, whose links show paths inside its own root.
+ * Only fds whose name starts like the database's are stat()ed. */
+static int match_inode(const struct doctor *d, int dfd, const char *fd_name, const char *link)
+{
+	const char *base = strrchr(d->canon, '/') + 1, *lbase = strrchr(link, '/');
+	struct stat st;
+	if (!lbase || strncmp(lbase + 1, base, strlen(base)) ||
+	    fstatat(dfd, fd_name, &st, 0) < 0)
+		return -2;
+	if (st.st_dev == d->st.st_dev && st.st_ino == d->st.st_ino)
+		return FILE_DATABASE;
+	for (int i = 0; i < NSIDES; i++)
+		if (d->side[i].present && st.st_dev == d->side[i].st.st_dev &&
+		    st.st_ino == d->side[i].st.st_ino)
+			return i;
+	return -2;
+}
 
 static void read_comm(long pid, char *buf, size_t size)
 {
@@ -108,217 +397,520 @@ static void read_comm(long pid, char *buf, size_t size)
 	fclose(f);
 }
 
-/* Finds processes with any of files[] open; returns how many it found. */
-static size_t scan_openers(const char *const *files, const char *const *labels, size_t nfiles,
-                           struct opener *out, size_t max)
+static int add_holder(struct doctor *d, long pid, int fd, int file, int deleted)
 {
-	DIR *proc = opendir("/proc");
-	struct dirent *p;
-	size_t n = 0;
-	long self = (long)getpid();
+	struct holder *h = realloc(d->holders, (d->nholders + 1) * sizeof *h);
+	if (!h)
+		return -1;
+	d->holders = h;
+	h += d->nholders++;
+	h->pid = pid;
+	h->fd = fd;
+	h->file = file;
+	h->deleted = deleted;
+	read_comm(pid, h->comm, sizeof h->comm);
+	return 0;
+}
+
+/* Finds every process with the database or a side file open, from the
+ * /proc/PID/fd links.  Processes that are gone are skipped; those we
+ * may not look at are counted in d->unseen.  Returns -1 on ENOMEM. */
+static int scan_proc(struct doctor *d)
+{
+	DIR *proc = opendir("/proc"), *fds;
+	struct dirent *p, *f;
+	int rc = 0;
 	if (!proc)
 		return 0;
-	while ((p = readdir(proc)) && n < max) {
-		char fddir[64];
-		DIR *fds;
-		struct dirent *f;
-		char *end;
+	while (rc == 0 && (p = readdir(proc))) {
+		char fddir[64], *end;
 		long pid = strtol(p->d_name, &end, 10);
-		if (*end || pid <= 0 || pid == self)
+		int dfd;
+		if (*end || pid <= 0)
 			continue;
 		snprintf(fddir, sizeof fddir, "/proc/%ld/fd", pid);
-		fds = opendir(fddir);
-		if (!fds)
-			continue; /* not ours to look at, or gone */
-		while ((f = readdir(fds)) && n < max) {
-			char link[PATH_MAX], lpath[600];
+		dfd = open(fddir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		if (dfd < 0) {
+			if (errno == EACCES || errno == EPERM)
+				d->unseen++;
+			continue;
+		}
+		fds = fdopendir(dfd);
+		if (!fds) {
+			close(dfd);
+			continue;
+		}
+		while (rc == 0 && (f = readdir(fds))) {
+			char link[PATH_MAX + 16];
 			ssize_t len;
+			int file, deleted;
 			if (f->d_name[0] == '.')
 				continue;
-			snprintf(lpath, sizeof lpath, "%s/%s", fddir, f->d_name);
-			len = readlink(lpath, link, sizeof link - 1);
+			len = readlinkat(dfd, f->d_name, link, sizeof link - 1);
 			if (len <= 0)
 				continue;
 			link[len] = 0;
-			for (size_t i = 0; i < nfiles; i++) {
-				if (strcmp(link, files[i]))
-					continue;
-				int dup = 0;
-				for (size_t j = 0; j < n; j++)
-					if (out[j].pid == pid && !strcmp(out[j].file, labels[i]))
-						dup = 1;
-				if (dup)
-					break;
-				out[n].pid = pid;
-				read_comm(pid, out[n].comm, sizeof out[n].comm);
-				snprintf(out[n].file, sizeof out[n].file, "%s", labels[i]);
-				n++;
-				break;
-			}
+			file = match_file(d, link, &deleted);
+			if (file == -2 && !deleted)
+				file = match_inode(d, dfd, f->d_name, link);
+			if (file != -2)
+				rc = add_holder(d, pid, atoi(f->d_name), file, deleted);
 		}
 		closedir(fds);
 	}
 	closedir(proc);
-	return n;
+	return rc;
 }
 
 /* ---- the report ---- */
 
-static int detect(const char *path, int *wal_mode)
+static void report_file(struct doctor *d, const char *path)
 {
-	unsigned char head[20];
-	int fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	int kind = COORD_KIND_PLAIN;
-	struct stat st;
-	*wal_mode = 0;
-	if (fd < 0)
-		return -1;
-	if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && pread(fd, head, sizeof head, 0) == 20) {
-		if (!memcmp(head, "SQLite format 3", 16)) {
-			kind = COORD_KIND_SQLITE;
-			*wal_mode = head[18] == 2 && head[19] == 2;
-		} else if (!memcmp(head + 8, "DUCK", 4)) {
-			kind = COORD_KIND_DUCKDB;
-		}
+	const char *kind;
+	fprintf(d->out, "\nDatabase file\n");
+	if (strcmp(path, d->canon))
+		fprintf(d->out, "  path      %s\n", d->canon);
+	if (d->kind == COORD_KIND_SQLITE)
+		kind = d->wal_mode ? "SQLite, WAL mode" : "SQLite, rollback journal mode";
+	else if (d->kind == COORD_KIND_DUCKDB)
+		kind = "DuckDB";
+	else if (d->st.st_size == 0)
+		kind = "empty file";
+	else
+		kind = "plain file (neither SQLite nor DuckDB)";
+	fprintf(d->out, "  kind      %s\n", kind);
+	fprintf(d->out, "  size      %lld bytes\n", (long long)d->st.st_size);
+	fprintf(d->out, "  owner     %s (uid %u, gid %u)\n", d->owner, (unsigned)d->st.st_uid,
+	        (unsigned)d->st.st_gid);
+	fprintf(d->out, "  mode      %04o\n", (unsigned)(d->st.st_mode & 07777));
+	fprintf(d->out, "  access    you (%s) can read it %s\n", d->me,
+	        d->writable ? "and write it" : "but not write it");
+}
+
+static void report_wal(struct doctor *d)
+{
+	const char *pad = "            ";
+	switch (d->wal.state) {
+	case WAL_UNREAD:
+		fprintf(d->out, "%scannot read it: %s\n", pad, strerror(d->wal.read_errno));
+		break;
+	case WAL_EMPTY:
+		fprintf(d->out, "%sempty\n", pad);
+		break;
+	case WAL_NO_HEADER:
+		fprintf(d->out, "%sno valid WAL header: nothing to replay\n", pad);
+		break;
+	case WAL_VALID:
+		if (!d->wal.commits)
+			fprintf(d->out, "%sno committed transactions: nothing to replay\n", pad);
+		else if (d->wal.copied)
+			fprintf(d->out, "%s%u committed transaction(s), all already\n%sin the database\n",
+			        pad, d->wal.commits, pad);
+		else
+			fprintf(d->out, "%s%u committed transaction(s) in %u frame(s),\n"
+			                "%snot yet in the database\n",
+			        pad, d->wal.commits, d->wal.frames, pad);
+		break;
 	}
-	close(fd);
-	return kind;
+}
+
+static void report_sides(struct doctor *d)
+{
+	int shown = 0;
+	fprintf(d->out, "\nSide files\n");
+	for (int i = 0; i < NSIDES; i++) {
+		const struct side *s = &d->side[i];
+		char owner[140];
+		if (!s->listed)
+			continue;
+		shown++;
+		if (!s->present) {
+			fprintf(d->out, "  %-9s absent\n", side_suffix[i]);
+			continue;
+		}
+		owner_of(&s->st, owner, sizeof owner);
+		fprintf(d->out, "  %-9s %lld bytes, %s, mode %04o\n", side_suffix[i],
+		        (long long)s->st.st_size, owner, (unsigned)(s->st.st_mode & 07777));
+		if (i == SIDE_WAL && d->kind == COORD_KIND_SQLITE)
+			report_wal(d);
+		if (i == SIDE_JOURNAL && d->kind == COORD_KIND_SQLITE && s->st.st_size > 0)
+			fprintf(d->out, "            %s\n",
+			        d->journal_hot > 0    ? "holds a cut-short write (hot journal)"
+			        : d->journal_hot == 0 ? "header zeroed: nothing to roll back"
+			                              : "cannot read it");
+	}
+	if (!shown)
+		fprintf(d->out, "  none\n");
+}
+
+static void report_holders(struct doctor *d)
+{
+	long self = (long)getpid();
+	fprintf(d->out, "\nProcesses with the file open\n");
+	if (!d->nholders)
+		fprintf(d->out, "  none\n");
+	for (size_t i = 0; i < d->nholders; i++) {
+		const struct holder *h = &d->holders[i];
+		fprintf(d->out, "  pid %-7ld %-15s %s, fd %d%s%s\n", h->pid, h->comm, file_label(h->file),
+		        h->fd, h->deleted ? ", DELETED" : "", h->pid == self ? " (this process)" : "");
+	}
+	if (d->unseen)
+		fprintf(d->out, "  (%zu process(es) of other users could not be\n"
+		                "   looked at; run as root to see them)\n",
+		        d->unseen);
+}
+
+static void report_leases(struct doctor *d, const struct doctor_lease *leases, size_t nleases,
+                          int broker_up)
+{
+	fprintf(d->out, "\nBroker leases\n");
+	if (!broker_up)
+		fprintf(d->out, "  broker not running\n");
+	else if (!nleases)
+		fprintf(d->out, "  none\n");
+	for (size_t i = 0; i < nleases; i++)
+		fprintf(d->out, "  %-5s  pid %-7ld %-15s token %llu\n",
+		        leases[i].mode ? leases[i].mode : "?", leases[i].pid,
+		        leases[i].command ? leases[i].command : "?",
+		        (unsigned long long)leases[i].token);
+}
+
+static const char *deleted_consequence(int file)
+{
+	switch (file) {
+	case FILE_DATABASE:
+		return "Its changes go to that old copy, not to the file\n"
+		       "now at this path.";
+	case SIDE_SHM:
+		return "Processes that open the database now get a new\n"
+		       "-shm and do not see its locks: together they can\n"
+		       "corrupt the database.";
+	case SIDE_JOURNAL:
+		return "If it dies mid-write, nothing can undo the\n"
+		       "half-done write.";
+	default:
+		return "Its changes go to a file no other process sees;\n"
+		       "they reach the database only if it closes it\n"
+		       "cleanly.";
+	}
+}
+
+/* A process still using a file that was deleted (or replaced) under it:
+ * `rm *-wal` while the application runs, or a restored backup moved over
+ * the live database. */
+static int check_deleted(struct doctor *d)
+{
+	for (size_t i = 0; i < d->nholders; i++) {
+		const struct holder *h = &d->holders[i];
+		char *save = NULL, *quoted;
+		if (!h->deleted)
+			continue;
+		problem(d, "deleted while open: pid %ld (%s) still uses a\ndeleted %s (fd %d).\n%s",
+		        h->pid, h->comm, h->file == FILE_DATABASE ? "database file" : side_suffix[h->file],
+		        h->fd, deleted_consequence(h->file));
+		if (h->file == SIDE_SHM || h->file == SIDE_JOURNAL) {
+			fix(d,
+			    "Let pid %ld close the database cleanly (stop it\n"
+			    "normally) before any other process opens it.",
+			    h->pid);
+			continue;
+		}
+		if (asprintf(&save, "%s%s.pid%ld", d->canon,
+		             h->file == FILE_DATABASE ? "" : side_suffix[h->file], h->pid) < 0)
+			return -1;
+		quoted = shell_quote(save);
+		free(save);
+		if (!quoted)
+			return -1;
+		fix(d,
+		    "Before pid %ld exits, save its copy:\n"
+		    "  cp /proc/%ld/fd/%d %s\n"
+		    "then let it close the database cleanly, and keep other\n"
+		    "writers away until it has.",
+		    h->pid, h->pid, h->fd, quoted);
+		free(quoted);
+	}
+	return 0;
+}
+
+/* A WAL or hot journal that nobody is using: committed data (or half of a
+ * write) waiting to be replayed.  Deleting it is the classic mistake. */
+static void check_leftovers(struct doctor *d, size_t nleases)
+{
+	const char *seen = d->unseen ? " (that you can see)" : "";
+	const struct side *w;
+	if (d->nholders || nleases)
+		return;
+	if (d->kind == COORD_KIND_SQLITE && d->side[SIDE_WAL].present &&
+	    ((d->wal.state == WAL_VALID && d->wal.commits && !d->wal.copied) ||
+	     (d->wal.state == WAL_UNREAD && d->side[SIDE_WAL].st.st_size > 0))) {
+		w = &d->side[SIDE_WAL];
+		if (d->wal.state == WAL_VALID)
+			problem(d,
+			        "leftover WAL: the -wal file holds %u committed\n"
+			        "transaction(s) that are not in the database file yet,\n"
+			        "and no process has the database open%s.",
+			        d->wal.commits, seen);
+		else
+			problem(d,
+			        "leftover WAL: the -wal file holds %lld bytes that\n"
+			        "may not be in the database file yet, and no process\n"
+			        "has the database open%s.",
+			        (long long)w->st.st_size, seen);
+		fix(d,
+		    "Do NOT delete %s:\n"
+		    "it holds committed data. Replay it into the database by\n"
+		    "opening the database once, %s:\n"
+		    "  coordctl checkpoint %s\n"
+		    "or\n"
+		    "  sqlite3 %s 'PRAGMA wal_checkpoint(TRUNCATE);'",
+		    w->quoted, d->as_owner, d->quoted, d->quoted);
+	}
+	if (d->kind == COORD_KIND_DUCKDB && d->side[SIDE_DUCKDB_WAL].present &&
+	    d->side[SIDE_DUCKDB_WAL].st.st_size > 0) {
+		w = &d->side[SIDE_DUCKDB_WAL];
+		problem(d,
+		        "leftover WAL: the .wal file holds %lld bytes of\n"
+		        "changes that are not in the database file yet, and\n"
+		        "no process has the database open%s.",
+		        (long long)w->st.st_size, seen);
+		fix(d,
+		    "Do NOT delete %s:\n"
+		    "it holds committed data. Replay it into the database by\n"
+		    "opening the database once, %s:\n"
+		    "  coordctl checkpoint %s\n"
+		    "or\n"
+		    "  duckdb %s 'CHECKPOINT;'",
+		    w->quoted, d->as_owner, d->quoted, d->quoted);
+	}
+	if (d->kind == COORD_KIND_SQLITE && d->side[SIDE_JOURNAL].present && d->journal_hot > 0) {
+		problem(d,
+		        "hot journal: the -journal file holds a write that was\n"
+		        "cut short; the database file may be half-written until\n"
+		        "SQLite rolls it back.");
+		fix(d,
+		    "Do NOT delete %s:\n"
+		    "SQLite needs it to undo the cut-short write. Open the\n"
+		    "database once, %s, to roll it back:\n"
+		    "  sqlite3 %s 'PRAGMA quick_check;'",
+		    d->side[SIDE_JOURNAL].quoted, d->as_owner, d->quoted);
+	}
+}
+
+/* Side files must look like the database: SQLite creates them with its
+ * owner and mode, so a difference means someone else (often root, or a
+ * second service account) created them, and the other users then fail. */
+static void check_permissions(struct doctor *d)
+{
+	for (int i = 0; i < NSIDES; i++) {
+		const struct side *s = &d->side[i];
+		const char *name = side_suffix[i];
+		unsigned mode = (unsigned)(d->st.st_mode & 0777);
+		char who[100], owner[140];
+		int owner_differs, mode_differs, not_writable = 0, err = 0;
+		if (!s->present)
+			continue;
+		owner_differs = s->st.st_uid != d->st.st_uid || s->st.st_gid != d->st.st_gid;
+		mode_differs = (s->st.st_mode & 0777) != (d->st.st_mode & 0777);
+		if (d->writable && faccessat(AT_FDCWD, s->path, W_OK, AT_EACCESS) != 0) {
+			not_writable = 1;
+			err = errno;
+		}
+		owner_of(&s->st, owner, sizeof owner);
+		/* root writes anything; the database's other users are the ones who fail */
+		if (d->st.st_uid)
+			snprintf(who, sizeof who, "Applications running as %s (its owner)", d->user);
+		else
+			snprintf(who, sizeof who, "Applications not running as root");
+		if (owner_differs)
+			problem(d,
+			        "%s owner differs: %s, the database's is\n"
+			        "%s. %s\n"
+			        "may fail with \"disk I/O error\", \"attempt to write\n"
+			        "a readonly database\" or \"Permission denied\".",
+			        name, owner, d->owner, who);
+		if (mode_differs)
+			problem(d,
+			        "%s mode differs: %04o, the database has %04o.\n"
+			        "%s",
+			        name, (unsigned)(s->st.st_mode & 0777), mode,
+			        (s->st.st_mode & mode) != mode
+			                ? "Users who may write the database may be unable\n"
+			                  "to write it, and fail the same way."
+			                : "It lets more users in than the database does.");
+		if (not_writable)
+			problem(d,
+			        "%s not writable by you (%s): %s,\n"
+			        "though the database is. SQLite run as %s fails with\n"
+			        "\"disk I/O error\" or \"attempt to write a readonly\n"
+			        "database\".",
+			        name, d->me, strerror(err), d->me);
+		if (owner_differs && mode_differs)
+			fix(d, "Give %s the database's owner and mode:\n  chown %s %s\n  chmod %04o %s",
+			    name, d->owner, s->quoted, mode, s->quoted);
+		else if (owner_differs)
+			fix(d, "Give %s the database's owner:\n  chown %s %s", name, d->owner, s->quoted);
+		else if (mode_differs)
+			fix(d, "Give %s the database's mode:\n  chmod %04o %s", name, mode, s->quoted);
+		else if (not_writable && err == EROFS)
+			fix(d, "%s is on a read-only file system: remount it\nread-write.", s->quoted);
+		else if (not_writable)
+			fix(d,
+			    "%s has the database's owner and mode, yet you cannot\n"
+			    "write it; look at its ACLs and attributes:\n"
+			    "  getfacl %s\n"
+			    "  lsattr %s",
+			    name, s->quoted, s->quoted);
+	}
+}
+
+/* SQLite creates -journal, -wal and -shm next to the database (DuckDB its
+ * .wal), so a writer needs write access to the directory too. */
+static void check_directory(struct doctor *d)
+{
+	if (d->kind == COORD_KIND_PLAIN || !d->writable ||
+	    faccessat(AT_FDCWD, d->dir, W_OK | X_OK, AT_EACCESS) == 0)
+		return;
+	problem(d,
+	        "directory not writable by you (%s): %s\n"
+	        "%s creates its %s there, so\n"
+	        "writes fail with \"unable to open database file\" or\n"
+	        "\"attempt to write a readonly database\".",
+	        d->me, d->dir, d->kind == COORD_KIND_SQLITE ? "SQLite" : "DuckDB",
+	        d->kind == COORD_KIND_SQLITE ? "-journal, -wal and -shm files" : ".wal file");
+	fix(d,
+	    "Let the users who write the database create files in its\n"
+	    "directory, e.g. through the database's group %s:\n"
+	    "  chgrp %s %s\n"
+	    "  chmod g+rwx %s",
+	    d->group, d->group, d->quoted_dir, d->quoted_dir);
+}
+
+static void cannot_inspect(FILE *out, const char *why, const char *advice)
+{
+	fprintf(out, "  cannot inspect: %s\n  %s\n\nverdict: cannot inspect\n", why, advice);
+}
+
+/* Resolves the path and names the side files, as SQLite does (after
+ * following symlinks).  Returns -1 on ENOMEM. */
+static int name_files(struct doctor *d)
+{
+	char *slash;
+	d->quoted = shell_quote(d->canon);
+	d->dir = strdup(d->canon);
+	if (!d->quoted || !d->dir)
+		return -1;
+	slash = strrchr(d->dir, '/'); /* realpath() made it absolute */
+	if (slash == d->dir)
+		slash[1] = 0; /* the database is in / */
+	else if (slash)
+		*slash = 0;
+	d->quoted_dir = shell_quote(d->dir);
+	if (!d->quoted_dir)
+		return -1;
+	for (int i = 0; i < NSIDES; i++) {
+		struct side *s = &d->side[i];
+		if (asprintf(&s->path, "%s%s", d->canon, side_suffix[i]) < 0) {
+			s->path = NULL;
+			return -1;
+		}
+		s->quoted = shell_quote(s->path);
+		if (!s->quoted)
+			return -1;
+		s->present = stat(s->path, &s->st) == 0 && S_ISREG(s->st.st_mode);
+		if (d->kind == COORD_KIND_SQLITE)
+			s->listed = i != SIDE_DUCKDB_WAL || s->present;
+		else if (d->kind == COORD_KIND_DUCKDB)
+			s->listed = i == SIDE_DUCKDB_WAL || s->present;
+		else
+			s->listed = s->present;
+	}
+	return 0;
 }
 
 int doctor_run(FILE *out, const char *path, const struct doctor_lease *leases, size_t nleases,
                int broker_up)
 {
-	static const char *const sqlite_sides[] = { "-wal", "-shm", "-journal" };
-	static const char *const duckdb_sides[] = { ".wal" };
-	const char *const *sides;
-	size_t nsides, nopen;
-	struct report r = { .out = out };
-	struct stat db, st;
-	struct opener openers[64];
-	char side[8][PATH_MAX + 16];
-	const char *files[8], *labels[8];
-	int kind, wal_mode, have_wal = 0;
-	long long wal_size = 0;
-	char u[64];
+	struct doctor d = { .out = out };
+	int status = 2, err;
 
-	if (stat(path, &db) < 0) {
-		fprintf(out, "doctor: cannot inspect %s: %s\n", path, strerror(errno));
-		if (errno == ENOENT)
-			fprintf(out, "  There is no such file; check the path the application uses.\n");
-		return 2;
+	fprintf(out, "coordctl doctor: %s\n", path);
+	if (stat(path, &d.st) < 0) {
+		cannot_inspect(out, strerror(errno),
+		               errno == ENOENT ? "Check the path the application opens."
+		                               : "Run doctor as the file's owner or as root.");
+		goto done;
 	}
-	kind = detect(path, &wal_mode);
-	if (kind < 0) {
-		fprintf(out, "doctor: cannot read %s: %s\n", path, strerror(errno));
-		fprintf(out, "  Run doctor as a user who can read the file, e.g. its owner or root.\n");
-		return 2;
+	if (!S_ISREG(d.st.st_mode)) {
+		cannot_inspect(out, "not a regular file", "Give the path of the database file itself.");
+		goto done;
 	}
-	fprintf(out, "%s\n", path);
-	fprintf(out, "  kind:     %s%s\n", kind == COORD_KIND_SQLITE ? "SQLite" : kind == COORD_KIND_DUCKDB ? "DuckDB" : "plain file (not SQLite or DuckDB)",
-	        kind == COORD_KIND_SQLITE ? (wal_mode ? ", WAL mode" : ", rollback journal mode") : "");
-	describe(out, "database:", path, &db);
+	d.canon = realpath(path, NULL);
+	if (!d.canon || read_header(&d) < 0) {
+		cannot_inspect(out, strerror(errno), "Run doctor as the file's owner or as root.");
+		goto done;
+	}
+	d.writable = faccessat(AT_FDCWD, d.canon, W_OK, AT_EACCESS) == 0;
+	user_name(geteuid(), d.me, sizeof d.me);
+	user_name(d.st.st_uid, d.user, sizeof d.user);
+	group_name(d.st.st_gid, d.group, sizeof d.group);
+	owner_of(&d.st, d.owner, sizeof d.owner);
+	if (d.st.st_uid == 0)
+		snprintf(d.as_owner, sizeof d.as_owner, "as root");
+	else
+		snprintf(d.as_owner, sizeof d.as_owner, "as its owner %s (or as root)", d.user);
+	d.problems = open_memstream(&d.problems_text, &d.problems_len);
+	d.fixes = open_memstream(&d.fixes_text, &d.fixes_len);
+	if (!d.problems || !d.fixes || name_files(&d) < 0 || scan_proc(&d) < 0)
+		goto out_of_memory;
+	if (d.kind == COORD_KIND_SQLITE && d.side[SIDE_WAL].present && scan_wal(&d) < 0)
+		goto out_of_memory;
+	if (d.kind == COORD_KIND_SQLITE && d.side[SIDE_JOURNAL].present)
+		read_journal(&d);
 
-	if (kind == COORD_KIND_DUCKDB) {
-		sides = duckdb_sides;
-		nsides = 1;
-	} else {
-		sides = sqlite_sides;
-		nsides = kind == COORD_KIND_SQLITE ? 3 : 0;
-	}
-	files[0] = path;
-	labels[0] = "database";
+	report_file(&d, path);
+	report_sides(&d);
+	report_holders(&d);
+	report_leases(&d, leases, nleases, broker_up);
+	if (check_deleted(&d) < 0)
+		goto out_of_memory;
+	check_leftovers(&d, nleases);
+	check_permissions(&d);
+	check_directory(&d);
 
-	fprintf(out, "\nside files\n");
-	if (!nsides)
-		fprintf(out, "  (none expected for a plain file)\n");
-	for (size_t i = 0; i < nsides; i++) {
-		snprintf(side[i], sizeof side[i], "%s%s", path, sides[i]);
-		files[i + 1] = side[i];
-		labels[i + 1] = sides[i];
-		if (stat(side[i], &st) < 0) {
-			fprintf(out, "  %-9s absent\n", sides[i]);
-			continue;
-		}
-		describe(out, sides[i], side[i], &st);
-		if (!strcmp(sides[i], "-wal") || !strcmp(sides[i], ".wal")) {
-			have_wal = 1;
-			wal_size = (long long)st.st_size;
-		}
-		if (st.st_uid != db.st_uid || st.st_gid != db.st_gid) {
-			char dbu[64], dbg[64], g[64];
-			problem(&r, "%s owner differs from the database (%s:%s, database %s:%s)", sides[i],
-			        user_name(st.st_uid, u, sizeof u), group_name(st.st_gid, g, sizeof g),
-			        user_name(db.st_uid, dbu, sizeof dbu), group_name(db.st_gid, dbg, sizeof dbg));
-			advise(&r,
-			       "Give %s the database's owner, or apps running as %s get \"disk I/O error\" "
-			       "or \"Permission denied\":\n      chown %s:%s '%s'",
-			       sides[i], dbu, dbu, dbg, side[i]);
-		}
-		if ((st.st_mode & 0777) != (db.st_mode & 0777)) {
-			problem(&r, "%s mode %04o differs from the database's %04o", sides[i],
-			        (unsigned)(st.st_mode & 0777), (unsigned)(db.st_mode & 0777));
-			advise(&r, "Give %s the database's permissions:\n      chmod %04o '%s'", sides[i],
-			       (unsigned)(db.st_mode & 0777), side[i]);
-		}
-		if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0 &&
-		    faccessat(AT_FDCWD, side[i], W_OK, AT_EACCESS) != 0) {
-			problem(&r, "%s is not writable by you (%s) although the database is", sides[i],
-			        user_name(geteuid(), u, sizeof u));
-			advise(&r, "Make %s writable by every user that writes the database (same owner "
-			           "and mode as the database).", side[i]);
-		}
-	}
-
-	nopen = scan_openers(files, labels, nsides + 1, openers, 64);
-	fprintf(out, "\nprocesses with the file open\n");
-	if (!nopen)
-		fprintf(out, "  none (that this user may see)\n");
-	for (size_t i = 0; i < nopen; i++)
-		fprintf(out, "  pid %-7ld %-16s %s\n", openers[i].pid, openers[i].comm, openers[i].file);
-
-	fprintf(out, "\nleases from the broker\n");
-	if (!broker_up)
-		fprintf(out, "  broker not running: no leases\n");
-	else if (!nleases)
-		fprintf(out, "  none\n");
-	for (size_t i = 0; i < nleases; i++)
-		fprintf(out, "  %-5s pid %-7ld %-16s token %llu\n", leases[i].mode, leases[i].pid,
-		        leases[i].command, (unsigned long long)leases[i].token);
-
-	fprintf(out, "\nfindings\n");
-	if (have_wal && wal_size > 0 && !nopen && !nleases) {
-		problem(&r, "leftover WAL: %s%s holds %lld bytes and no process has the database open",
-		        path, kind == COORD_KIND_DUCKDB ? ".wal" : "-wal", wal_size);
-		advise(&r,
-		       "Do NOT delete the WAL: it holds committed transactions that are not in the "
-		       "database file yet. Let %s replay it: `coordctl checkpoint '%s'` (or open the "
-		       "database once with %s).",
-		       kind == COORD_KIND_DUCKDB ? "DuckDB" : "SQLite", path,
-		       kind == COORD_KIND_DUCKDB ? "duckdb" : "sqlite3");
-	}
-	if (kind == COORD_KIND_SQLITE) {
-		snprintf(side[7], sizeof side[7], "%s-journal", path);
-		if (stat(side[7], &st) == 0 && st.st_size > 0 && !nopen) {
-			problem(&r, "leftover rollback journal (%lld bytes): a write was cut short",
-			        (long long)st.st_size);
-			advise(&r, "Do NOT delete %s: SQLite uses it to undo the cut-short write the next "
-			           "time the database is opened.", side[7]);
-		}
-	}
-	if (have_wal && nopen && !nleases && broker_up)
-		fprintf(out, "  note: processes have the file open without a coord lease; they are not "
-		             "coordinated (use coordctl run or the library)\n");
-	if (!r.problems)
-		fprintf(out, "  nothing wrong found\n");
-
-	if (r.nadvice) {
-		fprintf(out, "\nwhat to do\n");
-		for (int i = 0; i < r.nadvice; i++)
-			fprintf(out, "  %d. %s\n", i + 1, r.advice[i]);
-	}
-	if (r.problems)
-		fprintf(out, "\nverdict: %d problem(s)\n", r.problems);
+	/* Closing the streams completes their texts. */
+	err = fclose(d.problems);
+	err |= fclose(d.fixes);
+	d.problems = d.fixes = NULL;
+	if (err)
+		goto out_of_memory;
+	fprintf(out, "\nProblems\n%s", d.nproblems ? d.problems_text : "  none\n");
+	fprintf(out, "\nWhat to do\n%s",
+	        d.nfixes ? d.fixes_text : "  nothing: the file looks healthy.\n");
+	if (d.nproblems)
+		fprintf(out, "\nverdict: %d problem(s)\n", d.nproblems);
 	else
 		fprintf(out, "\nverdict: healthy\n");
-	return r.problems ? 1 : 0;
+	status = d.nproblems ? 1 : 0;
+	goto done;
+out_of_memory:
+	/* The report may stop halfway; its last line says why. */
+	cannot_inspect(out, strerror(ENOMEM), "Try again with more memory available.");
+done:
+	if (d.problems)
+		fclose(d.problems);
+	if (d.fixes)
+		fclose(d.fixes);
+	free(d.problems_text);
+	free(d.fixes_text);
+	for (int i = 0; i < NSIDES; i++) {
+		free(d.side[i].path);
+		free(d.side[i].quoted);
+	}
+	free(d.holders);
+	free(d.quoted_dir);
+	free(d.dir);
+	free(d.quoted);
+	free(d.canon);
+	return status;
 }
