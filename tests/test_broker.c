@@ -201,6 +201,46 @@ Test(broker, hostile_clients_do_not_hurt_others)
 	coord_disconnect(c);
 }
 
+Test(broker, random_packets_never_take_the_broker_down)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l;
+	const char *res = harness_path(&h, "fuzz.db");
+	unsigned seed = 2024;
+	char buf[COORD_MSG_MAX + 64];
+	cr_assert_eq(coord_acquire(c, res, COORD_WRITE, -1, NULL, &l), 0, "write");
+	for (int conn = 0; conn < 200; conn++) {
+		int fd = raw_socket();
+		coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
+		if (conn % 2)
+			send(fd, &hello, sizeof hello, 0);
+		for (int i = 0; i < 20; i++) {
+			size_t len = (size_t)(rand_r(&seed) % (int)sizeof buf);
+			for (size_t k = 0; k < len; k++)
+				buf[k] = (char)rand_r(&seed);
+			/* a valid type half of the time, so decoding goes deep */
+			if (len >= sizeof(coord_msg_hdr) && rand_r(&seed) % 2) {
+				uint32_t type = 1 + (uint32_t)(rand_r(&seed) % 8);
+				memcpy(buf, &type, sizeof type);
+			}
+			if (send(fd, buf, len, MSG_NOSIGNAL) < 0)
+				break; /* the broker closed us: fine */
+		}
+		close(fd);
+	}
+	cr_assert_eq(coord_lease_valid(l), 1, "the fuzzing touched another client's lease");
+	coord_lease_t *l2;
+	coord_t *c2 = connect_ok();
+	cr_assert_eq(coord_acquire(c2, res, COORD_READ, 0, NULL, &l2), COORD_EBUSY,
+	             "after the fuzzing the broker must still enforce the writer's lease");
+	coord_release(l);
+	cr_assert_eq(coord_acquire(c2, res, COORD_READ, 2000, NULL, &l2), 0,
+	             "after the fuzzing the broker must still grant");
+	coord_release(l2);
+	coord_disconnect(c2);
+	coord_disconnect(c);
+}
+
 static int autostart_child(const char *dir)
 {
 	coord_t *c;
