@@ -425,9 +425,14 @@ struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t
 	return t;
 }
 
+/* tdestroy() has no user pointer either. */
+static struct lease_table *destroying;
+
 static void free_resource(void *p)
 {
 	struct lt_resource *res = p;
+	if (destroying->ev.resource_close)
+		destroying->ev.resource_close(destroying->ud, res);
 	struct lt_lease *l, *ln;
 	struct lt_waiter *w, *wn;
 	for (l = res->holders; l; l = ln) {
@@ -446,7 +451,9 @@ void lease_table_free(struct lease_table *t)
 {
 	if (!t)
 		return;
+	destroying = t;
 	tdestroy(t->root, free_resource);
+	destroying = NULL;
 	free(t->heap);
 	free(t);
 }
