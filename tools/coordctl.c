@@ -98,7 +98,7 @@ static const char *hint(int rc)
 	}
 }
 
-/* "coordctl: <what>: COORD_EXXX: message (hint)" on stderr. */
+/* "coordctl: <what>: COORD_ENAME: message" and a hint line, on stderr. */
 static int complain(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int complain(int rc, const char *fmt, ...)
 {
