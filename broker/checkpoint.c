@@ -64,9 +64,6 @@
 _Static_assert(sizeof(struct ckpt_duckdb_result) <= CKPT_DUCKDB_RESULT_SIZE,
                "CKPT_DUCKDB_RESULT_SIZE must hold a duckdb_result");
 
-static const char *const policy_names[] = { "auto", "none", "sqlite", "duckdb", "exec" };
-static const char *const kind_names[] = { "plain", "sqlite", "duckdb" };
-static const char *const mode_names[] = { "passive", "full", "restart", "truncate" };
 static const char *const mode_labels[] = { "PASSIVE", "FULL", "RESTART", "TRUNCATE" };
 static const int sqlite_modes[] = { SQLITE_CHECKPOINT_PASSIVE, SQLITE_CHECKPOINT_FULL,
 	                            SQLITE_CHECKPOINT_RESTART, SQLITE_CHECKPOINT_TRUNCATE };
@@ -88,17 +85,17 @@ static void say(struct ckpt_result *res, int status, const char *fmt, ...)
 
 const char *checkpoint_policy_name(int policy)
 {
-	return policy >= 0 && policy <= COORD_POLICY_EXEC ? policy_names[policy] : "?";
+	return coord_proto_policy_name(policy);
 }
 
 const char *checkpoint_kind_name(int kind)
 {
-	return kind >= 0 && kind <= COORD_KIND_DUCKDB ? kind_names[kind] : "?";
+	return coord_proto_kind_name(kind);
 }
 
 const char *checkpoint_sqlite_mode_name(int mode)
 {
-	return mode >= 0 && mode <= COORD_SQLITE_TRUNCATE ? mode_names[mode] : "?";
+	return coord_proto_sqlite_mode_name(mode);
 }
 
 int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command)
@@ -115,7 +112,7 @@ int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, con
 	}
 	if (!strncmp(text, "sqlite:", 7)) {
 		for (int m = 0; m <= COORD_SQLITE_TRUNCATE; m++) {
-			if (!strcmp(text + 7, mode_names[m])) {
+			if (!strcmp(text + 7, coord_proto_sqlite_mode_name(m))) {
 				*policy = COORD_POLICY_SQLITE;
 				*sqlite_mode = m;
 				*command = NULL;
@@ -125,7 +122,7 @@ int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, con
 		return COORD_EINVAL;
 	}
 	for (int p = 0; p <= COORD_POLICY_DUCKDB; p++) {
-		if (!strcmp(text, policy_names[p])) {
+		if (!strcmp(text, coord_proto_policy_name(p))) {
 			*policy = p;
 			*sqlite_mode = CKPT_SQLITE_DEFAULT_MODE;
 			*command = NULL;
@@ -150,10 +147,8 @@ int checkpoint_detect_kind(const char *path)
 	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))
 		goto out;
 	n = pread(fd, head, sizeof head, 0);
-	if (n == 16 && !memcmp(head, "SQLite format 3", 16))
-		kind = COORD_KIND_SQLITE;
-	else if (n >= 12 && !memcmp(head + 8, "DUCK", 4))
-		kind = COORD_KIND_DUCKDB;
+	if (n > 0)
+		kind = coord_proto_kind(head, (size_t)n);
 out:
 	close(fd);
 	return kind;
@@ -467,7 +462,7 @@ void checkpoint_run(const struct ckpt_request *req, struct ckpt_result *res)
 	}
 	if (!S_ISREG(st.st_mode)) {
 		say(res, COORD_ECHECKPOINT, "%s checkpoint of something that is not a regular file",
-		    kind_names[kind]);
+		    coord_proto_kind_name(kind));
 		goto out;
 	}
 	if (faccessat(AT_FDCWD, req->path, R_OK | W_OK, AT_EACCESS) < 0) {

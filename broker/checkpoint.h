@@ -21,8 +21,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 
 /* ------------------------------------------------------------------------ */
 /* 1. Requests and results                                                  */
@@ -30,7 +29,7 @@
 
 /* The SQLite mode of COORD_POLICY_AUTO (and of a bare "sqlite" policy):
  * FULL.  Why not TRUNCATE, RESTART or PASSIVE: see the top of checkpoint.c. */
-#define CKPT_SQLITE_DEFAULT_MODE COORD_SQLITE_FULL
+#define CKPT_SQLITE_DEFAULT_MODE COORD_SQLITE_DEFAULT
 
 /* How long SQLite waits for a lock held by a process outside coord (a
  * writer, or a reader on an old snapshot) before giving up. */

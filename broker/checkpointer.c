@@ -336,7 +336,7 @@ static void finish_job(struct broker *b, struct checkpoint_job *job)
 	          "resource=%s kind=%s mode=%s result=%s duration_us=%llu wal_before=%lld "
 	          "wal_after=%lld message=%s",
 	          log_quote(res->name), checkpoint_kind_name(job->kind), job_mode(job),
-	          r.status ? coord_errname(r.status) : "ok",
+	          r.status ? coord_proto_errname(r.status) : "ok",
 	          (unsigned long long)x->rec.last_duration_us, (long long)r.wal_before,
 	          (long long)r.wal_after, log_quote(r.message));
 

@@ -23,9 +23,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COORD_IMPLEMENTATION
-#include "coord.h"
-
 #include "broker.h"
 #include "log.h"
 
@@ -209,15 +206,11 @@ int main(int argc, char **argv)
 	}
 	if (!b.cfg.duckdb_lib)
 		b.cfg.duckdb_lib = getenv("COORD_DUCKDB_LIB");
-	if (!dir)
-		dir = getenv("COORD_DIR");
-	if (!dir || !*dir) {
-		if (coord_default_dir(dirbuf, sizeof dirbuf) < 0) {
-			fprintf(stderr, "coordd: no instance directory: set COORD_DIR or HOME, or pass --dir\n");
-			return EXIT_USAGE;
-		}
-		dir = dirbuf;
+	if (coord_proto_resolve_dir(dir, dirbuf, sizeof dirbuf) < 0) {
+		fprintf(stderr, "coordd: no instance directory: set COORD_DIR or HOME, or pass --dir\n");
+		return EXIT_USAGE;
 	}
+	dir = dirbuf;
 	umask(077);
 	if (make_dirs(dir) < 0 || !realpath(dir, real)) {
 		fprintf(stderr, "coordd: cannot create instance directory %s: %s\n", dir, strerror(errno));

@@ -6,8 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 #include "store.h"
 
 struct request {

@@ -20,15 +20,14 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 #include "region.h"
 
 struct region {
 	void *map;
 	size_t size;
 	coord_shm_header *hdr;
-	_Atomic uint64_t *slots;
+	coord_shm_slot *slots;
 	uint64_t nslots;
 };
 
@@ -37,7 +36,7 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	char path[4200];
 	struct region *r = calloc(1, sizeof *r);
 	struct stat st;
-	size_t size = COORD_SHM_HEADER_SIZE + slots * sizeof(uint64_t);
+	size_t size = COORD_SHM_HEADER_SIZE + slots * sizeof(coord_shm_slot);
 	uint64_t epoch = 0;
 	int fd = -1, rc = COORD_ESYS;
 
@@ -58,17 +57,20 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	}
 	r->size = size;
 	r->hdr = r->map;
-	r->slots = (_Atomic uint64_t *)((char *)r->map + COORD_SHM_HEADER_SIZE);
-	r->nslots = (size - COORD_SHM_HEADER_SIZE) / sizeof(uint64_t);
+	r->slots = (coord_shm_slot *)((char *)r->map + COORD_SHM_HEADER_SIZE);
+	r->nslots = (size - COORD_SHM_HEADER_SIZE) / sizeof(coord_shm_slot);
 	if (!memcmp(r->hdr->magic, COORD_SHM_MAGIC, 8))
 		epoch = r->hdr->broker_epoch;
-	for (uint64_t i = 0; i < r->nslots; i++)
-		atomic_store_explicit(&r->slots[i], 0, memory_order_release);
+	for (uint64_t i = 0; i < r->nslots; i++) {
+		atomic_store_explicit(&r->slots[i].lease, 0, memory_order_release);
+		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
+	}
 	memcpy(r->hdr->magic, COORD_SHM_MAGIC, 8);
 	r->hdr->version = COORD_PROTO_VERSION;
 	r->hdr->header_size = COORD_SHM_HEADER_SIZE;
 	r->hdr->broker_pid = (uint64_t)getpid();
 	r->hdr->broker_epoch = epoch + 1;
+	r->hdr->slot_size = sizeof(coord_shm_slot);
 	atomic_thread_fence(memory_order_release);
 	r->hdr->slot_count = slots;
 	close(fd);
@@ -86,15 +88,17 @@ void region_close(struct region *r)
 {
 	if (!r)
 		return;
-	for (uint64_t i = 0; i < r->nslots; i++)
-		atomic_store_explicit(&r->slots[i], 0, memory_order_release);
+	for (uint64_t i = 0; i < r->nslots; i++) {
+		atomic_store_explicit(&r->slots[i].lease, 0, memory_order_release);
+		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
+	}
 	munmap(r->map, r->size);
 	free(r);
 }
 
 void region_set(struct region *r, uint64_t slot, uint64_t lease_id)
 {
-	atomic_store_explicit(&r->slots[slot], lease_id, memory_order_release);
+	atomic_store_explicit(&r->slots[slot].lease, lease_id, memory_order_release);
 }
 
 uint64_t region_slots(const struct region *r)

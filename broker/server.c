@@ -225,7 +225,7 @@ static int ev_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 		if (rc < 0) {
 			x->rec.token_ceiling = l->token - 1;
 			log_event("error", "op=token-reserve resource=%s code=%s", log_quote(l->res->name),
-			          coord_errname(rc));
+			          coord_proto_errname(rc));
 			return rc;
 		}
 		if (!x->stored)
@@ -247,7 +247,7 @@ static int ev_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	rc = store_lease_put(b->store, &rec);
 	if (rc < 0) {
 		log_event("error", "op=lease-record resource=%s code=%s", log_quote(l->res->name),
-		          coord_errname(rc));
+		          coord_proto_errname(rc));
 		return rc;
 	}
 	b->nfree_slots--;
@@ -282,7 +282,7 @@ static void ev_waiter_failed(void *ud, struct lt_waiter *w, int err)
 	log_event(err == COORD_ETIMEDOUT ? "timeout" : "refuse",
 	          "resource=%s mode=%s pid=%d waited_ms=%lld code=%s", log_quote(w->res->name),
 	          mode_name(w->mode), (int)c->pid, (long long)(broker_now_ms() - w->since_ms),
-	          coord_errname(err));
+	          coord_proto_errname(err));
 	client_reply(b, c, w->seq, err);
 }
 
@@ -299,7 +299,7 @@ static void ev_released(void *ud, struct lt_lease *l, const char *why)
 	rc = store_lease_del(b->store, l->id);
 	if (rc < 0)
 		log_event("error", "op=lease-record-delete lease=%llu code=%s",
-		          (unsigned long long)l->id, coord_errname(rc));
+		          (unsigned long long)l->id, coord_proto_errname(rc));
 	if (l->own_prev)
 		l->own_prev->own_next = l->own_next;
 	else
@@ -484,7 +484,7 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 	} else {
 		if (rc != COORD_EBUSY)
 			log_event("refuse", "resource=%s mode=%s pid=%d code=%s", log_quote(req->name),
-			          mode_name(req->mode), (int)c->pid, coord_errname(rc));
+			          mode_name(req->mode), (int)c->pid, coord_proto_errname(rc));
 		client_reply(b, c, req->seq, rc);
 	}
 }

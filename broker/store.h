@@ -7,8 +7,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 
 #define STORE_COMMAND_MAX COORD_COMMAND_MAX
 #define STORE_MESSAGE_MAX 255

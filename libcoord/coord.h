@@ -1,4 +1,4 @@
-/* coord.h - v0.1 - leases on shared database files, client library
+/* coord.h - v0.2 - leases on shared database files, client library
  *
  * coord stops processes on one machine from hurting the database files they
  * share.  A broker, coordd, grants leases on named resources (usually SQLite
@@ -8,8 +8,11 @@
  *
  * USAGE
  *
- *   In exactly ONE C file of your program, define COORD_IMPLEMENTATION
- *   before including this header:
+ *   Either link the built library (`pkg-config --cflags --libs coord`, which
+ *   gives libcoord.so or, with --static, libcoord.a) and include coord.h
+ *   plainly, or copy the installed coord.h into your tree and, in exactly
+ *   ONE C file of your program, define COORD_IMPLEMENTATION before
+ *   including it:
  *
  *       #define COORD_IMPLEMENTATION
  *       #include "coord.h"
@@ -31,16 +34,24 @@
  *           fprintf(stderr, "app.db: %s\n", coord_strerror(rc));
  *       coord_disconnect(c);
  *
+ *   A program that takes the same lease again and again opens the resource
+ *   once (coord_resource_open()) and acquires through the handle, which
+ *   skips resolving the path every time.
+ *
  * CONTENTS
  *
  *   1. Error codes ............ COORD_E*, coord_strerror(), coord_errname()
  *   2. Options ................ coord_options_t, environment variables
- *   3. Connections ............ coord_connect(), coord_disconnect()
- *   4. Leases ................. coord_acquire(), coord_release(),
+ *   3. Connections ............ coord_connect(), coord_disconnect(), coord_dir()
+ *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
+ *                               coord_acquire(), coord_release(),
  *                               coord_lease_token(), coord_lease_valid(), ...
- *   5. Names .................. coord_canonicalize(), coord_default_dir()
- *   6. Threads, fork() and broker restarts
- *   7. Wire protocol .......... only with COORD_WANT_PROTOCOL (broker, tools)
+ *   5. Administration ......... coord_status(), coord_list(), coord_show(),
+ *                               coord_checkpoint(), coord_set_policy(),
+ *                               coord_policy_parse(), coord_free()
+ *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
+ *                               coord_default_dir()
+ *   7. Threads, fork(), broker restarts and broker notices
  *   8. Implementation ......... only with COORD_IMPLEMENTATION
  *
  * COMPILE-TIME OPTIONS
@@ -49,12 +60,10 @@
  *   COORD_API              storage class of the public functions (default
  *                          extern; define as `static` to keep everything
  *                          private to one file).
- *   COORD_WANT_PROTOCOL    also declare the wire protocol (section 7).  The
- *                          broker and coordctl use it; applications don't.
  *
- * ENVIRONMENT (read only by coord_connect(), in one place)
+ * ENVIRONMENT (read only by coord_connect() and coord_instance_dir())
  *
- *   COORD_DIR              instance directory (see coord_default_dir()).
+ *   COORD_DIR              instance directory (see coord_instance_dir()).
  *   COORD_NO_AUTOSTART=1   never start a broker; fail with COORD_ENOBROKER.
  *   COORD_BROKER           path of the coordd binary to autostart
  *                          (default: "coordd" looked up on PATH).
@@ -79,7 +88,7 @@
 #endif
 
 #define COORD_VERSION_MAJOR 0
-#define COORD_VERSION_MINOR 1
+#define COORD_VERSION_MINOR 2
 
 /* ------------------------------------------------------------------------ */
 /* 1. Error codes                                                           */
@@ -133,8 +142,8 @@ enum { COORD_LOG_ERROR = 0, COORD_LOG_WARN = 1, COORD_LOG_INFO = 2, COORD_LOG_DE
 /* Options for coord_connect().  A zeroed struct (or NULL) means "all
  * defaults"; every field documents what zero means. */
 typedef struct coord_options {
-	const char *dir;        /* instance directory; NULL: $COORD_DIR, else
-	                           coord_default_dir() */
+	const char *dir;        /* instance directory; NULL: see
+	                           coord_instance_dir() */
 	const char *broker;     /* coordd binary for autostart; NULL: $COORD_BROKER,
 	                           else "coordd" on PATH */
 	int no_autostart;       /* 0: autostart unless COORD_NO_AUTOSTART=1;
@@ -170,16 +179,17 @@ typedef struct coord coord_t;
 COORD_API int coord_connect(coord_t **out, const coord_options_t *opts);
 
 /* Closes the connection.  The broker releases every lease still held on it
- * at once (exactly as if the process had died).  Lease handles obtained from
- * `c` become invalid to use except with coord_release(), which then only
- * frees them.  NULL is a no-op. */
+ * at once (exactly as if the process had died).  Lease handles obtained
+ * from `c` become stale: coord_release() on one returns COORD_ENOLEASE and
+ * coord_lease_valid() 0.  Resource handles of `c` can then only be closed.
+ * NULL is a no-op. */
 COORD_API void coord_disconnect(coord_t *c);
 
 /* The instance directory this connection uses.  Valid until disconnect. */
 COORD_API const char *coord_dir(const coord_t *c);
 
 /* ------------------------------------------------------------------------ */
-/* 4. Leases                                                                */
+/* 4. Resources and leases                                                  */
 /* ------------------------------------------------------------------------ */
 
 enum { COORD_READ = 1, COORD_WRITE = 2 };
@@ -189,15 +199,32 @@ enum { COORD_READ = 1, COORD_WRITE = 2 };
 /* Longest lease label, in bytes, without the final NUL (longer is cut). */
 #define COORD_LABEL_MAX 127
 
+typedef struct coord_resource coord_resource_t;
 typedef struct coord_lease coord_lease_t;
 
-/* Acquires a lease on `resource`.
+/* Opens a handle on a resource of connection `c`, resolving its name once.
  *
- *   c           the connection; the lease belongs to it.
- *   resource    a name: a file path (it contains '/' or names an existing
- *               file) is canonicalised with coord_canonicalize(), so every
- *               spelling of one file is one resource; anything else is an
- *               opaque key.
+ *   name  a file path (it contains '/' or names an existing file) is
+ *         canonicalised with coord_canonicalize(), so every spelling of one
+ *         file is one resource; anything else is an opaque key.
+ *   out   receives the handle; untouched on failure.
+ *
+ * The handle remembers the canonical name, so coord_resource_acquire()
+ * does no path work at all.  Close it with coord_resource_close().
+ *
+ * Returns 0, or COORD_EINVAL (NULL argument), COORD_ENAME (see
+ * coord_canonicalize()), COORD_EFORKED, COORD_ENOMEM. */
+COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t **out);
+
+/* Frees the handle.  Leases acquired through it stay held.  NULL is a
+ * no-op. */
+COORD_API void coord_resource_close(coord_resource_t *r);
+
+/* The canonical name.  Valid until the handle is closed. */
+COORD_API const char *coord_resource_name(const coord_resource_t *r);
+
+/* Acquires a lease on the resource of handle `r`.
+ *
  *   mode        COORD_READ (shared) or COORD_WRITE (exclusive).
  *   timeout_ms  0: try once; -1: wait forever; >0: wait at most this long.
  *   label       NULL or a short text shown by `coordctl list` (e.g. the job).
@@ -210,7 +237,6 @@ typedef struct coord_lease coord_lease_t;
  *
  * Returns 0, or:
  *   COORD_EINVAL     bad mode, timeout < -1, NULL argument.
- *   COORD_ENAME      empty, too long (> COORD_NAME_MAX), or malformed name.
  *   COORD_EBUSY      timeout_ms == 0 and the resource is held in a
  *                    conflicting mode or has waiters.
  *   COORD_ETIMEDOUT  not granted within timeout_ms; the request has left the
@@ -219,15 +245,22 @@ typedef struct coord_lease coord_lease_t;
  *                    mode, or holds it for read and asks for write.
  *                    (A second read on a held read is granted at once.)
  *   COORD_ELIMIT     the broker's lease or waiter table is full.
- *   COORD_EIO        the broker connection broke; reconnect.
- *   COORD_EFORKED    called in a child after fork() (see section 6).
+ *   COORD_EIO        the broker connection broke, or was closed; reconnect.
+ *   COORD_EFORKED    called in a child after fork() (see section 7).
  *   COORD_ENOMEM, COORD_EPROTO. */
+COORD_API int coord_resource_acquire(coord_resource_t *r, int mode, int timeout_ms,
+                                     const char *label, coord_lease_t **out);
+
+/* The convenience form: coord_resource_open(), coord_resource_acquire()
+ * and coord_resource_close() in one call.  Returns what they return. */
 COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int timeout_ms,
                             const char *label, coord_lease_t **out);
 
-/* Releases the lease and frees the handle (always, even on error).
- * After coord_disconnect() of its connection this only frees the handle
- * and returns COORD_EIO.
+/* Releases the lease.  A lease handle is a checked value, not a pointer
+ * to memory the caller owns: after the release it is stale, and every call
+ * with a stale handle is safe: coord_release() returns COORD_ENOLEASE
+ * (a double release, or a release after coord_disconnect()),
+ * coord_lease_valid() returns 0 and the other accessors 0 or NULL.
  *
  * It returns as soon as the request is sent, without waiting for the
  * broker: the broker handles one connection's requests in order, so a
@@ -236,12 +269,14 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
  * seconds).  Stop using the resource before calling it.
  *
  * Returns 0, or:
- *   COORD_ENOLEASE   the broker had already taken the lease back (the holder
- *                    was revoked or the broker restarted).  Anything written
- *                    under it must be treated as unfenced.
+ *   COORD_ENOLEASE   the handle is stale, or the broker had already taken
+ *                    the lease back (the holder was revoked or the broker
+ *                    restarted).  Anything written under it must be treated
+ *                    as unfenced.
  *   COORD_EIO        the connection broke; the broker releases the lease
  *                    itself when it notices.
- *   COORD_EFORKED    called in a child after fork(); only the handle is freed.
+ *   COORD_EFORKED    called in a child after fork(); the handle is stale
+ *                    in the child from then on.
  *   COORD_EINVAL     lease is NULL. */
 COORD_API int coord_release(coord_lease_t *lease);
 
@@ -249,26 +284,188 @@ COORD_API int coord_release(coord_lease_t *lease);
  * grant of the resource and never goes backwards, even across broker
  * restarts and reboots; pass it to whatever you write so late writes from a
  * stale holder can be refused.  Read leases carry the token of the last
- * write grant. */
+ * write grant.  0 for a stale handle. */
 COORD_API uint64_t coord_lease_token(const coord_lease_t *lease);
 
-/* The broker-wide unique id of the lease (as shown by `coordctl list`). */
+/* The broker-wide unique id of the lease (as shown by `coordctl list`);
+ * 0 for a stale handle. */
 COORD_API uint64_t coord_lease_id(const coord_lease_t *lease);
 
-/* COORD_READ or COORD_WRITE. */
+/* COORD_READ or COORD_WRITE; 0 for a stale handle. */
 COORD_API int coord_lease_mode(const coord_lease_t *lease);
 
-/* The canonical resource name.  Valid until the lease is released. */
+/* The canonical resource name; NULL for a stale handle.  Valid until the
+ * lease is released. */
 COORD_API const char *coord_lease_resource(const coord_lease_t *lease);
 
 /* 1 if the broker still counts the lease as held, 0 if it was released,
- * reclaimed or revoked.  Costs no system call: it reads one word of the
- * shared region the broker maps into every client, so it is cheap enough to
- * call before every write.  Safe from any thread. */
+ * reclaimed or revoked, or the handle is stale.  Costs no system call: it
+ * reads one word of the shared region the broker maps into every client,
+ * so it is cheap enough to call before every write.  Safe from any
+ * thread. */
 COORD_API int coord_lease_valid(const coord_lease_t *lease);
 
 /* ------------------------------------------------------------------------ */
-/* 5. Names                                                                 */
+/* 5. Administration                                                        */
+/* ------------------------------------------------------------------------ */
+
+/* What a resource is, from its file's first bytes (redone before every
+ * checkpoint, since a lease may be taken before the file exists). */
+enum { COORD_KIND_PLAIN = 0, COORD_KIND_SQLITE = 1, COORD_KIND_DUCKDB = 2 };
+
+/* Checkpoint policies (see docs/design.md, "Checkpoints"). */
+enum {
+	COORD_POLICY_AUTO = 0,   /* checkpoint by detected kind */
+	COORD_POLICY_NONE = 1,   /* never checkpoint */
+	COORD_POLICY_SQLITE = 2, /* SQLite checkpoint, mode in sqlite_mode */
+	COORD_POLICY_DUCKDB = 3, /* DuckDB CHECKPOINT */
+	COORD_POLICY_EXEC = 4,   /* run a command with the file path */
+};
+
+/* SQLite checkpoint modes, as sqlite3_wal_checkpoint_v2() names them.
+ * COORD_SQLITE_DEFAULT is the mode of COORD_POLICY_AUTO and of a bare
+ * "sqlite" policy. */
+enum {
+	COORD_SQLITE_PASSIVE = 0,
+	COORD_SQLITE_FULL = 1,
+	COORD_SQLITE_RESTART = 2,
+	COORD_SQLITE_TRUNCATE = 3,
+	COORD_SQLITE_DEFAULT = COORD_SQLITE_FULL,
+};
+
+/* Longest exec: checkpoint command, without the final NUL. */
+#define COORD_COMMAND_MAX 1023
+/* Longest checkpoint message, without the final NUL. */
+#define COORD_MESSAGE_MAX 1023
+/* Longest instance directory path, without the final NUL. */
+#define COORD_DIR_MAX 4095
+/* Longest process command name reported by the broker. */
+#define COORD_COMMAND_NAME_MAX 15
+
+/* A resource's checkpoint policy. */
+typedef struct coord_policy {
+	int policy;              /* COORD_POLICY_* */
+	int sqlite_mode;         /* COORD_SQLITE_*; used with COORD_POLICY_SQLITE */
+	uint32_t timeout_ms;     /* time limit of one checkpoint; 0: the
+	                            broker's default (coordd --checkpoint-timeout) */
+	char command[COORD_COMMAND_MAX + 1]; /* COORD_POLICY_EXEC: run as
+	                            `sh -c COMMAND coord-checkpoint PATH` */
+} coord_policy_t;
+
+/* The broker, as coord_status() reports it. */
+typedef struct coord_status {
+	uint32_t protocol;       /* the broker's protocol version */
+	uint64_t broker_pid;
+	uint64_t uptime_ms;
+	uint64_t clients;        /* connected, including the caller */
+	uint64_t leases;         /* held */
+	uint64_t waiters;        /* queued requests */
+	uint64_t resources;      /* known to the broker (held, waited for, or
+	                            with a stored policy or token) */
+	char dir[COORD_DIR_MAX + 1]; /* the instance directory, as the broker
+	                            resolved it */
+} coord_status_t;
+
+/* One holder or waiter, as coord_list() and coord_show() report it. */
+typedef struct coord_lease_info {
+	int waiting;             /* 0: holds the lease; 1: waits for it */
+	int mode;                /* COORD_READ or COORD_WRITE */
+	uint64_t lease_id;       /* 0 for waiters */
+	uint64_t token;          /* fencing token; 0 for waiters */
+	uint64_t pid, uid;       /* of the process that connected */
+	uint64_t age_ms;         /* held for, or waited for */
+	char resource[COORD_NAME_MAX + 1];
+	char command[COORD_COMMAND_NAME_MAX + 1]; /* the process's comm */
+	char label[COORD_LABEL_MAX + 1];          /* "checkpoint" for a queued
+	                                             coord_checkpoint() */
+} coord_lease_info_t;
+
+/* A resource, as coord_show() and coord_checkpoint() report it. */
+typedef struct coord_resource_info {
+	char name[COORD_NAME_MAX + 1];
+	int kind;                /* COORD_KIND_*, detected now (or forced by the
+	                            policy, for a checkpoint) */
+	coord_policy_t policy;   /* timeout_ms is the limit in force */
+	uint64_t token;          /* the last write token granted */
+	uint64_t holders, waiters;
+	int checkpoint_running;  /* 1 while a checkpoint runs */
+	int duckdb_available;    /* 0: the broker cannot load libduckdb.so, and
+	                            message says why */
+	uint64_t checkpoints;    /* how many have run, ever */
+	uint64_t last_at_ms;     /* wall clock (ms since the epoch) of the last
+	                            one; 0 if none */
+	uint64_t last_duration_us;
+	int last_result;         /* 0 or a COORD_E* code */
+	int64_t wal_before, wal_after; /* WAL bytes around the last one; -1:
+	                            none or unknown */
+	char message[COORD_MESSAGE_MAX + 1]; /* what the last checkpoint did, or
+	                            why it failed */
+} coord_resource_info_t;
+
+/* Asks the broker how it is.  Returns 0 with *out filled, or COORD_EINVAL,
+ * COORD_EIO, COORD_EFORKED, COORD_EPROTO. */
+COORD_API int coord_status(coord_t *c, coord_status_t *out);
+
+/* Every holder and waiter of every resource.  On success *out is an array
+ * of *count entries (holders of a resource before its waiters, waiters in
+ * queue order) allocated for the caller, to be freed with coord_free(); it
+ * is NULL when *count is 0.
+ *
+ * Returns 0, or COORD_EINVAL, COORD_EIO, COORD_EFORKED, COORD_EPROTO,
+ * COORD_ENOMEM. */
+COORD_API int coord_list(coord_t *c, coord_lease_info_t **out, size_t *count);
+
+/* One resource: its kind, policy, token, last checkpoint, and (if leases
+ * is not NULL) its holders and waiters as coord_list() gives them.  A
+ * resource the broker has never seen is reported with its defaults.
+ *
+ * Returns 0, or COORD_ENAME (see coord_canonicalize()), COORD_EINVAL,
+ * COORD_EIO, COORD_EFORKED, COORD_EPROTO, COORD_ENOMEM. */
+COORD_API int coord_show(coord_t *c, const char *resource, coord_resource_info_t *info,
+                         coord_lease_info_t **leases, size_t *nleases);
+
+/* Checkpoints a database file now.  The request waits its FIFO turn like a
+ * writer, without a time limit of its own, and runs once nobody holds the
+ * resource; the broker's time limit for checkpoints applies.  *info (may
+ * be NULL) receives the resource as it is after the checkpoint, with the
+ * result in last_result and message.
+ *
+ * Returns 0, or:
+ *   COORD_ENOTSUP      not a file, a plain file under policy auto, policy
+ *                      none, or DuckDB without libduckdb.so (message says).
+ *   COORD_ECHECKPOINT  the engine or the command failed (message says).
+ *   COORD_ENOENT       the file does not exist.
+ *   COORD_EPERM        the broker cannot open the file for writing.
+ *   COORD_EBUSYCONN, COORD_ENAME, COORD_EINVAL, COORD_EIO, COORD_EFORKED,
+ *   COORD_EPROTO. */
+COORD_API int coord_checkpoint(coord_t *c, const char *resource, coord_resource_info_t *info);
+
+/* Sets the checkpoint policy of a resource, durably (it survives broker
+ * restarts and reboots).  Returns 0, or COORD_EINVAL (a value out of range,
+ * an exec policy without a command or a command without exec, a time limit
+ * over 24 h), COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO, or what
+ * the broker's store failed with. */
+COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_policy_t *policy);
+
+/* Parses "auto", "none", "sqlite", "sqlite:passive|full|restart|truncate",
+ * "duckdb" or "exec:COMMAND" (exact, lower case) into *out, with
+ * sqlite_mode COORD_SQLITE_DEFAULT unless one is named and timeout_ms 0.
+ * Returns 0, or COORD_EINVAL for anything else (including NULL, "exec:",
+ * "sqlite:" and a command longer than COORD_COMMAND_MAX), leaving *out
+ * untouched. */
+COORD_API int coord_policy_parse(const char *text, coord_policy_t *out);
+
+/* Static lower-case names ("auto", "sqlite", "full", ...); "?" for a value
+ * out of range.  Never NULL. */
+COORD_API const char *coord_policy_name(int policy);
+COORD_API const char *coord_kind_name(int kind);
+COORD_API const char *coord_sqlite_mode_name(int mode);
+
+/* Frees what coord_list() and coord_show() allocated.  NULL is a no-op. */
+COORD_API void coord_free(void *p);
+
+/* ------------------------------------------------------------------------ */
+/* 6. Names                                                                 */
 /* ------------------------------------------------------------------------ */
 
 /* Canonicalises a resource name into `buf` (size `size`).
@@ -284,6 +481,13 @@ COORD_API int coord_lease_valid(const coord_lease_t *lease);
  *   COORD_EINVAL  NULL argument or buffer too small. */
 COORD_API int coord_canonicalize(const char *name, char *buf, size_t size);
 
+/* Writes the instance directory that coord_connect() with opts.dir == dir
+ * would use, and that coordd --dir would serve: `dir` if it is not NULL or
+ * empty, else $COORD_DIR if set and not empty, else coord_default_dir().
+ * Returns its length, or COORD_EINVAL if `size` is too small or no home
+ * directory is known. */
+COORD_API int coord_instance_dir(const char *dir, char *buf, size_t size);
+
 /* Writes the instance directory used when neither opts.dir nor $COORD_DIR
  * is set: $XDG_STATE_HOME/coord, else $HOME/.local/state/coord, or
  * /var/lib/coord for root.  The directory is persistent on purpose: it
@@ -293,227 +497,37 @@ COORD_API int coord_canonicalize(const char *name, char *buf, size_t size);
 COORD_API int coord_default_dir(char *buf, size_t size);
 
 /* ------------------------------------------------------------------------ */
-/* 6. Threads, fork() and broker restarts                                   */
+/* 7. Threads, fork(), broker restarts and broker notices                  */
 /* ------------------------------------------------------------------------
  *
  * Threads.  Calls on one coord_t are serialised by a mutex inside it, so
  * sharing a connection between threads is safe; but a thread blocked in
- * coord_acquire() holds that mutex until it returns, and leases belong to
- * the connection, not the thread.  Give each thread that waits for leases
- * its own connection.  coord_lease_valid(), coord_lease_token() and the
- * other accessors take no lock.
+ * an acquire holds that mutex until it returns, and leases belong to the
+ * connection, not the thread.  Give each thread that waits for leases its
+ * own connection.  coord_lease_valid(), coord_lease_token() and the other
+ * accessors take no lock, and a lease handle may be released from any
+ * thread.  A resource handle must not be closed while another thread
+ * acquires through it.
  *
  * fork().  Leases belong to the process that connected.  In a child, every
- * call on an inherited connection or lease returns COORD_EFORKED (release
- * only frees the handle); the child's copy of the socket is closed in the
- * child so it cannot keep the parent's leases alive.  Connect again in the
- * child.  The socket is close-on-exec.
+ * call on an inherited connection, resource handle or lease returns
+ * COORD_EFORKED; the child's copy of the socket is closed in the child so
+ * it cannot keep the parent's leases alive.  Connect again in the child.
+ * The socket is close-on-exec.
  *
  * Broker restarts.  If the broker dies, nobody can be granted a conflicting
  * lease until a new broker starts, and a new broker clears every lease of
  * the old one from the shared region before it grants anything; so
  * coord_lease_valid() stays truthful.  Calls on the old connection return
  * COORD_EIO; reconnect.  Fencing tokens keep rising across the restart.
+ *
+ * Broker notices.  The broker may send a connection messages nobody asked
+ * for (the wire protocol's seq 0).  The library reads them whenever it
+ * reads the socket and keeps what it knows about; none is defined yet
+ * (recall notices will be the first).
  */
 
 #endif /* COORD_H */
-
-/* ------------------------------------------------------------------------ */
-/* 7. Wire protocol                                                         */
-/* ------------------------------------------------------------------------ */
-
-#if (defined(COORD_WANT_PROTOCOL) || defined(COORD_IMPLEMENTATION)) && !defined(COORD__PROTOCOL_H)
-#define COORD__PROTOCOL_H
-/* Messages travel over a SOCK_SEQPACKET Unix socket, one message per
- * packet, in host byte order (both ends are on one machine).  Every message
- * starts with coord_msg_hdr.  Replies carry the request's `seq`.  Variable
- * parts (names, labels) follow the fixed part; their lengths are in the
- * fixed part and never include a NUL.  The broker checks every length and
- * value; see docs/design.md. */
-
-#define COORD_PROTO_VERSION 1
-#define COORD_MSG_MAX 8192
-#define COORD_SOCKET_NAME "coordd.sock"
-#define COORD_SHM_NAME "coordd.shm"
-#define COORD_LOCK_NAME "coordd.lock"
-#define COORD_SHM_MAGIC "COORDSH1"
-#define COORD_COMMAND_MAX 1023     /* longest exec: checkpoint command */
-
-enum coord_msg_type {
-	/* client -> broker */
-	COORD_MSG_HELLO = 1,    /* coord_msg_hello */
-	COORD_MSG_ACQUIRE,      /* coord_msg_acquire + name + label */
-	COORD_MSG_RELEASE,      /* coord_msg_release */
-	COORD_MSG_STATUS,       /* coord_msg_hdr */
-	COORD_MSG_LIST,         /* coord_msg_hdr */
-	COORD_MSG_SHOW,         /* coord_msg_resource + name */
-	COORD_MSG_POLICY,       /* coord_msg_policy + name + command */
-	COORD_MSG_CHECKPOINT,   /* coord_msg_resource + name */
-	/* broker -> client */
-	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
-	COORD_MSG_WELCOME,      /* coord_msg_welcome */
-	COORD_MSG_GRANT,        /* coord_msg_grant + name */
-	COORD_MSG_STATUS_REPLY, /* coord_msg_status_reply + dir */
-	COORD_MSG_LEASE_INFO,   /* coord_msg_lease_info + name + comm + label */
-	COORD_MSG_RESOURCE_INFO,/* coord_msg_resource_info + name + policy cmd + error */
-	COORD_MSG_END,          /* coord_msg_reply: end of a listing */
-};
-
-typedef struct coord_msg_hdr {
-	uint32_t type;
-	uint32_t seq;
-} coord_msg_hdr;
-
-typedef struct coord_msg_hello {
-	coord_msg_hdr h;
-	uint32_t version;
-	uint32_t flags;
-} coord_msg_hello;
-
-typedef struct coord_msg_welcome {
-	coord_msg_hdr h;
-	int32_t status;
-	uint32_t version;
-	uint64_t client_id;
-	uint64_t broker_pid;
-} coord_msg_welcome;
-
-typedef struct coord_msg_acquire {
-	coord_msg_hdr h;
-	uint32_t mode;
-	int32_t timeout_ms;
-	uint16_t name_len;
-	uint16_t label_len;
-	uint32_t reserved;
-	/* char name[name_len]; char label[label_len]; */
-} coord_msg_acquire;
-
-typedef struct coord_msg_grant {
-	coord_msg_hdr h;
-	int32_t status;
-	uint32_t mode;
-	uint64_t lease_id;
-	uint64_t token;
-	uint64_t slot;          /* index into the shared region's slot array */
-} coord_msg_grant;
-
-enum { COORD_RELEASE_NO_REPLY = 1 };
-
-typedef struct coord_msg_release {
-	coord_msg_hdr h;
-	uint64_t lease_id;
-	uint32_t flags;         /* COORD_RELEASE_NO_REPLY: send no REPLY */
-	uint32_t reserved;
-} coord_msg_release;
-
-typedef struct coord_msg_reply {
-	coord_msg_hdr h;
-	int32_t status;
-	uint32_t reserved;
-} coord_msg_reply;
-
-typedef struct coord_msg_status_reply {
-	coord_msg_hdr h;
-	int32_t status;
-	uint32_t version;
-	uint64_t broker_pid;
-	uint64_t uptime_ms;
-	uint64_t clients;
-	uint64_t leases;
-	uint64_t waiters;
-	uint64_t resources;
-	uint16_t dir_len;
-	uint16_t reserved[3];
-	/* char dir[dir_len]; */
-} coord_msg_status_reply;
-
-enum { COORD_INFO_HOLDER = 1, COORD_INFO_WAITER = 2 };
-
-typedef struct coord_msg_lease_info {
-	coord_msg_hdr h;
-	uint32_t kind;          /* COORD_INFO_HOLDER or COORD_INFO_WAITER */
-	uint32_t mode;
-	uint64_t lease_id;      /* 0 for waiters */
-	uint64_t token;
-	uint64_t pid;
-	uint64_t uid;
-	uint64_t age_ms;        /* held for, or waited for */
-	uint16_t name_len;
-	uint16_t comm_len;
-	uint16_t label_len;
-	uint16_t reserved;
-	/* char name[]; char comm[]; char label[]; */
-} coord_msg_lease_info;
-
-typedef struct coord_msg_resource {
-	coord_msg_hdr h;
-	uint16_t name_len;
-	uint16_t reserved[3];
-	/* char name[name_len]; */
-} coord_msg_resource;
-
-/* Resource kinds and checkpoint policies (see docs/design.md). */
-enum { COORD_KIND_PLAIN = 0, COORD_KIND_SQLITE = 1, COORD_KIND_DUCKDB = 2 };
-enum {
-	COORD_POLICY_AUTO = 0,   /* checkpoint by detected kind */
-	COORD_POLICY_NONE = 1,   /* never checkpoint */
-	COORD_POLICY_SQLITE = 2, /* SQLite checkpoint, mode in sqlite_mode */
-	COORD_POLICY_DUCKDB = 3, /* DuckDB CHECKPOINT */
-	COORD_POLICY_EXEC = 4,   /* run a command with the file path */
-};
-enum { COORD_SQLITE_PASSIVE = 0, COORD_SQLITE_FULL = 1, COORD_SQLITE_RESTART = 2, COORD_SQLITE_TRUNCATE = 3 };
-
-typedef struct coord_msg_policy {
-	coord_msg_hdr h;
-	uint32_t policy;
-	uint32_t sqlite_mode;
-	uint32_t timeout_ms;     /* 0: default */
-	uint16_t name_len;
-	uint16_t command_len;
-	/* char name[name_len]; char command[command_len]; */
-} coord_msg_policy;
-
-typedef struct coord_msg_resource_info {
-	coord_msg_hdr h;
-	int32_t status;
-	uint32_t kind;           /* detected or forced kind */
-	uint32_t policy;
-	uint32_t sqlite_mode;
-	uint32_t timeout_ms;
-	uint32_t checkpoint_state; /* 0 idle, 1 running */
-	uint64_t token;
-	uint64_t holders;
-	uint64_t waiters;
-	uint64_t checkpoints;    /* how many have run */
-	uint64_t last_at_ms;     /* wall clock (ms since epoch) of the last one, 0 if none */
-	uint64_t last_duration_us;
-	int32_t last_result;     /* 0 or a COORD_E* code */
-	uint32_t duckdb_available;
-	int64_t wal_before;      /* bytes, -1 unknown */
-	int64_t wal_after;
-	uint16_t name_len;
-	uint16_t command_len;
-	uint16_t message_len;
-	uint16_t reserved;
-	/* char name[]; char command[]; char message[]; */
-} coord_msg_resource_info;
-
-/* The shared region, a file in the instance directory that the broker
- * writes and clients map read-only.  Slot i holds the id of the lease that
- * occupies it, or 0.  A lease is valid iff its slot holds its id; ids are
- * never reused, so a stale handle can never look valid. */
-typedef struct coord_shm_header {
-	char magic[8];          /* COORD_SHM_MAGIC */
-	uint32_t version;       /* COORD_PROTO_VERSION */
-	uint32_t header_size;   /* offset of the slot array */
-	uint64_t slot_count;
-	uint64_t broker_pid;
-	uint64_t broker_epoch;  /* rises at every broker start */
-} coord_shm_header;
-
-#define COORD_SHM_HEADER_SIZE 4096
-
-#endif /* protocol */
 
 /* ------------------------------------------------------------------------ */
 /* 8. Implementation                                                        */
@@ -548,13 +562,15 @@ typedef struct coord_shm_header {
 #include <time.h>
 #include <unistd.h>
 
+#include "coord_proto.h"
+
 struct coord {
 	pthread_mutex_t lock;
 	int fd;
 	pid_t pid;              /* process that connected */
 	uint32_t seq;
 	int broken;             /* connection lost */
-	const _Atomic uint64_t *slots;
+	const coord_shm_slot *slots;
 	uint64_t slot_count;
 	void *map;
 	size_t map_size;
@@ -908,9 +924,10 @@ static int coord__map_region(coord_t *c)
 	c->map_size = (size_t)st.st_size;
 	h = c->map;
 	if (memcmp(h->magic, COORD_SHM_MAGIC, 8) != 0 || h->header_size != COORD_SHM_HEADER_SIZE ||
-	    h->slot_count > (c->map_size - COORD_SHM_HEADER_SIZE) / sizeof(uint64_t))
+	    h->slot_size != sizeof(coord_shm_slot) ||
+	    h->slot_count > (c->map_size - COORD_SHM_HEADER_SIZE) / sizeof(coord_shm_slot))
 		goto out;
-	c->slots = (const _Atomic uint64_t *)((const char *)c->map + h->header_size);
+	c->slots = (const coord_shm_slot *)((const char *)c->map + h->header_size);
 	c->slot_count = h->slot_count;
 	rc = 0;
 out:
@@ -926,7 +943,7 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 	const char *broker;
 	int rc, autostart, timeout_ms, started = 0;
 	int64_t deadline;
-	coord_msg_hello hello = { { COORD_MSG_HELLO, 0 }, COORD_PROTO_VERSION, 0 };
+	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
 	union {
 		coord_msg_welcome w;
 		char raw[COORD_MSG_MAX];
@@ -987,7 +1004,8 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 	rc = coord__send(c, &hello, sizeof hello);
 	if (rc < 0)
 		goto fail;
-	rc = coord__recv(c, 0, &reply, sizeof reply, timeout_ms);
+	c->seq = 1;
+	rc = coord__recv(c, 1, &reply, sizeof reply, timeout_ms);
 	if (rc < 0)
 		goto fail;
 	if ((size_t)rc < sizeof reply.w || reply.w.h.type != COORD_MSG_WELCOME) {
@@ -1197,7 +1215,7 @@ COORD_API int coord_lease_valid(const coord_lease_t *l)
 {
 	if (!l || !l->conn || !l->conn->slots || l->slot >= l->conn->slot_count)
 		return 0;
-	return atomic_load_explicit(&l->conn->slots[l->slot], memory_order_acquire) == l->id;
+	return atomic_load_explicit(&l->conn->slots[l->slot].lease, memory_order_acquire) == l->id;
 }
 
 #endif /* COORD_IMPLEMENTATION */

@@ -8,8 +8,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 
 struct harness {
 	char dir[256];

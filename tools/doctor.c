@@ -30,8 +30,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 #include "doctor.h"
 #include "doctor_scan.h"
 

@@ -26,8 +26,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#define COORD_WANT_PROTOCOL
-#include "coord.h"
+#include "coord_proto.h"
 #include "doctor_scan.h"
 
 #define WAL_MAGIC 0x377f0682u /* low bit set: big-endian checksums */

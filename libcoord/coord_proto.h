@@ -1,0 +1,341 @@
+/* coord_proto.h - what the broker, the client library and the tools share
+ *
+ * Built with coord, never installed: applications see only coord.h.  The
+ * installed coord.h carries a copy of this file inside its implementation
+ * section (the build pastes it there), so the single-header form still
+ * works for people who copy coord.h alone.
+ *
+ * It holds, like seatd's include/protocol.h:
+ *   1. the instance directory: its file names and the one resolver of it;
+ *   2. the wire protocol: message types and structs;
+ *   3. the shared region's layout;
+ *   4. small pure helpers both sides need: error names, value names and
+ *      the resource-kind detector.
+ * Everything here is either a type, a constant or a `static inline`
+ * function without state, so each program that includes it gets the same
+ * code and no symbols. */
+/* Outside the guard on purpose: when a file that defines
+ * COORD_IMPLEMENTATION includes this header first, coord.h's
+ * implementation includes it again and must find the whole of it. */
+#include "coord.h"
+
+#ifndef COORD_PROTO_H
+#define COORD_PROTO_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* 1. The instance directory                                                */
+/* ------------------------------------------------------------------------ */
+
+#define COORD_SOCKET_NAME "coordd.sock"  /* SOCK_SEQPACKET listening socket */
+#define COORD_SHM_NAME "coordd.shm"      /* the shared region */
+#define COORD_LOCK_NAME "coordd.lock"    /* flock(LOCK_EX) of the live broker */
+#define COORD_LOG_NAME "coordd.log"      /* the event log in daemon mode */
+#define COORD_STATE_NAME "state.mdb"     /* durable LMDB: tokens, policies */
+#define COORD_LEASES_NAME "leases.mdb"   /* boot-scoped LMDB: held leases */
+
+/* The directory used when nothing names one: $XDG_STATE_HOME/coord, else
+ * $HOME/.local/state/coord, or /var/lib/coord for root.  Returns its
+ * length or COORD_EINVAL (no home, or size too small). */
+static inline int coord_proto_default_dir(char *buf, size_t size)
+{
+	const char *state = getenv("XDG_STATE_HOME");
+	const char *home = getenv("HOME");
+	int n;
+	if (!buf)
+		return COORD_EINVAL;
+	if (geteuid() == 0 && (!state || !*state))
+		n = snprintf(buf, size, "/var/lib/coord");
+	else if (state && state[0] == '/')
+		n = snprintf(buf, size, "%s/coord", state);
+	else if (home && home[0] == '/')
+		n = snprintf(buf, size, "%s/.local/state/coord", home);
+	else
+		return COORD_EINVAL;
+	if (n < 0 || (size_t)n >= size)
+		return COORD_EINVAL;
+	return n;
+}
+
+/* The one resolver of the instance directory, used by coordd, the library
+ * and coordctl alike: `dir` if it is non-empty (a --dir option or
+ * coord_options_t.dir), else $COORD_DIR if non-empty, else the default
+ * above.  This is the only place that reads $COORD_DIR.  Returns the
+ * length, or COORD_EINVAL (too long for buf, or no default known). */
+static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t size)
+{
+	int n;
+	if (!dir || !*dir)
+		dir = getenv("COORD_DIR");
+	if (!dir || !*dir)
+		return coord_proto_default_dir(buf, size);
+	n = snprintf(buf, size, "%s", dir);
+	return n < 0 || (size_t)n >= size ? COORD_EINVAL : n;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 2. Wire protocol                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Messages travel over a SOCK_SEQPACKET Unix socket, one message per
+ * packet, in host byte order (both ends are on one machine).  Every message
+ * starts with coord_msg_hdr.  A client numbers its requests from 1; every
+ * reply carries its request's `seq`.  The broker may also send a message
+ * nobody asked for, a notice, with seq 0: a client must accept one at any
+ * time and ignore notice kinds it does not know.  Variable parts (names,
+ * labels) follow the fixed part; their lengths are in the fixed part and
+ * never include a NUL.  The broker checks every length and value; see
+ * docs/design.md. */
+
+#define COORD_PROTO_VERSION 2
+#define COORD_MSG_MAX 8192
+#define COORD_SEQ_NOTICE 0u
+
+enum coord_msg_type {
+	/* client -> broker */
+	COORD_MSG_HELLO = 1,    /* coord_msg_hello */
+	COORD_MSG_ACQUIRE,      /* coord_msg_acquire + name + label */
+	COORD_MSG_RELEASE,      /* coord_msg_release */
+	COORD_MSG_STATUS,       /* coord_msg_hdr */
+	COORD_MSG_LIST,         /* coord_msg_hdr */
+	COORD_MSG_SHOW,         /* coord_msg_resource + name */
+	COORD_MSG_POLICY,       /* coord_msg_policy + name + command */
+	COORD_MSG_CHECKPOINT,   /* coord_msg_resource + name */
+	/* broker -> client */
+	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
+	COORD_MSG_WELCOME,      /* coord_msg_welcome */
+	COORD_MSG_GRANT,        /* coord_msg_grant */
+	COORD_MSG_STATUS_REPLY, /* coord_msg_status_reply + dir */
+	COORD_MSG_LEASE_INFO,   /* coord_msg_lease_info + name + comm + label */
+	COORD_MSG_RESOURCE_INFO,/* coord_msg_resource_info + name + policy cmd + message */
+	COORD_MSG_END,          /* coord_msg_reply: end of a listing */
+	COORD_MSG_NOTICE,       /* coord_msg_notice, seq 0: unsolicited */
+};
+
+typedef struct coord_msg_hdr {
+	uint32_t type;
+	uint32_t seq;
+} coord_msg_hdr;
+
+typedef struct coord_msg_hello {
+	coord_msg_hdr h;
+	uint32_t version;
+	uint32_t flags;
+} coord_msg_hello;
+
+typedef struct coord_msg_welcome {
+	coord_msg_hdr h;
+	int32_t status;
+	uint32_t version;
+	uint64_t client_id;
+	uint64_t broker_pid;
+} coord_msg_welcome;
+
+typedef struct coord_msg_acquire {
+	coord_msg_hdr h;
+	uint32_t mode;
+	int32_t timeout_ms;
+	uint16_t name_len;
+	uint16_t label_len;
+	uint32_t reserved;
+	/* char name[name_len]; char label[label_len]; */
+} coord_msg_acquire;
+
+typedef struct coord_msg_grant {
+	coord_msg_hdr h;
+	int32_t status;
+	uint32_t mode;
+	uint64_t lease_id;
+	uint64_t token;
+	uint64_t slot;          /* index into the shared region's slot array */
+} coord_msg_grant;
+
+enum { COORD_RELEASE_NO_REPLY = 1 };
+
+typedef struct coord_msg_release {
+	coord_msg_hdr h;
+	uint64_t lease_id;
+	uint32_t flags;         /* COORD_RELEASE_NO_REPLY: send no REPLY */
+	uint32_t reserved;
+} coord_msg_release;
+
+typedef struct coord_msg_reply {
+	coord_msg_hdr h;
+	int32_t status;
+	uint32_t reserved;
+} coord_msg_reply;
+
+typedef struct coord_msg_status_reply {
+	coord_msg_hdr h;
+	int32_t status;
+	uint32_t version;
+	uint64_t broker_pid;
+	uint64_t uptime_ms;
+	uint64_t clients;
+	uint64_t leases;
+	uint64_t waiters;
+	uint64_t resources;
+	uint16_t dir_len;
+	uint16_t reserved[3];
+	/* char dir[dir_len]; */
+} coord_msg_status_reply;
+
+enum { COORD_INFO_HOLDER = 1, COORD_INFO_WAITER = 2 };
+
+#define COORD_COMM_MAX 15       /* a process's comm, as in /proc/PID/stat */
+
+typedef struct coord_msg_lease_info {
+	coord_msg_hdr h;
+	uint32_t kind;          /* COORD_INFO_HOLDER or COORD_INFO_WAITER */
+	uint32_t mode;
+	uint64_t lease_id;      /* 0 for waiters */
+	uint64_t token;
+	uint64_t pid;
+	uint64_t uid;
+	uint64_t age_ms;        /* held for, or waited for */
+	uint16_t name_len;
+	uint16_t comm_len;      /* at most COORD_COMM_MAX */
+	uint16_t label_len;
+	uint16_t reserved;
+	/* char name[]; char comm[]; char label[]; */
+} coord_msg_lease_info;
+
+typedef struct coord_msg_resource {
+	coord_msg_hdr h;
+	uint16_t name_len;
+	uint16_t reserved[3];
+	/* char name[name_len]; */
+} coord_msg_resource;
+
+typedef struct coord_msg_policy {
+	coord_msg_hdr h;
+	uint32_t policy;         /* COORD_POLICY_* */
+	uint32_t sqlite_mode;    /* COORD_SQLITE_* */
+	uint32_t timeout_ms;     /* 0: default */
+	uint16_t name_len;
+	uint16_t command_len;
+	/* char name[name_len]; char command[command_len]; */
+} coord_msg_policy;
+
+typedef struct coord_msg_resource_info {
+	coord_msg_hdr h;
+	int32_t status;
+	uint32_t kind;           /* detected or forced kind */
+	uint32_t policy;
+	uint32_t sqlite_mode;
+	uint32_t timeout_ms;
+	uint32_t checkpoint_state; /* 0 idle, 1 running */
+	uint64_t token;
+	uint64_t holders;
+	uint64_t waiters;
+	uint64_t checkpoints;    /* how many have run */
+	uint64_t last_at_ms;     /* wall clock (ms since epoch) of the last one, 0 if none */
+	uint64_t last_duration_us;
+	int32_t last_result;     /* 0 or a COORD_E* code */
+	uint32_t duckdb_available;
+	int64_t wal_before;      /* bytes, -1 unknown */
+	int64_t wal_after;
+	uint16_t name_len;
+	uint16_t command_len;
+	uint16_t message_len;    /* at most COORD_MESSAGE_MAX (public, coord.h) */
+	uint16_t reserved;
+	/* char name[]; char command[]; char message[]; */
+} coord_msg_resource_info;
+
+/* Notice kinds (coord_msg_notice.kind).  None is sent yet: recall notices
+ * (stage 3) will be the first.  Clients ignore kinds they do not know. */
+typedef struct coord_msg_notice {
+	coord_msg_hdr h;         /* seq == COORD_SEQ_NOTICE */
+	uint32_t kind;
+	uint32_t reserved;
+	uint64_t lease_id;       /* the lease it is about, or 0 */
+} coord_msg_notice;
+
+/* ------------------------------------------------------------------------ */
+/* 3. The shared region                                                     */
+/* ------------------------------------------------------------------------ */
+
+/* A file in the instance directory that the broker writes and clients map
+ * read-only: a header, then slot_count slots.  Slot i belongs to the lease
+ * whose id its `lease` word holds, or to nobody (0).  A lease is valid iff
+ * its slot holds its id; ids are never reused, so a stale handle can never
+ * look valid.  `flags` is for the broker to tell the holder something
+ * without a message (COORD_SLOT_* bits); a client that does not know a bit
+ * ignores it. */
+#define COORD_SHM_MAGIC "COORDSH2"
+#define COORD_SHM_HEADER_SIZE 4096
+
+typedef struct coord_shm_header {
+	char magic[8];          /* COORD_SHM_MAGIC */
+	uint32_t version;       /* COORD_PROTO_VERSION */
+	uint32_t header_size;   /* offset of the slot array */
+	uint64_t slot_count;
+	uint64_t broker_pid;
+	uint64_t broker_epoch;  /* rises at every broker start */
+	uint32_t slot_size;     /* sizeof(coord_shm_slot) */
+	uint32_t reserved;
+} coord_shm_header;
+
+typedef struct coord_shm_slot {
+	_Atomic uint64_t lease;  /* id of the lease in this slot, or 0 */
+	_Atomic uint64_t flags;  /* COORD_SLOT_*; 0 today */
+} coord_shm_slot;
+
+/* Slot flags.  Reserved for the recall notice of stage 3 (a conflicting
+ * request waits: let go when you can). */
+enum { COORD_SLOT_RECALL = 1 };
+
+/* ------------------------------------------------------------------------ */
+/* 4. Pure helpers                                                          */
+/* ------------------------------------------------------------------------ */
+
+/* "COORD_ETIMEDOUT", or "COORD_E?" for a code not in COORD_ERRORS. */
+static inline const char *coord_proto_errname(int err)
+{
+	switch (err) {
+#define COORD__PROTO_ERRNAME(name, value, text) case value: return "COORD_" #name;
+		COORD_ERRORS(COORD__PROTO_ERRNAME)
+#undef COORD__PROTO_ERRNAME
+	}
+	return "COORD_E?";
+}
+
+/* Lower-case names of kinds, policies and SQLite modes; "?" out of range. */
+static inline const char *coord_proto_kind_name(int kind)
+{
+	static const char *const names[] = { "plain", "sqlite", "duckdb" };
+	return kind >= 0 && kind <= COORD_KIND_DUCKDB ? names[kind] : "?";
+}
+
+static inline const char *coord_proto_policy_name(int policy)
+{
+	static const char *const names[] = { "auto", "none", "sqlite", "duckdb", "exec" };
+	return policy >= 0 && policy <= COORD_POLICY_EXEC ? names[policy] : "?";
+}
+
+static inline const char *coord_proto_sqlite_mode_name(int mode)
+{
+	static const char *const names[] = { "passive", "full", "restart", "truncate" };
+	return mode >= 0 && mode <= COORD_SQLITE_TRUNCATE ? names[mode] : "?";
+}
+
+/* The one resource-kind detector, shared by the broker (checkpoints) and
+ * the doctor: classifies the first `n` bytes of a file.  SQLite files
+ * start with the 16 bytes "SQLite format 3\0"; DuckDB files have "DUCK" at
+ * byte 8.  Anything else, or too few bytes, is plain. */
+static inline int coord_proto_kind(const void *head, size_t n)
+{
+	const unsigned char *h = (const unsigned char *)head;
+	if (n >= 16 && !memcmp(h, "SQLite format 3", 16))
+		return COORD_KIND_SQLITE;
+	if (n >= 12 && !memcmp(h + 8, "DUCK", 4))
+		return COORD_KIND_DUCKDB;
+	return COORD_KIND_PLAIN;
+}
+
+#endif /* COORD_PROTO_H */
