@@ -1,6 +1,8 @@
-/* The README's C example, built with -std=c11 and no feature macros so the
- * header's strict-mode path is compiled on every build.  Run it with a
- * broker reachable (it starts one): ./hello */
+/* The README's C example, used the way of a program that copied the
+ * installed coord.h and nothing else: it is built against the generated
+ * single-file header, with -std=c11 and no feature macros, so the
+ * header-only form and its strict-mode path are compiled on every build.
+ * Run it with a broker reachable (it starts one): ./hello */
 #define COORD_IMPLEMENTATION
 #include "coord.h"
 #include <stdio.h>
