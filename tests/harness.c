@@ -1,12 +1,14 @@
-/* Test harness shared by the integration, crash and database tests.  It
- * holds the one copy of the client library these tests link (it defines
- * COORD_IMPLEMENTATION) and uses the library's private helpers to read the
- * broker's lease list the way coordctl does.  Every wait here is on a
- * condition with a deadline. */
+/* Test harness shared by the integration, crash and database tests: private
+ * directories and their removal, a real broker, actors that hold leases on
+ * command, and the one coordctl runner.  It is a client like any other: it
+ * uses only the public calls of libcoord (the tests link libcoord_dep) and,
+ * to see whether a broker accepts, a plain connect() on its socket.  Every
+ * wait here is on a condition with a deadline. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <ftw.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,11 +16,20 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
-#define COORD_IMPLEMENTATION
 #include "harness.h"
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static const char *coordd_path(void)
 {
@@ -27,19 +38,38 @@ static const char *coordd_path(void)
 	return p;
 }
 
-
 void harness_tmpdir(char *buf, size_t size, const char *prefix)
 {
-	snprintf(buf, size, "%s/%s-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp", prefix);
-	cr_assert(mkdtemp(buf), "mkdtemp(%s) failed: %s", buf, strerror(errno));
+	const char *tmp = getenv("TMPDIR");
+	snprintf(buf, size, "%s/%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", prefix);
+	cr_assert(mkdtemp(buf), "cannot make a private directory from %s: %s", buf, strerror(errno));
+}
+
+static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
+{
+	(void)st;
+	(void)type;
+	(void)ftw;
+	if (remove(path) < 0)
+		cr_log_warn("could not remove %s: %s", path, strerror(errno));
+	return 0;
 }
 
 void harness_rmtree(const char *dir)
 {
-	char cmd[600];
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		cr_log_warn("could not remove %s", dir);
+	/* FTW_DEPTH: a directory after what it holds; FTW_PHYS: a symlink is
+	 * removed, never followed out of the tree. */
+	if (nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS) < 0 && errno != ENOENT)
+		cr_log_warn("could not walk %s to remove it: %s", dir, strerror(errno));
+}
+
+const char *harness_file(const char *dir, const char *name)
+{
+	static char buf[8][512];
+	static unsigned n;
+	char *b = buf[n++ % 8];
+	snprintf(b, sizeof buf[0], "%s/%s", dir, name);
+	return b;
 }
 
 void harness_init(struct harness *h)
@@ -61,18 +91,31 @@ void harness_fini(struct harness *h)
 
 const char *harness_path(struct harness *h, const char *name)
 {
-	static char buf[8][512];
-	static unsigned n;
-	char *b = buf[n++ % 8];
-	snprintf(b, sizeof buf[0], "%s/%s", h->dir, name);
-	return b;
+	return harness_file(h->dir, name);
+}
+
+ssize_t harness_read_proc(long pid, const char *name, char *buf, size_t size)
+{
+	char path[64];
+	ssize_t n;
+	int fd;
+	snprintf(path, sizeof path, "/proc/%ld/%s", pid, name);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	return n;
 }
 
 int harness_wait(int (*fn)(void *), void *arg, int deadline_ms)
 {
-	int64_t end = coord__now_ms() + deadline_ms;
+	int64_t end = now_ms() + deadline_ms;
 	int delay = 1, v;
-	while (!(v = fn(arg)) && coord__now_ms() < end) {
+	while (!(v = fn(arg)) && now_ms() < end) {
 		poll(NULL, 0, delay);
 		if (delay < 20)
 			delay *= 2;
@@ -80,15 +123,50 @@ int harness_wait(int (*fn)(void *), void *arg, int deadline_ms)
 	return v;
 }
 
+struct at_least {
+	_Atomic long *counter;
+	long want;
+};
+
+static int reached(void *p)
+{
+	struct at_least *a = p;
+	return *a->counter >= a->want;
+}
+
+int harness_wait_at_least(_Atomic long *counter, long want, int deadline_ms)
+{
+	struct at_least a = { counter, want };
+	return harness_wait(reached, &a, deadline_ms);
+}
+
+int harness_dial(const char *dir)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd;
+	if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, COORD_SOCKET_NAME) >=
+	    sizeof sa.sun_path) {
+		errno = ENAMETOOLONG;
+		return -1;
+	}
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+		int err = errno;
+		close(fd);
+		errno = err;
+		fd = -1;
+	}
+	return fd;
+}
+
 static int broker_accepts(void *arg)
 {
 	struct harness *h = arg;
-	int fd = -1;
-	if (coord__dial(h->dir, &fd) == 0) {
-		close(fd);
-		return 1;
-	}
-	return 0;
+	int fd = harness_dial(h->dir);
+	if (fd < 0)
+		return 0;
+	close(fd);
+	return 1;
 }
 
 void harness_start_broker(struct harness *h, ...)
@@ -121,82 +199,102 @@ void harness_start_broker(struct harness *h, ...)
 	          h->dir);
 }
 
-int harness_stop_broker(struct harness *h)
+/* Sends sig (0: none) to the child *pid, reaps it and clears *pid.
+ * Returns its wait status, or -1 if there was no child. */
+static int end_child(pid_t *pid, int sig)
 {
 	int status = -1;
-	if (h->broker <= 0)
+	if (*pid <= 0)
 		return -1;
-	kill(h->broker, SIGTERM);
-	waitpid(h->broker, &status, 0);
-	h->broker = 0;
+	if (sig)
+		kill(*pid, sig);
+	waitpid(*pid, &status, 0);
+	*pid = 0;
 	return status;
+}
+
+int harness_stop_broker(struct harness *h)
+{
+	return end_child(&h->broker, SIGTERM);
 }
 
 void harness_kill_broker(struct harness *h)
 {
-	if (h->broker <= 0)
-		return;
-	kill(h->broker, SIGKILL);
-	waitpid(h->broker, NULL, 0);
-	h->broker = 0;
-}
-
-int harness_list(struct harness *h, struct harness_entry *out, int max)
-{
-	coord_options_t o = { .dir = h->dir, .no_autostart = 1 };
-	coord_msg_hdr req = { COORD_MSG_LIST, 0 };
-	static char buf[COORD_MSG_MAX];
-	coord_t *c;
-	int rc, n = 0;
-
-	rc = coord_connect(&c, &o);
-	if (rc < 0)
-		return rc;
-	req.seq = ++c->seq;
-	rc = coord__send(c, &req, sizeof req);
-	while (rc == 0) {
-		const coord_msg_lease_info *m = (const void *)buf;
-		int len = coord__recv(c, req.seq, buf, sizeof buf, 5000);
-		if (len < 0) {
-			rc = len;
-			break;
-		}
-		if (m->h.type == COORD_MSG_END)
-			break;
-		if (m->h.type != COORD_MSG_LEASE_INFO || (size_t)len < sizeof *m) {
-			rc = COORD_EPROTO;
-			break;
-		}
-		if (n < max) {
-			struct harness_entry *e = &out[n];
-			memset(e, 0, sizeof *e);
-			e->waiter = m->kind == COORD_INFO_WAITER;
-			e->mode = (int)m->mode;
-			e->pid = m->pid;
-			e->token = m->token;
-			e->lease_id = m->lease_id;
-			memcpy(e->name, buf + sizeof *m, m->name_len);
-			memcpy(e->label, buf + sizeof *m + m->name_len + m->comm_len, m->label_len);
-		}
-		n++;
-	}
-	coord_disconnect(c);
-	return rc < 0 ? rc : (n < max ? n : max);
+	end_child(&h->broker, SIGKILL);
 }
 
 int harness_count(struct harness *h, const char *resource, int mode, int waiters)
 {
-	static struct harness_entry e[1024];
+	coord_options_t o = { .dir = h->dir, .no_autostart = 1 };
+	coord_lease_info_t *v = NULL;
 	char name[COORD_NAME_MAX + 1];
-	int n = harness_list(h, e, 1024), count = 0;
-	if (n < 0)
-		return n;
-	if (coord_canonicalize(resource, name, sizeof name) < 0)
-		return COORD_ENAME;
-	for (int i = 0; i < n; i++)
-		if (!strcmp(e[i].name, name) && e[i].waiter == waiters && (!mode || e[i].mode == mode))
+	size_t n = 0;
+	coord_t *c;
+	int rc = coord_canonicalize(resource, name, sizeof name), count = 0;
+	if (rc < 0)
+		return rc;
+	rc = coord_connect(&c, &o);
+	if (rc < 0)
+		return rc;
+	rc = coord_list(c, &v, &n);
+	coord_disconnect(c);
+	if (rc < 0)
+		return rc;
+	for (size_t i = 0; i < n; i++)
+		if (!strcmp(v[i].resource, name) && v[i].waiting == waiters &&
+		    (!mode || v[i].mode == mode))
 			count++;
+	coord_free(v);
 	return count;
+}
+
+struct count_arg {
+	struct harness *h;
+	const char *resource;
+	int mode, waiters, want;
+};
+
+static int count_reached(void *p)
+{
+	struct count_arg *a = p;
+	return harness_count(a->h, a->resource, a->mode, a->waiters) == a->want;
+}
+
+int harness_wait_count(struct harness *h, const char *resource, int mode, int waiters, int want)
+{
+	struct count_arg a = { h, resource, mode, waiters, want };
+	return harness_wait(count_reached, &a, 5000);
+}
+
+int harness_coordctl(char *out, size_t size, const char *fmt, ...)
+{
+	const char *ctl = getenv("COORD_TEST_COORDCTL");
+	char args[2048], cmd[4096], sink[256];
+	size_t n = 0, got;
+	va_list ap;
+	FILE *f;
+	int st;
+	cr_assert(ctl && *ctl, "COORD_TEST_COORDCTL must name the coordctl binary (meson test sets it)");
+	va_start(ap, fmt);
+	vsnprintf(args, sizeof args, fmt, ap);
+	va_end(ap);
+	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ctl, args);
+	f = popen(cmd, "r");
+	cr_assert(f, "cannot run `%s`: %s", cmd, strerror(errno));
+	/* Read to the end, keeping what fits: coordctl never blocks on a full
+	 * pipe. */
+	while ((got = fread(sink, 1, sizeof sink, f)) > 0) {
+		size_t room = out ? size - 1 - n : 0;
+		size_t keep = got < room ? got : room;
+		if (keep)
+			memcpy(out + n, sink, keep);
+		n += keep;
+	}
+	if (out)
+		out[n] = 0;
+	st = pclose(f);
+	cr_assert(st != -1, "cannot wait for `%s`: %s", cmd, strerror(errno));
+	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
 /* ---- actors ---- */
@@ -286,11 +384,11 @@ const char *actor_reply(struct actor *a, int timeout_ms)
 {
 	static char line[256];
 	size_t n = 0;
-	int64_t end = coord__now_ms() + timeout_ms;
+	int64_t end = now_ms() + timeout_ms;
 	line[0] = 0;
 	while (n < sizeof line - 1) {
 		struct pollfd p = { .fd = a->reply_fd, .events = POLLIN };
-		int64_t left = end - coord__now_ms();
+		int64_t left = end - now_ms();
 		char ch;
 		if (left < 0 || poll(&p, 1, (int)left) != 1)
 			break;
@@ -304,25 +402,39 @@ const char *actor_reply(struct actor *a, int timeout_ms)
 	return line;
 }
 
-void actor_kill(struct actor *a)
+void actor_writer_then_reader(struct harness *h, struct actor *w, struct actor *r,
+                              const char *resource)
+{
+	const char *got;
+	actor_start(w, h);
+	actor_start(r, h);
+	actor_send(w, "acquire write -1 %s", resource);
+	got = actor_reply(w, 5000);
+	cr_assert_str_eq(got, "ok 1", "the first writer of %s must be granted token 1, got '%s'",
+	                 resource, got);
+	actor_send(r, "acquire read -1 %s", resource);
+	cr_assert(harness_wait_count(h, resource, COORD_READ, 1, 1),
+	          "the reader must be queued behind the writer of %s", resource);
+}
+
+/* Ends the actor (with sig, or 0 once it was told to exit) and closes its
+ * pipes. */
+static void actor_end(struct actor *a, int sig)
 {
 	if (a->pid <= 0)
 		return;
-	kill(a->pid, SIGKILL);
-	waitpid(a->pid, NULL, 0);
+	end_child(&a->pid, sig);
 	close(a->cmd_fd);
 	close(a->reply_fd);
-	a->pid = 0;
+}
+
+void actor_kill(struct actor *a)
+{
+	actor_end(a, SIGKILL);
 }
 
 void actor_stop(struct actor *a)
 {
-	if (a->pid <= 0)
-		return;
-	if (write(a->cmd_fd, "exit\n", 5) != 5)
-		kill(a->pid, SIGKILL);
-	waitpid(a->pid, NULL, 0);
-	close(a->cmd_fd);
-	close(a->reply_fd);
-	a->pid = 0;
+	if (a->pid > 0)
+		actor_end(a, write(a->cmd_fd, "exit\n", 5) == 5 ? 0 : SIGKILL);
 }

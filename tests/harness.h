@@ -1,6 +1,6 @@
 /* Test harness: private instance directories, a real coordd started and
- * stopped by the test, child processes that hold leases on command, and
- * condition waits with deadlines (never sleeps). */
+ * stopped by the test, child processes that hold leases on command, a
+ * coordctl runner, and condition waits with deadlines (never sleeps). */
 #ifndef COORD_TEST_HARNESS_H
 #define COORD_TEST_HARNESS_H
 
@@ -15,9 +15,15 @@ struct harness {
 	pid_t broker;
 };
 
-/* Makes a private temporary directory (mkdtemp) into buf, and removes one. */
+/* Makes a private temporary directory (mkdtemp, under $TMPDIR or /tmp)
+ * into buf, and removes one with everything in it (nftw, symlinks not
+ * followed). */
 void harness_tmpdir(char *buf, size_t size, const char *prefix);
 void harness_rmtree(const char *dir);
+
+/* "DIR/NAME" in one of 8 rotating static buffers: valid until 8 more
+ * calls. */
+const char *harness_file(const char *dir, const char *name);
 
 /* Declares `h` and a suite whose fixture starts a real broker in a private
  * directory before each test and stops it after. */
@@ -48,29 +54,40 @@ int harness_stop_broker(struct harness *h);
 /* SIGKILL and wait. */
 void harness_kill_broker(struct harness *h);
 
-/* Path of a file in the test directory. */
+/* Path of a file in the test directory (see harness_file()). */
 const char *harness_path(struct harness *h, const char *name);
+
+/* Reads /proc/PID/NAME into buf (size bytes, always terminated).  Returns
+ * the bytes read, or -1 when there is no such process or it shows
+ * nothing. */
+ssize_t harness_read_proc(long pid, const char *name, char *buf, size_t size);
 
 /* Waits (polling with a short backoff) until fn(arg) returns non-zero or
  * deadline_ms passes; returns the last value of fn. */
 int harness_wait(int (*fn)(void *), void *arg, int deadline_ms);
 
-/* One holder or waiter in the broker's table, as `coordctl list` sees it. */
-struct harness_entry {
-	int waiter;
-	int mode;
-	uint64_t pid;
-	uint64_t token;
-	uint64_t lease_id;
-	char name[COORD_NAME_MAX + 1];
-	char label[COORD_LABEL_MAX + 1];
-};
+/* Waits (as harness_wait()) until *counter, raised by other processes
+ * through shared memory, is at least want; returns 1 if it got there. */
+int harness_wait_at_least(_Atomic long *counter, long want, int deadline_ms);
 
-/* Fetches the broker's whole table through a fresh connection.  Returns
- * the number of entries (at most max) or a COORD_E* code. */
-int harness_list(struct harness *h, struct harness_entry *out, int max);
-/* Counts holders (mode 0: any) and waiters of a resource. */
+/* A plain SOCK_SEQPACKET connection to the broker socket of dir, without
+ * a HELLO: the fd, or -1 with errno set. */
+int harness_dial(const char *dir);
+
+/* Counts holders (mode 0: any) or waiters (waiters 1) of a resource, from
+ * coord_list() on a fresh connection.  Returns the count or a COORD_E*
+ * code. */
 int harness_count(struct harness *h, const char *resource, int mode, int waiters);
+/* Waits up to 5 s until harness_count() is `want`; returns 1 if it got
+ * there, else 0. */
+int harness_wait_count(struct harness *h, const char *resource, int mode, int waiters, int want);
+
+/* Runs `$COORD_TEST_COORDCTL ARGS` through the shell, ARGS being fmt
+ * formatted (quote arguments for the shell).  Its stdout and stderr go to
+ * out (size bytes, always terminated) or, with out NULL, nowhere.
+ * Returns its exit status, or 128 + the signal that killed it. */
+int harness_coordctl(char *out, size_t size, const char *fmt, ...)
+        __attribute__((format(printf, 3, 4)));
 
 /* A child process that acts on commands sent through a pipe.  It writes
  * one status line back for each. */
@@ -92,6 +109,11 @@ void actor_send(struct actor *a, const char *fmt, ...);
 const char *actor_reply(struct actor *a, int timeout_ms);
 /* 1 if a reply is ready to read now. */
 int actor_has_reply(struct actor *a);
+/* Starts actors w and r: w takes a write lease on resource, the first of
+ * the resource (token 1), then r asks for a read lease; returns once the
+ * broker has queued r behind w.  Asserts each step. */
+void actor_writer_then_reader(struct harness *h, struct actor *w, struct actor *r,
+                              const char *resource);
 void actor_kill(struct actor *a);
 /* Ends the actor politely ("exit") and reaps it. */
 void actor_stop(struct actor *a);

@@ -5,14 +5,13 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <dirent.h>
-#include <fcntl.h>
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -47,15 +46,8 @@ Test(broker, writer_blocks_reader_until_release)
 {
 	struct actor w, r;
 	const char *res = harness_path(&h, "x.db");
-	actor_start(&w, &h);
-	actor_start(&r, &h);
-	actor_send(&w, "acquire write -1 %s", res);
-	cr_assert_str_eq(actor_reply(&w, 5000), "ok 1", "first writer must get token 1");
-	actor_send(&r, "acquire read -1 %s", res);
-	/* wait until the broker has queued the reader, then check it waits */
-	for (int i = 0; i < 500 && harness_count(&h, res, COORD_READ, 1) != 1; i++)
-		poll(NULL, 0, 5);
-	cr_assert_eq(harness_count(&h, res, COORD_READ, 1), 1, "the reader must be queued");
+	/* once the broker has queued the reader, check it waits */
+	actor_writer_then_reader(&h, &w, &r, res);
 	cr_assert(!actor_has_reply(&r), "the reader was answered while the writer holds");
 	actor_send(&w, "release");
 	cr_assert_str_eq(actor_reply(&w, 5000), "ok", "release failed");
@@ -141,13 +133,9 @@ Test(broker, sigterm_shuts_down_cleanly)
 
 static int raw_socket(void)
 {
-	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET, 0);
-	cr_assert_lt(strlen(h.dir) + sizeof("/" COORD_SOCKET_NAME), sizeof sa.sun_path,
-	             "test directory path too long for a socket");
-	strcpy(sa.sun_path, h.dir);
-	strcat(sa.sun_path, "/" COORD_SOCKET_NAME);
-	cr_assert_eq(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0, "raw connect failed");
+	int fd = harness_dial(h.dir);
+	cr_assert_geq(fd, 0, "raw connect to the broker socket in %s failed: %s", h.dir,
+	              strerror(errno));
 	return fd;
 }
 
@@ -259,20 +247,13 @@ static int count_brokers(const char *dir)
 	struct dirent *e;
 	int n = 0;
 	while (d && (e = readdir(d))) {
-		char path[300], buf[4096];
+		char buf[4096];
 		ssize_t len;
-		int fd;
 		if (e->d_name[0] < '0' || e->d_name[0] > '9')
 			continue;
-		snprintf(path, sizeof path, "/proc/%s/cmdline", e->d_name);
-		fd = open(path, O_RDONLY);
-		if (fd < 0)
+		len = harness_read_proc(atol(e->d_name), "cmdline", buf, sizeof buf);
+		if (len < 0)
 			continue;
-		len = read(fd, buf, sizeof buf - 1);
-		close(fd);
-		if (len <= 0)
-			continue;
-		buf[len] = 0;
 		/* cmdline is NUL-separated: look for "--dir\0DIR\0" */
 		for (ssize_t i = 0; i + 6 < len; i++) {
 			if (!memcmp(buf + i, "--dir", 6) && !strcmp(buf + i + 6, dir)) {

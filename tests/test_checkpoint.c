@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "checkpoint.h"
+#include "dbutil.h"
 #include "harness.h"
 
 static char dir[256];
@@ -47,30 +48,12 @@ TestSuite(checkpoint, .init = setup, .fini = teardown, .timeout = 60);
 
 static const char *path_in(const char *name)
 {
-	static char buf[4][512];
-	static int n;
-	char *b = buf[n++ % 4];
-	snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-	return b;
-}
-
-static long long size_of(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+	return harness_file(dir, name);
 }
 
 static const char *duckdb_lib(void)
 {
 	return getenv("COORD_DUCKDB_LIB");
-}
-
-static void write_file(const char *path, const void *bytes, size_t len)
-{
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-	cr_assert_geq(fd, 0, "create %s: %s", path, strerror(errno));
-	cr_assert_eq(write(fd, bytes, len), (ssize_t)len, "write %s: %s", path, strerror(errno));
-	close(fd);
 }
 
 /* Reads a whole small file into a malloc'ed buffer. */
@@ -102,33 +85,6 @@ static void copy_file(const char *from, const char *to)
 	"WITH RECURSIVE s(value) AS (SELECT " #a " UNION ALL SELECT value + 1 "                    \
 	"FROM s WHERE value < " #b ") "
 
-static void sql(sqlite3 *db, const char *text)
-{
-	char *err = NULL;
-	int rc = sqlite3_exec(db, text, NULL, NULL, &err);
-	cr_assert_eq(rc, SQLITE_OK, "sqlite `%s`: %s", text, err ? err : sqlite3_errstr(rc));
-}
-
-static long long sql_int(sqlite3 *db, const char *text)
-{
-	sqlite3_stmt *st;
-	cr_assert_eq(sqlite3_prepare_v2(db, text, -1, &st, NULL), SQLITE_OK, "prepare `%s`: %s",
-	             text, sqlite3_errmsg(db));
-	cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "`%s` returned no row: %s", text,
-	             sqlite3_errmsg(db));
-	long long v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
-}
-
-static sqlite3 *sqlite_open(const char *path)
-{
-	sqlite3 *db;
-	cr_assert_eq(sqlite3_open(path, &db), SQLITE_OK, "open %s: %s", path, sqlite3_errmsg(db));
-	sqlite3_busy_timeout(db, 5000);
-	return db;
-}
-
 /* Creates a WAL-mode database holding rows rows written in 10 transactions,
  * with automatic checkpoints off so every frame stays in the WAL.  Returns
  * the writer's connection, still open: while any connection is open SQLite
@@ -137,14 +93,23 @@ static sqlite3 *sqlite_wal_db(const char *path, int rows)
 {
 	sqlite3 *w = sqlite_open(path);
 	char text[256];
-	sql(w, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(i, pad)");
+	sqlite_exec(w, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(i, pad)");
 	for (int k = 0; k < 10; k++) {
 		snprintf(text, sizeof text,
 		         SERIES_FMT "INSERT INTO t SELECT value, randomblob(100) FROM s",
 		         k * rows / 10 + 1, (k + 1) * rows / 10);
-		sql(w, text);
+		sqlite_exec(w, text);
 	}
 	return w;
+}
+
+/* A SQLite checkpoint of db in the given mode. */
+static struct ckpt_request sqlite_request(const char *db, int mode)
+{
+	struct ckpt_request q = {
+		.path = db, .kind = COORD_KIND_SQLITE, .policy = COORD_POLICY_SQLITE, .sqlite_mode = mode
+	};
+	return q;
 }
 
 /* Opens a copy of the main database file alone, without its WAL: whatever
@@ -172,92 +137,15 @@ static void assert_main_file_holds(const char *db, long long rows)
 	sqlite3_close(c);
 }
 
-/* DuckDB through the same loader as the checkpoint, plus one function of
- * the C API that only the tests need. */
-struct duck {
-	struct ckpt_duckdb api;
-	int64_t (*value_int64)(void *result, uint64_t col, uint64_t row);
-	void *db, *conn;
-};
-
-/* Opens path; returns 0, or the step that failed (for children that can
- * only report an exit code).  why gets the reason. */
-static int duck_open(struct duck *d, const char *path, char *why, size_t whysize)
-{
-	char *err = NULL;
-	memset(d, 0, sizeof *d);
-	if (ckpt_duckdb_load(&d->api, duckdb_lib(), why, whysize) < 0)
-		return 1;
-	*(void **)&d->value_int64 = dlsym(d->api.lib, "duckdb_value_int64");
-	if (!d->value_int64) {
-		snprintf(why, whysize, "no duckdb_value_int64");
-		return 2;
-	}
-	if (d->api.open_ext(path, &d->db, NULL, &err)) {
-		snprintf(why, whysize, "open %s: %s", path, err ? err : "failed");
-		d->api.free(err);
-		return 3;
-	}
-	if (d->api.connect(d->db, &d->conn)) {
-		snprintf(why, whysize, "connect failed");
-		return 4;
-	}
-	return 0;
-}
-
-static int duck_exec(struct duck *d, const char *text, char *why, size_t whysize)
-{
-	struct ckpt_duckdb_result r;
-	memset(&r, 0, sizeof r);
-	int rc = d->api.query(d->conn, text, &r);
-	if (rc && why)
-		snprintf(why, whysize, "`%s`: %s", text, d->api.result_error(&r));
-	d->api.destroy_result(&r);
-	return rc;
-}
-
-static long long duck_int(struct duck *d, const char *text)
-{
-	struct ckpt_duckdb_result r;
-	memset(&r, 0, sizeof r);
-	int rc = d->api.query(d->conn, text, &r);
-	cr_assert_eq(rc, 0, "duckdb `%s`: %s", text, d->api.result_error(&r));
-	long long v = d->value_int64(&r, 0, 0);
-	d->api.destroy_result(&r);
-	return v;
-}
-
-static void duck_close(struct duck *d)
-{
-	if (d->conn)
-		d->api.disconnect(&d->conn);
-	if (d->db)
-		d->api.close(&d->db);
-	ckpt_duckdb_unload(&d->api);
-}
-
-/* Creates a DuckDB database with an empty table t, checkpointed. */
-static void duck_create(const char *path)
-{
-	struct duck d;
-	char why[512] = "";
-	cr_assert_eq(
-	    duck_open(&d, path, why, sizeof why), 0,
-	    "libduckdb.so must be installed for these tests (scripts/install-duckdb.sh, or "
-	    "COORD_DUCKDB_LIB): %s",
-	    why);
-	cr_assert_eq(
-	    duck_exec(&d, "CREATE TABLE t(i BIGINT, s VARCHAR); CHECKPOINT", why, sizeof why), 0,
-	    "create table: %s", why);
-	duck_close(&d);
-}
+/* Every DuckDB file of these tests: an empty table t, checkpointed. */
+#define DUCK_TABLE_T "CREATE TABLE t(i BIGINT, s VARCHAR); CHECKPOINT"
 
 /* Runs in a child: commits 10 transactions of 100 rows, starts an 11th of
  * 500 rows and dies by SIGKILL in the middle of it, closing nothing.
  * Exits with a step number if something fails first. */
 static void duck_killed_writer(const char *path)
 {
-	struct duck d;
+	struct duck d = { 0 };
 	char why[512];
 	int rc = duck_open(&d, path, why, sizeof why);
 	if (rc)
@@ -330,14 +218,11 @@ ParameterizedTestParameters(checkpoint, sqlite_wal_is_copied_back)
 ParameterizedTest(struct mode_case *c, checkpoint, sqlite_wal_is_copied_back)
 {
 	const char *db = path_in("a.db"), *wal = path_in("a.db-wal");
-	const char *m = checkpoint_sqlite_mode_name(c->mode);
+	const char *m = coord_sqlite_mode_name(c->mode);
 	struct ckpt_result r;
-	struct ckpt_request q = { .path = db,
-		                  .kind = COORD_KIND_SQLITE,
-		                  .policy = COORD_POLICY_SQLITE,
-		                  .sqlite_mode = c->mode };
+	struct ckpt_request q = sqlite_request(db, c->mode);
 	sqlite3 *w = sqlite_wal_db(db, 2000);
-	long long before = size_of(wal);
+	long long before = file_size(wal);
 	cr_assert_gt(before, 4096, "the test needs a WAL with frames in it (%lld bytes)", before);
 
 	checkpoint_run(&q, &r);
@@ -354,7 +239,7 @@ ParameterizedTest(struct mode_case *c, checkpoint, sqlite_wal_is_copied_back)
 		             "shrinking file kills processes that map it",
 		             m, before, (long long)r.wal_after);
 	assert_main_file_holds(db, 2000);
-	cr_assert_eq(sql_int(w, "SELECT count(*) FROM t"), 2000, "the writer sees all its rows");
+	cr_assert_eq(sqlite_int(w, "SELECT count(*) FROM t"), 2000, "the writer sees all its rows");
 	sqlite3_close(w);
 }
 
@@ -366,7 +251,7 @@ Test(checkpoint, sqlite_default_mode_keeps_a_mapped_wal_readable)
 	struct ckpt_result r;
 	struct ckpt_request q = { .path = db, .kind = COORD_KIND_SQLITE }; /* all else default */
 	sqlite3 *w = sqlite_wal_db(db, 2000);
-	long long len = size_of(wal);
+	long long len = file_size(wal);
 	int fd = open(wal, O_RDONLY | O_CLOEXEC);
 	cr_assert_geq(fd, 0, "open %s: %s", wal, strerror(errno));
 	const volatile unsigned char *map = mmap(NULL, (size_t)len, PROT_READ, MAP_SHARED, fd, 0);
@@ -374,12 +259,12 @@ Test(checkpoint, sqlite_default_mode_keeps_a_mapped_wal_readable)
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, 0, "default checkpoint (%s) failed: %s",
-	             checkpoint_sqlite_mode_name(CKPT_SQLITE_DEFAULT_MODE), r.message);
+	             coord_sqlite_mode_name(COORD_SQLITE_DEFAULT), r.message);
 	unsigned sum = 0;
 	for (long long off = 0; off < len; off += 4096)
 		sum += map[off];
 	sum += map[len - 1];
-	cr_assert_eq(size_of(wal), len, "the default mode changed the WAL's size (sum %u)", sum);
+	cr_assert_eq(file_size(wal), len, "the default mode changed the WAL's size (sum %u)", sum);
 	munmap((void *)map, (size_t)len);
 	close(fd);
 	sqlite3_close(w);
@@ -399,16 +284,13 @@ ParameterizedTestParameters(checkpoint, sqlite_reader_on_old_snapshot_is_reporte
 ParameterizedTest(struct mode_case *c, checkpoint, sqlite_reader_on_old_snapshot_is_reported)
 {
 	const char *db = path_in("old.db");
-	const char *m = checkpoint_sqlite_mode_name(c->mode);
+	const char *m = coord_sqlite_mode_name(c->mode);
 	struct ckpt_result r;
-	struct ckpt_request q = { .path = db,
-		                  .kind = COORD_KIND_SQLITE,
-		                  .policy = COORD_POLICY_SQLITE,
-		                  .sqlite_mode = c->mode };
+	struct ckpt_request q = sqlite_request(db, c->mode);
 	sqlite3 *w = sqlite_wal_db(db, 1000), *reader = sqlite_open(db);
-	sql(reader, "BEGIN");
-	cr_assert_eq(sql_int(reader, "SELECT count(*) FROM t"), 1000, "reader's snapshot");
-	sql(w, SERIES(1001, 2000) "INSERT INTO t SELECT value, randomblob(100) FROM s");
+	sqlite_exec(reader, "BEGIN");
+	cr_assert_eq(sqlite_int(reader, "SELECT count(*) FROM t"), 1000, "reader's snapshot");
+	sqlite_exec(w, SERIES(1001, 2000) "INSERT INTO t SELECT value, randomblob(100) FROM s");
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, COORD_ECHECKPOINT,
@@ -416,7 +298,7 @@ ParameterizedTest(struct mode_case *c, checkpoint, sqlite_reader_on_old_snapshot
 	cr_assert(strstr(r.message, c->says) && strstr(r.message, "outside coord"),
 	          "%s: the message must say frames were left and why: %s", m, r.message);
 
-	sql(reader, "COMMIT");
+	sqlite_exec(reader, "COMMIT");
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, 0, "%s once the reader is done: %s", m, r.message);
 	assert_main_file_holds(db, 2000);
@@ -430,7 +312,7 @@ Test(checkpoint, sqlite_not_in_wal_mode_is_fine)
 	struct ckpt_result r;
 	struct ckpt_request q = { .path = db, .kind = COORD_KIND_SQLITE };
 	sqlite3 *w = sqlite_open(db);
-	sql(w, "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
+	sqlite_exec(w, "CREATE TABLE t(x); INSERT INTO t VALUES (1)");
 	sqlite3_close(w);
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, 0, "a rollback-journal database is not an error: %s", r.message);
@@ -448,9 +330,9 @@ Test(checkpoint, sqlite_hot_journal_is_rolled_back)
 	struct ckpt_result r;
 	struct ckpt_request q = { .path = db, .kind = COORD_KIND_SQLITE };
 	sqlite3 *w = sqlite_open(db);
-	sql(w, "CREATE TABLE t(i, pad); "
+	sqlite_exec(w, "CREATE TABLE t(i, pad); "
 	       SERIES(1, 2000) "INSERT INTO t SELECT value, randomblob(200) FROM s");
-	long long sum = sql_int(w, "SELECT sum(i) FROM t");
+	long long sum = sqlite_int(w, "SELECT sum(i) FROM t");
 	sqlite3_close(w);
 
 	pid_t pid = fork();
@@ -470,16 +352,16 @@ Test(checkpoint, sqlite_hot_journal_is_rolled_back)
 	waitpid(pid, &st, 0);
 	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
 	          "the writer must die by SIGKILL mid-transaction (wait status %d)", st);
-	cr_assert_gt(size_of(journal), 0, "the killed writer must leave a hot journal");
+	cr_assert_gt(file_size(journal), 0, "the killed writer must leave a hot journal");
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, 0, "checkpoint of a database with a hot journal: %s", r.message);
 	cr_assert(strstr(r.message, "not in WAL mode"), "message: %s", r.message);
-	cr_assert_leq(size_of(journal), 0,
+	cr_assert_leq(file_size(journal), 0,
 	              "the hot journal is still there (%lld bytes): nobody rolled it back",
-	              size_of(journal));
+	              file_size(journal));
 	w = sqlite_open(db);
-	cr_assert_eq(sql_int(w, "SELECT sum(i) FROM t"), sum, "the rollback must restore the rows");
+	cr_assert_eq(sqlite_int(w, "SELECT sum(i) FROM t"), sum, "the rollback must restore the rows");
 	sqlite3_close(w);
 }
 
@@ -502,11 +384,11 @@ Test(checkpoint, duckdb_wal_of_a_killed_writer_is_replayed)
 	struct ckpt_request q = { .path = db,
 		                  .kind = COORD_KIND_DUCKDB,
 		                  .duckdb_lib = duckdb_lib() };
-	struct duck d;
+	struct duck d = { 0 };
 	char why[512] = "";
 	int st;
 
-	duck_create(db);
+	duck_create(db, DUCK_TABLE_T);
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
 	if (pid == 0)
@@ -515,7 +397,7 @@ Test(checkpoint, duckdb_wal_of_a_killed_writer_is_replayed)
 	cr_assert(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL,
 	          "the writer must die by SIGKILL (wait status %d: exit %d is the failed step)", st,
 	          WIFEXITED(st) ? WEXITSTATUS(st) : -1);
-	long long before = size_of(wal);
+	long long before = file_size(wal);
 	cr_assert_gt(before, 0, "the killed writer must leave a WAL behind");
 	cr_assert_eq(checkpoint_detect_kind(db), COORD_KIND_DUCKDB, "kind detection");
 
@@ -527,7 +409,7 @@ Test(checkpoint, duckdb_wal_of_a_killed_writer_is_replayed)
 	cr_assert_leq(r.wal_after, 0,
 	              "after a checkpoint the WAL must be gone or empty: %lld bytes",
 	              (long long)r.wal_after);
-	cr_assert_leq(size_of(wal), 0, "WAL left on disk: %lld bytes", size_of(wal));
+	cr_assert_leq(file_size(wal), 0, "WAL left on disk: %lld bytes", file_size(wal));
 
 	/* With no WAL left, what is read now comes from the main file. */
 	cr_assert_eq(duck_open(&d, db, why, sizeof why), 0, "reopen: %s", why);
@@ -535,7 +417,7 @@ Test(checkpoint, duckdb_wal_of_a_killed_writer_is_replayed)
 	             "the 10 committed transactions of 100 rows must all be there");
 	cr_assert_eq(duck_int(&d, "SELECT count(*) FROM t WHERE s = 'uncommitted'"), 0,
 	             "the transaction killed before COMMIT must not be");
-	duck_close(&d);
+	duck_unload(&d);
 }
 
 /* DuckDB admits one read-write process per file: a holder outside coord
@@ -550,12 +432,12 @@ Test(checkpoint, duckdb_file_held_by_another_process_is_reported)
 	int ready[2], release[2];
 	char byte;
 
-	duck_create(db);
+	duck_create(db, DUCK_TABLE_T);
 	cr_assert(pipe(ready) == 0 && pipe(release) == 0, "pipe: %s", strerror(errno));
 	pid_t pid = fork();
 	cr_assert_geq(pid, 0, "fork: %s", strerror(errno));
 	if (pid == 0) {
-		struct duck d;
+		struct duck d = { 0 };
 		char why[512];
 		close(ready[0]);
 		close(release[1]);
@@ -563,7 +445,7 @@ Test(checkpoint, duckdb_file_held_by_another_process_is_reported)
 			_exit(2);
 		if (write(ready[1], "x", 1) != 1 || read(release[0], &byte, 1) < 0)
 			_exit(3);
-		duck_close(&d);
+		duck_unload(&d);
 		_exit(0);
 	}
 	close(ready[1]);
@@ -628,24 +510,24 @@ ParameterizedTest(struct foreign_case *c, checkpoint,
 	struct ckpt_request q = { .path = f,
 		                  .policy = c->policy,
 		                  .duckdb_lib = duckdb_lib(),
-		                  .sqlite_mode = CKPT_SQLITE_DEFAULT_MODE };
+		                  .sqlite_mode = COORD_SQLITE_DEFAULT };
 	size_t len0, len1;
 	if (c->content[0])
 		write_file(f, c->content, strlen(c->content));
 	else
-		duck_create(f);
+		duck_create(f, DUCK_TABLE_T);
 	q.kind = checkpoint_detect_kind(f);
 	char *before = read_file(f, &len0);
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, COORD_ECHECKPOINT, "%s forced on a %s file: status %d (%s)",
-	             checkpoint_policy_name(c->policy), checkpoint_kind_name(q.kind), r.status,
+	             coord_policy_name(c->policy), coord_kind_name(q.kind), r.status,
 	             r.message);
 	cr_assert(strstr(r.message, c->says), "the engine's error must be reported: %s", r.message);
 	char *after = read_file(f, &len1);
 	cr_assert(len0 == len1 && !memcmp(before, after, len0),
 	          "a failed %s checkpoint modified the file (%zu -> %zu bytes)",
-	          checkpoint_policy_name(c->policy), len0, len1);
+	          coord_policy_name(c->policy), len0, len1);
 	free(before);
 	free(after);
 }
@@ -668,9 +550,9 @@ ParameterizedTest(int *policy, checkpoint, missing_file_is_reported_not_created)
 		                  .duckdb_lib = duckdb_lib() };
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, COORD_ENOENT, "%s on a missing file: status %d (%s)",
-	             checkpoint_policy_name(*policy), r.status, r.message);
-	cr_assert_eq(size_of(f), -1, "%s created the missing file",
-	             checkpoint_policy_name(*policy));
+	             coord_policy_name(*policy), r.status, r.message);
+	cr_assert_eq(file_size(f), -1, "%s created the missing file",
+	             coord_policy_name(*policy));
 	cr_assert_eq(checkpoint_detect_kind(f), COORD_KIND_PLAIN,
 	             "a missing file detects as plain");
 }
@@ -690,11 +572,11 @@ ParameterizedTest(int *kind, checkpoint, unreadable_file_is_reported)
 		sqlite3 *w = sqlite_wal_db(f, 100);
 		sqlite3_close(w);
 	} else {
-		duck_create(f);
+		duck_create(f, DUCK_TABLE_T);
 	}
 	run_without_access(f, &q, &r);
 	cr_assert_eq(r.status, COORD_EPERM, "%s file without access: status %d (%s)",
-	             checkpoint_kind_name(*kind), r.status, r.message);
+	             coord_kind_name(*kind), r.status, r.message);
 	cr_assert(strstr(r.message, "Permission denied"), "message: %s", r.message);
 }
 
@@ -829,15 +711,18 @@ ParameterizedTest(struct kind_case *c, checkpoint, detect_kind_from_bytes)
 	write_file(f, c->bytes, c->len);
 	int kind = checkpoint_detect_kind(f);
 	cr_assert_eq(kind, c->kind, "%s: detected %s, expected %s", c->name,
-	             checkpoint_kind_name(kind), checkpoint_kind_name(c->kind));
+	             coord_kind_name(kind), coord_kind_name(c->kind));
+	kind = coord_proto_kind(c->bytes, c->len);
+	cr_assert_eq(kind, c->kind, "%s: coord_proto_kind(), which the doctor uses, says %s, expected %s",
+	             c->name, coord_kind_name(kind), coord_kind_name(c->kind));
 }
 
 Test(checkpoint, detect_kind_of_real_and_odd_files)
 {
 	sqlite3 *w = sqlite_open(path_in("real.db"));
-	sql(w, "CREATE TABLE t(x)");
+	sqlite_exec(w, "CREATE TABLE t(x)");
 	sqlite3_close(w);
-	duck_create(path_in("real.duckdb"));
+	duck_create(path_in("real.duckdb"), DUCK_TABLE_T);
 	cr_assert_eq(checkpoint_detect_kind(path_in("real.db")), COORD_KIND_SQLITE,
 	             "a SQLite file");
 	cr_assert_eq(checkpoint_detect_kind(path_in("real.duckdb")), COORD_KIND_DUCKDB,
@@ -861,16 +746,16 @@ struct policy_case {
 ParameterizedTestParameters(checkpoint, policy_parse)
 {
 	static struct policy_case cases[] = {
-		{ "auto", 0, COORD_POLICY_AUTO, CKPT_SQLITE_DEFAULT_MODE, "" },
-		{ "none", 0, COORD_POLICY_NONE, CKPT_SQLITE_DEFAULT_MODE, "" },
-		{ "sqlite", 0, COORD_POLICY_SQLITE, CKPT_SQLITE_DEFAULT_MODE, "" },
+		{ "auto", 0, COORD_POLICY_AUTO, COORD_SQLITE_DEFAULT, "" },
+		{ "none", 0, COORD_POLICY_NONE, COORD_SQLITE_DEFAULT, "" },
+		{ "sqlite", 0, COORD_POLICY_SQLITE, COORD_SQLITE_DEFAULT, "" },
 		{ "sqlite:passive", 0, COORD_POLICY_SQLITE, COORD_SQLITE_PASSIVE, "" },
 		{ "sqlite:full", 0, COORD_POLICY_SQLITE, COORD_SQLITE_FULL, "" },
 		{ "sqlite:restart", 0, COORD_POLICY_SQLITE, COORD_SQLITE_RESTART, "" },
 		{ "sqlite:truncate", 0, COORD_POLICY_SQLITE, COORD_SQLITE_TRUNCATE, "" },
-		{ "duckdb", 0, COORD_POLICY_DUCKDB, CKPT_SQLITE_DEFAULT_MODE, "" },
-		{ "exec:true", 0, COORD_POLICY_EXEC, CKPT_SQLITE_DEFAULT_MODE, "true" },
-		{ "exec:a:b c", 0, COORD_POLICY_EXEC, CKPT_SQLITE_DEFAULT_MODE, "a:b c" },
+		{ "duckdb", 0, COORD_POLICY_DUCKDB, COORD_SQLITE_DEFAULT, "" },
+		{ "exec:true", 0, COORD_POLICY_EXEC, COORD_SQLITE_DEFAULT, "true" },
+		{ "exec:a:b c", 0, COORD_POLICY_EXEC, COORD_SQLITE_DEFAULT, "a:b c" },
 		{ "exec:", COORD_EINVAL, 0, 0, "" },
 		{ "exec", COORD_EINVAL, 0, 0, "" },
 		{ "sqlite:", COORD_EINVAL, 0, 0, "" },
@@ -883,40 +768,43 @@ ParameterizedTestParameters(checkpoint, policy_parse)
 	return cr_make_param_array(struct policy_case, cases, sizeof cases / sizeof cases[0]);
 }
 
+/* What a refused text must leave in the output: all of it. */
+static const coord_policy_t untouched = { .policy = -1, .sqlite_mode = -1, .command = "untouched" };
+
 ParameterizedTest(struct policy_case *c, checkpoint, policy_parse)
 {
-	int policy = -1, mode = -1;
-	const char *command = "untouched";
-	int rc = checkpoint_policy_parse(c->text, &policy, &mode, &command);
+	coord_policy_t p = untouched;
+	int rc = coord_policy_parse(c->text, &p);
 	cr_assert_eq(rc, c->rc, "'%s': rc %d, expected %d", c->text, rc, c->rc);
 	if (rc < 0) {
-		cr_assert(policy == -1 && mode == -1 && !strcmp(command, "untouched"),
-		          "'%s' was refused but the outputs were changed", c->text);
+		cr_assert(!memcmp(&p, &untouched, sizeof p),
+		          "'%s' was refused but the output was changed", c->text);
 		return;
 	}
-	cr_assert_eq(policy, c->policy, "'%s': policy %s", c->text, checkpoint_policy_name(policy));
-	cr_assert_eq(mode, c->mode, "'%s': mode %s", c->text, checkpoint_sqlite_mode_name(mode));
-	if (c->command[0])
-		cr_assert(command && !strcmp(command, c->command), "'%s': command '%s'", c->text,
-		          command ? command : "(null)");
-	else
-		cr_assert_null(command, "'%s' has no command", c->text);
-	cr_assert(!strncmp(c->text, checkpoint_policy_name(policy),
-	                   strlen(checkpoint_policy_name(policy))),
-	          "'%s' parses to a policy named '%s'", c->text, checkpoint_policy_name(policy));
+	cr_assert_eq(p.policy, c->policy, "'%s': policy %s", c->text, coord_policy_name(p.policy));
+	cr_assert_eq(p.sqlite_mode, c->mode, "'%s': mode %s", c->text,
+	             coord_sqlite_mode_name(p.sqlite_mode));
+	cr_assert_str_eq(p.command, c->command, "'%s': command '%s', expected '%s'", c->text,
+	                 p.command, c->command);
+	cr_assert(!strncmp(c->text, coord_policy_name(p.policy), strlen(coord_policy_name(p.policy))),
+	          "'%s' parses to a policy named '%s'", c->text, coord_policy_name(p.policy));
 }
 
 Test(checkpoint, names_of_unknown_values)
 {
-	int policy, mode;
-	const char *command;
-	cr_assert_eq(checkpoint_policy_parse(NULL, &policy, &mode, &command), COORD_EINVAL,
-	             "NULL text must be refused");
-	cr_assert_str_eq(checkpoint_policy_name(-1), "?", "policy -1");
-	cr_assert_str_eq(checkpoint_policy_name(COORD_POLICY_EXEC + 1), "?", "policy past the end");
-	cr_assert_str_eq(checkpoint_kind_name(COORD_KIND_DUCKDB + 1), "?", "kind past the end");
-	cr_assert_str_eq(checkpoint_sqlite_mode_name(COORD_SQLITE_TRUNCATE + 1), "?",
+	coord_policy_t p;
+	char text[COORD_COMMAND_MAX + 8] = "exec:";
+	cr_assert_eq(coord_policy_parse(NULL, &p), COORD_EINVAL, "NULL text must be refused");
+	memset(text + 5, 'x', COORD_COMMAND_MAX + 1);
+	cr_assert_eq(coord_policy_parse(text, &p), COORD_EINVAL,
+	             "an exec command of %d bytes does not fit coord_policy_t.command; it must be "
+	             "refused, not cut",
+	             COORD_COMMAND_MAX + 1);
+	cr_assert_str_eq(coord_policy_name(-1), "?", "policy -1");
+	cr_assert_str_eq(coord_policy_name(COORD_POLICY_EXEC + 1), "?", "policy past the end");
+	cr_assert_str_eq(coord_kind_name(COORD_KIND_DUCKDB + 1), "?", "kind past the end");
+	cr_assert_str_eq(coord_sqlite_mode_name(COORD_SQLITE_TRUNCATE + 1), "?",
 	                 "mode past the end");
-	cr_assert_str_eq(checkpoint_sqlite_mode_name(CKPT_SQLITE_DEFAULT_MODE), "full",
+	cr_assert_str_eq(coord_sqlite_mode_name(COORD_SQLITE_DEFAULT), "full",
 	                 "the documented default mode is FULL");
 }

@@ -7,38 +7,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include "harness.h"
 
 HARNESS_SUITE(coordctl, 60);
-
-/* Runs coordctl with a shell-quoted argument string; captures stdout. */
-static int ctl(char *out, size_t outsize, const char *fmt, ...)
-{
-	char args[2048], cmd[4096];
-	va_list ap;
-	FILE *f;
-	size_t n = 0;
-	int st;
-	va_start(ap, fmt);
-	vsnprintf(args, sizeof args, fmt, ap);
-	va_end(ap);
-	snprintf(cmd, sizeof cmd, "'%s' %s 2>>'%s/ctl.err'", getenv("COORD_TEST_COORDCTL"), args, h.dir);
-	f = popen(cmd, "r");
-	cr_assert(f, "popen failed");
-	if (out) {
-		n = fread(out, 1, outsize - 1, f);
-		out[n] = 0;
-	} else {
-		char sink[256];
-		while (fread(sink, 1, sizeof sink, f) > 0)
-			;
-	}
-	st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-}
 
 struct status_case {
 	char args[200];
@@ -63,7 +35,7 @@ ParameterizedTestParameters(coordctl, run_exit_status)
 
 ParameterizedTest(struct status_case *c, coordctl, run_exit_status)
 {
-	int st = ctl(NULL, 0, "%s", c->args);
+	int st = harness_coordctl(NULL, 0, "%s", c->args);
 	cr_assert_eq(st, c->expect, "coordctl %s: exit %d, expected %d", c->args, st, c->expect);
 }
 
@@ -73,22 +45,22 @@ Test(coordctl, timeout_is_75_and_no_broker_is_69)
 	actor_start(&a, &h);
 	actor_send(&a, "acquire write -1 busy-key");
 	cr_assert_str_eq(actor_reply(&a, 5000), "ok 1", "actor must hold busy-key");
-	int st = ctl(NULL, 0, "run --read busy-key --timeout 0.2 -- true");
+	int st = harness_coordctl(NULL, 0, "run --read busy-key --timeout 0.2 -- true");
 	cr_assert_eq(st, 75, "a lease not granted within --timeout must exit 75, got %d", st);
-	st = ctl(NULL, 0, "run --read busy-key --timeout 0 -- true");
+	st = harness_coordctl(NULL, 0, "run --read busy-key --timeout 0 -- true");
 	cr_assert_eq(st, 75, "--timeout 0 on a held resource must exit 75, got %d", st);
 	actor_stop(&a);
 	harness_stop_broker(&h);
-	st = ctl(NULL, 0, "run --read busy-key -- true");
+	st = harness_coordctl(NULL, 0, "run --read busy-key -- true");
 	cr_assert_eq(st, 69, "no broker and no autostart must exit 69, got %d", st);
-	st = ctl(NULL, 0, "status");
+	st = harness_coordctl(NULL, 0, "status");
 	cr_assert_eq(st, 69, "status with no broker must exit 69, got %d", st);
 }
 
 Test(coordctl, command_sees_its_lease)
 {
 	char out[512];
-	int st = ctl(out, sizeof out,
+	int st = harness_coordctl(out, sizeof out,
 	             "run --write env-key --label job -- sh -c 'echo $COORD_RESOURCE $COORD_MODE "
 	             "$COORD_TOKEN'");
 	cr_assert_eq(st, 0, "run failed with %d", st);
@@ -100,14 +72,8 @@ Test(coordctl, list_json_and_status)
 	struct actor w, r;
 	char out[8192], expect[600];
 	const char *res = harness_path(&h, "list.db");
-	actor_start(&w, &h);
-	actor_start(&r, &h);
-	actor_send(&w, "acquire write -1 %s", res);
-	cr_assert_str_eq(actor_reply(&w, 5000), "ok 1", "writer must hold");
-	actor_send(&r, "acquire read -1 %s", res);
-	for (int i = 0; i < 500 && harness_count(&h, res, COORD_READ, 1) != 1; i++)
-		usleep(2000);
-	cr_assert_eq(ctl(out, sizeof out, "list --json"), 0, "list --json failed");
+	actor_writer_then_reader(&h, &w, &r, res);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "list --json"), 0, "list --json failed");
 	snprintf(expect, sizeof expect, "{\"leases\":[{\"id\":");
 	cr_assert(!strncmp(out, expect, strlen(expect)), "JSON must start with the leases: %s", out);
 	snprintf(expect, sizeof expect, "\"resource\":\"%s\",\"mode\":\"write\",\"pid\":%d,", res,
@@ -119,10 +85,10 @@ Test(coordctl, list_json_and_status)
 	cr_assert(strstr(out, expect), "the waiting reader is missing from %s", out);
 	cr_assert(strstr(out, "\"waited_ms\":"), "waiters must carry waited_ms: %s", out);
 
-	cr_assert_eq(ctl(out, sizeof out, "list"), 0, "list failed");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "list"), 0, "list failed");
 	cr_assert(strstr(out, "held   write") && strstr(out, "wait   read"),
 	          "the table must show the holder and the waiter:\n%s", out);
-	cr_assert_eq(ctl(out, sizeof out, "status"), 0, "status failed");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "status"), 0, "status failed");
 	cr_assert(strstr(out, "running (pid") && strstr(out, "1 held, 1 waiting"),
 	          "status must show the broker and the counts:\n%s", out);
 	actor_stop(&w);

@@ -6,8 +6,6 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <fcntl.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -22,22 +20,19 @@
 
 HARNESS_SUITE(crash, 120);
 
-struct count_arg {
-	const char *res;
-	int mode, waiters, want;
-};
-
-static int count_is(void *p)
-{
-	struct count_arg *a = p;
-	return harness_count(&h, a->res, a->mode, a->waiters) == a->want;
-}
-
 static void wait_count(const char *res, int mode, int waiters, int want, const char *why)
 {
-	struct count_arg a = { res, mode, waiters, want };
-	cr_assert(harness_wait(count_is, &a, 5000), "%s: expected %d %s, have %d", why, want,
-	          waiters ? "waiters" : "holders", harness_count(&h, res, mode, waiters));
+	cr_assert(harness_wait_count(&h, res, mode, waiters, want), "%s: expected %d %s, have %d",
+	          why, want, waiters ? "waiters" : "holders", harness_count(&h, res, mode, waiters));
+}
+
+/* The victim takes a write lease and the next writer queues behind it. */
+static void victim_holds_next_queues(struct actor *victim, struct actor *next, const char *res)
+{
+	actor_send(victim, "acquire write -1 %s", res);
+	cr_assert_str_eq(actor_reply(victim, 5000), "ok 1", "victim must hold");
+	actor_send(next, "acquire write -1 %s", res);
+	wait_count(res, COORD_WRITE, 1, 1, "the next writer must queue");
 }
 
 /* The protocol steps at which a client is killed. */
@@ -59,10 +54,7 @@ ParameterizedTest(enum step *step, crash, kill_at_step)
 
 	switch (*step) {
 	case HOLDING:
-		actor_send(&victim, "acquire write -1 %s", res);
-		cr_assert_str_eq(actor_reply(&victim, 5000), "ok 1", "victim must hold");
-		actor_send(&next, "acquire write -1 %s", res);
-		wait_count(res, COORD_WRITE, 1, 1, "the next writer must queue");
+		victim_holds_next_queues(&victim, &next, res);
 		actor_kill(&victim);
 		cr_assert_str_eq(actor_reply(&next, 5000), "ok 2",
 		                 "the waiter must be granted when the holder is killed");
@@ -90,10 +82,7 @@ ParameterizedTest(enum step *step, crash, kill_at_step)
 		             "a request in flight from a dead client must not keep the resource");
 		break;
 	case RELEASE_IN_FLIGHT:
-		actor_send(&victim, "acquire write -1 %s", res);
-		cr_assert_str_eq(actor_reply(&victim, 5000), "ok 1", "victim must hold");
-		actor_send(&next, "acquire write -1 %s", res);
-		wait_count(res, COORD_WRITE, 1, 1, "the next writer must queue");
+		victim_holds_next_queues(&victim, &next, res);
 		actor_send(&victim, "release");
 		actor_kill(&victim);
 		cr_assert_str_eq(actor_reply(&next, 5000), "ok 2",
@@ -129,20 +118,11 @@ static int alive(pid_t pid)
 			if (killed[i] == pid)
 				return 0;
 	}
-	char path[64], buf[256];
-	int fd;
-	ssize_t n;
-	snprintf(path, sizeof path, "/proc/%d/stat", (int)pid);
-	fd = open(path, O_RDONLY);
-	if (fd < 0)
+	char buf[256], *p;
+	if (harness_read_proc(pid, "stat", buf, sizeof buf) < 0)
 		return 0;
-	n = read(fd, buf, sizeof buf - 1);
-	close(fd);
-	if (n <= 0)
-		return 0;
-	buf[n] = 0;
-	char *p = strrchr(buf, ')');
-	return p && p[2] != 'Z';
+	p = strrchr(buf, ')'); /* "pid (comm) state ...": the state follows the last ')' */
+	return p && p[1] && p[2] != 'Z';
 }
 
 /* Each worker loops over write and read leases.  It records itself in the
@@ -226,8 +206,7 @@ Test(crash, random_kills_never_break_exclusion)
 	for (int round = 0; round < 60; round++) {
 		long before = s->entries;
 		/* let the workers make progress, then kill one at random */
-		for (int i = 0; i < 400 && s->entries < before + 20; i++)
-			poll(NULL, 0, 2);
+		harness_wait_at_least(&s->entries, before + 20, 800);
 		cr_assert_gt(s->entries, before, "round %d: no worker made progress (stuck lease?)", round);
 		int k = rand_r(&seed) % 6;
 		/* recorded before the kill: once it is sent, no user code runs */

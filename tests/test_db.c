@@ -8,7 +8,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
-#include <stdarg.h>
+#include <errno.h>
 #include <poll.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -18,11 +18,10 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
+#include "dbutil.h"
 #include "harness.h"
 
 HARNESS_SUITE(db, 300);
@@ -35,24 +34,12 @@ struct txlog {
 	long id[MAX_LOG];
 };
 
-static long long file_size(const char *path)
+/* Bytes in a WAL; one that does not exist (DuckDB removes its WAL after
+ * a checkpoint) holds 0. */
+static long long wal_size(const char *path)
 {
-	struct stat st;
-	return stat(path, &st) == 0 ? (long long)st.st_size : 0;
-}
-
-static sqlite3 *open_db(const char *path)
-{
-	sqlite3 *db = NULL;
-	if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
-		return NULL;
-	sqlite3_busy_timeout(db, 10000);
-	return db;
-}
-
-static int exec(sqlite3 *db, const char *sql)
-{
-	return sqlite3_exec(db, sql, NULL, NULL, NULL);
+	long long n = file_size(path);
+	return n < 0 ? 0 : n;
 }
 
 /* A writer: under a write lease, one transaction of ROWS_PER_TXN rows
@@ -62,22 +49,22 @@ static void sqlite_writer(const char *path, struct txlog *log, int seq0)
 	coord_t *c;
 	sqlite3 *db;
 	long txn = (long)getpid() * 1000000 + seq0;
-	if (coord_connect(&c, NULL) < 0 || !(db = open_db(path)))
+	if (coord_connect(&c, NULL) < 0 || !(db = sqlite_try_open(path)))
 		_exit(2);
 	for (;;) {
 		coord_lease_t *l;
 		char sql[128];
 		if (coord_acquire(c, path, COORD_WRITE, -1, "writer", &l) < 0)
 			_exit(3);
-		if (exec(db, "BEGIN IMMEDIATE") != SQLITE_OK)
+		if (sqlite3_exec(db, "BEGIN IMMEDIATE", NULL, NULL, NULL) != SQLITE_OK)
 			_exit(4);
 		for (int i = 0; i < ROWS_PER_TXN; i++) {
 			snprintf(sql, sizeof sql, "INSERT INTO t(txn, i, pad) VALUES(%ld, %d, randomblob(200))",
 			         txn, i);
-			if (exec(db, sql) != SQLITE_OK)
+			if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
 				_exit(5);
 		}
-		if (exec(db, "COMMIT") != SQLITE_OK)
+		if (sqlite3_exec(db, "COMMIT", NULL, NULL, NULL) != SQLITE_OK)
 			_exit(6);
 		long slot = log->n++;
 		if (slot < MAX_LOG)
@@ -85,18 +72,6 @@ static void sqlite_writer(const char *path, struct txlog *log, int seq0)
 		coord_release(l);
 		txn++;
 	}
-}
-
-static long query_long(sqlite3 *db, const char *sql)
-{
-	sqlite3_stmt *st;
-	long v = -1;
-	if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
-		return -2;
-	if (sqlite3_step(st) == SQLITE_ROW)
-		v = sqlite3_column_int64(st, 0);
-	sqlite3_finalize(st);
-	return v;
 }
 
 typedef void writer_fn(const char *path, struct txlog *log, int seq0);
@@ -120,8 +95,7 @@ static long kill_writers_at_random(writer_fn *fn, const char *path, struct txlog
 	for (int round = 0; round < rounds; round++) {
 		long before = log->n;
 		int wait_commits = rand_r(&seed) % 4;
-		for (int i = 0; i < 5000 && log->n < before + wait_commits; i++)
-			poll(NULL, 0, 1);
+		harness_wait_at_least(&log->n, before + wait_commits, 5000);
 		for (volatile int spin = rand_r(&seed) % spin_max; spin > 0; spin--)
 			;
 		int k = rand_r(&seed) % n;
@@ -149,17 +123,10 @@ struct idle_arg {
 static int resource_idle(void *p)
 {
 	struct idle_arg *a = p;
-	char cmd[1024], out[4096] = "";
-	FILE *f;
+	char out[4096] = "";
 	if (harness_count(&h, a->res, 0, 0) || harness_count(&h, a->res, 0, 1))
 		return 0;
-	snprintf(cmd, sizeof cmd, "'%s' show '%s'", getenv("COORD_TEST_COORDCTL"), a->res);
-	f = popen(cmd, "r");
-	if (!f)
-		return 0;
-	size_t n = fread(out, 1, sizeof out - 1, f);
-	out[n] = 0;
-	pclose(f);
+	harness_coordctl(out, sizeof out, "show '%s'", a->res);
 	return strstr(out, "checkpoint: idle") && !strstr(out, "last checkpoint: never");
 }
 
@@ -169,11 +136,10 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	char wal[600];
 	struct txlog *log = mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                         -1, 0);
-	sqlite3 *db = open_db(path);
+	sqlite3 *db = sqlite_open(path);
 	long kills = 0;
-	cr_assert(db && log != MAP_FAILED, "setup failed");
-	cr_assert_eq(exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(txn INTEGER, i INTEGER, pad BLOB)"),
-	             SQLITE_OK, "cannot create the database: %s", sqlite3_errmsg(db));
+	cr_assert(log != MAP_FAILED, "cannot map the transaction log: %s", strerror(errno));
+	sqlite_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(txn INTEGER, i INTEGER, pad BLOB)");
 	sqlite3_close(db);
 	snprintf(wal, sizeof wal, "%s-wal", path);
 
@@ -182,8 +148,7 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	cr_assert(harness_wait(resource_idle, &ia, 30000),
 	          "the resource did not become idle with a finished checkpoint");
 
-	db = open_db(path);
-	cr_assert(db, "cannot reopen the database");
+	db = sqlite_open(path);
 	sqlite3_stmt *st;
 	char *ic = NULL;
 	cr_assert_eq(sqlite3_prepare_v2(db, "PRAGMA integrity_check", -1, &st, NULL), SQLITE_OK, "prep");
@@ -192,17 +157,18 @@ Test(db, sqlite_writers_killed_mid_transaction)
 	sqlite3_finalize(st);
 	cr_assert_str_eq(ic, "ok", "integrity_check after %ld kills: %s", kills, ic);
 	free(ic);
-	long partial = query_long(db, "SELECT count(*) FROM (SELECT txn FROM t GROUP BY txn "
+	long long partial = sqlite_int(db, "SELECT count(*) FROM (SELECT txn FROM t GROUP BY txn "
 	                              "HAVING count(*) != " "50" ")");
-	cr_assert_eq(partial, 0, "%ld transactions are partially present", partial);
+	cr_assert_eq(partial, 0, "%lld transactions are partially present", partial);
 	long n = log->n < MAX_LOG ? log->n : MAX_LOG;
 	for (long i = 0; i < n; i++) {
 		char sql[128];
 		snprintf(sql, sizeof sql, "SELECT count(*) FROM t WHERE txn = %ld", log->id[i]);
-		long rows = query_long(db, sql);
-		cr_assert_eq(rows, ROWS_PER_TXN, "committed transaction %ld has %ld rows", log->id[i], rows);
+		long long rows = sqlite_int(db, sql);
+		cr_assert_eq(rows, ROWS_PER_TXN, "committed transaction %ld has %lld rows", log->id[i],
+		             rows);
 	}
-	long long wal_bytes = file_size(wal);
+	long long wal_bytes = wal_size(wal);
 	printf("db: %ld committed transactions survived %ld SIGKILLs; WAL after the last release: "
 	       "%lld bytes\n", n, kills, wal_bytes);
 	cr_assert_gt(n, 10, "too few transactions committed (%ld) to mean anything", n);
@@ -212,24 +178,6 @@ Test(db, sqlite_writers_killed_mid_transaction)
 }
 
 /* ---- failing checkpointers ---- */
-
-static int run_ctl(char *out, size_t size, const char *fmt, ...)
-{
-	char args[1024], cmd[2048];
-	va_list ap;
-	FILE *f;
-	size_t n = 0;
-	va_start(ap, fmt);
-	vsnprintf(args, sizeof args, fmt, ap);
-	va_end(ap);
-	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", getenv("COORD_TEST_COORDCTL"), args);
-	f = popen(cmd, "r");
-	cr_assert(f, "popen");
-	n = fread(out, 1, size - 1, f);
-	out[n] = 0;
-	int st = pclose(f);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
 
 struct failing_case {
 	char policy[64];
@@ -250,10 +198,8 @@ ParameterizedTest(struct failing_case *fc, db, failing_checkpointer_never_wedges
 {
 	const char *path = harness_path(&h, "notes.txt");
 	char out[4096];
-	FILE *f = fopen(path, "w");
-	fputs("not a database\n", f);
-	fclose(f);
-	int st = run_ctl(out, sizeof out, "policy '%s' '%s' --timeout 0.3", path, fc->policy);
+	write_file(path, "not a database\n", 15);
+	int st = harness_coordctl(out, sizeof out, "policy '%s' '%s' --timeout 0.3", path, fc->policy);
 	cr_assert_eq(st, 0, "coordctl policy failed (%d): %s", st, out);
 
 	coord_t *c;
@@ -269,7 +215,7 @@ ParameterizedTest(struct failing_case *fc, db, failing_checkpointer_never_wedges
 	coord_release(l);
 	struct idle_arg ia = { path };
 	cr_assert(harness_wait(resource_idle, &ia, 10000), "resource never became idle");
-	run_ctl(out, sizeof out, "show '%s'", path);
+	harness_coordctl(out, sizeof out, "show '%s'", path);
 	cr_assert(strstr(out, "COORD_ECHECKPOINT") && strstr(out, fc->expect),
 	          "coordctl show must report the failure ('%s'):\n%s", fc->expect, out);
 	coord_disconnect(c);
@@ -279,10 +225,8 @@ Test(db, missing_libduckdb_is_reported_and_leases_still_work)
 {
 	const char *path = harness_path(&h, "x.duckdb");
 	char head[4096] = { 0 }, out[4096];
-	FILE *f = fopen(path, "w");
 	memcpy(head + 8, "DUCK", 4);
-	fwrite(head, 1, sizeof head, f);
-	fclose(f);
+	write_file(path, head, sizeof head);
 	harness_stop_broker(&h);
 	harness_start_broker(&h, "--duckdb-lib", "/nonexistent/libduckdb.so", NULL);
 	coord_t *c;
@@ -294,7 +238,7 @@ Test(db, missing_libduckdb_is_reported_and_leases_still_work)
 	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, NULL, &l), 0, "and again");
 	coord_release(l);
 	coord_disconnect(c);
-	run_ctl(out, sizeof out, "show '%s'", path);
+	harness_coordctl(out, sizeof out, "show '%s'", path);
 	cr_assert(strstr(out, "kind:       duckdb") && strstr(out, "DuckDB checkpoints are off") &&
 	                  strstr(out, "/nonexistent/libduckdb.so"),
 	          "coordctl show must say that and why DuckDB checkpoints are off:\n%s", out);
@@ -305,43 +249,31 @@ Test(db, missing_libduckdb_is_reported_and_leases_still_work)
 
 /* ---- DuckDB ---- */
 
-static int duck_exec(struct ckpt_duckdb *api, void *conn, const char *sql)
-{
-	char res[CKPT_DUCKDB_RESULT_SIZE];
-	memset(res, 0, sizeof res);
-	int rc = api->query(conn, sql, res);
-	api->destroy_result(res);
-	return rc;
-}
-
 /* A DuckDB writer: DuckDB admits one read-write process at a time, so it
  * opens the file only under its write lease and closes it before release. */
 static void duckdb_writer(const char *path, struct txlog *log, int seq0)
 {
-	struct ckpt_duckdb api;
+	struct duck d = { 0 };
 	char why[256], sql[256];
 	coord_t *c;
 	long txn = (long)getpid() * 1000000 + seq0;
-	if (ckpt_duckdb_load(&api, getenv("COORD_DUCKDB_LIB"), why, sizeof why) < 0 ||
-	    coord_connect(&c, NULL) < 0)
+	if (coord_connect(&c, NULL) < 0)
 		_exit(2);
 	for (;;) {
 		coord_lease_t *l;
-		void *db = NULL, *conn = NULL;
 		if (coord_acquire(c, path, COORD_WRITE, -1, "duck-writer", &l) < 0)
 			_exit(3);
-		if (api.open_ext(path, &db, NULL, NULL) || api.connect(db, &conn))
+		if (duck_open(&d, path, why, sizeof why))
 			_exit(4);
 		snprintf(sql, sizeof sql,
 		         "BEGIN; INSERT INTO t SELECT %ld, range FROM range(%d); COMMIT;", txn,
 		         ROWS_PER_TXN);
-		if (duck_exec(&api, conn, sql))
+		if (duck_exec(&d, sql, NULL, 0))
 			_exit(5);
 		long slot = log->n++;
 		if (slot < MAX_LOG)
 			log->id[slot] = txn;
-		api.disconnect(&conn);
-		api.close(&db);
+		duck_close(&d);
 		coord_release(l);
 		txn++;
 	}
@@ -352,36 +284,27 @@ Test(db, duckdb_writers_killed_mid_transaction)
 	const char *path = harness_path(&h, "crash.duckdb");
 	const char *counts = harness_path(&h, "counts.csv");
 	char why[256], sql[1200], wal[600];
-	struct ckpt_duckdb api;
+	struct duck d = { 0 };
 	struct txlog *log = mmap(NULL, sizeof *log, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                         -1, 0);
-	void *db = NULL, *conn = NULL;
-	char *err = NULL;
 	long kills = 0;
-	cr_assert_eq(ckpt_duckdb_load(&api, getenv("COORD_DUCKDB_LIB"), why, sizeof why), 0,
-	             "libduckdb.so must be installed (scripts/install-duckdb.sh): %s", why);
-	cr_assert_eq(api.open_ext(path, &db, NULL, NULL), 0, "create %s", path);
-	api.connect(db, &conn);
-	cr_assert_eq(duck_exec(&api, conn, "CREATE TABLE t(txn BIGINT, i INTEGER)"), 0, "create table");
-	api.disconnect(&conn);
-	api.close(&db);
+	cr_assert(log != MAP_FAILED, "cannot map the transaction log: %s", strerror(errno));
+	duck_create(path, "CREATE TABLE t(txn BIGINT, i INTEGER)");
 	snprintf(wal, sizeof wal, "%s.wal", path);
 
 	kills = kill_writers_at_random(duckdb_writer, path, log, 2, 12, 3000000);
 	struct idle_arg ia = { path };
 	cr_assert(harness_wait(resource_idle, &ia, 60000),
 	          "the DuckDB resource did not become idle with a finished checkpoint");
-	long long wal_bytes = file_size(wal);
+	long long wal_bytes = wal_size(wal);
 
-	cr_assert_eq(api.open_ext(path, &db, NULL, &err), 0, "DuckDB must open after %ld kills: %s",
-	             kills, err ? err : "?");
-	api.connect(db, &conn);
+	cr_assert_eq(duck_open(&d, path, why, sizeof why), 0, "DuckDB must open after %ld kills: %s",
+	             kills, why);
 	snprintf(sql, sizeof sql,
 	         "COPY (SELECT txn, count(*) FROM t GROUP BY txn ORDER BY txn) TO '%s' (HEADER false)",
 	         counts);
-	cr_assert_eq(duck_exec(&api, conn, sql), 0, "query the rows");
-	api.disconnect(&conn);
-	api.close(&db);
+	cr_assert_eq(duck_exec(&d, sql, why, sizeof why), 0, "query the rows: %s", why);
+	duck_unload(&d);
 
 	FILE *f = fopen(counts, "r");
 	long txn, rows, present = 0;
@@ -397,7 +320,6 @@ Test(db, duckdb_writers_killed_mid_transaction)
 	       "release: %lld bytes\n", n, kills, wal_bytes);
 	cr_assert_gt(n, 5, "too few DuckDB transactions committed (%ld)", n);
 	cr_assert_leq(wal_bytes, 1 << 20, "DuckDB WAL is %lld bytes after the last release", wal_bytes);
-	ckpt_duckdb_unload(&api);
 	munmap(log, sizeof *log);
 }
 
@@ -413,18 +335,17 @@ struct starve {
 static void reader(const char *path, struct starve *s, int use_coord, int phase)
 {
 	coord_t *c = NULL;
-	sqlite3 *db = open_db(path);
+	sqlite3 *db = sqlite_try_open(path);
 	if (!db || (use_coord && coord_connect(&c, NULL) < 0))
 		_exit(2);
-	poll(NULL, 0, phase);
+	poll(NULL, 0, phase); /* the stagger, not a wait for anything */
 	while (!s->stop) {
 		coord_lease_t *l = NULL;
 		if (use_coord && coord_acquire(c, path, COORD_READ, -1, "reader", &l) < 0)
 			_exit(3);
-		exec(db, "BEGIN");
-		query_long(db, "SELECT count(*) FROM t");
+		sqlite3_exec(db, "BEGIN; SELECT count(*) FROM t", NULL, NULL, NULL);
 		poll(NULL, 0, 10); /* a dashboard rendering */
-		exec(db, "COMMIT");
+		sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
 		if (l)
 			coord_release(l);
 		s->reads++;
@@ -436,13 +357,12 @@ static long long starvation_run(const char *path, int use_coord, int commits)
 {
 	struct starve *s = mmap(NULL, sizeof *s, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS,
 	                        -1, 0);
-	sqlite3 *db = open_db(path);
+	sqlite3 *db = sqlite_open(path);
 	coord_t *c = NULL;
 	pid_t r[2];
 	char wal[600];
 	long long wal_max = 0;
-	cr_assert(db, "open %s", path);
-	exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x BLOB)");
+	sqlite_exec(db, "PRAGMA journal_mode=WAL; CREATE TABLE t(x BLOB)");
 	snprintf(wal, sizeof wal, "%s-wal", path);
 	memset(s, 0, sizeof *s);
 	for (int i = 0; i < 2; i++) {
@@ -454,17 +374,15 @@ static long long starvation_run(const char *path, int use_coord, int commits)
 	}
 	if (use_coord)
 		cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
-	for (int i = 0; i < 200 && s->reads < 4; i++)
-		poll(NULL, 0, 5);
+	harness_wait_at_least(&s->reads, 4, 1000); /* the readers are under way */
 	for (int i = 0; i < commits; i++) {
 		coord_lease_t *l = NULL;
 		if (use_coord)
 			cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 30000, "writer", &l), 0, "acquire");
-		cr_assert_eq(exec(db, "INSERT INTO t VALUES(randomblob(8000))"), SQLITE_OK, "insert: %s",
-		             sqlite3_errmsg(db));
+		sqlite_exec(db, "INSERT INTO t VALUES(randomblob(8000))");
 		if (l)
 			coord_release(l);
-		long long w = file_size(wal);
+		long long w = wal_size(wal);
 		if (w > wal_max)
 			wal_max = w;
 	}

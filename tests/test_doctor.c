@@ -21,10 +21,10 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <grp.h>
 #include <signal.h>
 #include <sqlite3.h>
+#include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -33,7 +33,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dbutil.h"
 #include "doctor.h"
+#include "harness.h"
 
 #define NOBODY 65534
 
@@ -43,24 +45,12 @@ static size_t report_len;
 
 static void setup(void)
 {
-	const char *tmp = getenv("TMPDIR");
-	snprintf(dir, sizeof dir, "%s/coord-doctor-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-	cr_assert(mkdtemp(dir), "cannot make a private directory from %s: %s", dir, strerror(errno));
-}
-
-static int remove_entry(const char *path, const struct stat *st, int type, struct FTW *ftw)
-{
-	(void)st;
-	(void)type;
-	(void)ftw;
-	if (remove(path) < 0)
-		cr_log_warn("could not remove %s: %s", path, strerror(errno));
-	return 0;
+	harness_tmpdir(dir, sizeof dir, "coord-doctor");
 }
 
 static void teardown(void)
 {
-	nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+	harness_rmtree(dir);
 	free(report);
 	report = NULL;
 }
@@ -69,11 +59,7 @@ TestSuite(doctor, .init = setup, .fini = teardown, .timeout = 60);
 
 static const char *in_dir(const char *name)
 {
-	static char buf[4][512];
-	static int n;
-	char *b = buf[n++ % 4];
-	snprintf(b, sizeof buf[0], "%s/%s", dir, name);
-	return b;
+	return harness_file(dir, name);
 }
 
 #define assert_says(phrase, why)                                                                \
@@ -197,45 +183,38 @@ static int doctor_as_nobody(const char *path)
 	return WEXITSTATUS(status);
 }
 
+/* Asserts that the doctor returned want (0 healthy, 1 problems found, 2
+ * could not inspect); why, a format, says why that is the right answer. */
+static void assert_verdict(int rc, int want, const char *why, ...)
+        __attribute__((format(printf, 3, 4)));
+static void assert_verdict(int rc, int want, const char *why, ...)
+{
+	char text[256];
+	va_list ap;
+	va_start(ap, why);
+	vsnprintf(text, sizeof text, why, ap);
+	va_end(ap);
+	cr_assert_eq(rc, want, "%s, so doctor must return %d; it returned %d:\n%s", text, want, rc,
+	             report);
+}
+
 /* ---- making files ---- */
-
-static void sql(sqlite3 *db, const char *statements)
-{
-	char *err = NULL;
-	int rc = sqlite3_exec(db, statements, NULL, NULL, &err);
-	cr_assert_eq(rc, SQLITE_OK, "SQLite refused \"%s\": %s", statements,
-	             err ? err : sqlite3_errstr(rc));
-}
-
-static sqlite3 *open_db(const char *path)
-{
-	sqlite3 *db = NULL;
-	int rc = sqlite3_open(path, &db);
-	cr_assert_eq(rc, SQLITE_OK, "cannot open %s with SQLite: %s", path, sqlite3_errstr(rc));
-	return db;
-}
 
 /* A database with table t holding one row, closed cleanly. */
 static void make_db(const char *path, const char *journal_mode)
 {
 	char pragma[64];
-	sqlite3 *db = open_db(path);
+	sqlite3 *db = sqlite_open(path);
 	snprintf(pragma, sizeof pragma, "PRAGMA journal_mode=%s;", journal_mode);
-	sql(db, pragma);
-	sql(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
+	sqlite_exec(db, pragma);
+	sqlite_exec(db, "CREATE TABLE t(x); INSERT INTO t VALUES (1);");
 	cr_assert_eq(sqlite3_close(db), SQLITE_OK, "close %s", path);
 }
 
 static int count_rows(const char *path)
 {
-	sqlite3 *db = open_db(path);
-	sqlite3_stmt *st;
-	int n;
-	cr_assert_eq(sqlite3_prepare_v2(db, "SELECT count(*) FROM t", -1, &st, NULL), SQLITE_OK,
-	             "prepare on %s: %s", path, sqlite3_errmsg(db));
-	cr_assert_eq(sqlite3_step(st), SQLITE_ROW, "count rows of %s: %s", path, sqlite3_errmsg(db));
-	n = sqlite3_column_int(st, 0);
-	sqlite3_finalize(st);
+	sqlite3 *db = sqlite_open(path);
+	int n = (int)sqlite_int(db, "SELECT count(*) FROM t");
 	sqlite3_close(db);
 	return n;
 }
@@ -262,18 +241,15 @@ static void kill_writer_after(const char *path, const char *statements)
 	          status, statements);
 }
 
-static void write_file(const char *path, const void *bytes, size_t n)
+/* Makes a WAL database (make_db()) and returns a connection that keeps one
+ * insert in its WAL, still open. */
+static sqlite3 *open_with_wal(const char *path)
 {
-	int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-	cr_assert(fd >= 0, "cannot create %s: %s", path, strerror(errno));
-	cr_assert_eq(write(fd, bytes, n), (ssize_t)n, "cannot write %s", path);
-	close(fd);
-}
-
-static long long size_of(const char *path)
-{
-	struct stat st;
-	return stat(path, &st) == 0 ? (long long)st.st_size : -1;
+	sqlite3 *db;
+	make_db(path, "WAL");
+	db = sqlite_open(path);
+	sqlite_exec(db, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
+	return db;
 }
 
 static void need_root(void)
@@ -306,11 +282,9 @@ ParameterizedTestParameters(doctor, kind_of_a_healthy_file)
 ParameterizedTest(struct kind_case *c, doctor, kind_of_a_healthy_file)
 {
 	const char *path = in_dir(c->name);
-	int rc;
 	write_file(path, c->head, c->len);
-	rc = doctor_on(path, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "a lone %s with no side files is healthy, got %d:\n%s", c->name, rc,
-	             report);
+	assert_verdict(doctor_on(path, NULL, 0, 0), 0,
+	               "a lone %s with no side files is healthy", c->name);
 	assert_says(c->says, "the kind comes from the first bytes");
 	assert_says("verdict: healthy", "nothing is wrong");
 }
@@ -318,10 +292,8 @@ ParameterizedTest(struct kind_case *c, doctor, kind_of_a_healthy_file)
 Test(doctor, healthy_sqlite_after_clean_close)
 {
 	const char *db = in_dir("ok.db");
-	int rc;
 	make_db(db, "WAL");
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "a cleanly closed database is healthy, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 0, "a cleanly closed database is healthy");
 	assert_says("kind      SQLite, WAL mode", "the database is in WAL mode");
 	assert_says("-wal      absent", "SQLite deletes the WAL on a clean close");
 	assert_says("Processes with the file open\n  none", "nobody has it open");
@@ -336,48 +308,43 @@ Test(doctor, leftover_wal_after_sigkill)
 {
 	const char *db = in_dir("crashed.db");
 	struct doctor_lease lease = { "write", 4242, "pipeline", 17 };
-	int rc;
 	make_db(db, "WAL");
 	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0;"
 	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
-	cr_assert_gt(size_of(in_dir("crashed.db-wal")), 0, "the killed writer must leave its WAL");
+	cr_assert_gt(file_size(in_dir("crashed.db-wal")), 0, "the killed writer must leave its WAL");
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "a leftover WAL is one problem, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "a leftover WAL is one problem");
 	assert_says("leftover WAL", "nobody holds the file and the WAL has commits");
 	assert_says("2 committed\n     transaction(s)", "the writer committed two inserts");
 	assert_says("Do NOT delete", "deleting the WAL loses committed data");
 	assert_says("coordctl checkpoint '", "the fix is to replay it");
 	assert_says("verdict: 1 problem(s)", "there is exactly one problem");
 
-	rc = doctor_on(db, &lease, 1, 1);
-	cr_assert_eq(rc, 0, "with a broker lease on the file the WAL is in use, got %d:\n%s", rc,
-	             report);
+	assert_verdict(doctor_on(db, &lease, 1, 1), 0,
+	               "with a broker lease on the file the WAL is in use");
 	assert_not_says("leftover WAL", "a lease holder may be about to use it");
 	assert_says("write  pid 4242    pipeline        token 17", "the lease is listed");
 
 	/* The advice works: opening the database replays the WAL. */
 	cr_assert_eq(count_rows(db), 3, "both inserts must come back from the WAL");
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "after the replay the file is healthy, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 0, "after the replay the file is healthy");
 }
 
 Test(doctor, persistent_wal_with_nothing_new_is_healthy)
 {
 	const char *db = in_dir("persist.db");
 	sqlite3 *h;
-	int persist = 1, rc;
+	int persist = 1;
 	make_db(db, "WAL");
-	h = open_db(db);
+	h = sqlite_open(db);
 	cr_assert_eq(sqlite3_file_control(h, "main", SQLITE_FCNTL_PERSIST_WAL, &persist), SQLITE_OK,
 	             "SQLITE_FCNTL_PERSIST_WAL");
-	sql(h, "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
+	sqlite_exec(h, "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
 	cr_assert_eq(sqlite3_close(h), SQLITE_OK, "close");
-	cr_assert_gt(size_of(in_dir("persist.db-wal")), 0, "a persistent WAL stays after close");
+	cr_assert_gt(file_size(in_dir("persist.db-wal")), 0, "a persistent WAL stays after close");
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "a WAL whose commits were all copied is healthy, got %d:\n%s", rc,
-	             report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 0,
+	               "a WAL whose commits were all copied is healthy");
 	assert_says("2 committed transaction(s), all already", "the -shm says they were copied");
 	assert_not_says("leftover WAL", "there is nothing to replay");
 }
@@ -388,7 +355,7 @@ Test(doctor, torn_wal_tail_is_not_counted)
 	unsigned char b[4];
 	uint32_t page_size;
 	off_t second_page;
-	int fd, rc;
+	int fd;
 	make_db(db, "WAL");
 	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0;"
 	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);");
@@ -404,8 +371,7 @@ Test(doctor, torn_wal_tail_is_not_counted)
 	cr_assert_eq(pwrite(fd, b, 1, second_page + 100), 1, "spoil the second frame");
 	close(fd);
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "the first transaction is still a leftover, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "the first transaction is still a leftover");
 	assert_says("holds 1 committed\n     transaction(s)", "only the intact transaction counts");
 	cr_assert_eq(count_rows(db), 2, "SQLite must agree: one insert survives the torn tail");
 }
@@ -413,7 +379,6 @@ Test(doctor, torn_wal_tail_is_not_counted)
 Test(doctor, restarted_wal_counts_only_its_new_cycle)
 {
 	const char *db = in_dir("cycle.db");
-	int rc;
 	make_db(db, "WAL");
 	/* After a full checkpoint the next write starts the WAL over with new
 	 * salts; the frames of the old cycle stay in the file behind it. */
@@ -421,8 +386,7 @@ Test(doctor, restarted_wal_counts_only_its_new_cycle)
 	                      "INSERT INTO t VALUES (2); INSERT INTO t VALUES (3);"
 	                      "PRAGMA wal_checkpoint(PASSIVE); INSERT INTO t VALUES (4);");
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "the new cycle's transaction is a leftover, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "the new cycle's transaction is a leftover");
 	assert_says("holds 1 committed\n     transaction(s)", "old-cycle frames are not counted");
 	cr_assert_eq(count_rows(db), 4, "SQLite must agree: all four rows are there");
 }
@@ -431,15 +395,13 @@ Test(doctor, persisted_journal_with_zeroed_header_is_healthy)
 {
 	const char *db = in_dir("persist.db");
 	sqlite3 *h;
-	int rc;
 	make_db(db, "PERSIST");
-	h = open_db(db);
-	sql(h, "PRAGMA journal_mode=PERSIST; INSERT INTO t VALUES (2);");
+	h = sqlite_open(db);
+	sqlite_exec(h, "PRAGMA journal_mode=PERSIST; INSERT INTO t VALUES (2);");
 	cr_assert_eq(sqlite3_close(h), SQLITE_OK, "close");
-	cr_assert_gt(size_of(in_dir("persist.db-journal")), 0, "PERSIST keeps the journal");
+	cr_assert_gt(file_size(in_dir("persist.db-journal")), 0, "PERSIST keeps the journal");
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "a committed PERSIST journal is healthy, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 0, "a committed PERSIST journal is healthy");
 	assert_says("header zeroed: nothing to roll back", "SQLite zeroes the header on commit");
 	assert_not_says("hot journal", "there is nothing to roll back");
 }
@@ -447,38 +409,33 @@ Test(doctor, persisted_journal_with_zeroed_header_is_healthy)
 Test(doctor, hot_journal_after_sigkill)
 {
 	const char *db = in_dir("rollback.db");
-	int rc;
 	make_db(db, "DELETE");
 	/* A transaction too big for a 10-page cache spills into the database
 	 * file before COMMIT, which makes the journal hot. */
 	kill_writer_after(db, "PRAGMA cache_size=10; BEGIN;"
 	                      "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n"
 	                      " WHERE i < 2000) INSERT INTO t SELECT randomblob(1000) FROM n;");
-	cr_assert_gt(size_of(in_dir("rollback.db-journal")), 0, "the writer must leave its journal");
+	cr_assert_gt(file_size(in_dir("rollback.db-journal")), 0, "the writer must leave its journal");
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "a hot journal is one problem, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "a hot journal is one problem");
 	assert_says("kind      SQLite, rollback journal", "the database is in rollback mode");
 	assert_says("hot journal", "the journal holds a cut-short write");
 	assert_says("Do NOT delete", "deleting a hot journal can corrupt the database");
 	assert_says("PRAGMA quick_check;", "opening the database rolls it back");
 
 	cr_assert_eq(count_rows(db), 1, "opening the database must roll the insert back");
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 0, "after the rollback the file is healthy, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 0, "after the rollback the file is healthy");
 }
 
 Test(doctor, duckdb_leftover_wal)
 {
 	const char *db = in_dir("d.duckdb");
 	char head[4096] = { 0 };
-	int rc;
 	memcpy(head + 8, "DUCK", 4);
 	write_file(db, head, sizeof head);
 	write_file(in_dir("d.duckdb.wal"), head, 100);
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "a leftover DuckDB WAL is one problem, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "a leftover DuckDB WAL is one problem");
 	assert_says("kind      DuckDB", "bytes 8..11 are DUCK");
 	assert_says(".wal      100 bytes", "the .wal is listed with its size");
 	assert_says("leftover WAL", "nobody holds the file and the .wal is not empty");
@@ -491,15 +448,12 @@ Test(doctor, live_connection_is_listed_and_not_leftover)
 {
 	const char *db = in_dir("live.db");
 	char self[64];
-	sqlite3 *h;
+	sqlite3 *h = open_with_wal(db);
 	int rc;
-	make_db(db, "WAL");
-	h = open_db(db);
-	sql(h, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
 
 	rc = doctor_on(db, NULL, 0, 1);
 	sqlite3_close(h);
-	cr_assert_eq(rc, 0, "a WAL in use by a live connection is healthy, got %d:\n%s", rc, report);
+	assert_verdict(rc, 0, "a WAL in use by a live connection is healthy");
 	snprintf(self, sizeof self, "pid %-7ld", (long)getpid());
 	assert_says(self, "this process has the database open");
 	assert_says("(this process)", "doctor marks its own process");
@@ -524,8 +478,7 @@ Test(doctor, holder_through_a_hard_link_is_found)
 
 	rc = doctor_on(db, NULL, 0, 0);
 	close(fd);
-	cr_assert_eq(rc, 0, "a WAL whose database is open under another name is in use, got %d:\n%s",
-	             rc, report);
+	assert_verdict(rc, 0, "a WAL whose database is open under another name is in use");
 	snprintf(self, sizeof self, "pid %-7ld", (long)getpid());
 	assert_says(self, "this process has the database open through the link");
 	assert_not_says("leftover WAL", "the file is open, under another path");
@@ -535,17 +488,13 @@ Test(doctor, wal_deleted_while_open)
 {
 	const char *db = in_dir("victim.db");
 	char copy[64];
-	sqlite3 *h;
+	sqlite3 *h = open_with_wal(db);
 	int rc;
-	make_db(db, "WAL");
-	h = open_db(db);
-	sql(h, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
 	cr_assert_eq(unlink(in_dir("victim.db-wal")), 0, "rm the WAL under the connection");
 
 	rc = doctor_on(db, NULL, 0, 0);
 	sqlite3_close(h);
-	cr_assert_eq(rc, 1, "a WAL deleted under a live connection is one problem, got %d:\n%s", rc,
-	             report);
+	assert_verdict(rc, 1, "a WAL deleted under a live connection is one problem");
 	assert_says("deleted while open", "the connection writes to a deleted WAL");
 	snprintf(copy, sizeof copy, "cp /proc/%ld/fd/", (long)getpid());
 	assert_says(copy, "its copy can still be saved through /proc");
@@ -557,7 +506,7 @@ Test(doctor, wal_owned_by_another_user)
 {
 	const char *db = in_dir("owned.db"), *wal = in_dir("owned.db-wal");
 	char fixcmd[600];
-	int fd, rc;
+	int fd;
 	need_root();
 	make_db(db, "WAL");
 	cr_assert_eq(chmod(db, 0644), 0, "chmod the database");
@@ -567,8 +516,8 @@ Test(doctor, wal_owned_by_another_user)
 	cr_assert_eq(fchmod(fd, 0600), 0, "chmod the WAL: %s", strerror(errno));
 	close(fd);
 
-	rc = doctor_on(db, NULL, 0, 0);
-	cr_assert_eq(rc, 1, "a side file with the wrong owner is a problem, got %d:\n%s", rc, report);
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1,
+	               "a side file with the wrong owner is a problem");
 	assert_says("-wal owner differs", "the WAL belongs to uid 65534, the database to root");
 	assert_says("-wal mode differs: 0600", "the WAL is 0600, the database 0644");
 	assert_says("disk I/O error", "the admin must recognise the symptom");
@@ -582,7 +531,6 @@ Test(doctor, wal_owned_by_another_user)
 Test(doctor, wal_not_writable_by_the_databases_user)
 {
 	const char *db = in_dir("app.db"), *wal = in_dir("app.db-wal");
-	int rc;
 	need_root();
 	make_db(db, "WAL");
 	write_file(wal, "", 0); /* root's and 0644: uid 65534 may not write it */
@@ -590,9 +538,8 @@ Test(doctor, wal_not_writable_by_the_databases_user)
 	cr_assert_eq(chmod(dir, 0755), 0, "chmod the directory");
 	cr_assert_eq(chown(db, NOBODY, NOBODY), 0, "chown the database");
 
-	rc = doctor_as_nobody(db);
-	cr_assert_eq(rc, 1, "a WAL the database's user cannot write is a problem, got %d:\n%s", rc,
-	             report);
+	assert_verdict(doctor_as_nobody(db), 1,
+	               "a WAL the database's user cannot write is a problem");
 	assert_says("-wal not writable by you", "uid 65534 writes the database but not the WAL");
 	assert_says("-wal owner differs", "the WAL is root's");
 	assert_not_says("directory not writable", "uid 65534 owns the directory");
@@ -601,15 +548,13 @@ Test(doctor, wal_not_writable_by_the_databases_user)
 Test(doctor, directory_not_writable_by_the_databases_user)
 {
 	const char *db = in_dir("app.db");
-	int rc;
 	need_root();
 	make_db(db, "WAL");
 	cr_assert_eq(chmod(dir, 0755), 0, "chmod the directory");
 	cr_assert_eq(chown(db, NOBODY, NOBODY), 0, "chown the database");
 
-	rc = doctor_as_nobody(db);
-	cr_assert_eq(rc, 1, "a directory the database's user cannot write is a problem, got %d:\n%s",
-	             rc, report);
+	assert_verdict(doctor_as_nobody(db), 1,
+	               "a directory the database's user cannot write is a problem");
 	assert_says("directory not writable by you", "SQLite must create its -wal there");
 	assert_says("unable to open database file", "the admin must recognise the symptom");
 	assert_says("chmod g+rwx '", "the fix opens the directory to the group");
@@ -635,11 +580,9 @@ ParameterizedTestParameters(doctor, cannot_inspect)
 ParameterizedTest(struct bad_path_case *c, doctor, cannot_inspect)
 {
 	const char *path = in_dir(c->name);
-	int rc;
 	if (c->make_dir)
 		cr_assert_eq(mkdir(path, 0755), 0, "mkdir %s", path);
-	rc = doctor_on(path, NULL, 0, 0);
-	cr_assert_eq(rc, 2, "%s cannot be inspected (2), got %d:\n%s", c->name, rc, report);
+	assert_verdict(doctor_on(path, NULL, 0, 0), 2, "%s cannot be inspected (2)", c->name);
 	assert_says(c->says, "the report says why");
 	assert_says("verdict: cannot inspect", "the verdict line is always there");
 }

@@ -1,5 +1,6 @@
 /* Unit tests of coord_canonicalize(): every spelling of one file is one
- * resource, keys stay keys, and bad names fail clearly. */
+ * resource, keys stay keys, and bad names fail clearly.  No broker: only
+ * the harness's private directory. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -11,7 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "coord.h"
+#include "harness.h"
 
 static char dir[PATH_MAX];
 static char cwd[PATH_MAX];
@@ -19,8 +20,7 @@ static char cwd[PATH_MAX];
 static void setup(void)
 {
 	char real[PATH_MAX], path[PATH_MAX + 32];
-	snprintf(dir, sizeof dir, "%s/coord-names-XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-	cr_assert(mkdtemp(dir), "mkdtemp failed: %s", strerror(errno));
+	harness_tmpdir(dir, sizeof dir, "coord-names");
 	cr_assert(realpath(dir, real), "realpath of the test dir failed");
 	snprintf(dir, sizeof dir, "%s", real);
 	snprintf(path, sizeof path, "%s/sub", dir);
@@ -34,12 +34,9 @@ static void setup(void)
 
 static void teardown(void)
 {
-	char cmd[PATH_MAX + 16];
 	if (chdir(cwd) != 0)
-		return;
-	snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-	if (system(cmd) != 0)
-		return;
+		cr_log_warn("cannot go back to %s: %s", cwd, strerror(errno));
+	harness_rmtree(dir);
 }
 
 TestSuite(names, .init = setup, .fini = teardown);

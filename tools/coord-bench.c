@@ -2,7 +2,9 @@
  * run on the same machine.
  *
  * It measures, for coord and for flock(2) and fcntl(2) OFD locks:
- *   - uncontended acquire+release, read and write;
+ *   - uncontended acquire+release, read and write; for coord both by path
+ *     (coord_acquire(), which resolves the name every time) and through a
+ *     resource handle opened once (coord_resource_acquire());
  *   - handoff: from the holder's release to a blocked waiter running;
  *   - reclaim: from SIGKILL of the holder to the waiter running;
  * and a plain Unix-socket round trip (SOCK_SEQPACKET, the transport coord
@@ -46,9 +48,13 @@ static int64_t now_ns(void)
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
+static pid_t main_pid; /* the children fork()ed for handoffs and reclaims are not it */
+
 static void die(const char *what, int rc)
 {
 	fprintf(stderr, "coord-bench: %s: %s\n", what, rc < 0 ? coord_strerror(rc) : strerror(errno));
+	if (getpid() != main_pid)
+		_exit(1); /* the private broker and its directory are the parent's */
 	exit(1);
 }
 
@@ -113,42 +119,10 @@ static struct stats bench_unix_rtt(void)
 	return s;
 }
 
-static struct stats bench_flock(int op)
-{
-	int fd = open(lockfile, O_RDWR | O_CREAT, 0600);
-	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
-	for (int i = 0; i < iterations; i++) {
-		int64_t t0 = now_ns();
-		if (flock(fd, op) < 0 || flock(fd, LOCK_UN) < 0)
-			die("flock", 0);
-		ns[i] = now_ns() - t0;
-	}
-	close(fd);
-	struct stats s = summarize(ns, iterations);
-	free(ns);
-	return s;
-}
-
 static int ofd_lock(int fd, short type, int wait)
 {
 	struct flock fl = { .l_type = type, .l_whence = SEEK_SET };
 	return fcntl(fd, wait ? F_OFD_SETLKW : F_OFD_SETLK, &fl);
-}
-
-static struct stats bench_fcntl(short type)
-{
-	int fd = open(lockfile, O_RDWR | O_CREAT, 0600);
-	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
-	for (int i = 0; i < iterations; i++) {
-		int64_t t0 = now_ns();
-		if (ofd_lock(fd, type, 1) < 0 || ofd_lock(fd, F_UNLCK, 0) < 0)
-			die("fcntl", 0);
-		ns[i] = now_ns() - t0;
-	}
-	close(fd);
-	struct stats s = summarize(ns, iterations);
-	free(ns);
-	return s;
 }
 
 static coord_t *connect_or_die(void)
@@ -160,71 +134,99 @@ static coord_t *connect_or_die(void)
 	return c;
 }
 
-static struct stats bench_coord(int mode)
-{
-	coord_t *c = connect_or_die();
-	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
-	for (int i = 0; i < iterations; i++) {
-		coord_lease_t *l;
-		int64_t t0 = now_ns();
-		int rc = coord_acquire(c, resource, mode, -1, "bench", &l);
-		if (rc < 0)
-			die("acquire", rc);
-		rc = coord_release(l);
-		if (rc < 0)
-			die("release", rc);
-		ns[i] = now_ns() - t0;
-	}
-	coord_disconnect(c);
-	struct stats s = summarize(ns, iterations);
-	free(ns);
-	return s;
-}
+/* ---- locks of every kind ---- */
 
-/* ---- handoff and reclaim ---- */
-
-enum lock_kind { K_COORD, K_FLOCK, K_FCNTL };
+/* coord by path (coord_acquire() resolves the name every time), coord
+ * through a resource handle opened once, flock(2), fcntl(2) OFD locks. */
+enum lock_kind { K_COORD, K_COORD_HANDLE, K_FLOCK, K_FCNTL };
 
 /* A lock of one kind, held by the calling process. */
 struct lock {
 	enum lock_kind kind;
 	coord_t *c;
+	coord_resource_t *r;
 	coord_lease_t *l;
 	int fd;
 };
 
 static void lock_open(struct lock *k, enum lock_kind kind)
 {
+	int rc;
 	memset(k, 0, sizeof *k);
 	k->kind = kind;
-	if (kind == K_COORD)
+	k->fd = -1;
+	if (kind == K_COORD || kind == K_COORD_HANDLE)
 		k->c = connect_or_die();
 	else
 		k->fd = open(lockfile, O_RDWR | O_CREAT, 0600);
+	if (kind == K_COORD_HANDLE && (rc = coord_resource_open(k->c, resource, &k->r)) < 0)
+		die("open the resource", rc);
 }
 
-static void lock_take(struct lock *k)
+/* Takes the lock in mode COORD_READ or COORD_WRITE, waiting as long as
+ * it takes. */
+static void lock_take(struct lock *k, int mode)
 {
-	int rc = 0;
-	if (k->kind == K_COORD)
-		rc = coord_acquire(k->c, resource, COORD_WRITE, -1, "bench", &k->l);
-	else if (k->kind == K_FLOCK)
-		rc = flock(k->fd, LOCK_EX);
-	else
-		rc = ofd_lock(k->fd, F_WRLCK, 1);
+	int rc;
+	switch (k->kind) {
+	case K_COORD:
+		rc = coord_acquire(k->c, resource, mode, -1, "bench", &k->l);
+		break;
+	case K_COORD_HANDLE:
+		rc = coord_resource_acquire(k->r, mode, -1, "bench", &k->l);
+		break;
+	case K_FLOCK:
+		rc = flock(k->fd, mode == COORD_WRITE ? LOCK_EX : LOCK_SH);
+		break;
+	default:
+		rc = ofd_lock(k->fd, mode == COORD_WRITE ? F_WRLCK : F_RDLCK, 1);
+		break;
+	}
 	if (rc < 0)
 		die("lock", rc);
 }
 
 static void lock_drop(struct lock *k)
 {
-	if (k->kind == K_COORD)
-		coord_release(k->l);
+	int rc;
+	if (k->kind == K_COORD || k->kind == K_COORD_HANDLE)
+		rc = coord_release(k->l);
 	else if (k->kind == K_FLOCK)
-		flock(k->fd, LOCK_UN);
+		rc = flock(k->fd, LOCK_UN);
 	else
-		ofd_lock(k->fd, F_UNLCK, 0);
+		rc = ofd_lock(k->fd, F_UNLCK, 0);
+	if (rc < 0)
+		die("unlock", rc);
 }
+
+static void lock_close(struct lock *k)
+{
+	coord_resource_close(k->r);
+	coord_disconnect(k->c);
+	if (k->fd >= 0)
+		close(k->fd);
+}
+
+/* ---- uncontended ---- */
+
+static struct stats bench_uncontended(enum lock_kind kind, int mode)
+{
+	int64_t *ns = malloc(sizeof *ns * (size_t)iterations);
+	struct lock k;
+	lock_open(&k, kind);
+	for (int i = 0; i < iterations; i++) {
+		int64_t t0 = now_ns();
+		lock_take(&k, mode);
+		lock_drop(&k);
+		ns[i] = now_ns() - t0;
+	}
+	lock_close(&k);
+	struct stats s = summarize(ns, iterations);
+	free(ns);
+	return s;
+}
+
+/* ---- handoff and reclaim ---- */
 
 struct shared_times {
 	volatile int64_t t0, t1;
@@ -241,7 +243,7 @@ static void handoff_waiter(enum lock_kind kind, struct shared_times *st, int go_
 	for (int i = 0; i < rounds; i++) {
 		if (read(go_fd, &ch, 1) != 1)
 			_exit(1);
-		lock_take(&k);
+		lock_take(&k, COORD_WRITE);
 		st[i].t1 = now_ns();
 		lock_drop(&k);
 		if (write(done_fd, "d", 1) != 1)
@@ -275,7 +277,7 @@ static struct stats bench_handoff(enum lock_kind kind)
 		handoff_waiter(kind, st, go[0], done[1], handoffs);
 	lock_open(&k, kind);
 	for (int i = 0; i < handoffs; i++) {
-		lock_take(&k);
+		lock_take(&k, COORD_WRITE);
 		if (write(go[1], "g", 1) != 1)
 			die("pipe", 0);
 		wait_until_blocked();
@@ -286,10 +288,7 @@ static struct stats bench_handoff(enum lock_kind kind)
 		ns[i] = st[i].t1 - st[i].t0;
 	}
 	waitpid(pid, NULL, 0);
-	if (kind == K_COORD)
-		coord_disconnect(k.c);
-	else
-		close(k.fd);
+	lock_close(&k);
 	struct stats s = summarize(ns, handoffs);
 	free(ns);
 	munmap(st, sizeof *st * (size_t)handoffs);
@@ -311,7 +310,7 @@ static struct stats bench_reclaim(enum lock_kind kind, int rounds)
 		if (holder == 0) {
 			struct lock k;
 			lock_open(&k, kind);
-			lock_take(&k);
+			lock_take(&k, COORD_WRITE);
 			if (write(held[1], "h", 1) != 1)
 				_exit(1);
 			for (;;)
@@ -325,7 +324,7 @@ static struct stats bench_reclaim(enum lock_kind kind, int rounds)
 			lock_open(&k, kind);
 			if (write(go[1], "r", 1) != 1)
 				_exit(1);
-			lock_take(&k);
+			lock_take(&k, COORD_WRITE);
 			st[i].t1 = now_ns();
 			lock_drop(&k);
 			if (write(done[1], "d", 1) != 1)
@@ -409,6 +408,7 @@ int main(int argc, char **argv)
 	};
 	const char *dir = NULL;
 	int opt, reclaims;
+	main_pid = getpid();
 	while ((opt = getopt_long(argc, argv, "d:n:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'd':
@@ -453,13 +453,18 @@ int main(int argc, char **argv)
 	printf("  %-34s %-8s %9s %9s %9s\n", "operation", "who", "p50", "p99", "mean");
 	struct stats rtt = bench_unix_rtt();
 	row("unix socket round trip", "socket", rtt);
-	struct stats cw = bench_coord(COORD_WRITE), cr = bench_coord(COORD_READ);
+	struct stats cw = bench_uncontended(K_COORD, COORD_WRITE);
+	struct stats chw = bench_uncontended(K_COORD_HANDLE, COORD_WRITE);
+	struct stats cr = bench_uncontended(K_COORD, COORD_READ);
+	struct stats chr = bench_uncontended(K_COORD_HANDLE, COORD_READ);
 	row("acquire+release write", "coord", cw);
-	row("acquire+release write", "flock", bench_flock(LOCK_EX));
-	row("acquire+release write", "fcntl", bench_fcntl(F_WRLCK));
+	row("acquire+release write, handle", "coord", chw);
+	row("acquire+release write", "flock", bench_uncontended(K_FLOCK, COORD_WRITE));
+	row("acquire+release write", "fcntl", bench_uncontended(K_FCNTL, COORD_WRITE));
 	row("acquire+release read", "coord", cr);
-	row("acquire+release read", "flock", bench_flock(LOCK_SH));
-	row("acquire+release read", "fcntl", bench_fcntl(F_RDLCK));
+	row("acquire+release read, handle", "coord", chr);
+	row("acquire+release read", "flock", bench_uncontended(K_FLOCK, COORD_READ));
+	row("acquire+release read", "fcntl", bench_uncontended(K_FCNTL, COORD_READ));
 	row("handoff release -> waiter runs", "coord", bench_handoff(K_COORD));
 	row("handoff release -> waiter runs", "flock", bench_handoff(K_FLOCK));
 	row("handoff release -> waiter runs", "fcntl", bench_handoff(K_FCNTL));
@@ -469,6 +474,8 @@ int main(int argc, char **argv)
 	row("reclaim SIGKILL -> waiter runs", "fcntl", bench_reclaim(K_FCNTL, reclaims));
 	printf("\n  acquire+release / socket round trip (p50): write %.2fx, read %.2fx (target <= 2x)\n",
 	       cw.p50 / rtt.p50, cr.p50 / rtt.p50);
+	printf("  the same through a resource handle:        write %.2fx, read %.2fx\n",
+	       chw.p50 / rtt.p50, chr.p50 / rtt.p50);
 	printf("  reclaim p99: %.0f us (target < 1000 us)\n", rc.p99);
 	return 0;
 }

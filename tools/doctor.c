@@ -38,11 +38,18 @@ static const char *const side_suffix[NSIDES] = { "-wal", "-shm", "-journal", ".w
 
 /* ---- wording ---- */
 
-/* Prints item n; lines after the first are indented under its text. */
-static void item(FILE *f, int n, const char *fmt, va_list ap)
+/* Adds item number ++*count to the list f; lines after the first are
+ * indented under its text. */
+static void item(FILE *f, int *count, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void item(FILE *f, int *count, const char *fmt, ...)
 {
 	char *text = NULL;
-	if (vasprintf(&text, fmt, ap) < 0) {
+	va_list ap;
+	int n = ++*count, rc;
+	va_start(ap, fmt);
+	rc = vasprintf(&text, fmt, ap);
+	va_end(ap);
+	if (rc < 0) {
 		fprintf(f, "  %d. (out of memory)\n", n);
 		return;
 	}
@@ -56,23 +63,9 @@ static void item(FILE *f, int n, const char *fmt, va_list ap)
 	free(text);
 }
 
-static void problem(struct doctor *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void problem(struct doctor *d, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	item(d->problems, ++d->nproblems, fmt, ap);
-	va_end(ap);
-}
-
-static void fix(struct doctor *d, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void fix(struct doctor *d, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	item(d->fixes, ++d->nfixes, fmt, ap);
-	va_end(ap);
-}
+/* A numbered problem, and a numbered fix, of the report. */
+#define problem(d, ...) item((d)->problems, &(d)->nproblems, __VA_ARGS__)
+#define fix(d, ...) item((d)->fixes, &(d)->nfixes, __VA_ARGS__)
 
 /* Returns s in single quotes, safe to paste into a shell; NULL on ENOMEM. */
 static char *shell_quote(const char *s)
@@ -98,22 +91,25 @@ static char *shell_quote(const char *s)
 	return q;
 }
 
+/* The name of a user or group, or its number when it has none. */
+static void name_or_number(const char *name, unsigned id, char *buf, size_t size)
+{
+	if (name)
+		snprintf(buf, size, "%s", name);
+	else
+		snprintf(buf, size, "%u", id);
+}
+
 static void user_name(uid_t uid, char *buf, size_t size)
 {
 	struct passwd *pw = getpwuid(uid);
-	if (pw)
-		snprintf(buf, size, "%s", pw->pw_name);
-	else
-		snprintf(buf, size, "%u", (unsigned)uid);
+	name_or_number(pw ? pw->pw_name : NULL, (unsigned)uid, buf, size);
 }
 
 static void group_name(gid_t gid, char *buf, size_t size)
 {
 	struct group *gr = getgrgid(gid);
-	if (gr)
-		snprintf(buf, size, "%s", gr->gr_name);
-	else
-		snprintf(buf, size, "%u", (unsigned)gid);
+	name_or_number(gr ? gr->gr_name : NULL, (unsigned)gid, buf, size);
 }
 
 /* "user:group", as chown takes it. */
@@ -301,6 +297,21 @@ static int check_deleted(struct doctor *d)
 	return 0;
 }
 
+/* The fix for the leftover WAL w: replay it, through the broker or by
+ * opening the database once with `tool` running `statement`. */
+static void fix_leftover_wal(struct doctor *d, const struct side *w, const char *tool,
+                             const char *statement)
+{
+	fix(d,
+	    "Do NOT delete %s:\n"
+	    "it holds committed data. Replay it into the database by\n"
+	    "opening the database once, %s:\n"
+	    "  coordctl checkpoint %s\n"
+	    "or\n"
+	    "  %s %s '%s'",
+	    w->quoted, d->as_owner, d->quoted, tool, d->quoted, statement);
+}
+
 /* A WAL or hot journal that nobody is using: committed data (or half of a
  * write) waiting to be replayed.  Deleting it is the classic mistake. */
 static void check_leftovers(struct doctor *d, size_t nleases)
@@ -325,14 +336,7 @@ static void check_leftovers(struct doctor *d, size_t nleases)
 			        "may not be in the database file yet, and no process\n"
 			        "has the database open%s.",
 			        (long long)w->st.st_size, seen);
-		fix(d,
-		    "Do NOT delete %s:\n"
-		    "it holds committed data. Replay it into the database by\n"
-		    "opening the database once, %s:\n"
-		    "  coordctl checkpoint %s\n"
-		    "or\n"
-		    "  sqlite3 %s 'PRAGMA wal_checkpoint(TRUNCATE);'",
-		    w->quoted, d->as_owner, d->quoted, d->quoted);
+		fix_leftover_wal(d, w, "sqlite3", "PRAGMA wal_checkpoint(TRUNCATE);");
 	}
 	if (d->kind == COORD_KIND_DUCKDB && d->side[SIDE_DUCKDB_WAL].present &&
 	    d->side[SIDE_DUCKDB_WAL].st.st_size > 0) {
@@ -342,14 +346,7 @@ static void check_leftovers(struct doctor *d, size_t nleases)
 		        "changes that are not in the database file yet, and\n"
 		        "no process has the database open%s.",
 		        (long long)w->st.st_size, seen);
-		fix(d,
-		    "Do NOT delete %s:\n"
-		    "it holds committed data. Replay it into the database by\n"
-		    "opening the database once, %s:\n"
-		    "  coordctl checkpoint %s\n"
-		    "or\n"
-		    "  duckdb %s 'CHECKPOINT;'",
-		    w->quoted, d->as_owner, d->quoted, d->quoted);
+		fix_leftover_wal(d, w, "duckdb", "CHECKPOINT;");
 	}
 	if (d->kind == COORD_KIND_SQLITE && d->side[SIDE_JOURNAL].present && d->journal_hot > 0) {
 		problem(d,

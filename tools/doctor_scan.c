@@ -39,7 +39,8 @@ static int open_readonly(const char *path)
 	return open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
 }
 
-/* Sets d->kind and d->wal_mode from the first bytes of the file. */
+/* Sets d->kind (through coord_proto_kind(), the one detector the broker
+ * uses too) and d->wal_mode from the first bytes of the file. */
 int doctor_scan_header(struct doctor *d)
 {
 	unsigned char head[100];
@@ -53,13 +54,9 @@ int doctor_scan_header(struct doctor *d)
 	errno = err;
 	if (n < 0)
 		return -1;
-	d->kind = COORD_KIND_PLAIN;
-	if (n >= 20 && !memcmp(head, "SQLite format 3", 16)) {
-		d->kind = COORD_KIND_SQLITE;
-		d->wal_mode = head[18] == 2 && head[19] == 2;
-	} else if (n >= 12 && !memcmp(head + 8, "DUCK", 4)) {
-		d->kind = COORD_KIND_DUCKDB;
-	}
+	d->kind = coord_proto_kind(head, (size_t)n);
+	/* Bytes 18 and 19, the write and read versions, are 2 in WAL mode. */
+	d->wal_mode = d->kind == COORD_KIND_SQLITE && n >= 20 && head[18] == 2 && head[19] == 2;
 	return 0;
 }
 
