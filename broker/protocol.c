@@ -134,7 +134,7 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		req->policy = m.policy;
 		req->sqlite_mode = m.sqlite_mode;
 		req->policy_timeout_ms = m.timeout_ms;
-		return copy_text(req->command, STORE_COMMAND_MAX, p + sizeof m + m.name_len,
+		return copy_text(req->command, COORD_COMMAND_MAX, p + sizeof m + m.name_len,
 		                 m.command_len);
 	}
 	default:
