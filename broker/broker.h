@@ -1,64 +1,18 @@
-/* The broker's state, all of it: struct broker and its parts.  Each part
- * has its own file (see docs/design.md, "Parts"); this header only puts
- * them together and names the owner of leases. */
+/* coordd's life: the broker's parts wired together (broker.c), for main.c. */
 #ifndef COORD_BROKER_H
 #define COORD_BROKER_H
 
-#include <stdint.h>
-#include <sys/types.h>
+#include <stddef.h>
 
-#include "checkpoint_jobs.h"
-#include "client.h"
-#include "lease_table.h"
-#include "log.h"
-#include "loop.h"
-#include "region.h"
-#include "store.h"
+#include "state.h"
 
-struct broker_config {
-	const char *dir;
-	uint64_t max_leases;       /* also the shared region's slot count */
-	uint64_t max_waiters;
-	uint64_t max_clients;
-	const char *duckdb_lib;    /* NULL: "libduckdb.so" */
-	uint32_t checkpoint_timeout_ms;
-};
-
-/* Who holds leases and waits in queues: a process, as its connection
- * identified it.  It is the lease table's `owner`.  Today an owner lives
- * and dies with its connection; it is a struct of its own so that a
- * restarted broker (adoption) or a reconnecting client can re-attach an
- * owner's leases to a new connection. */
-struct owner {
-	pid_t pid;
-	uid_t uid;
-	uint64_t pid_start;        /* with pid, names one process per boot */
-	char comm[COORD_COMM_MAX + 1];
-	struct client *client;     /* the connection answers go to; NULL while
-	                              detached */
-	struct lt_lease *leases;   /* linked by own_next/own_prev */
-	struct lt_waiter *waiter;  /* at most one queued request */
-};
-
-struct broker {
-	struct broker_config cfg;
-	struct log log;
-	struct loop loop;
-	struct clients clients;
-	struct ckpt_jobs jobs;
-	struct store *store;
-	struct region *region;
-	struct lease_table *table;
-	uint64_t first_lease_id;   /* from the store */
-	size_t kept_resources;     /* idle resources kept in memory */
-	int64_t started_ms;
-	int signal_fd;
-	struct watch signal_watch;
-};
-
-/* broker.c: the parts wired together. */
+/* Sets up the table, the loop, signals, checkpoint jobs and the listening
+ * socket of b->cfg.dir; b->store and b->region must be open.  Returns 0 or
+ * COORD_E* with the reason in err. */
 int broker_init(struct broker *b, char *err, size_t errsize);
+/* Runs until SIGTERM or SIGINT.  Returns 0, or COORD_ESYS. */
 int broker_run(struct broker *b);
+/* Kills running checkpoints, drops every client, frees the table. */
 void broker_fini(struct broker *b);
 
 #endif

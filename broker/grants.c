@@ -23,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "broker.h"
+#include "state.h"
 #include "grants.h"
 #include "resource.h"
 

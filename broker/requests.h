@@ -7,7 +7,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "broker.h"
+#include "state.h"
 
 /* One packet from c: decoded, checked, acted on and answered. */
 void requests_handle(struct broker *b, struct client *c, const void *buf, size_t len);
