@@ -26,34 +26,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint_child.h"
+#include "checkpoint.h"
 #include "harness.h"
-
-static int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command)
-{
-	if (!text)
-		return COORD_EINVAL;
-	if (!strncmp(text, "exec:", 5)) {
-		if (!text[5])
-			return COORD_EINVAL;
-		*policy = COORD_POLICY_EXEC; *sqlite_mode = COORD_SQLITE_DEFAULT; *command = text + 5;
-		return 0;
-	}
-	if (!strncmp(text, "sqlite:", 7)) {
-		for (int m = 0; m <= COORD_SQLITE_TRUNCATE; m++)
-			if (!strcmp(text + 7, coord_proto_sqlite_mode_name(m))) {
-				*policy = COORD_POLICY_SQLITE; *sqlite_mode = m; *command = NULL;
-				return 0;
-			}
-		return COORD_EINVAL;
-	}
-	for (int p = 0; p <= COORD_POLICY_DUCKDB; p++)
-		if (!strcmp(text, coord_proto_policy_name(p))) {
-			*policy = p; *sqlite_mode = COORD_SQLITE_DEFAULT; *command = NULL;
-			return 0;
-		}
-	return COORD_EINVAL;
-}
 
 static char dir[256];
 
@@ -356,7 +330,7 @@ ParameterizedTestParameters(checkpoint, sqlite_wal_is_copied_back)
 ParameterizedTest(struct mode_case *c, checkpoint, sqlite_wal_is_copied_back)
 {
 	const char *db = path_in("a.db"), *wal = path_in("a.db-wal");
-	const char *m = coord_proto_sqlite_mode_name(c->mode);
+	const char *m = checkpoint_sqlite_mode_name(c->mode);
 	struct ckpt_result r;
 	struct ckpt_request q = { .path = db,
 		                  .kind = COORD_KIND_SQLITE,
@@ -400,7 +374,7 @@ Test(checkpoint, sqlite_default_mode_keeps_a_mapped_wal_readable)
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, 0, "default checkpoint (%s) failed: %s",
-	             coord_proto_sqlite_mode_name(COORD_SQLITE_DEFAULT), r.message);
+	             checkpoint_sqlite_mode_name(CKPT_SQLITE_DEFAULT_MODE), r.message);
 	unsigned sum = 0;
 	for (long long off = 0; off < len; off += 4096)
 		sum += map[off];
@@ -425,7 +399,7 @@ ParameterizedTestParameters(checkpoint, sqlite_reader_on_old_snapshot_is_reporte
 ParameterizedTest(struct mode_case *c, checkpoint, sqlite_reader_on_old_snapshot_is_reported)
 {
 	const char *db = path_in("old.db");
-	const char *m = coord_proto_sqlite_mode_name(c->mode);
+	const char *m = checkpoint_sqlite_mode_name(c->mode);
 	struct ckpt_result r;
 	struct ckpt_request q = { .path = db,
 		                  .kind = COORD_KIND_SQLITE,
@@ -654,7 +628,7 @@ ParameterizedTest(struct foreign_case *c, checkpoint,
 	struct ckpt_request q = { .path = f,
 		                  .policy = c->policy,
 		                  .duckdb_lib = duckdb_lib(),
-		                  .sqlite_mode = COORD_SQLITE_DEFAULT };
+		                  .sqlite_mode = CKPT_SQLITE_DEFAULT_MODE };
 	size_t len0, len1;
 	if (c->content[0])
 		write_file(f, c->content, strlen(c->content));
@@ -665,13 +639,13 @@ ParameterizedTest(struct foreign_case *c, checkpoint,
 
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, COORD_ECHECKPOINT, "%s forced on a %s file: status %d (%s)",
-	             coord_proto_policy_name(c->policy), coord_proto_kind_name(q.kind), r.status,
+	             checkpoint_policy_name(c->policy), checkpoint_kind_name(q.kind), r.status,
 	             r.message);
 	cr_assert(strstr(r.message, c->says), "the engine's error must be reported: %s", r.message);
 	char *after = read_file(f, &len1);
 	cr_assert(len0 == len1 && !memcmp(before, after, len0),
 	          "a failed %s checkpoint modified the file (%zu -> %zu bytes)",
-	          coord_proto_policy_name(c->policy), len0, len1);
+	          checkpoint_policy_name(c->policy), len0, len1);
 	free(before);
 	free(after);
 }
@@ -694,9 +668,9 @@ ParameterizedTest(int *policy, checkpoint, missing_file_is_reported_not_created)
 		                  .duckdb_lib = duckdb_lib() };
 	checkpoint_run(&q, &r);
 	cr_assert_eq(r.status, COORD_ENOENT, "%s on a missing file: status %d (%s)",
-	             coord_proto_policy_name(*policy), r.status, r.message);
+	             checkpoint_policy_name(*policy), r.status, r.message);
 	cr_assert_eq(size_of(f), -1, "%s created the missing file",
-	             coord_proto_policy_name(*policy));
+	             checkpoint_policy_name(*policy));
 	cr_assert_eq(checkpoint_detect_kind(f), COORD_KIND_PLAIN,
 	             "a missing file detects as plain");
 }
@@ -720,7 +694,7 @@ ParameterizedTest(int *kind, checkpoint, unreadable_file_is_reported)
 	}
 	run_without_access(f, &q, &r);
 	cr_assert_eq(r.status, COORD_EPERM, "%s file without access: status %d (%s)",
-	             coord_proto_kind_name(*kind), r.status, r.message);
+	             checkpoint_kind_name(*kind), r.status, r.message);
 	cr_assert(strstr(r.message, "Permission denied"), "message: %s", r.message);
 }
 
@@ -855,7 +829,7 @@ ParameterizedTest(struct kind_case *c, checkpoint, detect_kind_from_bytes)
 	write_file(f, c->bytes, c->len);
 	int kind = checkpoint_detect_kind(f);
 	cr_assert_eq(kind, c->kind, "%s: detected %s, expected %s", c->name,
-	             coord_proto_kind_name(kind), coord_proto_kind_name(c->kind));
+	             checkpoint_kind_name(kind), checkpoint_kind_name(c->kind));
 }
 
 Test(checkpoint, detect_kind_of_real_and_odd_files)
@@ -887,16 +861,16 @@ struct policy_case {
 ParameterizedTestParameters(checkpoint, policy_parse)
 {
 	static struct policy_case cases[] = {
-		{ "auto", 0, COORD_POLICY_AUTO, COORD_SQLITE_DEFAULT, "" },
-		{ "none", 0, COORD_POLICY_NONE, COORD_SQLITE_DEFAULT, "" },
-		{ "sqlite", 0, COORD_POLICY_SQLITE, COORD_SQLITE_DEFAULT, "" },
+		{ "auto", 0, COORD_POLICY_AUTO, CKPT_SQLITE_DEFAULT_MODE, "" },
+		{ "none", 0, COORD_POLICY_NONE, CKPT_SQLITE_DEFAULT_MODE, "" },
+		{ "sqlite", 0, COORD_POLICY_SQLITE, CKPT_SQLITE_DEFAULT_MODE, "" },
 		{ "sqlite:passive", 0, COORD_POLICY_SQLITE, COORD_SQLITE_PASSIVE, "" },
 		{ "sqlite:full", 0, COORD_POLICY_SQLITE, COORD_SQLITE_FULL, "" },
 		{ "sqlite:restart", 0, COORD_POLICY_SQLITE, COORD_SQLITE_RESTART, "" },
 		{ "sqlite:truncate", 0, COORD_POLICY_SQLITE, COORD_SQLITE_TRUNCATE, "" },
-		{ "duckdb", 0, COORD_POLICY_DUCKDB, COORD_SQLITE_DEFAULT, "" },
-		{ "exec:true", 0, COORD_POLICY_EXEC, COORD_SQLITE_DEFAULT, "true" },
-		{ "exec:a:b c", 0, COORD_POLICY_EXEC, COORD_SQLITE_DEFAULT, "a:b c" },
+		{ "duckdb", 0, COORD_POLICY_DUCKDB, CKPT_SQLITE_DEFAULT_MODE, "" },
+		{ "exec:true", 0, COORD_POLICY_EXEC, CKPT_SQLITE_DEFAULT_MODE, "true" },
+		{ "exec:a:b c", 0, COORD_POLICY_EXEC, CKPT_SQLITE_DEFAULT_MODE, "a:b c" },
 		{ "exec:", COORD_EINVAL, 0, 0, "" },
 		{ "exec", COORD_EINVAL, 0, 0, "" },
 		{ "sqlite:", COORD_EINVAL, 0, 0, "" },
@@ -920,16 +894,16 @@ ParameterizedTest(struct policy_case *c, checkpoint, policy_parse)
 		          "'%s' was refused but the outputs were changed", c->text);
 		return;
 	}
-	cr_assert_eq(policy, c->policy, "'%s': policy %s", c->text, coord_proto_policy_name(policy));
-	cr_assert_eq(mode, c->mode, "'%s': mode %s", c->text, coord_proto_sqlite_mode_name(mode));
+	cr_assert_eq(policy, c->policy, "'%s': policy %s", c->text, checkpoint_policy_name(policy));
+	cr_assert_eq(mode, c->mode, "'%s': mode %s", c->text, checkpoint_sqlite_mode_name(mode));
 	if (c->command[0])
 		cr_assert(command && !strcmp(command, c->command), "'%s': command '%s'", c->text,
 		          command ? command : "(null)");
 	else
 		cr_assert_null(command, "'%s' has no command", c->text);
-	cr_assert(!strncmp(c->text, coord_proto_policy_name(policy),
-	                   strlen(coord_proto_policy_name(policy))),
-	          "'%s' parses to a policy named '%s'", c->text, coord_proto_policy_name(policy));
+	cr_assert(!strncmp(c->text, checkpoint_policy_name(policy),
+	                   strlen(checkpoint_policy_name(policy))),
+	          "'%s' parses to a policy named '%s'", c->text, checkpoint_policy_name(policy));
 }
 
 Test(checkpoint, names_of_unknown_values)
@@ -938,11 +912,11 @@ Test(checkpoint, names_of_unknown_values)
 	const char *command;
 	cr_assert_eq(checkpoint_policy_parse(NULL, &policy, &mode, &command), COORD_EINVAL,
 	             "NULL text must be refused");
-	cr_assert_str_eq(coord_proto_policy_name(-1), "?", "policy -1");
-	cr_assert_str_eq(coord_proto_policy_name(COORD_POLICY_EXEC + 1), "?", "policy past the end");
-	cr_assert_str_eq(coord_proto_kind_name(COORD_KIND_DUCKDB + 1), "?", "kind past the end");
-	cr_assert_str_eq(coord_proto_sqlite_mode_name(COORD_SQLITE_TRUNCATE + 1), "?",
+	cr_assert_str_eq(checkpoint_policy_name(-1), "?", "policy -1");
+	cr_assert_str_eq(checkpoint_policy_name(COORD_POLICY_EXEC + 1), "?", "policy past the end");
+	cr_assert_str_eq(checkpoint_kind_name(COORD_KIND_DUCKDB + 1), "?", "kind past the end");
+	cr_assert_str_eq(checkpoint_sqlite_mode_name(COORD_SQLITE_TRUNCATE + 1), "?",
 	                 "mode past the end");
-	cr_assert_str_eq(coord_proto_sqlite_mode_name(COORD_SQLITE_DEFAULT), "full",
+	cr_assert_str_eq(checkpoint_sqlite_mode_name(CKPT_SQLITE_DEFAULT_MODE), "full",
 	                 "the documented default mode is FULL");
 }

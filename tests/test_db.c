@@ -22,7 +22,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint_child.h"
+#include "checkpoint.h"
 #include "harness.h"
 
 HARNESS_SUITE(db, 300);

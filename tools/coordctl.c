@@ -29,34 +29,8 @@
 #define COORD_IMPLEMENTATION
 #include "coord.h"
 
-#include "checkpoint_child.h"
+#include "checkpoint.h"
 #include "doctor.h"
-
-static int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command)
-{
-	if (!text)
-		return COORD_EINVAL;
-	if (!strncmp(text, "exec:", 5)) {
-		if (!text[5])
-			return COORD_EINVAL;
-		*policy = COORD_POLICY_EXEC; *sqlite_mode = COORD_SQLITE_DEFAULT; *command = text + 5;
-		return 0;
-	}
-	if (!strncmp(text, "sqlite:", 7)) {
-		for (int m = 0; m <= COORD_SQLITE_TRUNCATE; m++)
-			if (!strcmp(text + 7, coord_proto_sqlite_mode_name(m))) {
-				*policy = COORD_POLICY_SQLITE; *sqlite_mode = m; *command = NULL;
-				return 0;
-			}
-		return COORD_EINVAL;
-	}
-	for (int p = 0; p <= COORD_POLICY_DUCKDB; p++)
-		if (!strcmp(text, coord_proto_policy_name(p))) {
-			*policy = p; *sqlite_mode = COORD_SQLITE_DEFAULT; *command = NULL;
-			return 0;
-		}
-	return COORD_EINVAL;
-}
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
 
@@ -496,9 +470,9 @@ static void print_policy(const coord_msg_resource_info *i, const char *command)
 		printf("policy:     exec:%s (time limit %u ms)\n", command, i->timeout_ms);
 	else if (i->policy == COORD_POLICY_SQLITE)
 		printf("policy:     sqlite:%s (time limit %u ms)\n",
-		       coord_proto_sqlite_mode_name((int)i->sqlite_mode), i->timeout_ms);
+		       checkpoint_sqlite_mode_name((int)i->sqlite_mode), i->timeout_ms);
 	else
-		printf("policy:     %s (time limit %u ms)%s\n", coord_proto_policy_name((int)i->policy),
+		printf("policy:     %s (time limit %u ms)%s\n", checkpoint_policy_name((int)i->policy),
 		       i->timeout_ms,
 		       i->policy == COORD_POLICY_AUTO
 		               ? (i->kind == COORD_KIND_SQLITE
@@ -573,7 +547,7 @@ static int cmd_show(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	printf("resource:   %s\n", name);
-	printf("kind:       %s\n", coord_proto_kind_name((int)r.info.kind));
+	printf("kind:       %s\n", checkpoint_kind_name((int)r.info.kind));
 	print_policy(&r.info, r.command);
 	if (!r.info.duckdb_available &&
 	    (r.info.kind == COORD_KIND_DUCKDB || r.info.policy == COORD_POLICY_DUCKDB))
@@ -603,7 +577,7 @@ static int cmd_checkpoint(int argc, char **argv)
 	fmt_bytes(before, sizeof before, r.info.wal_before);
 	fmt_bytes(after, sizeof after, r.info.wal_after);
 	printf("checkpointed %s (%s) in %.1f ms: WAL %s -> %s\n%s\n", name,
-	       coord_proto_kind_name((int)r.info.kind), r.info.last_duration_us / 1000.0, before, after,
+	       checkpoint_kind_name((int)r.info.kind), r.info.last_duration_us / 1000.0, before, after,
 	       r.message);
 	return EX_OK;
 }
