@@ -11,10 +11,12 @@
  *  - a waiter that leaves the queue (timeout, owner gone) can unblock the
  *    ones behind it, so every removal is followed by a dispatch.
  *
- * This file does no I/O and trusts its callers: the server validates every
- * request before it gets here.  Callbacks must not call back into the table
- * except where struct lt_events says so; the server defers destruction of
- * clients to after the table returns. */
+ * This file does no I/O and trusts its callers: the broker validates every
+ * request before it gets here.  Callbacks never call back into the table:
+ * what they need changed (a checkpoint's block) they return, and the table
+ * applies it before it grants anyone else.  The broker defers destruction
+ * of clients to after the table returns.  No state lives outside struct
+ * lease_table. */
 #define _GNU_SOURCE
 #include <search.h>
 #include <stdlib.h>
@@ -31,7 +33,7 @@ struct lease_table {
 	size_t nresources, nleases, nwaiters;
 	size_t max_leases, max_waiters;
 	uint64_t next_id;
-	struct lt_waiter **heap;    /* waiters with deadlines, min-heap */
+	struct lt_timer **heap;     /* every armed deadline, min-heap */
 	size_t heap_len, heap_cap;
 };
 
@@ -44,7 +46,7 @@ static int resource_cmp(const void *a, const void *b)
 
 static void heap_swap(struct lease_table *t, size_t i, size_t j)
 {
-	struct lt_waiter *tmp = t->heap[i];
+	struct lt_timer *tmp = t->heap[i];
 	t->heap[i] = t->heap[j];
 	t->heap[j] = tmp;
 	t->heap[i]->heap_index = i;
@@ -77,11 +79,11 @@ static void heap_down(struct lease_table *t, size_t i)
 	}
 }
 
-static int heap_push(struct lease_table *t, struct lt_waiter *w)
+static int heap_push(struct lease_table *t, struct lt_timer *w)
 {
 	if (t->heap_len == t->heap_cap) {
 		size_t cap = t->heap_cap ? t->heap_cap * 2 : 64;
-		struct lt_waiter **h = realloc(t->heap, cap * sizeof *h);
+		struct lt_timer **h = realloc(t->heap, cap * sizeof *h);
 		if (!h)
 			return COORD_ENOMEM;
 		t->heap = h;
@@ -93,7 +95,7 @@ static int heap_push(struct lease_table *t, struct lt_waiter *w)
 	return 0;
 }
 
-static void heap_remove(struct lease_table *t, struct lt_waiter *w)
+static void heap_remove(struct lease_table *t, struct lt_timer *w)
 {
 	size_t i = w->heap_index;
 	if (i == NO_HEAP)
@@ -106,6 +108,11 @@ static void heap_remove(struct lease_table *t, struct lt_waiter *w)
 		heap_up(t, t->heap[i]->heap_index);
 	}
 	w->heap_index = NO_HEAP;
+}
+
+static struct lt_waiter *waiter_of(struct lt_timer *tm)
+{
+	return (struct lt_waiter *)((char *)tm - offsetof(struct lt_waiter, timer));
 }
 
 /* ---- resources ---- */
@@ -227,7 +234,7 @@ static void queue_unlink(struct lease_table *t, struct lt_waiter *w)
 	w->next = w->prev = NULL;
 	res->nwaiters--;
 	t->nwaiters--;
-	heap_remove(t, w);
+	heap_remove(t, &w->timer);
 }
 
 static void dispatch(struct lease_table *t, struct lt_resource *res)
@@ -244,16 +251,11 @@ static void dispatch(struct lease_table *t, struct lt_resource *res)
 			if (t->ev.waiter_failed)
 				t->ev.waiter_failed(t->ud, w, rc);
 		} else if (t->ev.granted) {
-			t->ev.granted(t->ud, w, l);
+			/* A checkpoint's turn: its block holds the others back. */
+			res->blocked |= t->ev.granted(t->ud, w, l);
 		}
 		free(w);
 	}
-}
-
-void lease_table_dispatch(struct lease_table *t, struct lt_resource *res)
-{
-	dispatch(t, res);
-	lease_table_maybe_close(t, res);
 }
 
 int lease_table_request(struct lease_table *t, const char *name, void *owner, int mode,
@@ -305,13 +307,12 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	w->seq = seq;
 	w->purpose = purpose;
 	w->since_ms = now_ms;
-	w->deadline_ms = deadline_ms;
-	w->heap_index = NO_HEAP;
+	w->timer = (struct lt_timer){ LT_TIMER_WAITER, deadline_ms, NO_HEAP };
 	w->res = res;
 	if (label)
 		strncpy(w->label, label, sizeof w->label - 1);
 	if (deadline_ms >= 0) {
-		rc = heap_push(t, w);
+		rc = heap_push(t, &w->timer);
 		if (rc < 0) {
 			free(w);
 			goto done;
@@ -350,7 +351,7 @@ void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *
 		res->readers--;
 	t->nleases--;
 	if (t->ev.released)
-		t->ev.released(t->ud, l, why);
+		res->blocked |= t->ev.released(t->ud, l, why);
 	free(l);
 	dispatch(t, res);
 	lease_table_maybe_close(t, res);
@@ -368,7 +369,7 @@ void lease_table_cancel(struct lease_table *t, struct lt_waiter *w)
 void lease_table_expire(struct lease_table *t, int64_t now_ms)
 {
 	while (t->heap_len && t->heap[0]->deadline_ms <= now_ms) {
-		struct lt_waiter *w = t->heap[0];
+		struct lt_waiter *w = waiter_of(t->heap[0]); /* the only kind yet */
 		struct lt_resource *res = w->res;
 		queue_unlink(t, w);
 		if (t->ev.waiter_failed)
@@ -387,28 +388,26 @@ int64_t lease_table_next_deadline(const struct lease_table *t)
 void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits)
 {
 	res->blocked = bits;
-	if (!bits) {
-		dispatch(t, res);
-		lease_table_maybe_close(t, res);
-	}
+	dispatch(t, res);
+	lease_table_maybe_close(t, res);
 }
 
-/* twalk() has no user pointer; the walk is not re-entrant anyway. */
-static void (*walk_fn)(struct lt_resource *, void *);
-static void *walk_arg;
+struct walk {
+	void (*fn)(struct lt_resource *, void *);
+	void *arg;
+};
 
-static void walk_action(const void *node, VISIT which, int depth)
+static void walk_action(const void *node, VISIT which, void *closure)
 {
-	(void)depth;
+	struct walk *w = closure;
 	if (which == postorder || which == leaf)
-		walk_fn(*(struct lt_resource *const *)node, walk_arg);
+		w->fn(*(struct lt_resource *const *)node, w->arg);
 }
 
 void lease_table_foreach(struct lease_table *t, void (*fn)(struct lt_resource *, void *), void *arg)
 {
-	walk_fn = fn;
-	walk_arg = arg;
-	twalk(t->root, walk_action);
+	struct walk w = { fn, arg };
+	twalk_r(t->root, walk_action, &w);
 }
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
@@ -425,14 +424,16 @@ struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t
 	return t;
 }
 
-/* tdestroy() has no user pointer either. */
-static struct lease_table *destroying;
+static void close_resource(struct lt_resource *res, void *arg)
+{
+	struct lease_table *t = arg;
+	if (t->ev.resource_close)
+		t->ev.resource_close(t->ud, res);
+}
 
 static void free_resource(void *p)
 {
 	struct lt_resource *res = p;
-	if (destroying->ev.resource_close)
-		destroying->ev.resource_close(destroying->ud, res);
 	struct lt_lease *l, *ln;
 	struct lt_waiter *w, *wn;
 	for (l = res->holders; l; l = ln) {
@@ -451,9 +452,9 @@ void lease_table_free(struct lease_table *t)
 {
 	if (!t)
 		return;
-	destroying = t;
+	/* tdestroy() passes no closure: close everything first. */
+	lease_table_foreach(t, close_resource, t);
 	tdestroy(t->root, free_resource);
-	destroying = NULL;
 	free(t->heap);
 	free(t);
 }
@@ -461,4 +462,3 @@ void lease_table_free(struct lease_table *t)
 size_t lease_table_leases(const struct lease_table *t) { return t->nleases; }
 size_t lease_table_waiters(const struct lease_table *t) { return t->nwaiters; }
 size_t lease_table_resources(const struct lease_table *t) { return t->nresources; }
-uint64_t lease_table_next_id(const struct lease_table *t) { return t->next_id; }

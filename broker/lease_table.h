@@ -1,6 +1,9 @@
 /* The lease table: who holds which resource, who waits, and in what order.
- * Pure bookkeeping, no I/O: the server reacts to its events through the
- * callbacks in struct lt_events, so it can be unit-tested on its own. */
+ * Pure bookkeeping, no I/O: the broker reacts to its events through the
+ * callbacks in struct lt_events, so it can be unit-tested on its own.
+ * Callbacks never call back into the table; where the broker must change
+ * the grant rules from inside one (a checkpoint starting), the callback
+ * says so in its return value. */
 #ifndef COORD_LEASE_TABLE_H
 #define COORD_LEASE_TABLE_H
 
@@ -11,17 +14,29 @@
 
 struct lt_resource;
 
+/* A deadline in the table's heap.  Waiters embed one today (their
+ * timeout); leases will embed one for hold limits (TTLs), beside them in
+ * the same heap, so one timerfd serves both. */
+enum { LT_TIMER_WAITER = 1 };
+struct lt_timer {
+	int kind;                   /* LT_TIMER_* */
+	int64_t deadline_ms;        /* monotonic; -1: none, not in the heap */
+	size_t heap_index;
+};
+
 struct lt_lease {
 	uint64_t id;
 	uint64_t token;
 	int mode;                   /* COORD_READ or COORD_WRITE */
 	struct lt_resource *res;
-	void *owner;                /* the server's client */
+	void *owner;                /* the broker's struct owner: a process,
+	                               not a connection, so it can be
+	                               re-attached to a new connection */
 	int64_t granted_ms;         /* monotonic */
 	int64_t granted_wall_ms;    /* wall clock, for display and LMDB */
-	uint64_t slot;              /* shared-region slot, set by the server */
+	uint64_t slot;              /* shared-region slot, set by the broker */
 	struct lt_lease *res_next, *res_prev;
-	struct lt_lease *own_next, *own_prev; /* server's per-client list */
+	struct lt_lease *own_next, *own_prev; /* the broker's per-owner list */
 	char label[COORD_LABEL_MAX + 1];
 };
 
@@ -31,8 +46,7 @@ struct lt_waiter {
 	uint32_t seq;               /* request to answer */
 	int purpose;                /* LT_FOR_CLIENT or LT_FOR_CHECKPOINT */
 	int64_t since_ms;
-	int64_t deadline_ms;        /* -1: forever */
-	size_t heap_index;
+	struct lt_timer timer;      /* deadline_ms -1: waits forever */
 	struct lt_resource *res;
 	struct lt_waiter *next, *prev;
 	char label[COORD_LABEL_MAX + 1];
@@ -52,7 +66,7 @@ struct lt_resource {
 	size_t nwaiters;
 	struct lt_lease *holders;
 	struct lt_waiter *head, *tail;
-	void *ext;                  /* the server's per-resource state */
+	void *ext;                  /* the broker's per-resource state */
 };
 
 struct lease_table;
@@ -68,18 +82,22 @@ struct lt_events {
 	/* The resource is idle and about to be freed. */
 	void (*resource_close)(void *ud, struct lt_resource *res);
 	/* A lease is about to be granted, to a waiter (w != NULL) or at once
-	 * (w == NULL).  The server persists it (token ceiling, LMDB record,
+	 * (w == NULL).  The broker persists it (token ceiling, LMDB record,
 	 * slot).  Returning a COORD_E* code refuses the grant: the lease is
 	 * dropped and the requester gets that error. */
 	int (*grant)(void *ud, struct lt_lease *l, struct lt_waiter *w);
 	/* A queued waiter was granted: answer w->seq with lease l.  For
 	 * LT_FOR_CHECKPOINT waiters l is NULL: the resource is now free of
-	 * conflicting holders and the checkpoint may start. */
-	void (*granted)(void *ud, struct lt_waiter *w, struct lt_lease *l);
+	 * conflicting holders and the checkpoint may start; return the
+	 * LT_BLOCK_* bits it needs (0 if it does not run), which the table
+	 * sets before it grants anyone else.  Client waiters return 0. */
+	int (*granted)(void *ud, struct lt_waiter *w, struct lt_lease *l);
 	/* The waiter gave up (timeout, refused grant) with this code. */
 	void (*waiter_failed)(void *ud, struct lt_waiter *w, int err);
-	/* The lease left the table; `why` is "release", "reclaim", ... */
-	void (*released)(void *ud, struct lt_lease *l, const char *why);
+	/* The lease left the table; `why` is "release", "reclaim", ...
+	 * Return LT_BLOCK_* bits to set on the resource before the queue is
+	 * dispatched (a checkpoint starting on a write release), else 0. */
+	int (*released)(void *ud, struct lt_lease *l, const char *why);
 };
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
@@ -107,16 +125,13 @@ void lease_table_cancel(struct lease_table *t, struct lt_waiter *w);
 /* Fails every waiter whose deadline is <= now with COORD_ETIMEDOUT. */
 void lease_table_expire(struct lease_table *t, int64_t now_ms);
 
-/* Earliest waiter deadline, or -1 if none. */
+/* Earliest deadline in the heap, or -1 if none. */
 int64_t lease_table_next_deadline(const struct lease_table *t);
 
-/* Sets the checkpoint block bits on a resource, or clears them (0); on
- * clearing, grants what the queue allows. */
+/* Sets the checkpoint block bits of a resource (0 clears them), then grants
+ * what the queue allows.  Never from inside a callback: callbacks return
+ * the bits instead. */
 void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits);
-
-/* Grants what the queue allows; the server calls it after changing
- * anything the grant rules depend on. */
-void lease_table_dispatch(struct lease_table *t, struct lt_resource *res);
 
 struct lt_resource *lease_table_find(struct lease_table *t, const char *name);
 /* Calls fn for every resource (order unspecified). */
@@ -128,6 +143,5 @@ void lease_table_maybe_close(struct lease_table *t, struct lt_resource *res);
 size_t lease_table_leases(const struct lease_table *t);
 size_t lease_table_waiters(const struct lease_table *t);
 size_t lease_table_resources(const struct lease_table *t);
-uint64_t lease_table_next_id(const struct lease_table *t);
 
 #endif

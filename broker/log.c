@@ -8,16 +8,9 @@
 
 #include "log.h"
 
-static FILE *log_file;
-
-void log_set_file(FILE *f)
+void log_event(struct log *log, const char *event, const char *fmt, ...)
 {
-	log_file = f;
-}
-
-void log_event(const char *event, const char *fmt, ...)
-{
-	FILE *f = log_file ? log_file : stderr;
+	FILE *f = log->f ? log->f : stderr;
 	struct timespec ts;
 	struct tm tm;
 	char when[32];
@@ -37,20 +30,18 @@ void log_event(const char *event, const char *fmt, ...)
 	fflush(f);
 }
 
-const char *log_quote(const char *s)
+const char *log_quote(struct log *log, const char *s)
 {
-	static char bufs[8][2200];
-	static unsigned next;
-	char *out = bufs[next++ % 8], *o = out;
+	char *out = log->quoted[log->next_quoted++ % LOG_QUOTE_SLOTS], *o = out;
 	int plain = *s != 0;
 
 	for (const char *p = s; *p; p++)
 		if (*p <= ' ' || *p == '"' || *p == '\\' || *p == '=' || *p == 0x7f)
 			plain = 0;
-	if (plain && strlen(s) < sizeof bufs[0])
+	if (plain && strlen(s) < LOG_QUOTE_MAX)
 		return s;
 	*o++ = '"';
-	for (const unsigned char *p = (const unsigned char *)s; *p && o < out + sizeof bufs[0] - 6; p++) {
+	for (const unsigned char *p = (const unsigned char *)s; *p && o < out + LOG_QUOTE_MAX - 6; p++) {
 		if (*p == '"' || *p == '\\') {
 			*o++ = '\\';
 			*o++ = (char)*p;

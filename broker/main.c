@@ -5,7 +5,7 @@
  * flock on DIR/coordd.lock, held for the broker's life, taken before the
  * socket is touched), optionally becomes a daemon that tells its launcher
  * when it is ready, opens LMDB and the shared region, and hands over to
- * the event loop in server.c.
+ * the wired-up broker in broker.c.
  *
  * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),
  * 1 startup failure, 3 another broker already owns the directory,
@@ -118,11 +118,12 @@ static void tell_launcher(int *ready_fd, char status)
 
 static void log_old_lease(void *ud, const struct store_lease *l)
 {
-	(void)ud;
-	log_event("reclaim",
+	struct log *log = ud;
+	log_event(log, "reclaim",
 	          "lease=%llu resource=%s mode=%s token=%llu pid=%llu reason=broker-restart",
-	          (unsigned long long)l->id, log_quote(l->name), l->mode == COORD_WRITE ? "write" : "read",
-	          (unsigned long long)l->token, (unsigned long long)l->pid);
+	          (unsigned long long)l->id, log_quote(log, l->name),
+	          l->mode == COORD_WRITE ? "write" : "read", (unsigned long long)l->token,
+	          (unsigned long long)l->pid);
 }
 
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
@@ -247,7 +248,7 @@ int main(int argc, char **argv)
 
 	if (daemon_mode) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		snprintf(path, sizeof path, "%s/coordd.log", real);
+		snprintf(path, sizeof path, "%s/%s", real, COORD_LOG_NAME);
 		logf = fopen(path, "ae");
 		if (!logf || devnull < 0) {
 			snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
@@ -257,29 +258,30 @@ int main(int argc, char **argv)
 		dup2(devnull, 1);
 		dup2(fileno(logf), 2);
 		close(devnull);
-		log_set_file(logf);
+		b.log.f = logf;
 	}
 
-	rc = store_open(&b.store, real, log_old_lease, NULL, &b.first_lease_id, err, sizeof err);
+	rc = store_open(&b.store, real, log_old_lease, &b.log, &b.first_lease_id, err, sizeof err);
 	if (rc < 0)
 		goto fail;
 	rc = region_open(&b.region, real, b.cfg.max_leases, err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	rc = server_init(&b, err, sizeof err);
+	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	log_event("start", "dir=%s pid=%d max_leases=%llu max_clients=%llu duckdb=%s",
-	          log_quote(real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
-	          (unsigned long long)b.cfg.max_clients, b.duckdb_ok ? "yes" : log_quote(b.duckdb_why));
+	log_event(&b.log, "start", "dir=%s pid=%d max_leases=%llu max_clients=%llu duckdb=%s",
+	          log_quote(&b.log, real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
+	          (unsigned long long)b.cfg.max_clients,
+	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why));
 	tell_launcher(&ready_fd, 0);
 
-	rc = server_run(&b);
+	rc = broker_run(&b);
 	status = rc < 0 ? EXIT_STARTUP : 0;
-	server_fini(&b);
+	broker_fini(&b);
 	region_close(b.region);
 	store_close(b.store);
-	log_event("stop", "pid=%d", (int)getpid());
+	log_event(&b.log, "stop", "pid=%d", (int)getpid());
 	close(lock_fd);
 	if (logf)
 		fclose(logf);
@@ -290,9 +292,9 @@ bad_number:
 	return EXIT_USAGE;
 fail:
 	if (status == EXIT_RUNNING)
-		log_event("already-running", "dir=%s", log_quote(real));
+		log_event(&b.log, "already-running", "dir=%s", log_quote(&b.log, real));
 	else
-		log_event("error", "op=startup reason=%s", log_quote(err));
+		log_event(&b.log, "error", "op=startup reason=%s", log_quote(&b.log, err));
 	if (!daemon_mode || ready_fd < 0 || status != EXIT_RUNNING)
 		fprintf(stderr, "coordd: %s\n", err);
 	tell_launcher(&ready_fd, (char)status);

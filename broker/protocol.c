@@ -45,6 +45,16 @@ static int copy_text(char *dst, size_t cap, const char *src, size_t len)
 	return 0;
 }
 
+/* The name that follows a fixed part, checked, into req->name. */
+static int copy_name(struct request *req, const char *name, size_t len)
+{
+	if (proto_check_name(name, len) < 0)
+		return COORD_ENAME;
+	memcpy(req->name, name, len);
+	req->name[len] = 0;
+	return 0;
+}
+
 int proto_decode(const void *buf, size_t len, struct request *req)
 {
 	const char *p = buf;
@@ -80,10 +90,8 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 			return COORD_EINVAL;
 		req->mode = (int)m.mode;
 		req->timeout_ms = m.timeout_ms;
-		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+		if (copy_name(req, p + sizeof m, m.name_len) < 0)
 			return COORD_ENAME;
-		memcpy(req->name, p + sizeof m, m.name_len);
-		req->name[m.name_len] = 0;
 		rc = copy_text(req->label, COORD_LABEL_MAX, p + sizeof m + m.name_len, m.label_len);
 		return rc;
 	}
@@ -109,10 +117,8 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		memcpy(&m, p, sizeof m);
 		if (len != sizeof m + (size_t)m.name_len)
 			return COORD_EPROTO;
-		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+		if (copy_name(req, p + sizeof m, m.name_len) < 0)
 			return COORD_ENAME;
-		memcpy(req->name, p + sizeof m, m.name_len);
-		req->name[m.name_len] = 0;
 		return 0;
 	}
 	case COORD_MSG_POLICY: {
@@ -127,14 +133,12 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 			return COORD_EINVAL;
 		if ((m.policy == COORD_POLICY_EXEC) != (m.command_len > 0))
 			return COORD_EINVAL;
-		if (proto_check_name(p + sizeof m, m.name_len) < 0)
+		if (copy_name(req, p + sizeof m, m.name_len) < 0)
 			return COORD_ENAME;
-		memcpy(req->name, p + sizeof m, m.name_len);
-		req->name[m.name_len] = 0;
 		req->policy = m.policy;
 		req->sqlite_mode = m.sqlite_mode;
 		req->policy_timeout_ms = m.timeout_ms;
-		return copy_text(req->command, STORE_COMMAND_MAX, p + sizeof m + m.name_len,
+		return copy_text(req->command, COORD_COMMAND_MAX, p + sizeof m + m.name_len,
 		                 m.command_len);
 	}
 	default:

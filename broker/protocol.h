@@ -7,7 +7,6 @@
 #include <stdint.h>
 
 #include "coord_proto.h"
-#include "store.h"
 
 struct request {
 	uint32_t type;
@@ -20,7 +19,7 @@ struct request {
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];
-	char command[STORE_COMMAND_MAX + 1];
+	char command[COORD_COMMAND_MAX + 1];
 };
 
 /* Checks a canonical resource name as the broker sees it: 1..NAME_MAX

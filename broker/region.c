@@ -8,7 +8,12 @@
  * The file is reused, never unlinked, across broker restarts: a client that
  * still maps the old broker's file sees its slots cleared by the new broker.
  * It only ever grows, because shrinking a file another process has mapped
- * would make that process's next read of a slot a SIGBUS. */
+ * would make that process's next read of a slot a SIGBUS.
+ *
+ * Free slots are kept on a stack, lowest first, so a quiet broker touches
+ * only the first pages of the file.  The file is mode 0644: every slot
+ * holds only a lease id, which `coordctl list` shows anyway, and a group
+ * instance (stage 3) will need its clients to read it. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -28,7 +33,9 @@ struct region {
 	size_t size;
 	coord_shm_header *hdr;
 	coord_shm_slot *slots;
-	uint64_t nslots;
+	uint64_t nslots;           /* in the file (it may be larger than asked) */
+	uint64_t *free;            /* stack of free slots below slot_count */
+	uint64_t nfree;
 };
 
 int region_open(struct region **out, const char *dir, uint64_t slots, char *err, size_t errsize)
@@ -42,9 +49,19 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 
 	if (!r)
 		return COORD_ENOMEM;
+	r->free = malloc(slots * sizeof *r->free);
+	if (!r->free) {
+		free(r);
+		return COORD_ENOMEM;
+	}
+	for (uint64_t i = 0; i < slots; i++)
+		r->free[i] = slots - 1 - i;
+	r->nfree = slots;
 	snprintf(path, sizeof path, "%s/%s", dir, COORD_SHM_NAME);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0 || fstat(fd, &st) < 0)
+		goto fail;
+	if ((st.st_mode & 0777) != 0644 && fchmod(fd, 0644) < 0)
 		goto fail;
 	if ((size_t)st.st_size > size)
 		size = (size_t)st.st_size;
@@ -80,6 +97,7 @@ fail:
 	snprintf(err, errsize, "%s: %s", path, strerror(errno));
 	if (fd >= 0)
 		close(fd);
+	free(r->free);
 	free(r);
 	return rc;
 }
@@ -93,15 +111,26 @@ void region_close(struct region *r)
 		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
 	}
 	munmap(r->map, r->size);
+	free(r->free);
 	free(r);
 }
 
-void region_set(struct region *r, uint64_t slot, uint64_t lease_id)
+int region_slot_alloc(struct region *r, uint64_t *slot)
+{
+	if (!r->nfree)
+		return COORD_ELIMIT;
+	*slot = r->free[--r->nfree];
+	return 0;
+}
+
+void region_slot_set(struct region *r, uint64_t slot, uint64_t lease_id)
 {
 	atomic_store_explicit(&r->slots[slot].lease, lease_id, memory_order_release);
 }
 
-uint64_t region_slots(const struct region *r)
+void region_slot_free(struct region *r, uint64_t slot)
 {
-	return r->hdr->slot_count;
+	atomic_store_explicit(&r->slots[slot].flags, 0, memory_order_release);
+	atomic_store_explicit(&r->slots[slot].lease, 0, memory_order_release);
+	r->free[r->nfree++] = slot;
 }

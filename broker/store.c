@@ -5,8 +5,9 @@
  *
  *   state.mdb   synced on every commit.  Per-resource records: the fencing
  *               token ceiling, the checkpoint policy and the last
- *               checkpoint's result.  Written rarely (once per 1024 write
- *               grants of a resource, on policy changes and checkpoints).
+ *               checkpoint's result; and the lease-id ceiling.  Written
+ *               rarely (once per 1024 write grants of a resource, once per
+ *               65536 grants in all, on policy changes and checkpoints).
  *   leases.mdb  MDB_NOSYNC.  One record per held lease, written at every
  *               grant and release.  It must survive a broker crash (the
  *               page cache does that) but not a machine crash: after a
@@ -31,9 +32,14 @@
 
 struct store {
 	MDB_env *state, *leases;
-	MDB_dbi resources, meta, table;
-	uint64_t id_reserved;
+	MDB_dbi resources, state_meta, meta, table;
+	uint64_t id_reserved;      /* no lease id at or above this was handed out */
 };
+
+static MDB_val key(const char *k)
+{
+	return (MDB_val){ strlen(k), (void *)k };
+}
 
 static int lmdb_err(int rc)
 {
@@ -99,19 +105,19 @@ static int open_leases(struct store *s, const char *dir,
 	if ((rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta)) ||
 	    (rc = mdb_dbi_open(txn, "leases", MDB_CREATE | MDB_INTEGERKEY, &s->table)))
 		goto fail;
-	k.mv_data = "boot_id";
-	k.mv_size = 7;
+	k = key("boot_id");
 	if (mdb_get(txn, s->meta, &k, &v) == 0 && v.mv_size < sizeof stored) {
 		memcpy(stored, v.mv_data, v.mv_size);
 		stored[v.mv_size] = 0;
 	}
-	k.mv_data = "next_id";
-	k.mv_size = 7;
-	*next_id = 1;
-	if (mdb_get(txn, s->meta, &k, &v) == 0 && v.mv_size == sizeof(uint64_t))
-		memcpy(next_id, v.mv_data, sizeof *next_id);
-	/* The old broker may have used ids up to its reservation: skip them. */
-	s->id_reserved = *next_id;
+	/* Brokers before lease ids moved to state.mdb kept them here. */
+	k = key("next_id");
+	if (mdb_get(txn, s->meta, &k, &v) == 0 && v.mv_size == sizeof(uint64_t)) {
+		uint64_t old_next;
+		memcpy(&old_next, v.mv_data, sizeof old_next);
+		if (old_next > *next_id)
+			*next_id = old_next;
+	}
 
 	if (!strcmp(stored, boot) && old) {
 		rc = mdb_cursor_open(txn, s->table, &cur);
@@ -132,8 +138,7 @@ static int open_leases(struct store *s, const char *dir,
 	/* No lease survives a broker restart yet: drop them all. */
 	if ((rc = mdb_drop(txn, s->table, 0)))
 		goto fail;
-	k.mv_data = "boot_id";
-	k.mv_size = 7;
+	k = key("boot_id");
 	v.mv_data = boot;
 	v.mv_size = strlen(boot);
 	if ((rc = mdb_put(txn, s->meta, &k, &v, 0)))
@@ -168,7 +173,13 @@ int store_open(struct store **out, const char *dir,
 	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
 	if (!rc)
 		rc = mdb_dbi_open(txn, "resources", MDB_CREATE, &s->resources);
+	if (!rc)
+		rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->state_meta);
 	if (!rc) {
+		MDB_val k = key("next_lease_id"), v;
+		*next_lease_id = 1;
+		if (mdb_get(txn, s->state_meta, &k, &v) == 0 && v.mv_size == sizeof(uint64_t))
+			memcpy(next_lease_id, v.mv_data, sizeof *next_lease_id);
 		rc = mdb_txn_commit(txn);
 		txn = NULL;
 	}
@@ -178,6 +189,8 @@ int store_open(struct store **out, const char *dir,
 		goto fail;
 	}
 	rc = open_leases(s, dir, old, ud, next_lease_id, err, errsize);
+	/* The old broker may have used ids up to its reservation: skip them. */
+	s->id_reserved = *next_lease_id;
 	if (rc < 0 && s->leases == NULL)
 		goto fail;
 	if (rc < 0) {
@@ -194,6 +207,7 @@ int store_open(struct store **out, const char *dir,
 		if (rc < 0)
 			goto fail;
 	}
+	s->id_reserved = *next_lease_id;
 	*out = s;
 	return 0;
 fail:
@@ -254,21 +268,40 @@ int store_resource_save(struct store *s, const char *name, const struct store_re
 	return rc ? lmdb_err(rc) : 0;
 }
 
+/* Durably reserves lease ids up to past `id` (a synced commit of
+ * state.mdb), so ids stay unique for the life of the directory even when
+ * leases.mdb is recreated. */
+static int reserve_ids(struct store *s, uint64_t id)
+{
+	uint64_t next = id + ID_RESERVE;
+	MDB_val k = key("next_lease_id"), v = { sizeof next, &next };
+	MDB_txn *txn;
+	int rc = mdb_txn_begin(s->state, NULL, 0, &txn);
+	if (rc)
+		return lmdb_err(rc);
+	rc = mdb_put(txn, s->state_meta, &k, &v, 0);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return lmdb_err(rc);
+	}
+	rc = mdb_txn_commit(txn);
+	if (rc)
+		return lmdb_err(rc);
+	s->id_reserved = next;
+	return 0;
+}
+
 int store_lease_put(struct store *s, const struct store_lease *l)
 {
 	MDB_txn *txn;
 	MDB_val k = { sizeof l->id, (void *)&l->id }, v = { sizeof *l, (void *)l };
-	int rc = mdb_txn_begin(s->leases, NULL, 0, &txn);
+	int rc = l->id >= s->id_reserved ? reserve_ids(s, l->id) : 0;
+	if (rc < 0)
+		return rc;
+	rc = mdb_txn_begin(s->leases, NULL, 0, &txn);
 	if (rc)
 		return lmdb_err(rc);
 	rc = mdb_put(txn, s->table, &k, &v, 0);
-	if (!rc && l->id >= s->id_reserved) {
-		uint64_t next = l->id + ID_RESERVE;
-		MDB_val mk = { 7, "next_id" }, mv = { sizeof next, &next };
-		rc = mdb_put(txn, s->meta, &mk, &mv, 0);
-		if (!rc)
-			s->id_reserved = next;
-	}
 	if (rc) {
 		mdb_txn_abort(txn);
 		return lmdb_err(rc);

@@ -14,6 +14,7 @@
 static struct lease_table *t;
 static int64_t now;
 static int keep;
+static int release_bits, turn_bits; /* what released/granted return */
 /* what the callbacks saw */
 static struct {
 	int granted_owner[MAXEV];
@@ -26,11 +27,12 @@ static struct {
 } seen;
 
 static int64_t ev_now(void *ud) { (void)ud; return now; }
-static void ev_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
+static int ev_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
 {
 	(void)ud;
 	seen.last_granted[seen.ngranted] = l;
 	seen.granted_owner[seen.ngranted++] = (int)(intptr_t)w->owner;
+	return w->purpose == LT_FOR_CHECKPOINT ? turn_bits : 0;
 }
 static void ev_failed(void *ud, struct lt_waiter *w, int err)
 {
@@ -38,10 +40,11 @@ static void ev_failed(void *ud, struct lt_waiter *w, int err)
 	seen.failed_owner[seen.nfailed] = (int)(intptr_t)w->owner;
 	seen.failed_err[seen.nfailed++] = err;
 }
-static void ev_released(void *ud, struct lt_lease *l, const char *why)
+static int ev_released(void *ud, struct lt_lease *l, const char *why)
 {
-	(void)ud; (void)l; (void)why;
+	(void)ud; (void)why;
 	seen.released++;
+	return l->mode == COORD_WRITE ? release_bits : 0;
 }
 
 /* The server keeps resources with a durable token; so does this test, so
@@ -57,6 +60,7 @@ static void setup(void)
 	memset(&seen, 0, sizeof seen);
 	now = 1000;
 	keep = 1;
+	release_bits = turn_bits = 0;
 	t = lease_table_new(&events, NULL, 16, 16, 1);
 	cr_assert(t, "lease_table_new returned NULL");
 }
@@ -230,4 +234,47 @@ Test(lease_table, idle_resources_are_freed)
 	cr_assert_eq(lease_table_resources(t), 1, "resource must exist while held");
 	lease_table_release(t, w, "release");
 	cr_assert_eq(lease_table_resources(t), 0, "an idle resource must be freed");
+}
+
+/* The broker starts a checkpoint from inside `released` and must not call
+ * back into the table there: the bits it returns hold the queue. */
+Test(lease_table, bits_returned_by_released_hold_the_queue)
+{
+	struct lt_lease *w = take(1, COORD_WRITE, -1), *r;
+	struct lt_resource *res = w->res;
+	release_bits = LT_BLOCK_WRITERS;
+	cr_assert_null(take(2, COORD_WRITE, -1), "second writer must queue behind the first");
+	lease_table_release(t, w, "release");
+	cr_assert_eq(seen.ngranted, 0,
+	             "the waiting writer was granted although `released` returned a writer block");
+	cr_assert_eq(res->blocked, LT_BLOCK_WRITERS, "the returned bits must be set on the resource");
+	release_bits = 0;
+	lease_table_block(t, res, 0);
+	cr_assert_eq(seen.ngranted, 1, "lifting the block must grant the waiting writer");
+	cr_assert_eq(seen.granted_owner[0], 2, "owner 2 must be the one granted");
+	r = seen.last_granted[0];
+	lease_table_release(t, r, "release");
+}
+
+/* A checkpoint's turn comes inside dispatch; its block must be in place
+ * before the next waiter is looked at. */
+Test(lease_table, checkpoint_turn_blocks_before_the_next_grant)
+{
+	struct lt_lease *w = take(1, COORD_WRITE, -1), *l = NULL;
+	struct lt_waiter *cw = NULL;
+	struct lt_resource *res = w->res;
+	turn_bits = LT_BLOCK_WRITERS | LT_BLOCK_READERS;
+	cr_assert_eq(lease_table_request(t, "db", OWNER(5), COORD_WRITE, now, -1, LT_FOR_CHECKPOINT,
+	                                 0, NULL, &l, &cw), 0, "the checkpoint must queue behind the writer");
+	cr_assert_null(take(2, COORD_READ, -1), "a reader must queue behind the checkpoint");
+	lease_table_release(t, w, "release");
+	cr_assert_eq(seen.ngranted, 1, "only the checkpoint's turn may come, got %d grants",
+	             seen.ngranted);
+	cr_assert_eq(seen.granted_owner[0], 5, "the checkpoint (owner 5) must come first");
+	cr_assert_eq(lease_table_leases(t), 0, "a checkpoint's turn holds no lease");
+	lease_table_block(t, res, LT_BLOCK_WRITERS);
+	cr_assert_eq(seen.ngranted, 2, "narrowing the block to writers must let the reader in");
+	cr_assert_eq(seen.granted_owner[1], 2, "owner 2 (the reader) must be granted");
+	lease_table_block(t, res, 0);
+	lease_table_release(t, seen.last_granted[1], "release");
 }

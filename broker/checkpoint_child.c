@@ -1,15 +1,14 @@
 /* Checkpoints of database files: the code that runs inside the child process
- * the broker forks for each checkpoint (checkpointer.c does the fork, the
- * pipe, the time limit and the kill), plus the small pieces the broker and
- * coordctl share: kind detection, policy names and the policy parser, and
- * the DuckDB loader.
+ * the broker forks for each checkpoint (checkpoint_jobs.c does the fork, the
+ * pipe, the time limit and the kill), plus kind detection and the DuckDB
+ * loader, which the broker and the tests call directly.
  *
  * It never deletes or truncates a WAL by hand.  SQLite and DuckDB decide
  * what a WAL holds; coord only asks them to checkpoint it once no coord
  * writer is active.  It never creates a database file either: a missing
  * file is reported, not opened (DuckDB would create it).  It never prints.
  *
- * Choice of the default SQLite mode (CKPT_SQLITE_DEFAULT_MODE): FULL.
+ * Choice of the default SQLite mode (COORD_SQLITE_DEFAULT): FULL.
  *  - TRUNCATE shrinks the -wal file to zero bytes.  A process that has the
  *    file mapped (a backup or replication tool reading frames) and touches
  *    a page past the new end dies with SIGBUS: checked with a mapping of
@@ -59,7 +58,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
+#include "checkpoint_child.h"
 
 _Static_assert(sizeof(struct ckpt_duckdb_result) <= CKPT_DUCKDB_RESULT_SIZE,
                "CKPT_DUCKDB_RESULT_SIZE must hold a duckdb_result");
@@ -79,57 +78,6 @@ static void say(struct ckpt_result *res, int status, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(res->message, sizeof res->message, fmt, ap);
 	va_end(ap);
-}
-
-/* ---- names and the policy parser ---- */
-
-const char *checkpoint_policy_name(int policy)
-{
-	return coord_proto_policy_name(policy);
-}
-
-const char *checkpoint_kind_name(int kind)
-{
-	return coord_proto_kind_name(kind);
-}
-
-const char *checkpoint_sqlite_mode_name(int mode)
-{
-	return coord_proto_sqlite_mode_name(mode);
-}
-
-int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command)
-{
-	if (!text)
-		return COORD_EINVAL;
-	if (!strncmp(text, "exec:", 5)) {
-		if (!text[5])
-			return COORD_EINVAL;
-		*policy = COORD_POLICY_EXEC;
-		*sqlite_mode = CKPT_SQLITE_DEFAULT_MODE;
-		*command = text + 5;
-		return 0;
-	}
-	if (!strncmp(text, "sqlite:", 7)) {
-		for (int m = 0; m <= COORD_SQLITE_TRUNCATE; m++) {
-			if (!strcmp(text + 7, coord_proto_sqlite_mode_name(m))) {
-				*policy = COORD_POLICY_SQLITE;
-				*sqlite_mode = m;
-				*command = NULL;
-				return 0;
-			}
-		}
-		return COORD_EINVAL;
-	}
-	for (int p = 0; p <= COORD_POLICY_DUCKDB; p++) {
-		if (!strcmp(text, coord_proto_policy_name(p))) {
-			*policy = p;
-			*sqlite_mode = CKPT_SQLITE_DEFAULT_MODE;
-			*command = NULL;
-			return 0;
-		}
-	}
-	return COORD_EINVAL;
 }
 
 /* ---- kind detection ---- */
@@ -395,7 +343,7 @@ void checkpoint_run(const struct ckpt_request *req, struct ckpt_result *res)
 {
 	char wal[PATH_MAX + 8] = "";
 	struct stat st;
-	int kind = req->kind, mode = CKPT_SQLITE_DEFAULT_MODE, n;
+	int kind = req->kind, mode = COORD_SQLITE_DEFAULT, n;
 
 	memset(res, 0, sizeof *res);
 	res->wal_before = res->wal_after = -1;

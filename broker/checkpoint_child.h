@@ -1,11 +1,11 @@
-/* checkpoint.h - what runs inside a checkpoint child
+/* checkpoint_child.h - what runs inside a checkpoint child
  *
- * The broker (checkpointer.c) forks a child for every checkpoint, puts it in
- * its own process group, calls checkpoint_run() there and reads the
+ * The broker (checkpoint_jobs.c) forks a child for every checkpoint, puts it
+ * in its own process group, calls checkpoint_run() there and reads the
  * struct ckpt_result back through a pipe; it enforces the time limit by
  * killing the group.  Everything here is blocking and meant for that child,
- * except the names, the policy parser, kind detection and the DuckDB probe,
- * which the broker and coordctl call directly.
+ * except kind detection and the DuckDB probe, which the broker calls
+ * directly.
  *
  * Dependencies: libsqlite3 and libdl.  DuckDB is not a build dependency:
  * libduckdb.so is loaded with dlopen() when it is needed.
@@ -13,10 +13,9 @@
  * Contents
  *   1. Requests and results: checkpoint_run()
  *   2. Kind detection
- *   3. Policy names and the policy parser
- *   4. DuckDB loader (shared with the tests) */
-#ifndef COORD_CHECKPOINT_H
-#define COORD_CHECKPOINT_H
+ *   3. DuckDB loader (shared with the tests) */
+#ifndef COORD_CHECKPOINT_CHILD_H
+#define COORD_CHECKPOINT_CHILD_H
 
 #include <stddef.h>
 #include <stdint.h>
@@ -27,10 +26,6 @@
 /* 1. Requests and results                                                  */
 /* ------------------------------------------------------------------------ */
 
-/* The SQLite mode of COORD_POLICY_AUTO (and of a bare "sqlite" policy):
- * FULL.  Why not TRUNCATE, RESTART or PASSIVE: see the top of checkpoint.c. */
-#define CKPT_SQLITE_DEFAULT_MODE COORD_SQLITE_DEFAULT
-
 /* How long SQLite waits for a lock held by a process outside coord (a
  * writer, or a reader on an old snapshot) before giving up. */
 #define CKPT_SQLITE_BUSY_MS 5000
@@ -40,7 +35,8 @@ struct ckpt_request {
 	int kind;                /* COORD_KIND_* of the file (detected, or forced by policy) */
 	int policy;              /* COORD_POLICY_*; AUTO: by kind */
 	int sqlite_mode;         /* COORD_SQLITE_*, read only with COORD_POLICY_SQLITE;
-	                            AUTO always uses CKPT_SQLITE_DEFAULT_MODE */
+	                            AUTO always uses COORD_SQLITE_DEFAULT (FULL; why
+	                            not the others: see checkpoint_child.c) */
 	const char *command;     /* COORD_POLICY_EXEC: run as
 	                            `/bin/sh -c COMMAND coord-checkpoint PATH` ($1 is PATH) */
 	const char *duckdb_lib;  /* libduckdb.so to dlopen; NULL: "libduckdb.so" by the
@@ -62,7 +58,7 @@ struct ckpt_result {
  * truncates a WAL by hand: only SQLite or DuckDB do, as part of their own
  * checkpoint or close.  The caller must not ignore SIGCHLD (exec policy).
  *
- *   COORD_POLICY_AUTO    SQLite files: CKPT_SQLITE_DEFAULT_MODE; DuckDB files:
+ *   COORD_POLICY_AUTO    SQLite files: COORD_SQLITE_DEFAULT; DuckDB files:
  *                        open (replays a WAL left by a crashed writer) and
  *                        CHECKPOINT; plain files: COORD_ENOTSUP.
  *   COORD_POLICY_SQLITE  SQLite checkpoint in req->sqlite_mode.  A database
@@ -95,25 +91,7 @@ void checkpoint_run(const struct ckpt_request *req, struct ckpt_result *res);
 int checkpoint_detect_kind(const char *path);
 
 /* ------------------------------------------------------------------------ */
-/* 3. Names and the policy parser                                           */
-/* ------------------------------------------------------------------------ */
-
-/* Static lower-case names ("auto", "sqlite", "full", ...); "?" for a value
- * out of range.  Never NULL. */
-const char *checkpoint_policy_name(int policy);
-const char *checkpoint_kind_name(int kind);
-const char *checkpoint_sqlite_mode_name(int mode);
-
-/* Parses "auto", "none", "sqlite", "sqlite:passive|full|restart|truncate",
- * "duckdb" or "exec:COMMAND" (exact, lower case).  On success sets *policy,
- * *sqlite_mode (CKPT_SQLITE_DEFAULT_MODE unless named) and *command (points
- * into text for exec, else NULL) and returns 0.  Returns COORD_EINVAL for
- * anything else, including NULL, "exec:" and "sqlite:", and then leaves the
- * outputs untouched. */
-int checkpoint_policy_parse(const char *text, int *policy, int *sqlite_mode, const char **command);
-
-/* ------------------------------------------------------------------------ */
-/* 4. DuckDB loader                                                         */
+/* 3. DuckDB loader                                                         */
 /* ------------------------------------------------------------------------ */
 
 /* The DuckDB C API result, laid out as duckdb.h declares duckdb_result

@@ -1,0 +1,185 @@
+/* The broker's parts wired together: the lease table's events go to grant
+ * persistence (grants.c) and to the request handlers (requests.c), client
+ * connections (client.c) hand their packets to the handlers and their
+ * deaths to the owners here, checkpoint jobs report back to the handlers,
+ * and one timer serves the table's deadlines and the jobs' time limits.
+ *
+ * An owner is made for each connection when it is accepted and goes with
+ * it: its waiter is cancelled and its leases are reclaimed at once (the
+ * adoption of live leases after a restart will re-attach owners instead).
+ * Clients are destroyed only after each batch of events, never inside a
+ * lease table callback. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include "broker.h"
+#include "grants.h"
+#include "requests.h"
+
+static int64_t table_now(void *ud)
+{
+	(void)ud;
+	return now_ms();
+}
+
+static const struct lt_events table_events = {
+	.now = table_now,
+	.resource_open = grants_resource_open,
+	.resource_keep = grants_resource_keep,
+	.resource_close = grants_resource_close,
+	.grant = grants_grant,
+	.granted = requests_granted,
+	.waiter_failed = requests_waiter_failed,
+	.released = grants_released,
+};
+
+/* ---- owners, one per connection ---- */
+
+static int client_accepted(void *ud, struct client *c)
+{
+	struct owner *o = calloc(1, sizeof *o);
+	(void)ud;
+	if (!o)
+		return COORD_ENOMEM;
+	o->pid = c->pid;
+	o->uid = c->uid;
+	o->pid_start = c->pid_start;
+	memcpy(o->comm, c->comm, sizeof o->comm);
+	o->client = c;
+	c->user = o;
+	return 0;
+}
+
+static void client_packet(void *ud, struct client *c, const void *buf, size_t len)
+{
+	requests_handle(ud, c, buf, len);
+}
+
+static void client_gone(void *ud, struct client *c, const char *why)
+{
+	struct broker *b = ud;
+	struct owner *o = c->user;
+	if (!o)
+		return;
+	o->client = NULL;
+	if (o->waiter) {
+		struct lt_waiter *w = o->waiter;
+		o->waiter = NULL;
+		log_event(&b->log, "cancel", "resource=%s mode=%s pid=%d reason=%s",
+		          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid, why);
+		lease_table_cancel(b->table, w);
+	}
+	while (o->leases)
+		lease_table_release(b->table, o->leases, why);
+	ckpt_jobs_forget(&b->jobs, o);
+	c->user = NULL;
+	free(o);
+}
+
+/* ---- timers and signals ---- */
+
+static void timer_due(void *ud)
+{
+	struct broker *b = ud;
+	int64_t now = now_ms();
+	lease_table_expire(b->table, now);
+	ckpt_jobs_expire(&b->jobs, now);
+}
+
+static void after_events(void *ud)
+{
+	struct broker *b = ud;
+	int64_t d1, d2;
+	clients_reap(&b->clients);
+	d1 = lease_table_next_deadline(b->table);
+	d2 = ckpt_jobs_next_deadline(&b->jobs);
+	loop_arm(&b->loop, d1 < 0 ? d2 : (d2 < 0 || d1 < d2 ? d1 : d2));
+}
+
+static void signal_event(struct watch *w, uint32_t events)
+{
+	struct broker *b = w->obj;
+	struct signalfd_siginfo si;
+	(void)events;
+	while (read(b->signal_fd, &si, sizeof si) == sizeof si) {
+		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+			log_event(&b->log, "shutdown", "signal=%s", si.ssi_signo == SIGTERM ? "TERM" : "INT");
+			b->loop.stopping = 1;
+		}
+	}
+}
+
+static int watch_signals(struct broker *b)
+{
+	sigset_t mask;
+	sigemptyset(&mask);
+	sigaddset(&mask, SIGTERM);
+	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGCHLD);
+	sigprocmask(SIG_BLOCK, &mask, NULL);
+	signal(SIGPIPE, SIG_IGN);
+	b->signal_fd = signalfd(-1, &mask, SFD_NONBLOCK | SFD_CLOEXEC);
+	if (b->signal_fd < 0)
+		return -1;
+	b->signal_watch = (struct watch){ signal_event, b };
+	return loop_add(&b->loop, b->signal_fd, &b->signal_watch, EPOLLIN);
+}
+
+/* ---- life ---- */
+
+int broker_init(struct broker *b, char *err, size_t errsize)
+{
+	b->signal_fd = -1;
+	b->clients.listen_fd = -1;
+	b->table = lease_table_new(&table_events, b, b->cfg.max_leases, b->cfg.max_waiters,
+	                           b->first_lease_id);
+	if (!b->table)
+		return COORD_ENOMEM;
+	if (loop_init(&b->loop, timer_due, b) < 0 || watch_signals(b) < 0) {
+		snprintf(err, errsize, "%s", strerror(errno));
+		return COORD_ESYS;
+	}
+	b->jobs = (struct ckpt_jobs){
+		.loop = &b->loop,
+		.log = &b->log,
+		.store = b->store,
+		.table = b->table,
+		.duckdb_lib = b->cfg.duckdb_lib,
+		.default_timeout_ms = b->cfg.checkpoint_timeout_ms,
+		.done = requests_checkpoint_done,
+		.ud = b,
+	};
+	b->clients = (struct clients){
+		.loop = &b->loop,
+		.log = &b->log,
+		.ev = { client_accepted, client_packet, client_gone },
+		.ud = b,
+		.max = b->cfg.max_clients,
+		.listen_fd = -1,
+	};
+	b->started_ms = now_ms();
+	ckpt_jobs_init(&b->jobs);
+	return clients_listen(&b->clients, b->cfg.dir, err, errsize);
+}
+
+int broker_run(struct broker *b)
+{
+	return loop_run(&b->loop, after_events, b) < 0 ? COORD_ESYS : 0;
+}
+
+void broker_fini(struct broker *b)
+{
+	ckpt_jobs_shutdown(&b->jobs);
+	clients_close(&b->clients);
+	lease_table_free(b->table);
+	b->table = NULL;
+	if (b->signal_fd >= 0)
+		close(b->signal_fd);
+	loop_fini(&b->loop);
+}

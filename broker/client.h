@@ -1,0 +1,82 @@
+/* Client connections: accepting them, who is on the other end (pid, uid,
+ * pidfd, comm), buffered output, and noticing their death.  What the
+ * packets mean is not this file's business: they go up through
+ * struct client_events. */
+#ifndef COORD_CLIENT_H
+#define COORD_CLIENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "coord_proto.h"
+#include "log.h"
+#include "loop.h"
+
+struct outbuf;
+struct clients;
+
+struct client {
+	struct clients *set;
+	uint64_t id;
+	int fd, pidfd;
+	pid_t pid;
+	uid_t uid;
+	uint64_t pid_start;        /* /proc/PID/stat starttime */
+	char comm[COORD_COMM_MAX + 1];
+	int64_t connected_ms;
+	int helloed;
+	int dead;                  /* destroyed at the end of the loop iteration */
+	const char *dead_reason;
+	struct watch sock_watch, pid_watch;
+	struct outbuf *out_head, *out_tail;
+	size_t out_bytes;
+	struct client *next, *prev;
+	struct client *dead_next;
+	void *user;                /* the broker's owner of this connection */
+};
+
+struct client_events {
+	/* A new connection: return 0 to keep it, or a COORD_E* code to close
+	 * it at once. */
+	int (*accepted)(void *ud, struct client *c);
+	/* One packet of len bytes (len > COORD_MSG_MAX: it was truncated). */
+	void (*packet)(void *ud, struct client *c, const void *buf, size_t len);
+	/* The connection is being destroyed; `why` is "hangup", "exit", ... */
+	void (*gone)(void *ud, struct client *c, const char *why);
+};
+
+struct clients {
+	/* set by the broker before clients_listen() */
+	struct loop *loop;
+	struct log *log;
+	struct client_events ev;
+	void *ud;
+	uint64_t max;              /* most connected clients */
+	/* own state */
+	uint64_t n, next_id;
+	int listen_fd;
+	struct watch listen_watch;
+	struct client *list;
+	struct client *dead;       /* killed, not yet destroyed */
+	char sock_path[108];
+};
+
+/* Binds and listens on DIR/coordd.sock, replacing a dead broker's socket
+ * (the caller holds the instance lock).  Returns 0 or COORD_E* with the
+ * reason in err. */
+int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize);
+/* Destroys the clients killed since the last call. */
+void clients_reap(struct clients *cs);
+/* Destroys every client and removes the socket. */
+void clients_close(struct clients *cs);
+
+/* Queues msg for c: sent at once if the socket takes it, else buffered
+ * (up to a limit; a client that does not read its replies is dropped). */
+void client_send(struct client *c, const void *msg, size_t len);
+/* Sends COORD_MSG_REPLY{seq, status}. */
+void client_reply(struct client *c, uint32_t seq, int status);
+/* Marks c dead; it is destroyed by the next clients_reap(). */
+void client_kill(struct client *c, const char *reason);
+
+#endif

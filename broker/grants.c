@@ -1,0 +1,186 @@
+/* Grant persistence: what makes a lease real before its holder hears of
+ * it, and what undoes it when it ends.  The lease table decides who gets a
+ * lease; these callbacks run inside its decisions.
+ *
+ * A grant, in this order:
+ *   1. a slot of the shared region;
+ *   2. the fencing token: if it is above the resource's durable ceiling,
+ *      the next 1024 tokens are reserved in state.mdb (a synced commit)
+ *      first, so no token is ever handed out twice, across crashes too;
+ *   3. the lease record in leases.mdb (for tools, and adoption later);
+ *   4. the slot word set to the lease id: from here coord_lease_valid()
+ *      is true;
+ *   5. a `grant` log line.
+ * The GRANT message itself is sent by the caller afterwards.  A failure in
+ * 1-3 refuses the grant and undoes what was done.
+ *
+ * A release or reclaim undoes it in the opposite order, clearing the slot
+ * word first so the old holder's coord_lease_valid() is false before
+ * anyone else can be granted, and starts a checkpoint after the last
+ * write lease, returning its block bits to the table. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "state.h"
+#include "grants.h"
+#include "resource.h"
+
+#define TOKEN_RESERVE 1024
+#define KEEP_RESOURCES_MAX 100000
+
+const char *grants_mode_name(int mode)
+{
+	return mode == COORD_WRITE ? "write" : "read";
+}
+
+int grants_resource_open(void *ud, struct lt_resource *res)
+{
+	struct broker *b = ud;
+	struct resource_ext *x = calloc(1, sizeof *x);
+	int rc;
+	if (!x)
+		return COORD_ENOMEM;
+	rc = store_resource_load(b->store, res->name, &x->rec);
+	if (rc == 0) {
+		x->stored = 1;
+	} else if (rc == COORD_ENOENT) {
+		x->rec.version = STORE_RESOURCE_VERSION;
+	} else {
+		free(x);
+		return rc;
+	}
+	/* Tokens up to the ceiling may have been granted by an earlier
+	 * broker; the next write token is above it. */
+	res->token = x->rec.token_ceiling;
+	res->ext = x;
+	if (x->stored)
+		b->kept_resources++;
+	ckpt_jobs_detect_kind(res);
+	return 0;
+}
+
+int grants_resource_keep(void *ud, struct lt_resource *res)
+{
+	struct broker *b = ud;
+	struct resource_ext *x = res->ext;
+	/* Keep resources that have a durable record in memory, so an idle
+	 * resource's next write grant does not need a synced commit. */
+	return x->job != NULL || (x->stored && b->kept_resources <= KEEP_RESOURCES_MAX);
+}
+
+void grants_resource_close(void *ud, struct lt_resource *res)
+{
+	struct broker *b = ud;
+	struct resource_ext *x = res->ext;
+	if (x && x->stored)
+		b->kept_resources--;
+	free(x);
+	res->ext = NULL;
+}
+
+/* Step 2: makes sure l->token is below the durable ceiling. */
+static int reserve_token(struct broker *b, struct lt_lease *l)
+{
+	struct resource_ext *x = l->res->ext;
+	int rc;
+	if (l->token <= x->rec.token_ceiling)
+		return 0;
+	x->rec.token_ceiling = l->token + TOKEN_RESERVE - 1;
+	rc = store_resource_save(b->store, l->res->name, &x->rec);
+	if (rc < 0) {
+		x->rec.token_ceiling = l->token - 1;
+		log_event(&b->log, "error", "op=token-reserve resource=%s code=%s",
+		          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
+		return rc;
+	}
+	if (!x->stored)
+		b->kept_resources++;
+	x->stored = 1;
+	return 0;
+}
+
+/* Step 3: the lease record. */
+static int record_lease(struct broker *b, const struct lt_lease *l, const struct owner *o)
+{
+	struct store_lease rec = { 0 };
+	int rc;
+	rec.id = l->id;
+	rec.token = l->token;
+	rec.mode = (uint32_t)l->mode;
+	rec.uid = (uint32_t)o->uid;
+	rec.pid = (uint64_t)o->pid;
+	rec.pid_start = o->pid_start;
+	rec.slot = l->slot;
+	rec.granted_wall_ms = l->granted_wall_ms;
+	snprintf(rec.name, sizeof rec.name, "%s", l->res->name);
+	snprintf(rec.label, sizeof rec.label, "%s", l->label);
+	rc = store_lease_put(b->store, &rec);
+	if (rc < 0)
+		log_event(&b->log, "error", "op=lease-record resource=%s code=%s",
+		          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
+	return rc;
+}
+
+int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
+{
+	struct broker *b = ud;
+	struct owner *o = l->owner;
+	int rc;
+	(void)w;
+
+	rc = region_slot_alloc(b->region, &l->slot);
+	if (rc < 0)
+		return rc;
+	rc = reserve_token(b, l);
+	if (rc < 0)
+		goto fail;
+	l->granted_wall_ms = wall_ms();
+	rc = record_lease(b, l, o);
+	if (rc < 0)
+		goto fail;
+	region_slot_set(b->region, l->slot, l->id);
+	l->own_prev = NULL;
+	l->own_next = o->leases;
+	if (o->leases)
+		o->leases->own_prev = l;
+	o->leases = l;
+	log_event(&b->log, "grant", "lease=%llu resource=%s mode=%s token=%llu pid=%d comm=%s label=%s",
+	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
+	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
+	          log_quote(&b->log, o->comm), log_quote(&b->log, l->label));
+	return 0;
+fail:
+	region_slot_free(b->region, l->slot);
+	return rc;
+}
+
+int grants_released(void *ud, struct lt_lease *l, const char *why)
+{
+	struct broker *b = ud;
+	struct owner *o = l->owner;
+	int rc;
+
+	/* Clear the slot first: from here on the old holder's
+	 * coord_lease_valid() is false, before anyone else is granted. */
+	region_slot_free(b->region, l->slot);
+	rc = store_lease_del(b->store, l->id);
+	if (rc < 0)
+		log_event(&b->log, "error", "op=lease-record-delete lease=%llu code=%s",
+		          (unsigned long long)l->id, coord_proto_errname(rc));
+	if (l->own_prev)
+		l->own_prev->own_next = l->own_next;
+	else
+		o->leases = l->own_next;
+	if (l->own_next)
+		l->own_next->own_prev = l->own_prev;
+	log_event(&b->log, strcmp(why, "release") ? "reclaim" : "release",
+	          "lease=%llu resource=%s mode=%s token=%llu pid=%d comm=%s held_ms=%lld reason=%s",
+	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
+	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
+	          log_quote(&b->log, o->comm), (long long)(now_ms() - l->granted_ms), why);
+	if (l->mode == COORD_WRITE)
+		return ckpt_jobs_on_write_release(&b->jobs, l->res);
+	return 0;
+}

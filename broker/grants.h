@@ -1,0 +1,20 @@
+/* Grant persistence: the lease table's events that make a grant durable
+ * and visible (token reservation, LMDB record, shared-region slot, log
+ * line) and undo it at release. */
+#ifndef COORD_GRANTS_H
+#define COORD_GRANTS_H
+
+#include "lease_table.h"
+
+/* All take the struct broker as ud; see struct lt_events for when the
+ * table calls them. */
+int grants_resource_open(void *ud, struct lt_resource *res);
+int grants_resource_keep(void *ud, struct lt_resource *res);
+void grants_resource_close(void *ud, struct lt_resource *res);
+int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w);
+int grants_released(void *ud, struct lt_lease *l, const char *why);
+
+/* "read" or "write", for log lines. */
+const char *grants_mode_name(int mode);
+
+#endif

@@ -1,0 +1,409 @@
+/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY and
+ * CHECKPOINT, and the answers that come later.
+ *
+ * Nothing read from a client is trusted: every packet goes through
+ * proto_decode() before anything here looks at it, a lease id in RELEASE
+ * is looked up among the sender's own leases only, and a client that
+ * breaks the protocol is disconnected.  Answers go to the owner's current
+ * connection; an owner without one (detached) gets none. */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "checkpoint_child.h"
+#include "grants.h"
+#include "protocol.h"
+#include "requests.h"
+#include "resource.h"
+
+static void answer(struct owner *o, uint32_t seq, int status)
+{
+	if (o->client)
+		client_reply(o->client, seq, status);
+}
+
+static void send_grant(struct owner *o, uint32_t seq, const struct lt_lease *l)
+{
+	coord_msg_grant g = { { COORD_MSG_GRANT, seq }, 0, (uint32_t)l->mode, l->id, l->token, l->slot };
+	if (o->client)
+		client_send(o->client, &g, sizeof g);
+}
+
+/* ---- answers that come later ---- */
+
+static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
+                               struct lt_resource *res, const char *name,
+                               const struct store_resource *rec, int kind, int status);
+
+int requests_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
+{
+	struct broker *b = ud;
+	struct owner *o = w->owner;
+	int bits, status;
+	o->waiter = NULL;
+	if (w->purpose != LT_FOR_CHECKPOINT) {
+		send_grant(o, w->seq, l);
+		return 0;
+	}
+	bits = ckpt_jobs_start_requested(&b->jobs, w->res, o, w->seq, &status);
+	if (!bits && o->client) {
+		struct resource_ext *x = w->res->ext;
+		send_resource_info(b, o->client, w->seq, w->res, w->res->name, &x->rec, x->kind, status);
+	}
+	return bits;
+}
+
+void requests_waiter_failed(void *ud, struct lt_waiter *w, int err)
+{
+	struct broker *b = ud;
+	struct owner *o = w->owner;
+	o->waiter = NULL;
+	log_event(&b->log, err == COORD_ETIMEDOUT ? "timeout" : "refuse",
+	          "resource=%s mode=%s pid=%d waited_ms=%lld code=%s", log_quote(&b->log, w->res->name),
+	          grants_mode_name(w->mode), (int)o->pid, (long long)(now_ms() - w->since_ms),
+	          coord_proto_errname(err));
+	answer(o, w->seq, err);
+}
+
+void requests_checkpoint_done(void *ud, struct lt_resource *res, void *requester, uint32_t seq,
+                              int status)
+{
+	struct broker *b = ud;
+	struct owner *o = requester;
+	struct resource_ext *x = res->ext;
+	if (o->client)
+		send_resource_info(b, o->client, seq, res, res->name, &x->rec, x->kind, status);
+}
+
+/* ---- leases ---- */
+
+static void handle_acquire(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	int64_t now = now_ms(), deadline;
+	int rc;
+
+	if (o->waiter) {
+		client_reply(c, req->seq, COORD_EBUSYCONN);
+		return;
+	}
+	deadline = req->timeout_ms < 0 ? -1 : now + req->timeout_ms;
+	rc = lease_table_request(b->table, req->name, o, req->mode, now, deadline, LT_FOR_CLIENT,
+	                         req->seq, req->label, &l, &w);
+	if (rc > 0) {
+		send_grant(o, req->seq, l);
+	} else if (rc == 0) {
+		o->waiter = w;
+		log_event(&b->log, "wait", "resource=%s mode=%s pid=%d comm=%s timeout_ms=%d",
+		          log_quote(&b->log, req->name), grants_mode_name(req->mode), (int)o->pid,
+		          log_quote(&b->log, o->comm), (int)req->timeout_ms);
+	} else {
+		if (rc != COORD_EBUSY)
+			log_event(&b->log, "refuse", "resource=%s mode=%s pid=%d code=%s",
+			          log_quote(&b->log, req->name), grants_mode_name(req->mode), (int)o->pid,
+			          coord_proto_errname(rc));
+		client_reply(c, req->seq, rc);
+	}
+}
+
+static void handle_release(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_lease *l;
+	for (l = o->leases; l; l = l->own_next)
+		if (l->id == req->lease_id)
+			break;
+	if (l)
+		lease_table_release(b->table, l, "release");
+	if (!(req->flags & COORD_RELEASE_NO_REPLY))
+		client_reply(c, req->seq, l ? 0 : COORD_ENOLEASE);
+}
+
+/* ---- status, list ---- */
+
+static void handle_status(struct broker *b, struct client *c, const struct request *req)
+{
+	union {
+		coord_msg_status_reply s;
+		char raw[COORD_MSG_MAX];
+	} m;
+	size_t dl = strlen(b->cfg.dir);
+	if (dl > COORD_MSG_MAX - sizeof m.s)
+		dl = COORD_MSG_MAX - sizeof m.s;
+	memset(&m.s, 0, sizeof m.s);
+	m.s.h = (coord_msg_hdr){ COORD_MSG_STATUS_REPLY, req->seq };
+	m.s.version = COORD_PROTO_VERSION;
+	m.s.broker_pid = (uint64_t)getpid();
+	m.s.uptime_ms = (uint64_t)(now_ms() - b->started_ms);
+	m.s.clients = b->clients.n;
+	m.s.leases = lease_table_leases(b->table);
+	m.s.waiters = lease_table_waiters(b->table);
+	m.s.resources = lease_table_resources(b->table);
+	m.s.dir_len = (uint16_t)dl;
+	memcpy(m.raw + sizeof m.s, b->cfg.dir, dl);
+	client_send(c, &m, sizeof m.s + dl);
+}
+
+static void send_info(struct client *to, uint32_t seq, int kind, int mode, uint64_t id,
+                      uint64_t token, const struct owner *who, int64_t since, const char *name,
+                      const char *label)
+{
+	union {
+		coord_msg_lease_info i;
+		char raw[COORD_MSG_MAX];
+	} m;
+	size_t nl = strlen(name), cl = strlen(who->comm), ll = strlen(label);
+	char *p = m.raw + sizeof m.i;
+	memset(&m.i, 0, sizeof m.i);
+	m.i.h = (coord_msg_hdr){ COORD_MSG_LEASE_INFO, seq };
+	m.i.kind = (uint32_t)kind;
+	m.i.mode = (uint32_t)mode;
+	m.i.lease_id = id;
+	m.i.token = token;
+	m.i.pid = (uint64_t)who->pid;
+	m.i.uid = (uint64_t)who->uid;
+	m.i.age_ms = (uint64_t)(now_ms() - since);
+	m.i.name_len = (uint16_t)nl;
+	m.i.comm_len = (uint16_t)cl;
+	m.i.label_len = (uint16_t)ll;
+	memcpy(p, name, nl);
+	memcpy(p + nl, who->comm, cl);
+	memcpy(p + nl + cl, label, ll);
+	client_send(to, &m, sizeof m.i + nl + cl + ll);
+}
+
+struct list_walk {
+	struct client *to;
+	uint32_t seq;
+};
+
+/* A LEASE_INFO for every holder, then every waiter, of res. */
+static void list_resource(struct lt_resource *res, void *arg)
+{
+	struct list_walk *lw = arg;
+	for (struct lt_lease *l = res->holders; l; l = l->res_next)
+		send_info(lw->to, lw->seq, COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
+		          l->granted_ms, res->name, l->label);
+	for (struct lt_waiter *w = res->head; w; w = w->next)
+		send_info(lw->to, lw->seq, COORD_INFO_WAITER, w->mode, 0, 0, w->owner, w->since_ms,
+		          res->name, w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label);
+}
+
+static void send_end(struct client *c, uint32_t seq)
+{
+	coord_msg_reply end = { { COORD_MSG_END, seq }, 0, 0 };
+	client_send(c, &end, sizeof end);
+}
+
+static void handle_list(struct broker *b, struct client *c, const struct request *req)
+{
+	struct list_walk lw = { c, req->seq };
+	lease_table_foreach(b->table, list_resource, &lw);
+	send_end(c, req->seq);
+}
+
+/* ---- show, policy, checkpoint ---- */
+
+static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
+                               struct lt_resource *res, const char *name,
+                               const struct store_resource *rec, int kind, int status)
+{
+	union {
+		coord_msg_resource_info i;
+		char raw[COORD_MSG_MAX];
+	} m;
+	const struct ckpt_jobs *j = &b->jobs;
+	size_t nl = strlen(name), cl = strlen(rec->command), ml = strlen(rec->message);
+	char *p = m.raw + sizeof m.i;
+	memset(&m.i, 0, sizeof m.i);
+	m.i.h = (coord_msg_hdr){ COORD_MSG_RESOURCE_INFO, seq };
+	m.i.status = status;
+	m.i.kind = (uint32_t)kind;
+	m.i.policy = rec->policy;
+	m.i.sqlite_mode = rec->policy == COORD_POLICY_SQLITE ? rec->sqlite_mode : COORD_SQLITE_DEFAULT;
+	m.i.timeout_ms = rec->timeout_ms ? rec->timeout_ms : j->default_timeout_ms;
+	if (res) {
+		struct resource_ext *x = res->ext;
+		m.i.checkpoint_state = x->job != NULL;
+		m.i.token = res->token;
+		m.i.holders = (uint64_t)(res->readers + res->writers);
+		m.i.waiters = res->nwaiters;
+	} else {
+		m.i.token = rec->token_ceiling;
+	}
+	m.i.checkpoints = rec->checkpoints;
+	m.i.last_at_ms = rec->last_at_ms;
+	m.i.last_duration_us = rec->last_duration_us;
+	m.i.last_result = rec->last_result;
+	m.i.duckdb_available = (uint32_t)j->duckdb_ok;
+	m.i.wal_before = rec->checkpoints ? rec->wal_before : -1;
+	m.i.wal_after = rec->checkpoints ? rec->wal_after : -1;
+	m.i.name_len = (uint16_t)nl;
+	m.i.command_len = (uint16_t)cl;
+	memcpy(p, name, nl);
+	memcpy(p + nl, rec->command, cl);
+	if (!j->duckdb_ok && (kind == COORD_KIND_DUCKDB || rec->policy == COORD_POLICY_DUCKDB)) {
+		/* Say plainly why DuckDB checkpoints are off. */
+		int n = snprintf(p + nl + cl, COORD_MSG_MAX - sizeof m.i - nl - cl,
+		                 "DuckDB checkpoints are off: %s", j->duckdb_why);
+		ml = n < 0 ? 0 : (size_t)n;
+	} else {
+		memcpy(p + nl + cl, rec->message, ml);
+	}
+	m.i.message_len = (uint16_t)ml;
+	client_send(c, &m, sizeof m.i + nl + cl + ml);
+}
+
+static void handle_show(struct broker *b, struct client *c, const struct request *req)
+{
+	struct lt_resource *res = lease_table_find(b->table, req->name);
+	if (res) {
+		struct resource_ext *x = res->ext;
+		struct list_walk lw = { c, req->seq };
+		list_resource(res, &lw);
+		send_resource_info(b, c, req->seq, res, req->name, &x->rec, ckpt_jobs_detect_kind(res), 0);
+	} else {
+		struct store_resource rec;
+		int rc = store_resource_load(b->store, req->name, &rec);
+		int kind = req->name[0] == '/' ? checkpoint_detect_kind(req->name) : COORD_KIND_PLAIN;
+		if (rc < 0 && rc != COORD_ENOENT) {
+			client_reply(c, req->seq, rc);
+			return;
+		}
+		send_resource_info(b, c, req->seq, NULL, req->name, &rec, kind, 0);
+	}
+	send_end(c, req->seq);
+}
+
+static void handle_policy(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_resource *res = lease_table_find(b->table, req->name);
+	struct store_resource rec, *r = &rec;
+	int rc;
+	if (res) {
+		r = &((struct resource_ext *)res->ext)->rec;
+	} else {
+		rc = store_resource_load(b->store, req->name, &rec);
+		if (rc < 0 && rc != COORD_ENOENT) {
+			client_reply(c, req->seq, rc);
+			return;
+		}
+		rec.version = STORE_RESOURCE_VERSION;
+	}
+	r->policy = req->policy;
+	r->sqlite_mode = req->sqlite_mode;
+	r->timeout_ms = req->policy_timeout_ms;
+	snprintf(r->command, sizeof r->command, "%s", req->command);
+	rc = store_resource_save(b->store, req->name, r);
+	if (rc == 0 && res) {
+		struct resource_ext *x = res->ext;
+		if (!x->stored)
+			b->kept_resources++;
+		x->stored = 1;
+	}
+	log_event(&b->log, "policy", "resource=%s policy=%s mode=%s timeout_ms=%u command=%s pid=%d",
+	          log_quote(&b->log, req->name), coord_proto_policy_name((int)r->policy),
+	          coord_proto_sqlite_mode_name((int)r->sqlite_mode), r->timeout_ms,
+	          log_quote(&b->log, r->command), (int)o->pid);
+	client_reply(c, req->seq, rc);
+}
+
+static void handle_checkpoint(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	struct lt_resource *res;
+	struct resource_ext *x;
+	int rc, bits, status;
+	if (req->name[0] != '/') {
+		client_reply(c, req->seq, COORD_ENOTSUP);
+		return;
+	}
+	if (o->waiter) {
+		client_reply(c, req->seq, COORD_EBUSYCONN);
+		return;
+	}
+	/* Queue like a writer, so it runs with the same exclusivity as a
+	 * checkpoint on release, in FIFO order with the other requests. */
+	rc = lease_table_request(b->table, req->name, o, COORD_WRITE, now_ms(), -1,
+	                         LT_FOR_CHECKPOINT, req->seq, "checkpoint", &l, &w);
+	if (rc < 0) {
+		client_reply(c, req->seq, rc);
+		return;
+	}
+	if (rc == 0) {
+		o->waiter = w;
+		return;
+	}
+	/* Its turn already: nothing conflicting holds the resource. */
+	res = lease_table_find(b->table, req->name);
+	x = res->ext;
+	bits = ckpt_jobs_start_requested(&b->jobs, res, o, req->seq, &status);
+	if (bits)
+		lease_table_block(b->table, res, bits);
+	else
+		send_resource_info(b, c, req->seq, res, res->name, &x->rec, x->kind, status);
+	lease_table_maybe_close(b->table, res);
+}
+
+/* ---- dispatch ---- */
+
+static void handle_hello(struct client *c, const struct request *req)
+{
+	coord_msg_welcome w = { { COORD_MSG_WELCOME, req->seq }, 0, COORD_PROTO_VERSION,
+		                c->id, (uint64_t)getpid() };
+	if (c->helloed || req->version != COORD_PROTO_VERSION)
+		w.status = COORD_EPROTO;
+	c->helloed = 1;
+	client_send(c, &w, sizeof w);
+	if (w.status < 0)
+		client_kill(c, "protocol-error");
+}
+
+void requests_handle(struct broker *b, struct client *c, const void *buf, size_t len)
+{
+	struct request req;
+	int rc = proto_decode(buf, len, &req);
+
+	if (rc == COORD_EPROTO || (!c->helloed && req.type != COORD_MSG_HELLO)) {
+		log_event(&b->log, "protocol-error", "pid=%d comm=%s bytes=%zu type=%u", (int)c->pid,
+		          log_quote(&b->log, c->comm), len, (unsigned)req.type);
+		client_kill(c, "protocol-error");
+		return;
+	}
+	if (rc < 0) {
+		client_reply(c, req.seq, rc);
+		return;
+	}
+	switch (req.type) {
+	case COORD_MSG_HELLO:
+		handle_hello(c, &req);
+		break;
+	case COORD_MSG_ACQUIRE:
+		handle_acquire(b, c, &req);
+		break;
+	case COORD_MSG_RELEASE:
+		handle_release(b, c, &req);
+		break;
+	case COORD_MSG_STATUS:
+		handle_status(b, c, &req);
+		break;
+	case COORD_MSG_LIST:
+		handle_list(b, c, &req);
+		break;
+	case COORD_MSG_SHOW:
+		handle_show(b, c, &req);
+		break;
+	case COORD_MSG_POLICY:
+		handle_policy(b, c, &req);
+		break;
+	case COORD_MSG_CHECKPOINT:
+		handle_checkpoint(b, c, &req);
+		break;
+	}
+}

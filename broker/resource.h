@@ -1,0 +1,17 @@
+/* The broker's state of one resource (lt_resource.ext): its durable record
+ * and what is known about its file. */
+#ifndef COORD_RESOURCE_H
+#define COORD_RESOURCE_H
+
+#include "store.h"
+
+struct ckpt_job;
+
+struct resource_ext {
+	struct store_resource rec; /* as stored in state.mdb */
+	int stored;                /* rec exists in state.mdb */
+	int kind;                  /* COORD_KIND_*, detected when last looked at */
+	struct ckpt_job *job;      /* running checkpoint, or NULL */
+};
+
+#endif

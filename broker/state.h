@@ -1,0 +1,59 @@
+/* The broker's state, all of it: struct broker and its parts.  Each part
+ * has its own file (see docs/design.md, "Parts"); this header only puts
+ * them together and names the owner of leases. */
+#ifndef COORD_STATE_H
+#define COORD_STATE_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "checkpoint_jobs.h"
+#include "client.h"
+#include "lease_table.h"
+#include "log.h"
+#include "loop.h"
+#include "region.h"
+#include "store.h"
+
+struct broker_config {
+	const char *dir;
+	uint64_t max_leases;       /* also the shared region's slot count */
+	uint64_t max_waiters;
+	uint64_t max_clients;
+	const char *duckdb_lib;    /* NULL: "libduckdb.so" */
+	uint32_t checkpoint_timeout_ms;
+};
+
+/* Who holds leases and waits in queues: a process, as its connection
+ * identified it.  It is the lease table's `owner`.  Today an owner lives
+ * and dies with its connection; it is a struct of its own so that a
+ * restarted broker (adoption) or a reconnecting client can re-attach an
+ * owner's leases to a new connection. */
+struct owner {
+	pid_t pid;
+	uid_t uid;
+	uint64_t pid_start;        /* with pid, names one process per boot */
+	char comm[COORD_COMM_MAX + 1];
+	struct client *client;     /* the connection answers go to; NULL while
+	                              detached */
+	struct lt_lease *leases;   /* linked by own_next/own_prev */
+	struct lt_waiter *waiter;  /* at most one queued request */
+};
+
+struct broker {
+	struct broker_config cfg;
+	struct log log;
+	struct loop loop;
+	struct clients clients;
+	struct ckpt_jobs jobs;
+	struct store *store;
+	struct region *region;
+	struct lease_table *table;
+	uint64_t first_lease_id;   /* from the store */
+	size_t kept_resources;     /* idle resources kept in memory */
+	int64_t started_ms;
+	int signal_fd;
+	struct watch signal_watch;
+};
+
+#endif
