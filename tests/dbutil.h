@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "checkpoint.h"
+#include "checkpoint_child.h"
 
 /* ---- files ---- */
 

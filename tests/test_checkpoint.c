@@ -1,4 +1,4 @@
-/* Tests of what runs inside a checkpoint child (broker/checkpoint.c), on real
+/* Tests of what runs inside a checkpoint child (broker/checkpoint_child.c), on real
  * files: SQLite WAL checkpoints in every mode, a WAL mapped by another
  * process, readers outside coord that hold frames, a hot rollback journal
  * left by a writer killed with SIGKILL, DuckDB WAL replay after a writer
@@ -26,7 +26,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "checkpoint.h"
+#include "checkpoint_child.h"
 #include "dbutil.h"
 #include "harness.h"
 
