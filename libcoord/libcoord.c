@@ -1,0 +1,1642 @@
+/* The implementation of coord.h.
+ *
+ * This is the one translation unit of the built library (libcoord.a and
+ * libcoord.so.0), and it is also the implementation section of the
+ * installed single-file coord.h: the build pastes everything below the
+ * marker line into it, after the public part, with coord_proto.h pasted in
+ * place of its #include (libcoord/dist/single-header.py).  So what a
+ * program that copies coord.h compiles is exactly what the library is.
+ *
+ * It defines nothing outside the coord_ prefix with external linkage: the
+ * library's ABI is what coord.h declares (coord.syms exports it, and
+ * tests/exported-symbols.sh checks that nothing else leaks).  It never
+ * prints; it logs through coord_options_t.log. */
+#define COORD_IMPLEMENTATION
+#include "coord.h"
+
+/* ---- the implementation section of the single-file coord.h ---- */
+
+/* ------------------------------------------------------------------------ */
+/* 8. Implementation                                                        */
+/* ------------------------------------------------------------------------ */
+
+#if defined(COORD_IMPLEMENTATION) && !defined(COORD__IMPLEMENTED)
+#define COORD__IMPLEMENTED
+
+#if defined(__STRICT_ANSI__) && !defined(_XOPEN_SOURCE) && !defined(_GNU_SOURCE) &&              \
+        !defined(_DEFAULT_SOURCE)
+#error "coord.h's implementation needs POSIX.1-2008/XSI: include coord.h first in this file, define _XOPEN_SOURCE 700 before every #include, or compile with -std=gnu11"
+#endif
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "coord_proto.h"
+
+/* The implementation, in this order:
+ *   8.1  state: connections, resource handles, lease records, the backend
+ *   8.2  errors and names
+ *   8.3  process-wide state: the fork handler and the lease table
+ *   8.4  messages: send, receive, notices, request/answer exchanges
+ *   8.5  the broker backend: dial, autostart, hello, the shared region
+ *   8.6  connections
+ *   8.7  resources and leases
+ *   8.8  administration
+ *
+ * Locks, in the order they nest:
+ *   coord_t.lock        one request at a time on a connection; held while
+ *                       waiting for the broker's answer.
+ *   coord__table_lock   the lease table, and every link between a handle
+ *                       and its connection: coord__lease.conn,
+ *                       coord_resource.conn, the connection's lists of
+ *                       them, and coord_t.refs.  Never held across a
+ *                       system call that can block.
+ * coord__conns_lock and coord__maps_lock guard one list each and are held
+ * with no other lock, but by the fork handler, which takes all three
+ * global locks: conns, table, maps. */
+
+/* ------------------------------------------------------------------------ */
+/* 8.1 State                                                                */
+/* ------------------------------------------------------------------------ */
+
+/* Every message the broker can send, read into one buffer. */
+union coord__msg {
+	coord_msg_hdr h;
+	coord_msg_reply reply;
+	coord_msg_welcome welcome;
+	coord_msg_grant grant;
+	coord_msg_status_reply status;
+	coord_msg_lease_info lease_info;
+	coord_msg_resource_info resource_info;
+	coord_msg_notice notice;
+	char raw[COORD_MSG_MAX];
+};
+
+/* What a backend tells about a lease it granted.  `word` points at a
+ * 64-bit word that holds `id` exactly while the lease is held and that
+ * stays mapped until the process ends: coord_lease_valid() reads it with
+ * no lock and no system call.  The broker's word is the lease's slot in
+ * the shared region. */
+struct coord__grant {
+	uint64_t id;
+	uint64_t token;
+	const _Atomic uint64_t *word;
+};
+
+/* The lease backend: everything that knows who grants leases and how.
+ * The broker over its socket is the only one; another (an etcd cluster,
+ * say) would be a second table, chosen by coord_connect().  Handles,
+ * the lease table and coord_lease_valid() do not change with it.
+ *   open     connects c (c->dir is resolved); on failure close() runs.
+ *   close    closes the transport, which gives back every lease of c
+ *            (the broker reclaims them when the socket closes).
+ *   acquire  asks for a lease on r and fills *g; c->lock is held.
+ *   release  gives a lease back; c->lock is held and the handle is
+ *            already stale. */
+struct coord__backend {
+	int (*open)(coord_t *c, const coord_options_t *opts);
+	void (*close)(coord_t *c);
+	int (*acquire)(coord_t *c, coord_resource_t *r, int mode, int timeout_ms, const char *label,
+	               struct coord__grant *g);
+	int (*release)(coord_t *c, const struct coord__grant *g);
+};
+
+struct coord {
+	pthread_mutex_t lock;
+	const struct coord__backend *backend;
+	int fd;                 /* -1 once closed */
+	pid_t pid;              /* process that connected */
+	uint32_t seq;           /* number of the last request; HELLO is 1 */
+	int broken;             /* connection lost or garbled: every call is COORD_EIO */
+	const coord_shm_slot *slots; /* the shared region's slots (never unmapped) */
+	uint64_t slot_count;
+	uint64_t client_id;
+	void (*log)(void *, int, const char *);
+	void *log_userdata;
+	struct coord *next_conn; /* coord__conns, for the fork handler */
+	/* under coord__table_lock: */
+	unsigned refs;          /* the caller's, and one per call through a handle */
+	struct coord__lease *leases;       /* held, not yet released */
+	struct coord_resource *resources;  /* open handles */
+	/* under lock: */
+	union coord__msg in;    /* the message being read */
+	char dir[PATH_MAX];
+};
+
+struct coord_resource {
+	coord_t *conn;          /* NULL once the connection is closed */
+	struct coord_resource *next, *prev; /* conn->resources */
+	size_t name_len;
+	char name[COORD_NAME_MAX + 1];
+	/* The broker's ACQUIRE request, name included, built once by
+	 * coord_resource_open(); each acquire fills in seq, mode, timeout and
+	 * label under conn->lock. */
+	union {
+		coord_msg_acquire m;
+		char raw[sizeof(coord_msg_acquire) + COORD_NAME_MAX + COORD_LABEL_MAX];
+	} req;
+};
+
+/* One record of the lease table (8.3).  The atomic fields are read
+ * without a lock by coord_lease_valid() and the accessors; the others
+ * belong to coord__table_lock. */
+struct coord__lease {
+	_Atomic uintptr_t gen;  /* odd while a lease is held, even while free */
+	_Atomic uint64_t id;
+	_Atomic uint64_t token;
+	_Atomic int mode;
+	_Atomic(const _Atomic uint64_t *) word; /* see struct coord__grant */
+	_Atomic unsigned fork_epoch; /* coord__fork_epoch when granted */
+	uintptr_t index;        /* this record's place in the table, never 0 */
+	coord_t *conn;          /* NULL while free */
+	struct coord__lease *next, *prev; /* conn->leases, or the free list */
+	char resource[COORD_NAME_MAX + 1];
+};
+
+/* ------------------------------------------------------------------------ */
+/* 8.2 Errors and names                                                     */
+/* ------------------------------------------------------------------------ */
+
+COORD_API const char *coord_strerror(int err)
+{
+	switch (err) {
+#define COORD__ERRSTR(name, value, text) case value: return "COORD_" #name ": " text;
+		COORD_ERRORS(COORD__ERRSTR)
+#undef COORD__ERRSTR
+	}
+	return "COORD_E?: unknown error";
+}
+
+COORD_API const char *coord_errname(int err)
+{
+	return coord_proto_errname(err);
+}
+
+COORD_API const char *coord_policy_name(int policy)
+{
+	return coord_proto_policy_name(policy);
+}
+
+COORD_API const char *coord_kind_name(int kind)
+{
+	return coord_proto_kind_name(kind);
+}
+
+COORD_API const char *coord_sqlite_mode_name(int mode)
+{
+	return coord_proto_sqlite_mode_name(mode);
+}
+
+COORD_API int coord_default_dir(char *buf, size_t size)
+{
+	return coord_proto_default_dir(buf, size);
+}
+
+COORD_API int coord_instance_dir(const char *dir, char *buf, size_t size)
+{
+	if (!buf || size == 0)
+		return COORD_EINVAL;
+	return coord_proto_resolve_dir(dir, buf, size);
+}
+
+COORD_API int coord_canonicalize(const char *name, char *buf, size_t size)
+{
+	char dir[PATH_MAX], real[PATH_MAX];
+	struct stat st;
+	size_t len;
+	const char *base, *slash;
+	int n;
+
+	if (!name || !buf || size == 0)
+		return COORD_EINVAL;
+	len = strlen(name);
+	if (len == 0 || len > COORD_NAME_MAX)
+		return COORD_ENAME;
+	if (!strchr(name, '/') && lstat(name, &st) != 0) {
+		/* an opaque key */
+		if (len + 1 > size)
+			return COORD_EINVAL;
+		memcpy(buf, name, len + 1);
+		return (int)len;
+	}
+	/* A path.  If it exists, realpath() resolves it whole (symlinks in the
+	 * last component too).  Otherwise resolve the directory and append the
+	 * last component, so a database file can be leased before it exists. */
+	if (realpath(name, real)) {
+		n = snprintf(buf, size, "%s", real);
+	} else {
+		slash = strrchr(name, '/');
+		if (slash) {
+			size_t dl = (size_t)(slash - name);
+			if (dl >= sizeof dir)
+				return COORD_ENAME;
+			memcpy(dir, name, dl);
+			dir[dl] = 0;
+			if (dl == 0)
+				strcpy(dir, "/");
+			base = slash + 1;
+		} else {
+			strcpy(dir, ".");
+			base = name;
+		}
+		if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
+			return COORD_ENAME;
+		if (!realpath(dir, real))
+			return COORD_ENAME;
+		n = snprintf(buf, size, "%s%s%s", real, strcmp(real, "/") ? "/" : "", base);
+	}
+	if (n < 0 || (size_t)n >= size)
+		return COORD_EINVAL;
+	if ((size_t)n > COORD_NAME_MAX)
+		return COORD_ENAME;
+	return n;
+}
+
+/* The value in 0..last whose name(value) is `text`, or -1. */
+static int coord__value_named(const char *text, const char *(*name)(int), int last)
+{
+	for (int v = 0; v <= last; v++)
+		if (!strcmp(text, name(v)))
+			return v;
+	return -1;
+}
+
+COORD_API int coord_policy_parse(const char *text, coord_policy_t *out)
+{
+	coord_policy_t p = { COORD_POLICY_AUTO, COORD_SQLITE_DEFAULT, 0, "" };
+	if (!text || !out)
+		return COORD_EINVAL;
+	if (!strncmp(text, "exec:", 5)) {
+		size_t n = strlen(text + 5);
+		if (n == 0 || n > COORD_COMMAND_MAX)
+			return COORD_EINVAL;
+		p.policy = COORD_POLICY_EXEC;
+		memcpy(p.command, text + 5, n + 1);
+	} else if (!strncmp(text, "sqlite:", 7)) {
+		p.policy = COORD_POLICY_SQLITE;
+		p.sqlite_mode = coord__value_named(text + 7, coord_proto_sqlite_mode_name,
+		                                   COORD_SQLITE_TRUNCATE);
+		if (p.sqlite_mode < 0)
+			return COORD_EINVAL;
+	} else {
+		/* "exec" alone is not a policy: it needs its command */
+		p.policy = coord__value_named(text, coord_proto_policy_name, COORD_POLICY_DUCKDB);
+		if (p.policy < 0)
+			return COORD_EINVAL;
+	}
+	*out = p;
+	return 0;
+}
+
+COORD_API void coord_free(void *p)
+{
+	free(p);
+}
+
+static void coord__log(const coord_t *c, int level, const char *fmt, ...)
+{
+	char buf[512];
+	va_list ap;
+	if (!c || !c->log)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(buf, sizeof buf, fmt, ap);
+	va_end(ap);
+	c->log(c->log_userdata, level, buf);
+}
+
+static int64_t coord__now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.3 Process-wide state                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* The lease table.
+ *
+ * A coord_lease_t * is not a pointer to memory: it is an encoded
+ * {index, generation} pair, (generation << COORD__INDEX_BITS) | index,
+ * cast through uintptr_t (the handles of sokol_gfx.h), and the library
+ * never dereferences it.  The index names a record of a process-wide
+ * table whose records are never freed or moved while the program runs:
+ * chunks of COORD__CHUNK records are allocated when first needed and
+ * found through a fixed array of chunk pointers read with atomic loads.
+ * A record's generation is odd while it holds a lease and even while it
+ * is free; it rises at every grant and at every release, disconnect or
+ * release in a forked child.  A handle whose generation is not its
+ * record's is stale, and every call on it gets an answer (COORD_ENOLEASE,
+ * 0 or NULL), never undefined behaviour.  Index 0 is never used, so no
+ * handle is NULL.
+ *
+ * Limits: COORD__LEASES_MAX - 1 leases held at once per process, that is
+ * 1048575 with 64-bit pointers and 4095 with 32-bit ones; one more acquire
+ * fails with COORD_ELIMIT.  A handle keeps the generation's low 44 (or 20)
+ * bits, so a stale handle could match again only after 2^43 (or 2^19)
+ * grants of its one record.
+ *
+ * Readers take no lock (coord_lease_valid() and the accessors): they load
+ * the generation, then the fields, then the generation again, and trust
+ * the fields only if it did not move, like a seqlock whose writer holds
+ * coord__table_lock.  All of it is atomic loads and stores, without
+ * fences. */
+#if UINTPTR_MAX > 0xffffffffu
+#define COORD__INDEX_BITS 20
+#else
+#define COORD__INDEX_BITS 12
+#endif
+#define COORD__LEASES_MAX ((uintptr_t)1 << COORD__INDEX_BITS)
+#define COORD__INDEX_MASK (COORD__LEASES_MAX - 1)
+#define COORD__GEN_MASK (UINTPTR_MAX >> COORD__INDEX_BITS)
+#define COORD__CHUNK_BITS 7
+#define COORD__CHUNK ((uintptr_t)1 << COORD__CHUNK_BITS)
+
+static pthread_mutex_t coord__table_lock = PTHREAD_MUTEX_INITIALIZER;
+static _Atomic(struct coord__lease *) coord__chunks[COORD__LEASES_MAX / COORD__CHUNK];
+static struct coord__lease *coord__free_leases;
+static uintptr_t coord__next_index = 1;
+/* Rises in every child at fork(): a lease granted before belongs to the
+ * parent, so coord_lease_valid() in the child says 0. */
+static _Atomic unsigned coord__fork_epoch;
+
+/* The record a current handle names, with its generation in *gen; NULL
+ * for NULL, a stale or a made-up handle.  Lock-free. */
+static struct coord__lease *coord__lease_find(const coord_lease_t *l, uintptr_t *gen)
+{
+	uintptr_t v = (uintptr_t)l, index = v & COORD__INDEX_MASK, g;
+	struct coord__lease *chunk, *rec;
+	if (index == 0)
+		return NULL;
+	chunk = atomic_load_explicit(&coord__chunks[index >> COORD__CHUNK_BITS], memory_order_acquire);
+	if (!chunk)
+		return NULL;
+	rec = &chunk[index & (COORD__CHUNK - 1)];
+	g = atomic_load_explicit(&rec->gen, memory_order_acquire);
+	if (!(g & 1) || (g & COORD__GEN_MASK) != v >> COORD__INDEX_BITS)
+		return NULL;
+	*gen = g;
+	return rec;
+}
+
+/* After acquire-loads of rec's fields: 1 if rec still holds the lease of
+ * generation `gen`, so the loaded values all belong to that lease.  The
+ * fields are stored with release and loaded with acquire (no fences):
+ * a reader that sees a field of a later lease therefore also sees the
+ * generation that retired its own, and this load cannot move before the
+ * field loads. */
+static int coord__lease_unchanged(const struct coord__lease *rec, uintptr_t gen)
+{
+	return atomic_load_explicit(&rec->gen, memory_order_acquire) == gen;
+}
+
+/* Takes a free record (coord__table_lock held).  Returns 0, COORD_ELIMIT
+ * (the table is full) or COORD_ENOMEM. */
+static int coord__lease_alloc_locked(struct coord__lease **out)
+{
+	struct coord__lease *chunk;
+	uintptr_t index = coord__next_index;
+	if (coord__free_leases) {
+		*out = coord__free_leases;
+		coord__free_leases = (*out)->next;
+		return 0;
+	}
+	if (index >= COORD__LEASES_MAX)
+		return COORD_ELIMIT;
+	chunk = atomic_load_explicit(&coord__chunks[index >> COORD__CHUNK_BITS], memory_order_relaxed);
+	if (!chunk) {
+		chunk = calloc(COORD__CHUNK, sizeof *chunk);
+		if (!chunk)
+			return COORD_ENOMEM;
+		atomic_store_explicit(&coord__chunks[index >> COORD__CHUNK_BITS], chunk,
+		                      memory_order_release);
+	}
+	*out = &chunk[index & (COORD__CHUNK - 1)];
+	(*out)->index = index;
+	coord__next_index++;
+	return 0;
+}
+
+/* Puts a free record back (coord__table_lock held). */
+static void coord__lease_put_locked(struct coord__lease *rec)
+{
+	rec->next = coord__free_leases;
+	coord__free_leases = rec;
+}
+
+/* Fills a free record with a granted lease of c, links it to c, and
+ * returns its handle (coord__table_lock held). */
+static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coord_t *c,
+                                                  const struct coord__grant *g, int mode,
+                                                  const coord_resource_t *r)
+{
+	uintptr_t gen = atomic_load_explicit(&rec->gen, memory_order_relaxed) + 1;
+	/* Release stores: see coord__lease_unchanged(). */
+	atomic_store_explicit(&rec->id, g->id, memory_order_release);
+	atomic_store_explicit(&rec->token, g->token, memory_order_release);
+	atomic_store_explicit(&rec->mode, mode, memory_order_release);
+	atomic_store_explicit(&rec->word, g->word, memory_order_release);
+	atomic_store_explicit(&rec->fork_epoch,
+	                      atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed),
+	                      memory_order_release);
+	memcpy(rec->resource, r->name, r->name_len + 1);
+	rec->conn = c;
+	rec->prev = NULL;
+	rec->next = c->leases;
+	if (c->leases)
+		c->leases->prev = rec;
+	c->leases = rec;
+	atomic_store_explicit(&rec->gen, gen, memory_order_release);
+	return (coord_lease_t *)(((gen & COORD__GEN_MASK) << COORD__INDEX_BITS) | rec->index);
+}
+
+/* Makes every handle of rec stale, unlinks it from its connection and
+ * frees it (coord__table_lock held). */
+static void coord__lease_retire_locked(struct coord__lease *rec)
+{
+	coord_t *c = rec->conn;
+	atomic_store_explicit(&rec->gen, atomic_load_explicit(&rec->gen, memory_order_relaxed) + 1,
+	                      memory_order_release);
+	if (rec->prev)
+		rec->prev->next = rec->next;
+	else
+		c->leases = rec->next;
+	if (rec->next)
+		rec->next->prev = rec->prev;
+	rec->conn = NULL;
+	coord__lease_put_locked(rec);
+}
+
+/* Drops a reference to c; the last one frees it.  The caller's reference
+ * goes in coord_disconnect(); calls through resource and lease handles
+ * hold one while they use c, so a coord_disconnect() in another thread
+ * cannot free it under them. */
+static void coord__conn_unref(coord_t *c)
+{
+	int last;
+	pthread_mutex_lock(&coord__table_lock);
+	last = --c->refs == 0;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!last)
+		return;
+	if (c->pid == getpid()) /* in a child the lock may be a copy held by nobody */
+		pthread_mutex_destroy(&c->lock);
+	free(c);
+}
+
+/* Every connection, so that a forked child can close its copies of their
+ * sockets at once (a child must not keep the parent's leases alive). */
+static pthread_mutex_t coord__conns_lock = PTHREAD_MUTEX_INITIALIZER;
+static coord_t *coord__conns;
+static pthread_mutex_t coord__maps_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t coord__atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork() waits until no other thread is inside the library's lists, so
+ * the child's copies of them are whole. */
+static void coord__atfork_prepare(void)
+{
+	pthread_mutex_lock(&coord__conns_lock);
+	pthread_mutex_lock(&coord__table_lock);
+	pthread_mutex_lock(&coord__maps_lock);
+}
+
+static void coord__atfork_parent(void)
+{
+	pthread_mutex_unlock(&coord__maps_lock);
+	pthread_mutex_unlock(&coord__table_lock);
+	pthread_mutex_unlock(&coord__conns_lock);
+}
+
+/* The child closes its copies of every socket, then unlocks what
+ * coord__atfork_prepare() took, as the parent does. */
+static void coord__atfork_child(void)
+{
+	for (coord_t *c = coord__conns; c; c = c->next_conn) {
+		if (c->fd >= 0) {
+			close(c->fd);
+			c->fd = -1;
+		}
+	}
+	atomic_fetch_add_explicit(&coord__fork_epoch, 1, memory_order_relaxed);
+	coord__atfork_parent();
+}
+
+static void coord__atfork_register(void)
+{
+	pthread_atfork(coord__atfork_prepare, coord__atfork_parent, coord__atfork_child);
+}
+
+static void coord__conns_add(coord_t *c)
+{
+	pthread_once(&coord__atfork_once, coord__atfork_register);
+	pthread_mutex_lock(&coord__conns_lock);
+	c->next_conn = coord__conns;
+	coord__conns = c;
+	pthread_mutex_unlock(&coord__conns_lock);
+}
+
+static void coord__conns_remove(coord_t *c)
+{
+	pthread_mutex_lock(&coord__conns_lock);
+	for (coord_t **p = &coord__conns; *p; p = &(*p)->next_conn) {
+		if (*p == c) {
+			*p = c->next_conn;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&coord__conns_lock);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.4 Messages                                                             */
+/* ------------------------------------------------------------------------ */
+
+/* The broker sent something this library cannot make sense of: nothing
+ * more it sends on this connection can be trusted. */
+static int coord__proto_error(coord_t *c)
+{
+	c->broken = 1;
+	return COORD_EPROTO;
+}
+
+static int coord__send(coord_t *c, const void *msg, size_t len)
+{
+	ssize_t n;
+	do
+		n = send(c->fd, msg, len, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)len) {
+		c->broken = 1;
+		return COORD_EIO;
+	}
+	return 0;
+}
+
+/* A notice: a message the broker sent unasked, with seq 0.  The protocol
+ * defines no notice kind yet, and a client ignores kinds it does not know,
+ * so each one is only logged; recall notices will be the first kind
+ * handled here.  Returns 0 or COORD_EPROTO (too short). */
+static int coord__on_notice(coord_t *c, const union coord__msg *m, size_t n)
+{
+	if (n < sizeof m->notice)
+		return coord__proto_error(c);
+	coord__log(c, COORD_LOG_DEBUG, "ignored a broker notice of unknown kind %u (lease %llu)",
+	           (unsigned)m->notice.kind, (unsigned long long)m->notice.lease_id);
+	return 0;
+}
+
+/* Receives the answer to request `seq` into *m.  Notices met on the way
+ * go to coord__on_notice(); any other message with another seq is a stale
+ * answer to a request given up on (a timeout) and is dropped.
+ * timeout_ms < 0 waits forever.  Returns the length, COORD_ETIMEDOUT,
+ * COORD_EIO or COORD_EPROTO. */
+static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
+	for (;;) {
+		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
+		int wait = -1, rc;
+		ssize_t n;
+		if (deadline >= 0) {
+			int64_t left = deadline - coord__now_ms();
+			wait = left < 0 ? 0 : (int)left;
+		}
+		n = poll(&pfd, 1, wait);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0) {
+			c->broken = 1;
+			return COORD_EIO;
+		}
+		if (n == 0)
+			return COORD_ETIMEDOUT;
+		n = recv(c->fd, m, sizeof *m, MSG_TRUNC);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			c->broken = 1;
+			return COORD_EIO;
+		}
+		if ((size_t)n > sizeof *m || (size_t)n < sizeof m->h)
+			return coord__proto_error(c);
+		if (m->h.seq == COORD_SEQ_NOTICE && m->h.type == COORD_MSG_NOTICE) {
+			rc = coord__on_notice(c, m, (size_t)n);
+			if (rc < 0)
+				return rc;
+			continue;
+		}
+		if (m->h.seq == seq)
+			return (int)n;
+	}
+}
+
+/* The number of the next request: never COORD_SEQ_NOTICE, even after
+ * 2^32 requests. */
+static uint32_t coord__next_seq(coord_t *c)
+{
+	if (++c->seq == COORD_SEQ_NOTICE)
+		++c->seq;
+	return c->seq;
+}
+
+static int coord__check(coord_t *c)
+{
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	if (c->broken || c->fd < 0)
+		return COORD_EIO;
+	return 0;
+}
+
+/* Takes c->lock for one request.  Returns 0 with the lock held, or
+ * COORD_EFORKED or COORD_EIO without it.  The fork check comes first: in
+ * a child the lock may be a copy held by a thread that is not there. */
+static int coord__lock(coord_t *c)
+{
+	int rc;
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	pthread_mutex_lock(&c->lock);
+	rc = coord__check(c);
+	if (rc < 0)
+		pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* Receives one message of an answer: returns 1 when the answer is
+ * complete, 0 to read on, or a COORD_E* code. */
+typedef int (*coord__answer_fn)(void *ud, const union coord__msg *m, size_t n);
+
+/* Sends request `req` (len bytes, its seq filled in here) and hands every
+ * message of the answer to `on_msg`.  A REPLY with a negative status ends
+ * the answer with that status; any other message, a REPLY with status 0
+ * included, goes to on_msg.  Waits as long as the broker takes: it
+ * enforces its own time limits and a dead broker hangs up.  Returns 0 or
+ * a COORD_E* code. */
+static int coord__exchange(coord_t *c, coord_msg_hdr *req, size_t len, coord__answer_fn on_msg,
+                           void *ud)
+{
+	int rc = coord__lock(c);
+	if (rc < 0)
+		return rc;
+	req->seq = coord__next_seq(c);
+	rc = coord__send(c, req, len);
+	while (rc == 0) {
+		int n = coord__recv(c, req->seq, &c->in, -1);
+		if (n < 0) {
+			rc = n;
+		} else if (c->in.h.type == COORD_MSG_REPLY && (size_t)n < sizeof c->in.reply) {
+			rc = coord__proto_error(c);
+		} else if (c->in.h.type == COORD_MSG_REPLY && c->in.reply.status < 0) {
+			rc = c->in.reply.status;
+		} else {
+			rc = on_msg(ud, &c->in, (size_t)n);
+			if (rc == COORD_EPROTO)
+				c->broken = 1;
+			if (rc == 1) {
+				rc = 0;
+				break;
+			}
+		}
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.5 The broker backend                                                   */
+/* ------------------------------------------------------------------------ */
+
+static int coord__dial(const char *dir, int *fd_out)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	int fd, rc;
+	if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, COORD_SOCKET_NAME) >=
+	    sizeof sa.sun_path)
+		return COORD_EINVAL;
+	fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return COORD_ESYS;
+	if (connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0) {
+		*fd_out = fd;
+		return 0;
+	}
+	rc = (errno == EACCES || errno == EPERM) ? COORD_EPERM : COORD_ENOBROKER;
+	close(fd);
+	return rc;
+}
+
+/* In a child about to exec the broker: close every descriptor above 2 the
+ * application left without close-on-exec, so the daemon cannot keep the
+ * application's pipes or files open for its whole life. */
+static void coord__close_inherited(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	struct dirent *e;
+	int keep;
+	if (!d)
+		return;
+	keep = dirfd(d);
+	while ((e = readdir(d))) {
+		int fd = atoi(e->d_name);
+		if (fd > 2 && fd != keep)
+			close(fd);
+	}
+	closedir(d);
+}
+
+/* Starts `coordd --daemon --dir DIR` and waits for the launcher to exit;
+ * the daemon itself signals readiness before its launcher exits.  Exit
+ * status 0 (started) and 3 (another broker holds the directory) both mean
+ * a broker is there. */
+static int coord__spawn_broker(coord_t *c, const char *broker, const char *dir)
+{
+	pid_t pid;
+	int status;
+	sigset_t all, old;
+
+	sigfillset(&all);
+	pthread_sigmask(SIG_SETMASK, &all, &old);
+	pid = fork();
+	if (pid == 0) {
+		int devnull = open("/dev/null", O_RDWR);
+		sigset_t none;
+		if (devnull >= 0) {
+			dup2(devnull, 0);
+			dup2(devnull, 1);
+			dup2(devnull, 2);
+		}
+		coord__close_inherited();
+		for (int s = 1; s < 65; s++) /* every signal number Linux has */
+			signal(s, SIG_DFL);
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execlp(broker, broker, "--daemon", "--dir", dir, (char *)NULL);
+		_exit(127);
+	}
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+	if (pid < 0)
+		return COORD_ESYS;
+	while (waitpid(pid, &status, 0) < 0) {
+		if (errno != EINTR)
+			return COORD_ESYS;
+	}
+	if (WIFEXITED(status) && (WEXITSTATUS(status) == 0 || WEXITSTATUS(status) == 3)) {
+		coord__log(c, COORD_LOG_INFO, "started broker %s for %s", broker, dir);
+		return 0;
+	}
+	coord__log(c, COORD_LOG_ERROR, "broker %s --daemon --dir %s failed (status 0x%x)", broker,
+	           dir, status);
+	return COORD_ENOBROKER;
+}
+
+/* Connects to the broker of c->dir, starting `broker` once if nobody
+ * listens and autostart is on, then retrying until the deadline. */
+static int coord__dial_or_start(coord_t *c, const char *broker, int autostart, int timeout_ms)
+{
+	int64_t deadline = coord__now_ms() + timeout_ms;
+	int rc, started = 0;
+	for (;;) {
+		rc = coord__dial(c->dir, &c->fd);
+		if (rc != COORD_ENOBROKER || !autostart)
+			return rc;
+		if (!started) {
+			rc = coord__spawn_broker(c, broker, c->dir);
+			if (rc < 0)
+				return rc;
+			started = 1;
+			continue;
+		}
+		if (coord__now_ms() >= deadline)
+			return rc;
+		/* The broker said it was ready (or another one was starting);
+		 * give its socket a moment to accept. */
+		poll(NULL, 0, 5);
+	}
+}
+
+static int coord__hello(coord_t *c, int timeout_ms)
+{
+	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
+	const coord_msg_welcome *w = &c->in.welcome;
+	int n = coord__send(c, &hello, sizeof hello);
+	if (n < 0)
+		return n;
+	c->seq = 1;
+	n = coord__recv(c, 1, &c->in, timeout_ms);
+	if (n < 0)
+		return n;
+	if ((size_t)n < sizeof *w || w->h.type != COORD_MSG_WELCOME)
+		return COORD_EPROTO;
+	if (w->status < 0)
+		return w->status;
+	if (w->version != COORD_PROTO_VERSION)
+		return COORD_EPROTO;
+	c->client_id = w->client_id;
+	return 0;
+}
+
+/* The mappings of region files.  A mapping is never undone while the
+ * program runs, so that coord_lease_valid() in one thread can never read
+ * unmapped memory while another thread disconnects: every connection to
+ * one instance shares its mapping, and a new one is made only for a file
+ * not mapped yet or grown since (a broker restarted with more slots).  It
+ * costs a few pages of address space per instance directory. */
+struct coord__map {
+	struct coord__map *next;
+	dev_t dev;
+	ino_t ino;
+	size_t size;
+	const void *base;
+};
+
+static struct coord__map *coord__maps;
+
+/* This process's mapping of the region file open on fd.  Returns 0 or
+ * COORD_ESYS / COORD_ENOMEM. */
+static int coord__region_mapping(int fd, const struct stat *st, const void **base)
+{
+	struct coord__map *m;
+	void *p;
+	int rc = 0;
+	pthread_mutex_lock(&coord__maps_lock);
+	for (m = coord__maps; m; m = m->next)
+		if (m->dev == st->st_dev && m->ino == st->st_ino && m->size >= (size_t)st->st_size)
+			break;
+	if (m) {
+		*base = m->base;
+		goto out;
+	}
+	m = calloc(1, sizeof *m);
+	p = m ? mmap(NULL, (size_t)st->st_size, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+	if (!m || p == MAP_FAILED) {
+		rc = m ? COORD_ESYS : COORD_ENOMEM;
+		free(m);
+		goto out;
+	}
+	m->dev = st->st_dev;
+	m->ino = st->st_ino;
+	m->size = (size_t)st->st_size;
+	m->base = p;
+	m->next = coord__maps;
+	coord__maps = m;
+	*base = p;
+out:
+	pthread_mutex_unlock(&coord__maps_lock);
+	return rc;
+}
+
+/* Maps the shared region of c->dir and checks its header. */
+static int coord__map_region(coord_t *c)
+{
+	char path[PATH_MAX + 32];
+	struct stat st;
+	const coord_shm_header *h;
+	const void *base;
+	int fd, rc = COORD_EPROTO;
+
+	snprintf(path, sizeof path, "%s/%s", c->dir, COORD_SHM_NAME);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == EACCES ? COORD_EPERM : COORD_EPROTO;
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < COORD_SHM_HEADER_SIZE)
+		goto out;
+	rc = coord__region_mapping(fd, &st, &base);
+	if (rc < 0)
+		goto out;
+	h = base;
+	rc = COORD_EPROTO;
+	if (memcmp(h->magic, COORD_SHM_MAGIC, 8) != 0 || h->header_size != COORD_SHM_HEADER_SIZE ||
+	    h->slot_size != sizeof(coord_shm_slot) ||
+	    h->slot_count > ((size_t)st.st_size - COORD_SHM_HEADER_SIZE) / sizeof(coord_shm_slot))
+		goto out;
+	c->slots = (const coord_shm_slot *)((const char *)base + h->header_size);
+	c->slot_count = h->slot_count;
+	rc = 0;
+out:
+	close(fd);
+	return rc;
+}
+
+/* All environment variables but COORD_DIR are read here and nowhere else
+ * (COORD_DIR: coord_proto_resolve_dir()). */
+static int coord__broker_open(coord_t *c, const coord_options_t *opts)
+{
+	const char *env = getenv("COORD_NO_AUTOSTART");
+	const char *broker = opts->broker ? opts->broker : getenv("COORD_BROKER");
+	int autostart = !opts->no_autostart && !(env && !strcmp(env, "1"));
+	int timeout_ms = opts->connect_timeout_ms > 0 ? opts->connect_timeout_ms : 5000;
+	int rc;
+	if (!broker || !*broker)
+		broker = "coordd";
+	rc = coord__dial_or_start(c, broker, autostart, timeout_ms);
+	if (rc == 0)
+		rc = coord__hello(c, timeout_ms);
+	if (rc == 0)
+		rc = coord__map_region(c);
+	return rc;
+}
+
+static void coord__broker_close(coord_t *c)
+{
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+}
+
+static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
+                                 const char *label, struct coord__grant *g)
+{
+	coord_msg_acquire *a = &r->req.m;
+	const union coord__msg *m = &c->in;
+	size_t label_len = label ? strnlen(label, COORD_LABEL_MAX) : 0;
+	int n;
+
+	a->h.seq = coord__next_seq(c);
+	a->mode = (uint32_t)mode;
+	a->timeout_ms = timeout_ms;
+	a->label_len = (uint16_t)label_len;
+	if (label_len)
+		memcpy(r->req.raw + sizeof *a + r->name_len, label, label_len);
+	n = coord__send(c, &r->req, sizeof *a + r->name_len + label_len);
+	if (n < 0)
+		return n;
+	/* The broker enforces the timeout and always answers; wait for it
+	 * without a deadline of our own (a dead broker hangs up). */
+	n = coord__recv(c, a->h.seq, &c->in, -1);
+	if (n < 0)
+		return n;
+	if (m->h.type == COORD_MSG_REPLY && (size_t)n >= sizeof m->reply)
+		return m->reply.status < 0 ? m->reply.status : COORD_EPROTO;
+	if (m->h.type != COORD_MSG_GRANT || (size_t)n < sizeof m->grant)
+		return coord__proto_error(c);
+	if (m->grant.status < 0)
+		return m->grant.status;
+	if (m->grant.slot >= c->slot_count)
+		return coord__proto_error(c);
+	g->id = m->grant.lease_id;
+	g->token = m->grant.token;
+	g->word = &c->slots[m->grant.slot].lease;
+	return 0;
+}
+
+static int coord__broker_release(coord_t *c, const struct coord__grant *g)
+{
+	coord_msg_release req;
+	int rc = coord__check(c), held;
+	if (rc < 0)
+		return rc;
+	/* The release needs no answer: the broker handles a connection's
+	 * requests in order, and whether the lease was still held is in the
+	 * shared region.  One send, no round trip. */
+	held = atomic_load_explicit(g->word, memory_order_acquire) == g->id;
+	memset(&req, 0, sizeof req);
+	req.h.type = COORD_MSG_RELEASE;
+	req.h.seq = coord__next_seq(c);
+	req.lease_id = g->id;
+	req.flags = COORD_RELEASE_NO_REPLY;
+	rc = coord__send(c, &req, sizeof req);
+	return rc == 0 && !held ? COORD_ENOLEASE : rc;
+}
+
+static const struct coord__backend coord__broker_backend = {
+	coord__broker_open,
+	coord__broker_close,
+	coord__broker_acquire,
+	coord__broker_release,
+};
+
+/* ------------------------------------------------------------------------ */
+/* 8.6 Connections                                                          */
+/* ------------------------------------------------------------------------ */
+
+COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
+{
+	coord_options_t none = { 0 };
+	coord_t *c;
+	int rc;
+
+	if (!out)
+		return COORD_EINVAL;
+	if (!opts)
+		opts = &none;
+	c = calloc(1, sizeof *c);
+	if (!c)
+		return COORD_ENOMEM;
+	c->fd = -1;
+	c->pid = getpid();
+	c->refs = 1;
+	c->backend = &coord__broker_backend;
+	c->log = opts->log;
+	c->log_userdata = opts->log_userdata;
+	pthread_mutex_init(&c->lock, NULL);
+	rc = coord_proto_resolve_dir(opts->dir, c->dir, sizeof c->dir);
+	if (rc < 0)
+		goto fail;
+	rc = c->backend->open(c, opts);
+	if (rc < 0)
+		goto fail;
+	coord__conns_add(c);
+	*out = c;
+	return 0;
+fail:
+	c->backend->close(c);
+	pthread_mutex_destroy(&c->lock);
+	free(c);
+	return rc;
+}
+
+/* Makes every lease handle of c stale and detaches its resource handles
+ * (coord__table_lock held). */
+static void coord__detach_locked(coord_t *c)
+{
+	coord_resource_t *r, *next;
+	while (c->leases)
+		coord__lease_retire_locked(c->leases);
+	for (r = c->resources; r; r = next) {
+		next = r->next;
+		r->conn = NULL;
+		r->next = r->prev = NULL;
+	}
+	c->resources = NULL;
+}
+
+COORD_API void coord_disconnect(coord_t *c)
+{
+	int mine;
+	if (!c)
+		return;
+	mine = c->pid == getpid();
+	coord__conns_remove(c);
+	if (mine) /* waits for a request in progress on another thread */
+		pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&coord__table_lock);
+	coord__detach_locked(c);
+	pthread_mutex_unlock(&coord__table_lock);
+	c->backend->close(c);
+	if (mine)
+		pthread_mutex_unlock(&c->lock);
+	coord__conn_unref(c);
+}
+
+COORD_API const char *coord_dir(const coord_t *c)
+{
+	return c ? c->dir : NULL;
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.7 Resources and leases                                                 */
+/* ------------------------------------------------------------------------ */
+
+COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t **out)
+{
+	char canon[COORD_NAME_MAX + 1];
+	coord_resource_t *r;
+	int len;
+
+	if (!c || !name || !out)
+		return COORD_EINVAL;
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	len = coord_canonicalize(name, canon, sizeof canon);
+	if (len < 0)
+		return len;
+	r = calloc(1, sizeof *r);
+	if (!r)
+		return COORD_ENOMEM;
+	r->name_len = (size_t)len;
+	memcpy(r->name, canon, r->name_len + 1);
+	r->req.m.h.type = COORD_MSG_ACQUIRE;
+	r->req.m.name_len = (uint16_t)len;
+	memcpy(r->req.raw + sizeof r->req.m, canon, r->name_len);
+
+	pthread_mutex_lock(&coord__table_lock);
+	r->conn = c;
+	r->next = c->resources;
+	if (c->resources)
+		c->resources->prev = r;
+	c->resources = r;
+	pthread_mutex_unlock(&coord__table_lock);
+	*out = r;
+	return 0;
+}
+
+COORD_API void coord_resource_close(coord_resource_t *r)
+{
+	if (!r)
+		return;
+	pthread_mutex_lock(&coord__table_lock);
+	if (r->conn) {
+		if (r->prev)
+			r->prev->next = r->next;
+		else
+			r->conn->resources = r->next;
+		if (r->next)
+			r->next->prev = r->prev;
+	}
+	pthread_mutex_unlock(&coord__table_lock);
+	free(r);
+}
+
+COORD_API const char *coord_resource_name(const coord_resource_t *r)
+{
+	return r ? r->name : NULL;
+}
+
+/* Asks c's backend for a lease on r (c->lock held).  The record is taken
+ * before asking, so that a full table can never leave a granted lease
+ * without a handle. */
+static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
+                                 const char *label, coord_lease_t **out)
+{
+	struct coord__lease *rec;
+	struct coord__grant g;
+	int rc;
+
+	pthread_mutex_lock(&coord__table_lock);
+	rc = coord__lease_alloc_locked(&rec);
+	pthread_mutex_unlock(&coord__table_lock);
+	if (rc < 0)
+		return rc;
+	rc = c->backend->acquire(c, r, mode, timeout_ms, label, &g);
+	pthread_mutex_lock(&coord__table_lock);
+	if (rc == 0)
+		*out = coord__lease_publish_locked(rec, c, &g, mode, r);
+	else
+		coord__lease_put_locked(rec);
+	pthread_mutex_unlock(&coord__table_lock);
+	return rc;
+}
+
+COORD_API int coord_resource_acquire(coord_resource_t *r, int mode, int timeout_ms,
+                                     const char *label, coord_lease_t **out)
+{
+	coord_t *c;
+	int rc;
+
+	if (!r || !out || (mode != COORD_READ && mode != COORD_WRITE) || timeout_ms < -1)
+		return COORD_EINVAL;
+	pthread_mutex_lock(&coord__table_lock);
+	c = r->conn;
+	if (c)
+		c->refs++;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!c)
+		return COORD_EIO;
+	rc = coord__lock(c);
+	if (rc == 0) {
+		rc = coord__acquire_locked(c, r, mode, timeout_ms, label, out);
+		pthread_mutex_unlock(&c->lock);
+	}
+	coord__conn_unref(c);
+	return rc;
+}
+
+COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int timeout_ms,
+                            const char *label, coord_lease_t **out)
+{
+	coord_resource_t *r;
+	int rc;
+
+	if (!c || !resource || !out || (mode != COORD_READ && mode != COORD_WRITE) || timeout_ms < -1)
+		return COORD_EINVAL;
+	rc = coord_resource_open(c, resource, &r);
+	if (rc < 0)
+		return rc;
+	rc = coord_resource_acquire(r, mode, timeout_ms, label, out);
+	coord_resource_close(r);
+	return rc;
+}
+
+COORD_API int coord_release(coord_lease_t *l)
+{
+	struct coord__lease *rec;
+	struct coord__grant g;
+	uintptr_t gen;
+	coord_t *c;
+	int rc;
+
+	if (!l)
+		return COORD_EINVAL;
+	pthread_mutex_lock(&coord__table_lock);
+	rec = coord__lease_find(l, &gen);
+	c = rec ? rec->conn : NULL;
+	if (c && c->pid != getpid()) {
+		/* the parent's lease: stale in this child from now on */
+		coord__lease_retire_locked(rec);
+		pthread_mutex_unlock(&coord__table_lock);
+		return COORD_EFORKED;
+	}
+	if (c)
+		c->refs++;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!c)
+		return COORD_ENOLEASE;
+
+	/* Look again once the connection is ours: a coord_disconnect() or a
+	 * second release in another thread may have come first. */
+	pthread_mutex_lock(&c->lock);
+	pthread_mutex_lock(&coord__table_lock);
+	rec = coord__lease_find(l, &gen);
+	if (rec) {
+		g.id = atomic_load_explicit(&rec->id, memory_order_relaxed);
+		g.token = atomic_load_explicit(&rec->token, memory_order_relaxed);
+		g.word = atomic_load_explicit(&rec->word, memory_order_relaxed);
+		coord__lease_retire_locked(rec);
+	}
+	pthread_mutex_unlock(&coord__table_lock);
+	rc = rec ? c->backend->release(c, &g) : COORD_ENOLEASE;
+	pthread_mutex_unlock(&c->lock);
+	coord__conn_unref(c);
+	return rc;
+}
+
+COORD_API uint64_t coord_lease_token(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	uint64_t v = rec ? atomic_load_explicit(&rec->token, memory_order_acquire) : 0;
+	return rec && coord__lease_unchanged(rec, gen) ? v : 0;
+}
+
+COORD_API uint64_t coord_lease_id(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	uint64_t v = rec ? atomic_load_explicit(&rec->id, memory_order_acquire) : 0;
+	return rec && coord__lease_unchanged(rec, gen) ? v : 0;
+}
+
+COORD_API int coord_lease_mode(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	int v = rec ? atomic_load_explicit(&rec->mode, memory_order_acquire) : 0;
+	return rec && coord__lease_unchanged(rec, gen) ? v : 0;
+}
+
+/* The name lives in the record, which is never freed: after a release
+ * the pointer still points at readable memory, though a later lease may
+ * reuse it. */
+COORD_API const char *coord_lease_resource(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	return rec ? rec->resource : NULL;
+}
+
+/* Atomic loads only: the generation, the lease's word (the broker's slot
+ * in the shared region, mapped until exit), the generation again. */
+COORD_API int coord_lease_valid(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	const _Atomic uint64_t *word;
+	uint64_t id, held;
+	unsigned epoch;
+	if (!rec)
+		return 0;
+	word = atomic_load_explicit(&rec->word, memory_order_acquire);
+	id = atomic_load_explicit(&rec->id, memory_order_acquire);
+	epoch = atomic_load_explicit(&rec->fork_epoch, memory_order_acquire);
+	held = word ? atomic_load_explicit(word, memory_order_acquire) : 0;
+	return coord__lease_unchanged(rec, gen) && held == id &&
+	       epoch == atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed);
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.8 Administration                                                       */
+/* ------------------------------------------------------------------------ */
+
+/* Copies a text of `len` bytes that follows a message's fixed part and
+ * terminates it; `at` is advanced past it. */
+static void coord__take_text(char *dst, const char **at, size_t len)
+{
+	memcpy(dst, *at, len);
+	dst[len] = 0;
+	*at += len;
+}
+
+/* The one decoder of LEASE_INFO, for coord_list() and coord_show().
+ * Checks every length and value the broker sent.  Returns 0 or
+ * COORD_EPROTO. */
+static int coord__decode_lease_info(const union coord__msg *m, size_t n, coord_lease_info_t *out)
+{
+	const coord_msg_lease_info *i = &m->lease_info;
+	const char *at = m->raw + sizeof *i;
+	if (n < sizeof *i || n != sizeof *i + (size_t)i->name_len + i->comm_len + i->label_len ||
+	    i->name_len > COORD_NAME_MAX || i->comm_len > COORD_COMMAND_NAME_MAX ||
+	    i->label_len > COORD_LABEL_MAX ||
+	    (i->kind != COORD_INFO_HOLDER && i->kind != COORD_INFO_WAITER) ||
+	    (i->mode != COORD_READ && i->mode != COORD_WRITE))
+		return COORD_EPROTO;
+	out->waiting = i->kind == COORD_INFO_WAITER;
+	out->mode = (int)i->mode;
+	out->lease_id = i->lease_id;
+	out->token = i->token;
+	out->pid = i->pid;
+	out->uid = i->uid;
+	out->age_ms = i->age_ms;
+	coord__take_text(out->resource, &at, i->name_len);
+	coord__take_text(out->command, &at, i->comm_len);
+	coord__take_text(out->label, &at, i->label_len);
+	return 0;
+}
+
+/* RESOURCE_INFO, for coord_show() and coord_checkpoint(); its status goes
+ * to *status.  Returns 0 or COORD_EPROTO. */
+static int coord__decode_resource_info(const union coord__msg *m, size_t n,
+                                       coord_resource_info_t *out, int *status)
+{
+	const coord_msg_resource_info *i = &m->resource_info;
+	const char *at = m->raw + sizeof *i;
+	if (n < sizeof *i ||
+	    n != sizeof *i + (size_t)i->name_len + i->command_len + i->message_len ||
+	    i->name_len > COORD_NAME_MAX || i->command_len > COORD_COMMAND_MAX ||
+	    i->message_len > COORD_MESSAGE_MAX || i->status > 0 || i->kind > COORD_KIND_DUCKDB ||
+	    i->policy > COORD_POLICY_EXEC || i->sqlite_mode > COORD_SQLITE_TRUNCATE ||
+	    i->checkpoint_state > 1 || i->last_result > 0)
+		return COORD_EPROTO;
+	*status = i->status;
+	out->kind = (int)i->kind;
+	out->policy.policy = (int)i->policy;
+	out->policy.sqlite_mode = (int)i->sqlite_mode;
+	out->policy.timeout_ms = i->timeout_ms;
+	out->token = i->token;
+	out->holders = i->holders;
+	out->waiters = i->waiters;
+	out->checkpoint_running = (int)i->checkpoint_state;
+	out->duckdb_available = i->duckdb_available != 0;
+	out->checkpoints = i->checkpoints;
+	out->last_at_ms = i->last_at_ms;
+	out->last_duration_us = i->last_duration_us;
+	out->last_result = i->last_result;
+	out->wal_before = i->wal_before;
+	out->wal_after = i->wal_after;
+	coord__take_text(out->name, &at, i->name_len);
+	coord__take_text(out->policy.command, &at, i->command_len);
+	coord__take_text(out->message, &at, i->message_len);
+	return 0;
+}
+
+/* The LEASE_INFO messages of an answer; with keep 0 they are checked and
+ * dropped. */
+struct coord__lease_list {
+	coord_lease_info_t *v;
+	size_t n, cap;
+	int keep;
+};
+
+static int coord__lease_list_add(struct coord__lease_list *l, const union coord__msg *m, size_t n)
+{
+	coord_lease_info_t scratch;
+	int rc;
+	if (!l->keep)
+		return coord__decode_lease_info(m, n, &scratch);
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 16;
+		coord_lease_info_t *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return COORD_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	rc = coord__decode_lease_info(m, n, &l->v[l->n]);
+	if (rc == 0)
+		l->n++;
+	return rc;
+}
+
+/* Hands the list to the caller: NULL when empty. */
+static void coord__lease_list_give(struct coord__lease_list *l, coord_lease_info_t **out,
+                                   size_t *count)
+{
+	if (!l->n) {
+		free(l->v);
+		l->v = NULL;
+	}
+	*out = l->v;
+	*count = l->n;
+}
+
+static int coord__on_status(void *ud, const union coord__msg *m, size_t n)
+{
+	const coord_msg_status_reply *s = &m->status;
+	coord_status_t *out = ud;
+	const char *at = m->raw + sizeof *s;
+	if (s->h.type != COORD_MSG_STATUS_REPLY || n < sizeof *s || n != sizeof *s + s->dir_len ||
+	    s->dir_len > COORD_DIR_MAX || s->status > 0)
+		return COORD_EPROTO;
+	if (s->status < 0)
+		return s->status;
+	out->protocol = s->version;
+	out->broker_pid = s->broker_pid;
+	out->uptime_ms = s->uptime_ms;
+	out->clients = s->clients;
+	out->leases = s->leases;
+	out->waiters = s->waiters;
+	out->resources = s->resources;
+	coord__take_text(out->dir, &at, s->dir_len);
+	return 1;
+}
+
+COORD_API int coord_status(coord_t *c, coord_status_t *out)
+{
+	coord_msg_hdr req = { COORD_MSG_STATUS, 0 };
+	coord_status_t s;
+	int rc;
+	if (!c || !out)
+		return COORD_EINVAL;
+	rc = coord__exchange(c, &req, sizeof req, coord__on_status, &s);
+	if (rc == 0)
+		*out = s;
+	return rc;
+}
+
+/* LIST: LEASE_INFO*, END. */
+static int coord__on_list(void *ud, const union coord__msg *m, size_t n)
+{
+	if (m->h.type == COORD_MSG_LEASE_INFO)
+		return coord__lease_list_add(ud, m, n);
+	return m->h.type == COORD_MSG_END && n >= sizeof m->reply ? 1 : COORD_EPROTO;
+}
+
+COORD_API int coord_list(coord_t *c, coord_lease_info_t **out, size_t *count)
+{
+	struct coord__lease_list l = { NULL, 0, 0, 1 };
+	coord_msg_hdr req = { COORD_MSG_LIST, 0 };
+	int rc;
+	if (!c || !out || !count)
+		return COORD_EINVAL;
+	rc = coord__exchange(c, &req, sizeof req, coord__on_list, &l);
+	if (rc < 0) {
+		free(l.v);
+		return rc;
+	}
+	coord__lease_list_give(&l, out, count);
+	return 0;
+}
+
+/* A SHOW or CHECKPOINT request: the fixed part and the canonical name. */
+union coord__resource_req {
+	coord_msg_resource m;
+	char raw[sizeof(coord_msg_resource) + COORD_NAME_MAX + 1];
+};
+
+/* Builds a SHOW or CHECKPOINT request for `resource`; returns its length
+ * or a coord_canonicalize() error. */
+static int coord__resource_request(union coord__resource_req *req, uint32_t type,
+                                   const char *resource)
+{
+	int n;
+	memset(&req->m, 0, sizeof req->m);
+	n = coord_canonicalize(resource, req->raw + sizeof req->m, COORD_NAME_MAX + 1);
+	if (n < 0)
+		return n;
+	req->m.h.type = type;
+	req->m.name_len = (uint16_t)n;
+	return (int)sizeof req->m + n;
+}
+
+/* What SHOW and CHECKPOINT answer. */
+struct coord__resource_answer {
+	struct coord__lease_list leases;
+	coord_resource_info_t info;
+	int status;
+	int got_info;
+};
+
+/* SHOW: LEASE_INFO*, RESOURCE_INFO, END. */
+static int coord__on_show(void *ud, const union coord__msg *m, size_t n)
+{
+	struct coord__resource_answer *a = ud;
+	switch (m->h.type) {
+	case COORD_MSG_LEASE_INFO:
+		return a->got_info ? COORD_EPROTO : coord__lease_list_add(&a->leases, m, n);
+	case COORD_MSG_RESOURCE_INFO:
+		if (a->got_info)
+			return COORD_EPROTO;
+		a->got_info = 1;
+		return coord__decode_resource_info(m, n, &a->info, &a->status);
+	case COORD_MSG_END:
+		return a->got_info && n >= sizeof m->reply ? 1 : COORD_EPROTO;
+	default:
+		return COORD_EPROTO;
+	}
+}
+
+COORD_API int coord_show(coord_t *c, const char *resource, coord_resource_info_t *info,
+                         coord_lease_info_t **leases, size_t *nleases)
+{
+	union coord__resource_req req;
+	struct coord__resource_answer a;
+	int rc;
+	if (!c || !resource || (!leases) != (!nleases))
+		return COORD_EINVAL;
+	rc = coord__resource_request(&req, COORD_MSG_SHOW, resource);
+	if (rc < 0)
+		return rc;
+	memset(&a, 0, sizeof a);
+	a.leases.keep = leases != NULL;
+	rc = coord__exchange(c, &req.m.h, (size_t)rc, coord__on_show, &a);
+	if (rc < 0) {
+		free(a.leases.v);
+		return rc;
+	}
+	if (info)
+		*info = a.info;
+	if (leases)
+		coord__lease_list_give(&a.leases, leases, nleases);
+	return 0;
+}
+
+/* CHECKPOINT: one RESOURCE_INFO (or a REPLY with an error). */
+static int coord__on_checkpoint(void *ud, const union coord__msg *m, size_t n)
+{
+	struct coord__resource_answer *a = ud;
+	int rc;
+	if (m->h.type != COORD_MSG_RESOURCE_INFO)
+		return COORD_EPROTO;
+	rc = coord__decode_resource_info(m, n, &a->info, &a->status);
+	return rc < 0 ? rc : 1;
+}
+
+COORD_API int coord_checkpoint(coord_t *c, const char *resource, coord_resource_info_t *info)
+{
+	union coord__resource_req req;
+	struct coord__resource_answer a;
+	int rc;
+	if (!c || !resource)
+		return COORD_EINVAL;
+	rc = coord__resource_request(&req, COORD_MSG_CHECKPOINT, resource);
+	if (rc < 0)
+		return rc;
+	memset(&a, 0, sizeof a);
+	rc = coord__exchange(c, &req.m.h, (size_t)rc, coord__on_checkpoint, &a);
+	if (rc < 0)
+		return rc;
+	if (info)
+		*info = a.info;
+	return a.status;
+}
+
+/* POLICY: a REPLY (its negative status is handled by coord__exchange()). */
+static int coord__on_done(void *ud, const union coord__msg *m, size_t n)
+{
+	(void)ud;
+	(void)n;
+	return m->h.type == COORD_MSG_REPLY ? 1 : COORD_EPROTO;
+}
+
+COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_policy_t *p)
+{
+	union {
+		coord_msg_policy m;
+		char raw[sizeof(coord_msg_policy) + COORD_NAME_MAX + 1 + COORD_COMMAND_MAX];
+	} req;
+	size_t cl;
+	int nl;
+
+	if (!c || !resource || !p)
+		return COORD_EINVAL;
+	cl = strnlen(p->command, sizeof p->command);
+	if (p->policy < COORD_POLICY_AUTO || p->policy > COORD_POLICY_EXEC ||
+	    p->sqlite_mode < COORD_SQLITE_PASSIVE || p->sqlite_mode > COORD_SQLITE_TRUNCATE ||
+	    p->timeout_ms > 24u * 3600 * 1000 || cl > COORD_COMMAND_MAX ||
+	    (p->policy == COORD_POLICY_EXEC) != (cl > 0))
+		return COORD_EINVAL;
+	memset(&req.m, 0, sizeof req.m);
+	nl = coord_canonicalize(resource, req.raw + sizeof req.m, COORD_NAME_MAX + 1);
+	if (nl < 0)
+		return nl;
+	req.m.h.type = COORD_MSG_POLICY;
+	req.m.policy = (uint32_t)p->policy;
+	req.m.sqlite_mode = (uint32_t)p->sqlite_mode;
+	req.m.timeout_ms = p->timeout_ms;
+	req.m.name_len = (uint16_t)nl;
+	req.m.command_len = (uint16_t)cl;
+	memcpy(req.raw + sizeof req.m + nl, p->command, cl);
+	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl + cl, coord__on_done, NULL);
+}
+
+#endif /* COORD_IMPLEMENTATION */
