@@ -45,13 +45,14 @@
  *   3. Connections ............ coord_connect(), coord_disconnect(), coord_dir()
  *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
  *                               coord_acquire(), coord_release(),
- *                               coord_lease_token(), coord_lease_valid(), ...
+ *                               coord_lease_token(), coord_lease_valid(),
+ *                               coord_lease_fd(), ...
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
  *                               coord_checkpoint(), coord_set_policy(),
  *                               coord_policy_parse(), coord_free()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
  *                               coord_default_dir()
- *   7. Threads, fork(), broker restarts and broker notices
+ *   7. Threads, fork(), broker restarts, kernel locks, broker notices
  *   8. Implementation ......... only with COORD_IMPLEMENTATION (in the
  *                               installed coord.h; libcoord/libcoord.c in
  *                               the source tree)
@@ -300,6 +301,15 @@ COORD_API int coord_lease_mode(const coord_lease_t *lease);
  * lease is released. */
 COORD_API const char *coord_lease_resource(const coord_lease_t *lease);
 
+/* The descriptor of the kernel lock behind the lease, or -1 if there is
+ * none (see "Kernel locks" in section 7): a key, a file that did not exist
+ * when the lease was granted, a network filesystem, or a stale handle.
+ * It is the library's: do not close it, and do not flock() it yourself.
+ * It is close-on-exec; a program that hands the lease to a command it
+ * runs (as `coordctl run` does) clears that flag in the child, so the
+ * command and everything it starts keep the file locked. */
+COORD_API int coord_lease_fd(const coord_lease_t *lease);
+
 /* 1 if the broker still counts the lease as held, 0 if it was released,
  * reclaimed or revoked, or the handle is stale.  Costs no system call: it
  * reads one word of the shared region the broker maps into every client,
@@ -499,7 +509,7 @@ COORD_API int coord_instance_dir(const char *dir, char *buf, size_t size);
 COORD_API int coord_default_dir(char *buf, size_t size);
 
 /* ------------------------------------------------------------------------ */
-/* 7. Threads, fork(), broker restarts and broker notices                  */
+/* 7. Threads, fork(), broker restarts, kernel locks, broker notices       */
 /* ------------------------------------------------------------------------
  *
  * Threads.  Calls on one coord_t are serialised by a mutex inside it, so
@@ -522,6 +532,28 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  * the old one from the shared region before it grants anything; so
  * coord_lease_valid() stays truthful.  Calls on the old connection return
  * COORD_EIO; reconnect.  Fencing tokens keep rising across the restart.
+ *
+ * Kernel locks.  Every lease on an existing regular file is also held as
+ * flock(2) on the file itself, shared for a read lease and exclusive for a
+ * write lease, taken after the broker grants and dropped before the broker
+ * hears of the release.  Normally it never waits, since the broker has
+ * already ordered the holders.  It waits, within the acquire's timeout,
+ * only for a holder the broker cannot see: one from before a broker
+ * restart, one of another instance, or a child process that outlived its
+ * parent with a copy of the descriptor (like flock(1), a fork()ed child
+ * that does not exec keeps the file locked until the parent releases or
+ * the child exits).  So a broker restart can never let a second writer
+ * into a file while the first one still holds it.
+ *   - The library keeps one descriptor per connection and file open until
+ *     coord_disconnect(), because closing any descriptor of a file drops
+ *     every POSIX lock the process holds on it, SQLite's and DuckDB's
+ *     included.  Close your database connections before you disconnect.
+ *   - Keys that are not files, and files that do not exist yet when the
+ *     lease is granted, have no kernel lock: only the broker orders them.
+ *   - On NFS and SMB, where flock(2) is emulated with POSIX locks that
+ *     would interfere with the database's own, no kernel lock is taken.
+ *   - flock(2) and the POSIX locks of SQLite and DuckDB never interact on
+ *     Linux's local filesystems.
  *
  * Broker notices.  The broker may send a connection messages nobody asked
  * for (the wire protocol's seq 0).  The library reads them whenever it

@@ -48,6 +48,9 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+#ifdef __linux__
+#include <sys/vfs.h>
+#endif
 
 #include "coord_proto.h"
 
@@ -57,9 +60,10 @@
  *   8.3  process-wide state: the fork handler and the lease table
  *   8.4  messages: send, receive, notices, request/answer exchanges
  *   8.5  the broker backend: dial, autostart, hello, the shared region
- *   8.6  connections
- *   8.7  resources and leases
- *   8.8  administration
+ *   8.6  kernel locks: flock(2) on the files behind leases
+ *   8.7  connections
+ *   8.8  resources and leases
+ *   8.9  administration
  *
  * Locks, in the order they nest:
  *   coord_t.lock        one request at a time on a connection; held while
@@ -137,6 +141,7 @@ struct coord {
 	struct coord__lease *leases;       /* held, not yet released */
 	struct coord_resource *resources;  /* open handles */
 	/* under lock: */
+	struct coord__kfile *kfiles;       /* files this connection has locked (8.6) */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
 };
@@ -165,6 +170,8 @@ struct coord__lease {
 	_Atomic int mode;
 	_Atomic(const _Atomic uint64_t *) word; /* see struct coord__grant */
 	_Atomic unsigned fork_epoch; /* coord__fork_epoch when granted */
+	_Atomic int kfd;        /* the kernel lock's descriptor, or -1 (8.6) */
+	struct coord__kfile *kfile; /* the kernel lock, or NULL; conn->lock */
 	uintptr_t index;        /* this record's place in the table, never 0 */
 	coord_t *conn;          /* NULL while free */
 	struct coord__lease *next, *prev; /* conn->leases, or the free list */
@@ -448,7 +455,8 @@ static void coord__lease_put_locked(struct coord__lease *rec)
  * returns its handle (coord__table_lock held). */
 static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coord_t *c,
                                                   const struct coord__grant *g, int mode,
-                                                  const coord_resource_t *r)
+                                                  const coord_resource_t *r,
+                                                  struct coord__kfile *kfile, int kfd)
 {
 	uintptr_t gen = atomic_load_explicit(&rec->gen, memory_order_relaxed) + 1;
 	/* Release stores: see coord__lease_unchanged(). */
@@ -459,6 +467,8 @@ static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coor
 	atomic_store_explicit(&rec->fork_epoch,
 	                      atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed),
 	                      memory_order_release);
+	atomic_store_explicit(&rec->kfd, kfd, memory_order_release);
+	rec->kfile = kfile;
 	memcpy(rec->resource, r->name, r->name_len + 1);
 	rec->conn = c;
 	rec->prev = NULL;
@@ -484,6 +494,8 @@ static void coord__lease_retire_locked(struct coord__lease *rec)
 	if (rec->next)
 		rec->next->prev = rec->prev;
 	rec->conn = NULL;
+	rec->kfile = NULL;
+	atomic_store_explicit(&rec->kfd, -1, memory_order_release);
 	coord__lease_put_locked(rec);
 }
 
@@ -1027,7 +1039,157 @@ static const struct coord__backend coord__broker_backend = {
 };
 
 /* ------------------------------------------------------------------------ */
-/* 8.6 Connections                                                          */
+/* 8.6 Kernel locks                                                         */
+/* ------------------------------------------------------------------------ */
+
+/* Every lease on an existing regular file is also held as flock(2) on the
+ * file itself, shared for reads and exclusive for writes, taken once the
+ * backend has granted and dropped before the backend hears of the release.
+ * The broker orders its own holders, so the kernel lock never waits for
+ * them; it waits only for someone the broker cannot see: a holder from
+ * before a broker restart, another instance's holder, or a child process
+ * that outlived the holder with a copy of the descriptor (as with
+ * flock(1)).  That is what keeps a second writer out when the broker's
+ * memory is gone.
+ *
+ * The descriptor is opened once per connection and file and kept until
+ * coord_disconnect(): closing any descriptor of a file drops every POSIX
+ * lock the process holds on it, SQLite's and DuckDB's included, so the
+ * library must never close it while the application may have the database
+ * open.  Nested read leases of one connection share one flock.  flock(2)
+ * on network filesystems (NFS, SMB) is emulated with POSIX locks and would
+ * interfere with the database's own, so no kernel lock is taken there. */
+struct coord__kfile {
+	struct coord__kfile *next;  /* conn->kfiles, newest first */
+	int fd;
+	dev_t dev;                  /* the file fd is open on */
+	ino_t ino;
+	int holds;                  /* leases of this connection that use the lock */
+	int unlocked;               /* a network filesystem: opened, never locked */
+	char name[COORD_NAME_MAX + 1];
+};
+
+/* 1 where flock(2) is emulated with POSIX byte-range locks. */
+static int coord__flock_emulated(int fd)
+{
+#ifdef __linux__
+	struct statfs sf;
+	if (fstatfs(fd, &sf) == 0) {
+		switch ((unsigned long)sf.f_type) {
+		case 0x6969UL:     /* NFS */
+		case 0x517BUL:     /* SMB */
+		case 0xFF534D42UL: /* CIFS */
+		case 0xFE534D42UL: /* SMB2 */
+			return 1;
+		}
+	}
+#else
+	(void)fd;
+#endif
+	return 0;
+}
+
+/* The kernel-lock file of `name` for c (c->lock held), opened the first
+ * time and again when the name has come to mean another file (replaced
+ * or recreated; the old descriptor stays open, see above).  *out is NULL
+ * when no kernel lock applies: a key, a file that does not exist (yet),
+ * something that is not a regular file, a network filesystem.  Returns 0
+ * or COORD_ENOMEM. */
+static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **out)
+{
+	struct coord__kfile *k;
+	struct stat st;
+	int fd;
+
+	*out = NULL;
+	if (name[0] != '/' || stat(name, &st) < 0 || !S_ISREG(st.st_mode))
+		return 0;
+	for (k = c->kfiles; k; k = k->next) {
+		if (!strcmp(k->name, name) && k->dev == st.st_dev && k->ino == st.st_ino) {
+			*out = k->unlocked ? NULL : k;
+			return 0;
+		}
+	}
+	/* O_NONBLOCK: a FIFO named as a resource must not block the open. */
+	fd = open(name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0 && errno == EACCES)
+		fd = open(name, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	/* From here the descriptor is never closed before coord_disconnect(),
+	 * not even when no lock is taken through it (see above). */
+	k = calloc(1, sizeof *k);
+	if (!k) {
+		close(fd); /* nothing else to do; out of memory */
+		return COORD_ENOMEM;
+	}
+	k->fd = fd;
+	k->unlocked = fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || coord__flock_emulated(fd);
+	k->dev = st.st_dev;
+	k->ino = st.st_ino;
+	snprintf(k->name, sizeof k->name, "%s", name);
+	k->next = c->kfiles;
+	c->kfiles = k;
+	*out = k->unlocked ? NULL : k;
+	return 0;
+}
+
+/* Takes k's flock for `mode` (c->lock held), waiting for an outside
+ * holder until deadline_ms (monotonic; -1 forever).  Returns 0,
+ * COORD_EBUSY (deadline already passed: a try-once request),
+ * COORD_ETIMEDOUT or COORD_ESYS. */
+static int coord__kernel_lock(struct coord__kfile *k, int mode, int64_t deadline_ms)
+{
+	int op = (mode == COORD_WRITE ? LOCK_EX : LOCK_SH) | LOCK_NB, delay = 1, waited = 0;
+	if (k->holds > 0) {
+		/* a nested read: the connection's shared lock is already held */
+		k->holds++;
+		return 0;
+	}
+	for (;;) {
+		int64_t now;
+		if (flock(k->fd, op) == 0)
+			break;
+		if (errno == EINTR)
+			continue;
+		if (errno != EWOULDBLOCK)
+			return COORD_ESYS;
+		now = coord__now_ms();
+		if (deadline_ms >= 0 && now >= deadline_ms)
+			return waited ? COORD_ETIMEDOUT : COORD_EBUSY;
+		/* Someone outside the broker's view holds the file.  There is
+		 * nothing to wait on but time: back off up to 50 ms. */
+		if (deadline_ms >= 0 && deadline_ms - now < delay)
+			delay = (int)(deadline_ms - now);
+		poll(NULL, 0, delay);
+		waited = 1;
+		if (delay < 50)
+			delay *= 2;
+	}
+	k->holds = 1;
+	return 0;
+}
+
+/* Drops one lease's use of k's flock (c->lock held). */
+static void coord__kernel_unlock(struct coord__kfile *k)
+{
+	if (--k->holds == 0)
+		flock(k->fd, LOCK_UN);
+}
+
+/* Closes every kernel-lock file of c (coord_disconnect(), c->lock held). */
+static void coord__kfiles_close(coord_t *c)
+{
+	while (c->kfiles) {
+		struct coord__kfile *k = c->kfiles;
+		c->kfiles = k->next;
+		close(k->fd);
+		free(k);
+	}
+}
+
+/* ------------------------------------------------------------------------ */
+/* 8.7 Connections                                                          */
 /* ------------------------------------------------------------------------ */
 
 COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
@@ -1093,6 +1255,11 @@ COORD_API void coord_disconnect(coord_t *c)
 	pthread_mutex_lock(&coord__table_lock);
 	coord__detach_locked(c);
 	pthread_mutex_unlock(&coord__table_lock);
+	/* Kernel locks before the transport, so that the broker's next
+	 * grantee finds the files unlocked.  A child leaves the parent's
+	 * descriptors alone: its copies are the parent's locks. */
+	if (mine)
+		coord__kfiles_close(c);
 	c->backend->close(c);
 	if (mine)
 		pthread_mutex_unlock(&c->lock);
@@ -1105,7 +1272,7 @@ COORD_API const char *coord_dir(const coord_t *c)
 }
 
 /* ------------------------------------------------------------------------ */
-/* 8.7 Resources and leases                                                 */
+/* 8.8 Resources and leases                                                 */
 /* ------------------------------------------------------------------------ */
 
 COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t **out)
@@ -1163,12 +1330,16 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r)
 	return r ? r->name : NULL;
 }
 
-/* Asks c's backend for a lease on r (c->lock held).  The record is taken
+/* Asks c's backend for a lease on r, then takes the file's kernel lock
+ * within what is left of the timeout (c->lock held).  The record is taken
  * before asking, so that a full table can never leave a granted lease
- * without a handle. */
+ * without a handle; a kernel lock that cannot be had in time gives the
+ * granted lease back. */
 static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
                                  const char *label, coord_lease_t **out)
 {
+	int64_t deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
+	struct coord__kfile *k = NULL;
 	struct coord__lease *rec;
 	struct coord__grant g;
 	int rc;
@@ -1178,12 +1349,26 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	pthread_mutex_unlock(&coord__table_lock);
 	if (rc < 0)
 		return rc;
+	rc = coord__kfile_get(c, r->name, &k);
+	if (rc < 0)
+		goto fail;
 	rc = c->backend->acquire(c, r, mode, timeout_ms, label, &g);
+	if (rc < 0)
+		goto fail;
+	if (k) {
+		rc = coord__kernel_lock(k, mode, deadline);
+		if (rc < 0) {
+			c->backend->release(c, &g);
+			goto fail;
+		}
+	}
 	pthread_mutex_lock(&coord__table_lock);
-	if (rc == 0)
-		*out = coord__lease_publish_locked(rec, c, &g, mode, r);
-	else
-		coord__lease_put_locked(rec);
+	*out = coord__lease_publish_locked(rec, c, &g, mode, r, k, k ? k->fd : -1);
+	pthread_mutex_unlock(&coord__table_lock);
+	return 0;
+fail:
+	pthread_mutex_lock(&coord__table_lock);
+	coord__lease_put_locked(rec);
 	pthread_mutex_unlock(&coord__table_lock);
 	return rc;
 }
@@ -1230,6 +1415,7 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
 
 COORD_API int coord_release(coord_lease_t *l)
 {
+	struct coord__kfile *k = NULL;
 	struct coord__lease *rec;
 	struct coord__grant g;
 	uintptr_t gen;
@@ -1262,9 +1448,14 @@ COORD_API int coord_release(coord_lease_t *l)
 		g.id = atomic_load_explicit(&rec->id, memory_order_relaxed);
 		g.token = atomic_load_explicit(&rec->token, memory_order_relaxed);
 		g.word = atomic_load_explicit(&rec->word, memory_order_relaxed);
+		k = rec->kfile;
 		coord__lease_retire_locked(rec);
 	}
 	pthread_mutex_unlock(&coord__table_lock);
+	/* The kernel lock goes first: once the broker hears of the release it
+	 * grants the next holder, who then finds the file unlocked. */
+	if (k)
+		coord__kernel_unlock(k);
 	rc = rec ? c->backend->release(c, &g) : COORD_ENOLEASE;
 	pthread_mutex_unlock(&c->lock);
 	coord__conn_unref(c);
@@ -1305,6 +1496,14 @@ COORD_API const char *coord_lease_resource(const coord_lease_t *l)
 	return rec ? rec->resource : NULL;
 }
 
+COORD_API int coord_lease_fd(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	int v = rec ? atomic_load_explicit(&rec->kfd, memory_order_acquire) : -1;
+	return rec && coord__lease_unchanged(rec, gen) ? v : -1;
+}
+
 /* Atomic loads only: the generation, the lease's word (the broker's slot
  * in the shared region, mapped until exit), the generation again. */
 COORD_API int coord_lease_valid(const coord_lease_t *l)
@@ -1325,7 +1524,7 @@ COORD_API int coord_lease_valid(const coord_lease_t *l)
 }
 
 /* ------------------------------------------------------------------------ */
-/* 8.8 Administration                                                       */
+/* 8.9 Administration                                                       */
 /* ------------------------------------------------------------------------ */
 
 /* Copies a text of `len` bytes that follows a message's fixed part and

@@ -15,6 +15,7 @@
  *   doctor: 0 healthy, 1 problems found, 2 could not inspect. */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <math.h>
 #include <signal.h>
@@ -488,7 +489,7 @@ static int cmd_run(int argc, char **argv)
 	coord_t *c = NULL;
 	coord_lease_t *lease = NULL;
 	const char *label = NULL, *resource;
-	int mode = 0, timeout_ms = -1, i, rc, status;
+	int mode = 0, timeout_ms = -1, i, rc, status, kfd;
 	pid_t parent, pid;
 	char buf[64];
 
@@ -553,6 +554,7 @@ static int cmd_run(int argc, char **argv)
 	signal(SIGTERM, forward_signal);
 	signal(SIGHUP, forward_signal);
 	signal(SIGQUIT, forward_signal);
+	kfd = coord_lease_fd(lease);
 	pid = fork();
 	if (pid < 0) {
 		status = complain(COORD_ESYS, "run: fork");
@@ -564,6 +566,11 @@ static int cmd_run(int argc, char **argv)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent)
 			_exit(EX_TEMPFAIL);
+		/* The command and whatever it starts inherit the file's kernel
+		 * lock, as with flock(1): a descendant that outlives coordctl
+		 * keeps the file locked, so the next holder waits for it. */
+		if (kfd >= 0)
+			fcntl(kfd, F_SETFD, 0);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
 		signal(SIGHUP, SIG_DFL);
