@@ -8,6 +8,10 @@
  *  - a connection that already holds the resource gets COORD_EDEADLK
  *    instead of a hang, except a second read on a held read, which is
  *    granted at once (it cannot deadlock);
+ *  - a request that would wait is refused with COORD_EDEADLK if waiting
+ *    would close a cycle in the wait-for graph (see "the wait-for graph"
+ *    below); the refusal changes nothing, and nothing is ever granted
+ *    because of it;
  *  - a waiter that leaves the queue (timeout, owner gone) can unblock the
  *    ones behind it, so every removal is followed by a dispatch.
  *
@@ -26,15 +30,31 @@
 
 #define NO_HEAP ((size_t)-1)
 
+/* An owner with queued waiters, in the table's index by owner pointer: the
+ * deadlock walk goes from an owner to what it waits for.  The walk_*
+ * fields are the walk's scratch: how it first reached this owner. */
+struct owner_waits {
+	void *owner;
+	struct lt_waiter *waiters;  /* linked by owner_next/owner_prev */
+	uint64_t walk_epoch;        /* == the table's: reached in this walk */
+	struct lt_waiter *walk_from;   /* whose wait led here; NULL: the request */
+	struct lt_lease *walk_lease;   /* this owner's conflicting lease there, */
+	struct lt_waiter *walk_ahead;  /* or its waiter ahead in that queue */
+	struct owner_waits *walk_next; /* the walk's to-do list */
+};
+
 struct lease_table {
 	struct lt_events ev;
 	void *ud;
 	void *root;                 /* tsearch tree of lt_resource by name */
+	void *owners;               /* tsearch tree of owner_waits by owner */
 	size_t nresources, nleases, nwaiters;
 	size_t max_leases, max_waiters;
 	uint64_t next_id;
 	struct lt_timer **heap;     /* every armed deadline, min-heap */
 	size_t heap_len, heap_cap;
+	uint64_t walk_epoch;        /* one per deadlock walk */
+	struct lt_cycle cycle;      /* the last refusal's; len 0: none */
 };
 
 static int resource_cmp(const void *a, const void *b)
@@ -172,6 +192,208 @@ void lease_table_maybe_close(struct lease_table *t, struct lt_resource *res)
 	free(res);
 }
 
+/* ---- each owner's waiters ---- */
+
+static int owner_cmp(const void *a, const void *b)
+{
+	uintptr_t x = (uintptr_t)((const struct owner_waits *)a)->owner;
+	uintptr_t y = (uintptr_t)((const struct owner_waits *)b)->owner;
+	return (x > y) - (x < y);
+}
+
+static struct owner_waits *owner_find(struct lease_table *t, void *owner)
+{
+	struct owner_waits key = { .owner = owner };
+	void *found = tfind(&key, &t->owners, owner_cmp);
+	return found ? *(struct owner_waits **)found : NULL;
+}
+
+static int owner_add_waiter(struct lease_table *t, struct lt_waiter *w)
+{
+	struct owner_waits *ow = owner_find(t, w->owner);
+	if (!ow) {
+		ow = calloc(1, sizeof *ow);
+		if (!ow)
+			return COORD_ENOMEM;
+		ow->owner = w->owner;
+		if (!tsearch(ow, &t->owners, owner_cmp)) {
+			free(ow);
+			return COORD_ENOMEM;
+		}
+	}
+	w->owner_prev = NULL;
+	w->owner_next = ow->waiters;
+	if (ow->waiters)
+		ow->waiters->owner_prev = w;
+	ow->waiters = w;
+	return 0;
+}
+
+static void owner_remove_waiter(struct lease_table *t, struct lt_waiter *w)
+{
+	struct owner_waits *ow = owner_find(t, w->owner);
+	if (w->owner_prev)
+		w->owner_prev->owner_next = w->owner_next;
+	else
+		ow->waiters = w->owner_next;
+	if (w->owner_next)
+		w->owner_next->owner_prev = w->owner_prev;
+	w->owner_next = w->owner_prev = NULL;
+	if (!ow->waiters) {
+		tdelete(ow, &t->owners, owner_cmp);
+		free(ow);
+	}
+}
+
+/* ---- the wait-for graph ----
+ *
+ * Nodes are owners.  A waiter on res in mode m waits for (a) each holder
+ * of res whose lease conflicts with m (readers sharing are no edge) and
+ * (b) each owner queued ahead of it; an owner waits for what all its
+ * waiters wait for.  Checkpoint blocks are no edge: a running checkpoint
+ * ends on its own.  Before a request queues, a breadth-first walk from it
+ * looks for its own owner; the first path found is the shortest cycle.
+ *
+ * The walk stays linear in the part of the graph it reaches: an owner is
+ * expanded once (walk_epoch), a resource's holders are scanned at most
+ * twice (for a reader's conflicts, the writers; for a writer's, all), and
+ * of the waiters ahead only the nearest is an edge: it leads to the one
+ * ahead of it, and so on, so all of them are reached.  Holders that wait
+ * for nothing end a path. */
+
+struct cycle_walk {
+	struct lease_table *t;
+	void *requester;
+	struct owner_waits *todo, *todo_tail;
+	/* the edge that returned to the requester */
+	struct lt_waiter *last_from;   /* NULL: the request itself */
+	struct lt_lease *last_lease;
+	struct lt_waiter *last_ahead;
+};
+
+/* The owner of `lease` (or of `ahead`) stands in the way of `from` (NULL:
+ * the request).  Returns 1 if it is the requester. */
+static int walk_reach(struct cycle_walk *cw, struct lt_waiter *from, struct lt_lease *lease,
+                      struct lt_waiter *ahead)
+{
+	void *owner = lease ? lease->owner : ahead->owner;
+	struct owner_waits *ow;
+	if (owner == cw->requester) {
+		cw->last_from = from;
+		cw->last_lease = lease;
+		cw->last_ahead = ahead;
+		return 1;
+	}
+	ow = owner_find(cw->t, owner);
+	if (!ow || ow->walk_epoch == cw->t->walk_epoch)
+		return 0; /* waits for nothing, or reached before */
+	ow->walk_epoch = cw->t->walk_epoch;
+	ow->walk_from = from;
+	ow->walk_lease = lease;
+	ow->walk_ahead = ahead;
+	ow->walk_next = NULL;
+	if (cw->todo_tail)
+		cw->todo_tail->walk_next = ow;
+	else
+		cw->todo = ow;
+	cw->todo_tail = ow;
+	return 0;
+}
+
+/* The edges of one wait: `mode` on res, behind `ahead` (the nearest
+ * waiter ahead, or NULL).  Returns 1 if one leads to the requester. */
+static int walk_wait(struct cycle_walk *cw, struct lt_waiter *from, struct lt_resource *res,
+                     int mode, struct lt_waiter *ahead)
+{
+	uint64_t epoch = cw->t->walk_epoch;
+	int scan;
+	if (mode == COORD_WRITE) {
+		scan = res->walk_write != epoch;
+		res->walk_write = epoch;
+	} else {
+		scan = res->walk_write != epoch && res->walk_read != epoch;
+		res->walk_read = epoch;
+	}
+	for (struct lt_lease *h = scan ? res->holders : NULL; h; h = h->res_next)
+		if ((mode == COORD_WRITE || h->mode == COORD_WRITE) && walk_reach(cw, from, h, NULL))
+			return 1;
+	return ahead && walk_reach(cw, from, NULL, ahead);
+}
+
+/* Puts the step of `position` among len into the table's cycle, keeping
+ * the first LT_CYCLE_MAX - 1 and the last. */
+static void cycle_put(struct lt_cycle *cy, size_t position, const struct lt_cycle_step *s)
+{
+	size_t i = position;
+	if (cy->len > LT_CYCLE_MAX) {
+		if (position == cy->len - 1)
+			i = LT_CYCLE_MAX - 1;
+		else if (position >= LT_CYCLE_MAX - 1)
+			return;
+	}
+	cy->step[i] = *s;
+}
+
+/* Writes the cycle the walk found into t->cycle, following walk_from back
+ * from the owner that waits for the requester. */
+static void cycle_record(struct cycle_walk *cw, struct lt_resource *res, int mode)
+{
+	struct lt_cycle *cy = &cw->t->cycle;
+	struct lt_cycle_step s;
+	struct owner_waits *ow;
+	struct lt_waiter *w;
+	size_t position;
+	cy->len = 1;
+	for (w = cw->last_from; w; w = ow->walk_from) {
+		ow = owner_find(cw->t, w->owner);
+		cy->len++;
+	}
+	position = cy->len - 1;
+	for (w = cw->last_from; w; w = ow->walk_from) {
+		ow = owner_find(cw->t, w->owner);
+		s.owner = w->owner;
+		s.holds = ow->walk_from ? ow->walk_from->res : res;
+		s.holds_mode = ow->walk_lease ? ow->walk_lease->mode : ow->walk_ahead->mode;
+		s.queued = ow->walk_ahead != NULL;
+		s.waits = w->res;
+		s.waits_mode = w->mode;
+		cycle_put(cy, position--, &s);
+	}
+	s.owner = cw->requester;
+	s.holds = cw->last_from ? cw->last_from->res : res;
+	s.holds_mode = cw->last_lease ? cw->last_lease->mode : cw->last_ahead->mode;
+	s.queued = cw->last_ahead != NULL;
+	s.waits = res;
+	s.waits_mode = mode;
+	cycle_put(cy, 0, &s);
+}
+
+/* 1 if `owner` waiting for `mode` on res would close a cycle (recorded in
+ * t->cycle), else 0. */
+static int closes_cycle(struct lease_table *t, void *owner, struct lt_resource *res, int mode)
+{
+	struct cycle_walk cw = { .t = t, .requester = owner };
+	struct owner_waits *ow;
+	int found;
+	t->walk_epoch++;
+	found = walk_wait(&cw, NULL, res, mode, res->tail);
+	while (!found && (ow = cw.todo)) {
+		cw.todo = ow->walk_next;
+		if (!cw.todo)
+			cw.todo_tail = NULL;
+		for (struct lt_waiter *w = ow->waiters; w && !found; w = w->owner_next)
+			found = walk_wait(&cw, w, w->res, w->mode, w->prev);
+	}
+	if (found)
+		cycle_record(&cw, res, mode);
+	return found;
+}
+
+const struct lt_cycle *lease_table_cycle(const struct lease_table *t)
+{
+	return t->cycle.len ? &t->cycle : NULL;
+}
+
 /* ---- granting ---- */
 
 static int compatible(const struct lt_resource *res, int mode)
@@ -235,6 +457,7 @@ static void queue_unlink(struct lease_table *t, struct lt_waiter *w)
 	res->nwaiters--;
 	t->nwaiters--;
 	heap_remove(t, &w->timer);
+	owner_remove_waiter(t, w);
 }
 
 static void dispatch(struct lease_table *t, struct lt_resource *res)
@@ -266,6 +489,7 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	struct lt_waiter *w = NULL;
 	int rc;
 
+	t->cycle.len = 0;
 	rc = resource_get(t, name, &res);
 	if (rc < 0)
 		return rc;
@@ -293,6 +517,10 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 		rc = COORD_EBUSY;
 		goto done;
 	}
+	if (closes_cycle(t, owner, res, mode)) {
+		rc = COORD_EDEADLK;
+		goto done;
+	}
 	if (t->nwaiters >= t->max_waiters) {
 		rc = COORD_ELIMIT;
 		goto done;
@@ -318,6 +546,12 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 			goto done;
 		}
 	}
+	rc = owner_add_waiter(t, w);
+	if (rc < 0) {
+		heap_remove(t, &w->timer);
+		free(w);
+		goto done;
+	}
 	w->prev = res->tail;
 	if (res->tail)
 		res->tail->next = w;
@@ -339,6 +573,7 @@ done:
 void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *why)
 {
 	struct lt_resource *res = l->res;
+	t->cycle.len = 0;
 	if (l->res_prev)
 		l->res_prev->res_next = l->res_next;
 	else
@@ -360,6 +595,7 @@ void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *
 void lease_table_cancel(struct lease_table *t, struct lt_waiter *w)
 {
 	struct lt_resource *res = w->res;
+	t->cycle.len = 0;
 	queue_unlink(t, w);
 	free(w);
 	dispatch(t, res);
@@ -368,6 +604,7 @@ void lease_table_cancel(struct lease_table *t, struct lt_waiter *w)
 
 void lease_table_expire(struct lease_table *t, int64_t now_ms)
 {
+	t->cycle.len = 0;
 	while (t->heap_len && t->heap[0]->deadline_ms <= now_ms) {
 		struct lt_waiter *w = waiter_of(t->heap[0]); /* the only kind yet */
 		struct lt_resource *res = w->res;
@@ -387,6 +624,7 @@ int64_t lease_table_next_deadline(const struct lease_table *t)
 
 void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits)
 {
+	t->cycle.len = 0;
 	res->blocked = bits;
 	dispatch(t, res);
 	lease_table_maybe_close(t, res);
@@ -455,6 +693,7 @@ void lease_table_free(struct lease_table *t)
 	/* tdestroy() passes no closure: close everything first. */
 	lease_table_foreach(t, close_resource, t);
 	tdestroy(t->root, free_resource);
+	tdestroy(t->owners, free);
 	free(t->heap);
 	free(t);
 }

@@ -49,6 +49,8 @@ struct lt_waiter {
 	struct lt_timer timer;      /* deadline_ms -1: waits forever */
 	struct lt_resource *res;
 	struct lt_waiter *next, *prev;
+	struct lt_waiter *owner_next, *owner_prev; /* the table's own index of
+	                                              each owner's waiters */
 	char label[COORD_LABEL_MAX + 1];
 };
 
@@ -67,6 +69,33 @@ struct lt_resource {
 	struct lt_lease *holders;
 	struct lt_waiter *head, *tail;
 	void *ext;                  /* the broker's per-resource state */
+	uint64_t walk_read, walk_write; /* the table's own: marks of the
+	                                   deadlock walk */
+};
+
+/* One owner of a wait-for cycle (see lease_table_request()).  The owner
+ * before it in the cycle waits for `holds`, where this owner holds a
+ * conflicting lease (`queued` 0) or waits ahead of it in the queue
+ * (`queued` 1), in `holds_mode`; and this owner waits for `waits` in
+ * `waits_mode`, where the next owner stands in its way.  The last owner
+ * stands in the way of the first. */
+struct lt_cycle_step {
+	void *owner;
+	const struct lt_resource *holds;
+	int holds_mode;
+	int queued;
+	const struct lt_resource *waits;
+	int waits_mode;
+};
+
+#define LT_CYCLE_MAX 16
+
+/* step[0] is the requester, and its `waits` the resource it asked for;
+ * the others follow in wait-for order.  When len > LT_CYCLE_MAX, step[]
+ * holds the first LT_CYCLE_MAX - 1 owners and the last one. */
+struct lt_cycle {
+	size_t len;                 /* owners in the cycle, >= 1 */
+	struct lt_cycle_step step[LT_CYCLE_MAX];
 };
 
 struct lease_table;
@@ -110,10 +139,31 @@ void lease_table_free(struct lease_table *t);
  *   < 0:                 COORD_EBUSY (timeout 0), COORD_EDEADLK,
  *                        COORD_ELIMIT, COORD_ENOMEM, or what a callback
  *                        refused with.  Nothing changed.
- * deadline_ms is monotonic, -1 forever; timeout 0 is deadline == now. */
+ * deadline_ms is monotonic, -1 forever; timeout 0 is deadline == now.
+ *
+ * COORD_EDEADLK has two causes:
+ *   - self-deadlock: a client request (LT_FOR_CLIENT) for a resource the
+ *     owner already holds, except a read on a held read (granted);
+ *   - a wait-for cycle: the request would have to wait, and waiting would
+ *     close a cycle back to `owner`.  A waiter waits for every holder of
+ *     its resource whose lease conflicts with its mode and for every
+ *     owner queued ahead of it (FIFO); an owner that waits (any of its
+ *     waiters, client or checkpoint) waits for what they wait for.
+ *     Readers sharing a resource are not edges, nor is a checkpoint's
+ *     block (it ends on its own).  Then lease_table_cycle() tells the
+ *     cycle.  The walk visits each owner and each resource at most once.
+ * A request with timeout 0 never waits, so it gets COORD_EBUSY, never a
+ * cycle. */
 int lease_table_request(struct lease_table *t, const char *name, void *owner, int mode,
                         int64_t now_ms, int64_t deadline_ms, int purpose, uint32_t seq,
                         const char *label, struct lt_lease **lease, struct lt_waiter **waiter);
+
+/* The cycle that made the last lease_table_request() fail with
+ * COORD_EDEADLK, or NULL if that call did not fail for a cycle (a
+ * self-deadlock, or any other result).  Read it right away: its resources
+ * and owners are the table's, and the next request, release, cancel,
+ * expiry or block clears it (NULL from then on). */
+const struct lt_cycle *lease_table_cycle(const struct lease_table *t);
 
 /* Removes the lease (released/reclaimed/revoked, as `why` says), then
  * grants whatever the queue allows. */

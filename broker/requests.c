@@ -5,8 +5,11 @@
  * proto_decode() before anything here looks at it, a lease id in RELEASE
  * is looked up among the sender's own leases only, and a client that
  * breaks the protocol is disconnected.  Answers go to the owner's current
- * connection; an owner without one (detached) gets none. */
+ * connection; an owner without one (detached) gets none.  A request the
+ * lease table refuses because waiting would close a wait-for cycle is
+ * logged as event=deadlock with the cycle spelled out. */
 #define _GNU_SOURCE
+#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 #include <unistd.h>
@@ -78,6 +81,63 @@ void requests_checkpoint_done(void *ud, struct lt_resource *res, void *requester
 
 /* ---- leases ---- */
 
+/* Appends printf-formatted text to buf (size bytes, *used so far),
+ * truncating at the end. */
+static void __attribute__((format(printf, 4, 5)))
+append(char *buf, size_t size, size_t *used, const char *fmt, ...)
+{
+	va_list ap;
+	int n;
+	if (*used >= size - 1)
+		return;
+	va_start(ap, fmt);
+	n = vsnprintf(buf + *used, size - *used, fmt, ap);
+	va_end(ap);
+	if (n > 0)
+		*used += (size_t)n < size - *used ? (size_t)n : size - 1 - *used;
+}
+
+/* "pid 100 (a) holds /x (write), waits /y (write); pid 200 (b) holds /y
+ * (write), waits /x (write)": the cycle in wait-for order, from the
+ * requester on.  An owner in the way because it is queued ahead "is queued
+ * ahead on" the resource instead. */
+static void describe_cycle(char *buf, size_t size, const struct lt_cycle *cy)
+{
+	size_t shown = cy->len < LT_CYCLE_MAX ? cy->len : LT_CYCLE_MAX, used = 0;
+	buf[0] = 0;
+	for (size_t i = 0; i < shown; i++) {
+		const struct lt_cycle_step *s = &cy->step[i];
+		const struct owner *o = s->owner;
+		if (cy->len > LT_CYCLE_MAX && i == LT_CYCLE_MAX - 1)
+			append(buf, size, &used, "; ... %zu more", cy->len - LT_CYCLE_MAX + 1);
+		append(buf, size, &used, "%spid %d (%s) %s %s (%s), waits %s (%s)", i ? "; " : "",
+		       (int)o->pid, o->comm, s->queued ? "is queued ahead on" : "holds", s->holds->name,
+		       grants_mode_name(s->holds_mode), s->waits->name, grants_mode_name(s->waits_mode));
+	}
+}
+
+/* After lease_table_request() failed with rc: logs why (one line, a
+ * wait-for cycle as event=deadlock) unless rc is COORD_EBUSY, which is
+ * no event. */
+static void log_refusal(struct broker *b, const struct owner *o, const char *name, int mode,
+                        int rc)
+{
+	const struct lt_cycle *cy = rc == COORD_EDEADLK ? lease_table_cycle(b->table) : NULL;
+	char text[LOG_QUOTE_MAX];
+	if (cy) {
+		describe_cycle(text, sizeof text, cy);
+		log_event(&b->log, "deadlock",
+		          "resource=%s mode=%s pid=%d comm=%s owners=%zu cycle=%s code=%s",
+		          log_quote(&b->log, name), grants_mode_name(mode), (int)o->pid,
+		          log_quote(&b->log, o->comm), cy->len, log_quote(&b->log, text),
+		          coord_proto_errname(rc));
+	} else if (rc != COORD_EBUSY) {
+		log_event(&b->log, "refuse", "resource=%s mode=%s pid=%d code=%s",
+		          log_quote(&b->log, name), grants_mode_name(mode), (int)o->pid,
+		          coord_proto_errname(rc));
+	}
+}
+
 static void handle_acquire(struct broker *b, struct client *c, const struct request *req)
 {
 	struct owner *o = c->user;
@@ -101,10 +161,7 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 		          log_quote(&b->log, req->name), grants_mode_name(req->mode), (int)o->pid,
 		          log_quote(&b->log, o->comm), (int)req->timeout_ms);
 	} else {
-		if (rc != COORD_EBUSY)
-			log_event(&b->log, "refuse", "resource=%s mode=%s pid=%d code=%s",
-			          log_quote(&b->log, req->name), grants_mode_name(req->mode), (int)o->pid,
-			          coord_proto_errname(rc));
+		log_refusal(b, o, req->name, req->mode, rc);
 		client_reply(c, req->seq, rc);
 	}
 }
@@ -333,6 +390,8 @@ static void handle_checkpoint(struct broker *b, struct client *c, const struct r
 	rc = lease_table_request(b->table, req->name, o, COORD_WRITE, now_ms(), -1,
 	                         LT_FOR_CHECKPOINT, req->seq, "checkpoint", &l, &w);
 	if (rc < 0) {
+		if (lease_table_cycle(b->table))
+			log_refusal(b, o, req->name, COORD_WRITE, rc);
 		client_reply(c, req->seq, rc);
 		return;
 	}

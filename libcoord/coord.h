@@ -107,7 +107,7 @@
 	X(ENOBROKER,  -7003, "no broker reachable and none could be started")         \
 	X(EBUSY,      -7004, "resource is held in a conflicting mode (timeout 0)")    \
 	X(ETIMEDOUT,  -7005, "the lease was not granted before the timeout")          \
-	X(EDEADLK,    -7006, "this connection already holds the resource; waiting would deadlock") \
+	X(EDEADLK,    -7006, "waiting would deadlock: this connection already holds the resource, or a connection in the way waits (directly or through others) for a lease this connection holds") \
 	X(ENOLEASE,   -7007, "no such lease (already released, reclaimed or revoked)") \
 	X(EPROTO,     -7008, "protocol error or version mismatch with the broker")    \
 	X(EIO,        -7009, "connection to the broker lost")                         \
@@ -244,9 +244,17 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r);
  *                    conflicting mode or has waiters.
  *   COORD_ETIMEDOUT  not granted within timeout_ms; the request has left the
  *                    queue and nothing is held.
- *   COORD_EDEADLK    this connection already holds the resource in write
- *                    mode, or holds it for read and asks for write.
- *                    (A second read on a held read is granted at once.)
+ *   COORD_EDEADLK    waiting would deadlock, so the request failed at once
+ *                    and nothing changed: this connection already holds
+ *                    the resource in write mode, or holds it for read and
+ *                    asks for write (a second read on a held read is
+ *                    granted at once); or the request would wait for a
+ *                    connection that waits, directly or through others,
+ *                    for a lease this connection holds (a wait-for cycle;
+ *                    the broker logs it as event=deadlock).  Release what
+ *                    you hold and retry, or take leases in a fixed order.
+ *                    Readers sharing a resource never form a cycle; waits
+ *                    outside coord are not seen.
  *   COORD_ELIMIT     the broker's lease or waiter table is full.
  *   COORD_EIO        the broker connection broke, or was closed; reconnect.
  *   COORD_EFORKED    called in a child after fork() (see section 7).
@@ -448,6 +456,8 @@ COORD_API int coord_show(coord_t *c, const char *resource, coord_resource_info_t
  *   COORD_ECHECKPOINT  the engine or the command failed (message says).
  *   COORD_ENOENT       the file does not exist.
  *   COORD_EPERM        the broker cannot open the file for writing.
+ *   COORD_EDEADLK      this connection holds the resource, or the
+ *                      checkpoint's wait would close a wait-for cycle.
  *   COORD_EBUSYCONN, COORD_ENAME, COORD_EINVAL, COORD_EIO, COORD_EFORKED,
  *   COORD_EPROTO. */
 COORD_API int coord_checkpoint(coord_t *c, const char *resource, coord_resource_info_t *info);

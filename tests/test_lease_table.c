@@ -1,6 +1,7 @@
 /* Unit tests of the lease table: grant rules, fairness, reader batching,
- * writer preference, timeouts, self-deadlock and token order.  No broker,
- * no I/O: the table's callbacks record what the server would be told. */
+ * writer preference, timeouts, self-deadlock, wait-for cycles and token
+ * order.  No broker, no I/O: the table's callbacks record what the server
+ * would be told. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -277,4 +278,317 @@ Test(lease_table, checkpoint_turn_blocks_before_the_next_grant)
 	cr_assert_eq(seen.granted_owner[1], 2, "owner 2 (the reader) must be granted");
 	lease_table_block(t, res, 0);
 	lease_table_release(t, seen.last_granted[1], "release");
+}
+
+/* ---- wait-for cycles ---- */
+
+static const char *rc_name(int rc)
+{
+	return rc > 0 ? "granted at once" : rc == 0 ? "queued" : coord_errname(rc);
+}
+
+static const char *mode_name(int mode)
+{
+	return mode == COORD_WRITE ? "write" : "read";
+}
+
+/* Owner n asks for `mode` on `name` for `purpose`, waiting forever;
+ * returns what the table answered. */
+static int ask_for(int n, int mode, const char *name, int purpose)
+{
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	return lease_table_request(t, name, OWNER(n), mode, now, -1, purpose, 0, NULL, &l, &w);
+}
+
+static int ask(int n, int mode, const char *name)
+{
+	return ask_for(n, mode, name, LT_FOR_CLIENT);
+}
+
+static struct lt_lease *hold(int n, int mode, const char *name)
+{
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	int rc = lease_table_request(t, name, OWNER(n), mode, now, -1, LT_FOR_CLIENT, 0, NULL, &l, &w);
+	cr_assert_eq(rc, 1, "setup: owner %d asking %s on %s must be granted at once, got %s", n,
+	             mode_name(mode), name, rc_name(rc));
+	return l;
+}
+
+static void queue(int n, int mode, const char *name)
+{
+	int rc = ask(n, mode, name);
+	cr_assert_eq(rc, 0, "setup: owner %d asking %s on %s must queue (no cycle yet), got %s", n,
+	             mode_name(mode), name, rc_name(rc));
+}
+
+/* The last refusal's cycle must be exactly `owners` (len of them), in
+ * wait-for order from the requester. */
+static const struct lt_cycle *expect_cycle(const int *owners, size_t len)
+{
+	const struct lt_cycle *cy = lease_table_cycle(t);
+	cr_assert(cy, "COORD_EDEADLK for a cycle must leave the cycle in lease_table_cycle()");
+	cr_assert_eq(cy->len, len, "the cycle must have %zu owners, the table reports %zu", len,
+	             cy->len);
+	for (size_t i = 0; i < len && i < LT_CYCLE_MAX; i++)
+		cr_assert_eq((int)(intptr_t)cy->step[i].owner, owners[i],
+		             "step %zu of the cycle must be owner %d, is owner %d (wrong order)", i,
+		             owners[i], (int)(intptr_t)cy->step[i].owner);
+	return cy;
+}
+
+static void expect_step(const struct lt_cycle *cy, size_t i, const char *holds, int held_mode,
+                        int queued, const char *waits, int waits_mode)
+{
+	const struct lt_cycle_step *s = &cy->step[i];
+	cr_assert_str_eq(s->holds->name, holds, "step %zu (owner %d) must stand in the way on %s, not %s",
+	                 i, (int)(intptr_t)s->owner, holds, s->holds->name);
+	cr_assert_eq(s->holds_mode, held_mode, "step %zu (owner %d) must be in the way in %s mode", i,
+	             (int)(intptr_t)s->owner, mode_name(held_mode));
+	cr_assert_eq(s->queued, queued, "step %zu (owner %d) must be reported as %s", i,
+	             (int)(intptr_t)s->owner, queued ? "queued ahead" : "a holder");
+	cr_assert_str_eq(s->waits->name, waits, "step %zu (owner %d) must wait for %s, not %s", i,
+	                 (int)(intptr_t)s->owner, waits, s->waits->name);
+	cr_assert_eq(s->waits_mode, waits_mode, "step %zu (owner %d) must wait for %s", i,
+	             (int)(intptr_t)s->owner, mode_name(waits_mode));
+}
+
+/* Owner 1 holds x, owner 2 holds y, 1 waits for y, then 2 asks for x.
+ * Whether that is a cycle depends on the modes: readers that share are no
+ * edge. */
+struct pair_case {
+	int x1, y2, y1, x2; /* modes: 1 holds x, 2 holds y, 1 asks y, 2 asks x */
+	int expect;
+};
+
+ParameterizedTestParameters(lease_table, two_owner_cycle)
+{
+	static struct pair_case cases[] = {
+		{ COORD_WRITE, COORD_WRITE, COORD_WRITE, COORD_WRITE, COORD_EDEADLK },
+		{ COORD_READ, COORD_WRITE, COORD_READ, COORD_WRITE, COORD_EDEADLK },
+		{ COORD_READ, COORD_READ, COORD_WRITE, COORD_WRITE, COORD_EDEADLK },
+		{ COORD_WRITE, COORD_WRITE, COORD_READ, COORD_READ, COORD_EDEADLK },
+		/* 2 reads x beside reader 1: they share, 2 never waits */
+		{ COORD_READ, COORD_WRITE, COORD_READ, COORD_READ, 1 },
+	};
+	return cr_make_param_array(struct pair_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct pair_case *c, lease_table, two_owner_cycle)
+{
+	int rc;
+	hold(1, c->x1, "x");
+	hold(2, c->y2, "y");
+	queue(1, c->y1, "y");
+	rc = ask(2, c->x2, "x");
+	cr_assert_eq(rc, c->expect,
+	             "1 holds %s x, 2 holds %s y, 1 waits %s y; 2 asking %s x must be %s, got %s",
+	             mode_name(c->x1), mode_name(c->y2), mode_name(c->y1), mode_name(c->x2),
+	             rc_name(c->expect), rc_name(rc));
+	if (c->expect != COORD_EDEADLK) {
+		cr_assert_null(lease_table_cycle(t), "a grant must not report a cycle");
+		return;
+	}
+	const struct lt_cycle *cy = expect_cycle((int[]){ 2, 1 }, 2);
+	expect_step(cy, 0, "y", c->y2, 0, "x", c->x2);
+	expect_step(cy, 1, "x", c->x1, 0, "y", c->y1);
+	cr_assert_eq(lease_table_waiters(t), 1, "owner 1 must still wait, and the refused 2 must not");
+}
+
+Test(lease_table, three_owner_cycle)
+{
+	struct lt_lease *z;
+	hold(1, COORD_WRITE, "x");
+	hold(2, COORD_WRITE, "y");
+	z = hold(3, COORD_WRITE, "z");
+	queue(1, COORD_WRITE, "y");
+	queue(2, COORD_WRITE, "z");
+	cr_assert_eq(ask(3, COORD_WRITE, "x"), COORD_EDEADLK,
+	             "3 holds z and asks x (held by 1, who waits for 2, who waits for z): "
+	             "must be refused");
+	const struct lt_cycle *cy = expect_cycle((int[]){ 3, 1, 2 }, 3);
+	expect_step(cy, 0, "z", COORD_WRITE, 0, "x", COORD_WRITE);
+	expect_step(cy, 1, "x", COORD_WRITE, 0, "y", COORD_WRITE);
+	expect_step(cy, 2, "y", COORD_WRITE, 0, "z", COORD_WRITE);
+	cr_assert_eq(lease_table_waiters(t), 2, "owners 1 and 2 must still wait after the refusal");
+	lease_table_release(t, z, "release");
+	cr_assert(seen.ngranted == 1 && seen.granted_owner[0] == 2,
+	          "releasing z must grant it to owner 2, the refused request must not stand in its way");
+}
+
+/* A reader queued behind a waiting writer waits for that writer, though
+ * its read conflicts with no holder. */
+Test(lease_table, cycle_through_a_queued_waiter)
+{
+	hold(1, COORD_READ, "x");
+	hold(3, COORD_WRITE, "y");
+	queue(2, COORD_WRITE, "x");
+	queue(1, COORD_WRITE, "y");
+	cr_assert_eq(ask(3, COORD_READ, "x"), COORD_EDEADLK,
+	             "3's read of x queues behind writer 2, who waits for reader 1, who waits for 3's y: "
+	             "must be refused");
+	const struct lt_cycle *cy = expect_cycle((int[]){ 3, 2, 1 }, 3);
+	expect_step(cy, 0, "y", COORD_WRITE, 0, "x", COORD_READ);
+	expect_step(cy, 1, "x", COORD_WRITE, 1, "x", COORD_WRITE);
+	expect_step(cy, 2, "x", COORD_READ, 0, "y", COORD_WRITE);
+}
+
+Test(lease_table, readers_sharing_are_not_edges)
+{
+	hold(1, COORD_READ, "x");
+	hold(2, COORD_READ, "x");
+	hold(3, COORD_WRITE, "y");
+	queue(1, COORD_WRITE, "y");
+	cr_assert_eq(ask(2, COORD_READ, "x"), 1,
+	             "a nested read of x by reader 2 must be granted at once, whoever waits");
+	cr_assert_eq(ask(3, COORD_READ, "x"), 1,
+	             "3 reading x beside readers 1 and 2 waits for nobody: granted, though 1 waits for 3");
+	cr_assert_null(lease_table_cycle(t), "no refusal, no cycle");
+	cr_assert_eq(lease_table_waiters(t), 1, "only owner 1 waits");
+}
+
+/* A reader that waits only for a checkpoint's block waits for no owner,
+ * not for the readers it would share with. */
+Test(lease_table, a_block_is_not_an_edge)
+{
+	struct lt_lease *y;
+	struct lt_resource *x;
+	hold(1, COORD_READ, "x");
+	y = hold(3, COORD_WRITE, "y");
+	queue(1, COORD_WRITE, "y");
+	x = lease_table_find(t, "x");
+	lease_table_block(t, x, LT_BLOCK_READERS | LT_BLOCK_WRITERS);
+	cr_assert_eq(ask(3, COORD_READ, "x"), 0,
+	             "3 reading x behind a checkpoint's block must queue: reader 1 is no edge, the "
+	             "block ends on its own");
+	lease_table_block(t, x, 0);
+	cr_assert(seen.ngranted == 1 && seen.granted_owner[0] == 3,
+	          "lifting the block must grant owner 3 its read beside reader 1");
+	lease_table_release(t, y, "release");
+	cr_assert(seen.ngranted == 2 && seen.granted_owner[1] == 1,
+	          "releasing y must grant owner 1's write");
+}
+
+Test(lease_table, no_cycle_when_the_path_does_not_return)
+{
+	/* a chain 4 -> 1 -> 2 -> 3, and a diamond: 5 -> {6, 7}, 7 -> 6 (ahead),
+	 * both -> 8 */
+	hold(1, COORD_WRITE, "x");
+	hold(2, COORD_WRITE, "y");
+	hold(3, COORD_WRITE, "z");
+	queue(1, COORD_WRITE, "y");
+	queue(2, COORD_WRITE, "z");
+	cr_assert_eq(ask(4, COORD_WRITE, "x"), 0,
+	             "4 holds nothing: waiting behind the chain 1 -> 2 -> 3 is no cycle");
+	hold(6, COORD_READ, "a");
+	hold(7, COORD_READ, "a");
+	hold(8, COORD_WRITE, "b");
+	hold(5, COORD_WRITE, "c");
+	queue(6, COORD_WRITE, "b");
+	queue(7, COORD_WRITE, "b");
+	cr_assert_eq(ask(5, COORD_WRITE, "a"), 0,
+	             "5 holds c, which nobody waits for: waiting for readers 6 and 7 is no cycle");
+	cr_assert_null(lease_table_cycle(t), "a queued request must not report a cycle");
+	cr_assert_eq(lease_table_waiters(t), 6, "all six requests must be queued");
+}
+
+Test(lease_table, refused_request_changes_nothing)
+{
+	struct lt_lease *l = NULL, *y;
+	struct lt_waiter *w = NULL;
+	struct lt_resource *x;
+	int rc;
+	hold(1, COORD_READ, "x");
+	y = hold(2, COORD_WRITE, "y");
+	hold(3, COORD_READ, "x");
+	queue(1, COORD_WRITE, "y");
+	x = lease_table_find(t, "x");
+	rc = lease_table_request(t, "x", OWNER(2), COORD_WRITE, now, now + 500, LT_FOR_CLIENT, 7,
+	                         "label", &l, &w);
+	cr_assert_eq(rc, COORD_EDEADLK, "2 asking x while 1 waits for 2 must be refused, got %s",
+	             rc_name(rc));
+	cr_assert(!l && !w, "a refused request must hand out neither a lease nor a waiter");
+	cr_assert_eq(lease_table_waiters(t), 1, "the refusal must not queue a waiter");
+	cr_assert_eq(x->nwaiters, 0, "x's queue must stay empty");
+	cr_assert(x->readers == 2 && x->writers == 0, "x's holders must be untouched (%d r, %d w)",
+	          x->readers, x->writers);
+	cr_assert_eq(lease_table_leases(t), 3, "no lease may come or go");
+	cr_assert_eq(lease_table_resources(t), 2, "no resource may come or go");
+	cr_assert_eq(lease_table_next_deadline(t), -1, "the refused request's deadline stayed armed");
+	cr_assert(seen.ngranted == 0 && seen.nfailed == 0 && seen.released == 0,
+	          "a refusal must call no callback");
+	lease_table_release(t, y, "release");
+	cr_assert_null(lease_table_cycle(t), "a release must clear the last refusal's cycle");
+	cr_assert(seen.ngranted == 1 && seen.granted_owner[0] == 1,
+	          "releasing y must grant owner 1, who waited through the refusal");
+	cr_assert_eq(ask(2, COORD_WRITE, "x"), 0,
+	             "once the cycle is gone owner 2 must be able to queue for x");
+}
+
+Test(lease_table, try_once_and_self_deadlock_report_no_cycle)
+{
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	int rc;
+	hold(1, COORD_WRITE, "x");
+	hold(2, COORD_WRITE, "y");
+	queue(1, COORD_WRITE, "y");
+	rc = lease_table_request(t, "x", OWNER(2), COORD_WRITE, now, now, LT_FOR_CLIENT, 0, NULL, &l, &w);
+	cr_assert_eq(rc, COORD_EBUSY, "a try-once never waits, so it is busy, not a deadlock; got %s",
+	             rc_name(rc));
+	cr_assert_null(lease_table_cycle(t), "a try-once must report no cycle");
+	cr_assert_eq(ask(2, COORD_READ, "y"), COORD_EDEADLK, "read on a held write must be refused");
+	cr_assert_null(lease_table_cycle(t), "a self-deadlock is no cycle through others");
+}
+
+Test(lease_table, checkpoint_waiters_are_edges)
+{
+	hold(1, COORD_WRITE, "x");
+	hold(2, COORD_WRITE, "y");
+	cr_assert_eq(ask_for(1, COORD_WRITE, "y", LT_FOR_CHECKPOINT), 0,
+	             "owner 1's checkpoint of y must queue behind writer 2");
+	cr_assert_eq(ask(2, COORD_WRITE, "x"), COORD_EDEADLK,
+	             "2 asking x, held by 1 whose checkpoint waits for 2: must be refused");
+	expect_cycle((int[]){ 2, 1 }, 2);
+	hold(3, COORD_READ, "z");
+	cr_assert_eq(ask_for(3, COORD_WRITE, "z", LT_FOR_CHECKPOINT), COORD_EDEADLK,
+	             "a checkpoint asked by the holder of the resource would wait for itself");
+	const struct lt_cycle *cy = expect_cycle((int[]){ 3 }, 1);
+	expect_step(cy, 0, "z", COORD_READ, 0, "z", COORD_WRITE);
+	hold(4, COORD_WRITE, "u");
+	hold(5, COORD_WRITE, "v");
+	queue(5, COORD_WRITE, "u");
+	cr_assert_eq(ask_for(4, COORD_WRITE, "v", LT_FOR_CHECKPOINT), COORD_EDEADLK,
+	             "a checkpoint request can close a cycle too");
+	expect_cycle((int[]){ 4, 5 }, 2);
+}
+
+Test(lease_table, long_cycle_keeps_its_ends)
+{
+	enum { N = LT_CYCLE_MAX + 4 };
+	char name[N + 1][8];
+	const struct lt_cycle *cy;
+	lease_table_free(t);
+	t = lease_table_new(&events, NULL, 64, 64, 1);
+	cr_assert(t, "lease_table_new returned NULL");
+	for (int i = 1; i <= N; i++) {
+		snprintf(name[i], sizeof name[i], "r%d", i);
+		hold(i, COORD_WRITE, name[i]);
+	}
+	for (int i = 1; i < N; i++)
+		queue(i, COORD_WRITE, name[i + 1]);
+	cr_assert_eq(ask(N, COORD_WRITE, name[1]), COORD_EDEADLK,
+	             "closing a ring of %d owners must be refused", N);
+	cy = lease_table_cycle(t);
+	cr_assert(cy && cy->len == N, "the cycle must count all %d owners, got %zu", N,
+	          cy ? cy->len : 0);
+	cr_assert_eq((int)(intptr_t)cy->step[0].owner, N, "the requester must come first");
+	for (int i = 1; i < LT_CYCLE_MAX - 1; i++)
+		cr_assert_eq((int)(intptr_t)cy->step[i].owner, i, "step %d must be owner %d", i, i);
+	cr_assert_eq((int)(intptr_t)cy->step[LT_CYCLE_MAX - 1].owner, N - 1,
+	             "the last step kept must be the last owner, %d, who waits for the requester",
+	             N - 1);
+	cr_assert_str_eq(cy->step[LT_CYCLE_MAX - 1].waits->name, name[N],
+	                 "the last owner must wait for the requester's %s", name[N]);
 }

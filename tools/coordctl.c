@@ -76,7 +76,7 @@ static const struct failure {
 	{ COORD_ENAME, EX_USAGE,
 	  "a resource is a file path (its directory must exist) or a key without '/', "
 	  "at most 511 bytes" },
-	{ COORD_EDEADLK, EX_FAIL, "this process already holds the resource" },
+	{ COORD_EDEADLK, EX_FAIL, "this process already holds the resource, or waiting would close a wait-for cycle; the broker log names it (event=deadlock)" },
 	{ COORD_EPROTO, EX_FAIL, "coordctl and coordd are different versions; restart coordd" },
 };
 
