@@ -2,7 +2,8 @@
  * persistence (grants.c) and to the request handlers (requests.c), client
  * connections (client.c) hand their packets to the handlers and their
  * deaths to the owners here, checkpoint jobs report back to the handlers,
- * and one timer serves the table's deadlines and the jobs' time limits.
+ * and one timer serves the table's deadlines, the jobs' time limits and
+ * the clients' (a paused listening socket, counts of refusals to log).
  *
  * An owner is made for each connection when it is accepted and goes with
  * it: its waiter is cancelled and its leases are reclaimed at once (the
@@ -37,6 +38,7 @@ static const struct lt_events table_events = {
 	.granted = requests_granted,
 	.waiter_failed = requests_waiter_failed,
 	.released = grants_released,
+	.recall = grants_recall,
 };
 
 /* ---- owners, one per connection ---- */
@@ -90,16 +92,22 @@ static void timer_due(void *ud)
 	int64_t now = now_ms();
 	lease_table_expire(b->table, now);
 	ckpt_jobs_expire(&b->jobs, now);
+	clients_expire(&b->clients, now);
+}
+
+/* The earlier of two deadlines, -1 meaning none. */
+static int64_t earliest(int64_t a, int64_t b)
+{
+	return a < 0 ? b : (b < 0 || a < b ? a : b);
 }
 
 static void after_events(void *ud)
 {
 	struct broker *b = ud;
-	int64_t d1, d2;
+	int64_t next;
 	clients_reap(&b->clients);
-	d1 = lease_table_next_deadline(b->table);
-	d2 = ckpt_jobs_next_deadline(&b->jobs);
-	loop_arm(&b->loop, d1 < 0 ? d2 : (d2 < 0 || d1 < d2 ? d1 : d2));
+	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
+	loop_arm(&b->loop, earliest(next, clients_next_deadline(&b->clients)));
 }
 
 static void signal_event(struct watch *w, uint32_t events)
@@ -136,7 +144,7 @@ static int watch_signals(struct broker *b)
 int broker_init(struct broker *b, char *err, size_t errsize)
 {
 	b->signal_fd = -1;
-	b->clients.listen_fd = -1;
+	b->clients.listen_fd = b->clients.spare_fd = -1;
 	b->table = lease_table_new(&table_events, b, b->cfg.max_leases, b->cfg.max_waiters,
 	                           b->first_lease_id);
 	if (!b->table)
@@ -162,6 +170,7 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 		.ud = b,
 		.max = b->cfg.max_clients,
 		.listen_fd = -1,
+		.spare_fd = -1,
 	};
 	b->started_ms = now_ms();
 	ckpt_jobs_init(&b->jobs);

@@ -11,7 +11,14 @@
  * read its replies is disconnected rather than buffered for without bound.
  * Clients are never freed while others may still point at them: they are
  * marked dead and destroyed by clients_reap() at the end of the loop
- * iteration. */
+ * iteration.
+ *
+ * Past --max-clients or out of descriptors, a connection is refused with a
+ * WELCOME{COORD_ELIMIT}, never left hanging; a spare descriptor, given up
+ * for the moment, lets us accept even then.  What can never happen is a
+ * listening socket that stays readable while accept() fails: that would
+ * spin the loop, so listening pauses instead.  Each limit is logged once
+ * per interval with a count, not once per attempt. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -19,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -186,32 +194,206 @@ static void read_proc(pid_t pid, char *comm, size_t commsize, uint64_t *start)
 		*start = strtoull(p, NULL, 10);
 }
 
+/* ---- limits ---- */
+
+/* The name of an errno accept() may fail with, else its number in buf. */
+static const char *errno_name(int err, char buf[16])
+{
+	switch (err) {
+	case EMFILE: return "EMFILE";
+	case ENFILE: return "ENFILE";
+	case ENOBUFS: return "ENOBUFS";
+	case ENOMEM: return "ENOMEM";
+	case EPERM: return "EPERM";
+	case EPROTO: return "EPROTO";
+	default:
+		snprintf(buf, 16, "%d", err);
+		return buf;
+	}
+}
+
+static unsigned long long fd_limit(void)
+{
+	struct rlimit rl;
+	return getrlimit(RLIMIT_NOFILE, &rl) == 0 ? (unsigned long long)rl.rlim_cur : 0;
+}
+
+/* Writes the line of condition k with its count, and starts its interval. */
+static void log_condition(struct clients *cs, enum clients_condition k, int64_t now)
+{
+	struct clients_condition_log *l = &cs->cond[k];
+	unsigned long long n = l->pending, clients = cs->n;
+	char num[16];
+	switch (k) {
+	case CLIENTS_MAX_REACHED:
+		log_event(cs->log, "refuse-client",
+		          "reason=max-clients max_clients=%llu clients=%llu refused=%llu last_pid=%d",
+		          (unsigned long long)cs->max, clients, n, (int)l->last_pid);
+		break;
+	case CLIENTS_OUT_OF_FDS:
+		log_event(cs->log, "refuse-client",
+		          "reason=out-of-fds fd_limit=%llu errno=%s clients=%llu refused=%llu last_pid=%d",
+		          fd_limit(), errno_name(l->last_errno, num), clients, n, (int)l->last_pid);
+		break;
+	case CLIENTS_ACCEPT_PAUSED:
+		log_event(cs->log, "accept-paused",
+		          "errno=%s fd_limit=%llu clients=%llu retry_ms=%d times=%llu",
+		          errno_name(l->last_errno, num), fd_limit(), clients, CLIENTS_PAUSE_MS, n);
+		break;
+	case CLIENTS_CONDITIONS:
+		break;
+	}
+	l->pending = 0;
+	l->logged_ms = now;
+}
+
+/* Condition k happened: logged now if its last line is an interval old,
+ * else counted for the line clients_expire() writes when it is. */
+static void note_condition(struct clients *cs, enum clients_condition k, pid_t pid, int err)
+{
+	struct clients_condition_log *l = &cs->cond[k];
+	int64_t now = now_ms();
+	l->pending++;
+	l->last_pid = pid;
+	l->last_errno = err;
+	if (now - l->logged_ms >= CLIENTS_LOG_INTERVAL_MS)
+		log_condition(cs, k, now);
+}
+
+/* Answers the HELLO a client sends first (seq 1) with WELCOME{status},
+ * then closes fd.  Shutting both ways first stops the client's sends, and
+ * draining what it sent (its HELLO) keeps the close from turning into a
+ * connection reset, which would hide the WELCOME from the client's first
+ * recv().  Needs no descriptor. */
+static void turn_away(int fd, int status)
+{
+	coord_msg_welcome w = { { COORD_MSG_WELCOME, 1 }, status, COORD_PROTO_VERSION, 0,
+		                (uint64_t)getpid() };
+	char sink[64];
+	if (send(fd, &w, sizeof w, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		/* gone already, or its buffer is full: it learns from the close */
+	}
+	shutdown(fd, SHUT_RDWR);
+	for (int i = 0; i < 16 && recv(fd, sink, sizeof sink, MSG_DONTWAIT | MSG_TRUNC) > 0; i++)
+		;
+	close(fd);
+}
+
+static void refuse(struct clients *cs, int fd, enum clients_condition k, int err)
+{
+	struct ucred cred = { 0 };
+	socklen_t len = sizeof cred;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
+		cred.pid = 0;
+	turn_away(fd, COORD_ELIMIT);
+	note_condition(cs, k, cred.pid, err);
+}
+
+static void open_spare(struct clients *cs)
+{
+	if (cs->spare_fd < 0)
+		cs->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+/* Stops watching the listening socket until CLIENTS_PAUSE_MS from now or
+ * until a client leaves, whichever comes first: accept() cannot take the
+ * pending connection, and with it pending, the socket stays readable. */
+static void pause_listening(struct clients *cs, int err)
+{
+	loop_mod(cs->loop, cs->listen_fd, &cs->listen_watch, 0);
+	cs->resume_ms = now_ms() + CLIENTS_PAUSE_MS;
+	note_condition(cs, CLIENTS_ACCEPT_PAUSED, 0, err);
+}
+
+static void resume_listening(struct clients *cs)
+{
+	if (!cs->resume_ms)
+		return;
+	open_spare(cs);
+	cs->resume_ms = 0;
+	loop_mod(cs->loop, cs->listen_fd, &cs->listen_watch, EPOLLIN);
+}
+
+/* accept4() failed with err.  Out of descriptors, the spare one is given
+ * up to take the pending connection and refuse it, so that every wakeup
+ * consumes a connection; if even that fails, listening pauses.  Returns 1
+ * to go on accepting, 0 to stop for this wakeup. */
+static int accept_failed(struct clients *cs, int err)
+{
+	int fd;
+	if (err == EAGAIN)
+		return 0;
+	if (err == EINTR || err == ECONNABORTED)
+		return 1;
+	if ((err == EMFILE || err == ENFILE) && cs->spare_fd >= 0) {
+		close(cs->spare_fd);
+		cs->spare_fd = -1;
+		fd = accept4(cs->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		if (fd >= 0) {
+			refuse(cs, fd, CLIENTS_OUT_OF_FDS, err);
+			open_spare(cs);
+			return 1;
+		}
+		err = errno;
+		open_spare(cs);
+		if (err == EAGAIN)
+			return 0;
+		if (err == EINTR || err == ECONNABORTED)
+			return 1;
+	}
+	pause_listening(cs, err);
+	return 0;
+}
+
+int64_t clients_next_deadline(const struct clients *cs)
+{
+	int64_t next = cs->resume_ms ? cs->resume_ms : -1;
+	for (int k = 0; k < CLIENTS_CONDITIONS; k++) {
+		int64_t due = cs->cond[k].logged_ms + CLIENTS_LOG_INTERVAL_MS;
+		if (cs->cond[k].pending && (next < 0 || due < next))
+			next = due;
+	}
+	return next;
+}
+
+void clients_expire(struct clients *cs, int64_t now)
+{
+	if (cs->resume_ms && now >= cs->resume_ms)
+		resume_listening(cs);
+	for (int k = 0; k < CLIENTS_CONDITIONS; k++)
+		if (cs->cond[k].pending && now - cs->cond[k].logged_ms >= CLIENTS_LOG_INTERVAL_MS)
+			log_condition(cs, (enum clients_condition)k, now);
+}
+
+/* ---- accepting ---- */
+
 /* Takes one pending connection.  Returns 0 when there was none left. */
 static int accept_one(struct clients *cs)
 {
 	struct ucred cred;
 	socklen_t len = sizeof cred;
 	struct client *c = NULL;
-	int pidfd = -1;
+	int pidfd = -1, status = COORD_ESYS;
 	int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-	if (fd < 0) {
-		if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
-			log_event(cs->log, "error", "op=accept errno=%s", strerror(errno));
-		return errno == EINTR || errno == ECONNABORTED;
+	if (fd < 0)
+		return accept_failed(cs, errno);
+	if (cs->n >= cs->max) {
+		refuse(cs, fd, CLIENTS_MAX_REACHED, 0);
+		return 1;
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		goto refuse;
-	if (cs->n >= cs->max) {
-		log_event(cs->log, "refuse-client", "pid=%d reason=max-clients max=%llu",
-		          (int)cred.pid, (unsigned long long)cs->max);
-		goto refuse;
-	}
 	len = sizeof pidfd;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
+	if (pidfd < 0 && (errno == EMFILE || errno == ENFILE)) {
+		refuse(cs, fd, CLIENTS_OUT_OF_FDS, errno);
+		return 1;
+	}
 	if (pidfd < 0)
 		goto refuse; /* already gone */
 	fcntl(pidfd, F_SETFD, FD_CLOEXEC);
+	status = COORD_ENOMEM;
 	c = calloc(1, sizeof *c);
 	if (!c)
 		goto refuse;
@@ -225,8 +407,9 @@ static int accept_one(struct clients *cs)
 	read_proc(cred.pid, c->comm, sizeof c->comm, &c->pid_start);
 	c->sock_watch = (struct watch){ socket_event, c };
 	c->pid_watch = (struct watch){ process_exited, c };
-	if (cs->ev.accepted(cs->ud, c) < 0)
+	if ((status = cs->ev.accepted(cs->ud, c)) < 0)
 		goto refuse;
+	status = COORD_ESYS;
 	if (loop_add(cs->loop, fd, &c->sock_watch, EPOLLIN | EPOLLRDHUP) < 0 ||
 	    loop_add(cs->loop, pidfd, &c->pid_watch, EPOLLIN) < 0) {
 		loop_del(cs->loop, fd);
@@ -243,14 +426,16 @@ refuse:
 	free(c);
 	if (pidfd >= 0)
 		close(pidfd);
-	close(fd);
+	turn_away(fd, status);
 	return 1;
 }
 
 static void listener_event(struct watch *w, uint32_t events)
 {
 	(void)events;
-	while (accept_one(w->obj))
+	/* Bounded per wakeup, like reading a client: a flood of connections
+	 * cannot starve the clients already here. */
+	for (int i = 0; i < 64 && accept_one(w->obj); i++)
 		;
 }
 
@@ -272,7 +457,12 @@ int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsiz
 		goto sys;
 	snprintf(cs->sock_path, sizeof cs->sock_path, "%s", sa.sun_path);
 	cs->listen_watch = (struct watch){ listener_event, cs };
-	if (listen(cs->listen_fd, 1024) < 0 ||
+	cs->resume_ms = 0;
+	for (int k = 0; k < CLIENTS_CONDITIONS; k++)
+		cs->cond[k] = (struct clients_condition_log){ .logged_ms = -CLIENTS_LOG_INTERVAL_MS };
+	cs->spare_fd = -1;
+	open_spare(cs);
+	if (cs->spare_fd < 0 || listen(cs->listen_fd, 1024) < 0 ||
 	    loop_add(cs->loop, cs->listen_fd, &cs->listen_watch, EPOLLIN) < 0)
 		goto sys;
 	return 0;
@@ -301,6 +491,7 @@ static void destroy(struct clients *cs, struct client *c)
 		c->next->prev = c->prev;
 	cs->n--;
 	free(c);
+	resume_listening(cs); /* its descriptors are free now */
 }
 
 void clients_reap(struct clients *cs)
@@ -319,7 +510,9 @@ void clients_close(struct clients *cs)
 	clients_reap(cs);
 	if (cs->listen_fd >= 0)
 		close(cs->listen_fd);
-	cs->listen_fd = -1;
+	if (cs->spare_fd >= 0)
+		close(cs->spare_fd);
+	cs->listen_fd = cs->spare_fd = -1;
 	if (cs->sock_path[0])
 		unlink(cs->sock_path);
 }

@@ -1,7 +1,7 @@
-/* Client connections: accepting them, who is on the other end (pid, uid,
- * pidfd, comm), buffered output, and noticing their death.  What the
- * packets mean is not this file's business: they go up through
- * struct client_events. */
+/* Client connections: accepting them (and refusing them past the client
+ * and descriptor limits), who is on the other end (pid, uid, pidfd, comm),
+ * buffered output, and noticing their death.  What the packets mean is not
+ * this file's business: they go up through struct client_events. */
 #ifndef COORD_CLIENT_H
 #define COORD_CLIENT_H
 
@@ -46,6 +46,25 @@ struct client_events {
 	void (*gone)(void *ud, struct client *c, const char *why);
 };
 
+/* Conditions logged at most once per CLIENTS_LOG_INTERVAL_MS each, with
+ * how often they happened since their last line. */
+enum clients_condition {
+	CLIENTS_MAX_REACHED,       /* refused: --max-clients */
+	CLIENTS_OUT_OF_FDS,        /* refused: accepted on the spare descriptor */
+	CLIENTS_ACCEPT_PAUSED,     /* accept() failed even so; listening paused */
+	CLIENTS_CONDITIONS
+};
+
+#define CLIENTS_LOG_INTERVAL_MS 1000
+#define CLIENTS_PAUSE_MS 200       /* listening paused after accept() fails */
+
+struct clients_condition_log {
+	uint64_t pending;          /* times since the last line */
+	int64_t logged_ms;         /* monotonic time of the last line */
+	pid_t last_pid;            /* refused client (0: unknown) */
+	int last_errno;
+};
+
 struct clients {
 	/* set by the broker before clients_listen() */
 	struct loop *loop;
@@ -56,6 +75,10 @@ struct clients {
 	/* own state */
 	uint64_t n, next_id;
 	int listen_fd;
+	int spare_fd;              /* /dev/null, closed to accept a connection
+	                              only to refuse it when out of descriptors */
+	int64_t resume_ms;         /* listening paused until then; 0: listening */
+	struct clients_condition_log cond[CLIENTS_CONDITIONS];
 	struct watch listen_watch;
 	struct client *list;
 	struct client *dead;       /* killed, not yet destroyed */
@@ -63,9 +86,14 @@ struct clients {
 };
 
 /* Binds and listens on DIR/coordd.sock, replacing a dead broker's socket
- * (the caller holds the instance lock).  Returns 0 or COORD_E* with the
- * reason in err. */
+ * (the caller holds the instance lock), and opens the spare descriptor.
+ * Returns 0 or COORD_E* with the reason in err. */
 int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize);
+/* The earliest time something of the clients' is due (listening resumed
+ * after a pause, a condition's count logged), or -1. */
+int64_t clients_next_deadline(const struct clients *cs);
+/* Does what is due at monotonic time now. */
+void clients_expire(struct clients *cs, int64_t now);
 /* Destroys the clients killed since the last call. */
 void clients_reap(struct clients *cs);
 /* Destroys every client and removes the socket. */

@@ -14,6 +14,9 @@
  * The GRANT message itself is sent by the caller afterwards.  A failure in
  * 1-3 refuses the grant and undoes what was done.
  *
+ * A recall (someone conflicting now waits) sets COORD_SLOT_RECALL in the
+ * lease's slot, which its holder reads with one load, and logs it.
+ *
  * A release or reclaim undoes it in the opposite order, clearing the slot
  * word first so the old holder's coord_lease_valid() is false before
  * anyone else can be granted, and starts a checkpoint after the last
@@ -154,6 +157,17 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 fail:
 	region_slot_free(b->region, l->slot);
 	return rc;
+}
+
+void grants_recall(void *ud, struct lt_lease *l)
+{
+	struct broker *b = ud;
+	struct owner *o = l->owner;
+	region_slot_flag(b->region, l->slot, COORD_SLOT_RECALL);
+	log_event(&b->log, "recall", "lease=%llu resource=%s mode=%s pid=%d comm=%s held_ms=%lld",
+	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
+	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm),
+	          (long long)(now_ms() - l->granted_ms));
 }
 
 int grants_released(void *ud, struct lt_lease *l, const char *why)

@@ -13,6 +13,7 @@ int grants_resource_keep(void *ud, struct lt_resource *res);
 void grants_resource_close(void *ud, struct lt_resource *res);
 int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w);
 int grants_released(void *ud, struct lt_lease *l, const char *why);
+void grants_recall(void *ud, struct lt_lease *l);
 
 /* "read" or "write", for log lines. */
 const char *grants_mode_name(int mode);

@@ -419,6 +419,7 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	l->res = res;
 	l->owner = owner;
 	l->granted_ms = now_ms;
+	l->recalled_ms = -1;
 	if (label)
 		strncpy(l->label, label, sizeof l->label - 1);
 	rc = t->ev.grant ? t->ev.grant(t->ud, l, w) : 0;
@@ -478,6 +479,20 @@ static void dispatch(struct lease_table *t, struct lt_resource *res)
 			res->blocked |= t->ev.granted(t->ud, w, l);
 		}
 		free(w);
+	}
+}
+
+/* A request for `mode` now waits on res: recall every holder it conflicts
+ * with, once per lease. */
+static void recall_holders(struct lease_table *t, struct lt_resource *res, int mode,
+                           int64_t now_ms)
+{
+	for (struct lt_lease *h = res->holders; h; h = h->res_next) {
+		if (h->recalled_ms >= 0 || (mode == COORD_READ && h->mode == COORD_READ))
+			continue;
+		h->recalled_ms = now_ms;
+		if (t->ev.recall)
+			t->ev.recall(t->ud, h);
 	}
 }
 
@@ -560,6 +575,7 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	res->tail = w;
 	res->nwaiters++;
 	t->nwaiters++;
+	recall_holders(t, res, mode, now_ms);
 	*waiter = w;
 	return 0;
 done:

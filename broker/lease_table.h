@@ -33,6 +33,7 @@ struct lt_lease {
 	                               not a connection, so it can be
 	                               re-attached to a new connection */
 	int64_t granted_ms;         /* monotonic */
+	int64_t recalled_ms;        /* monotonic time of the recall, or -1 */
 	int64_t granted_wall_ms;    /* wall clock, for display and LMDB */
 	uint64_t slot;              /* shared-region slot, set by the broker */
 	struct lt_lease *res_next, *res_prev;
@@ -127,6 +128,10 @@ struct lt_events {
 	 * Return LT_BLOCK_* bits to set on the resource before the queue is
 	 * dispatched (a checkpoint starting on a write release), else 0. */
 	int (*released)(void *ud, struct lt_lease *l, const char *why);
+	/* A conflicting request was queued behind holder l, which has not
+	 * been recalled before (l->recalled_ms is set): ask it to let go.
+	 * May be NULL. */
+	void (*recall)(void *ud, struct lt_lease *l);
 };
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,

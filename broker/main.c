@@ -4,13 +4,15 @@
  * instance directory, makes sure exactly one broker owns it (an exclusive
  * flock on DIR/coordd.lock, held for the broker's life, taken before the
  * socket is touched), optionally becomes a daemon that tells its launcher
- * when it is ready, opens LMDB and the shared region, and hands over to
- * the wired-up broker in broker.c.
+ * when it is ready, opens LMDB and the shared region, fits --max-clients
+ * to the descriptor limit, and hands over to the wired-up broker in
+ * broker.c.
  *
  * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),
  * 1 startup failure, 3 another broker already owns the directory,
  * 64 usage error. */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
@@ -28,6 +30,11 @@
 
 enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
 
+/* Descriptors kept free beyond those open once the broker is set up, for
+ * checkpoint jobs (a pipe and a pidfd each) and short-lived opens (a
+ * resource file's header, a new client's /proc/PID/stat). */
+#define FD_HEADROOM 32
+
 static void usage(FILE *f)
 {
 	fprintf(f,
@@ -41,7 +48,8 @@ static void usage(FILE *f)
 	        "  --daemon           detach; return once the broker accepts connections and\n"
 	        "                     log to DIR/coordd.log\n"
 	        "  --max-leases N     lease table size (default 65536)\n"
-	        "  --max-clients N    connected clients (default 16384)\n"
+	        "  --max-clients N    connected clients (default 16384; lowered to what the\n"
+	        "                     descriptor limit, ulimit -n, allows: 2 per client)\n"
 	        "  --duckdb-lib PATH  libduckdb.so for DuckDB checkpoints (default:\n"
 	        "                     $COORD_DUCKDB_LIB, else libduckdb.so on the library path)\n"
 	        "  --checkpoint-timeout MS  time limit of one checkpoint (default 60000)\n"
@@ -126,6 +134,34 @@ static void log_old_lease(void *ud, const struct store_lease *l)
 	          (unsigned long long)l->pid);
 }
 
+/* How many clients fit in RLIMIT_NOFILE, two descriptors each (socket and
+ * pidfd), beside the descriptors open now (LMDB, the region, the log, the
+ * loop, the listening socket, the spare) and FD_HEADROOM.  The limit is
+ * put in *limit; returns UINT64_MAX if there is none, 0 if no client fits. */
+static uint64_t clients_that_fit(uint64_t *limit)
+{
+	struct rlimit rl;
+	struct dirent *e;
+	uint64_t used = FD_HEADROOM;
+	DIR *d;
+	*limit = 0;
+	if (getrlimit(RLIMIT_NOFILE, &rl) < 0 || rl.rlim_cur == RLIM_INFINITY)
+		return UINT64_MAX;
+	*limit = rl.rlim_cur;
+	/* Descriptors below the limit take its room (a number at or above it
+	 * would have been inherited, and takes none); d's own is not kept. */
+	d = opendir("/proc/self/fd");
+	if (!d) /* no /proc: assume 64 open */
+		return *limit > 64 + used ? (*limit - 64 - used) / 2 : 0;
+	while ((e = readdir(d))) {
+		unsigned long long fd = strtoull(e->d_name, NULL, 10);
+		if (e->d_name[0] != '.' && fd < *limit && fd != (unsigned long long)dirfd(d))
+			used++;
+	}
+	closedir(d);
+	return *limit > used ? (*limit - used) / 2 : 0;
+}
+
 static int parse_u64(const char *s, uint64_t min, uint64_t max, uint64_t *out)
 {
 	char *end;
@@ -155,7 +191,8 @@ int main(int argc, char **argv)
 	char dirbuf[PATH_MAX], real[PATH_MAX], path[PATH_MAX + 64], err[PATH_MAX * 2 + 256] = "";
 	const char *dir = NULL;
 	int daemon_mode = 0, ready_fd = -1, lock_fd = -1, opt, rc, status = EXIT_STARTUP;
-	uint64_t v;
+	uint64_t v, fit, nofile;
+	char lowered[64] = "";
 	FILE *logf = NULL;
 	struct rlimit rl;
 
@@ -270,9 +307,26 @@ int main(int argc, char **argv)
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	log_event(&b.log, "start", "dir=%s pid=%d max_leases=%llu max_clients=%llu duckdb=%s",
+	/* Plan for the descriptor limit now, so that a full broker refuses
+	 * clients by --max-clients and running out of descriptors stays rare. */
+	fit = clients_that_fit(&nofile);
+	if (fit == 0) {
+		snprintf(err, sizeof err,
+		         "the descriptor limit (RLIMIT_NOFILE %llu) leaves no room for clients; "
+		         "raise it (ulimit -n)",
+		         (unsigned long long)nofile);
+		broker_fini(&b);
+		goto fail;
+	}
+	if (fit < b.cfg.max_clients) {
+		snprintf(lowered, sizeof lowered, " max_clients_wanted=%llu",
+		         (unsigned long long)b.cfg.max_clients);
+		b.cfg.max_clients = b.clients.max = fit;
+	}
+	log_event(&b.log, "start",
+	          "dir=%s pid=%d max_leases=%llu max_clients=%llu%s fd_limit=%llu duckdb=%s",
 	          log_quote(&b.log, real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
-	          (unsigned long long)b.cfg.max_clients,
+	          (unsigned long long)b.cfg.max_clients, lowered, (unsigned long long)nofile,
 	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why));
 	tell_launcher(&ready_fd, 0);
 

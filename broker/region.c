@@ -128,6 +128,11 @@ void region_slot_set(struct region *r, uint64_t slot, uint64_t lease_id)
 	atomic_store_explicit(&r->slots[slot].lease, lease_id, memory_order_release);
 }
 
+void region_slot_flag(struct region *r, uint64_t slot, uint64_t bits)
+{
+	atomic_fetch_or_explicit(&r->slots[slot].flags, bits, memory_order_release);
+}
+
 void region_slot_free(struct region *r, uint64_t slot)
 {
 	atomic_store_explicit(&r->slots[slot].flags, 0, memory_order_release);

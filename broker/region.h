@@ -21,6 +21,9 @@ int region_slot_alloc(struct region *r, uint64_t *slot);
 /* Publishes lease_id in the slot: from here on its holder's
  * coord_lease_valid() is true. */
 void region_slot_set(struct region *r, uint64_t slot, uint64_t lease_id);
+/* Sets COORD_SLOT_* bits in the slot's flags word, for its holder to see
+ * (coord_lease_recalled()). */
+void region_slot_flag(struct region *r, uint64_t slot, uint64_t bits);
 /* Clears the slot (its holder's coord_lease_valid() turns false at once)
  * and makes it free again. */
 void region_slot_free(struct region *r, uint64_t slot);

@@ -204,31 +204,41 @@ static void handle_status(struct broker *b, struct client *c, const struct reque
 	client_send(c, &m, sizeof m.s + dl);
 }
 
-static void send_info(struct client *to, uint32_t seq, int kind, int mode, uint64_t id,
-                      uint64_t token, const struct owner *who, int64_t since, const char *name,
-                      const char *label)
+/* One holder or waiter, as LIST and SHOW report it. */
+struct info_entry {
+	int kind, mode;            /* COORD_INFO_*, COORD_READ/WRITE */
+	uint64_t id, token;        /* 0 for waiters */
+	const struct owner *who;
+	int64_t since_ms;          /* granted or queued, monotonic */
+	int64_t recalled_ms;       /* monotonic, or -1 */
+	const char *name, *label;
+};
+
+static void send_info(struct client *to, uint32_t seq, const struct info_entry *e)
 {
 	union {
 		coord_msg_lease_info i;
 		char raw[COORD_MSG_MAX];
 	} m;
-	size_t nl = strlen(name), cl = strlen(who->comm), ll = strlen(label);
+	size_t nl = strlen(e->name), cl = strlen(e->who->comm), ll = strlen(e->label);
 	char *p = m.raw + sizeof m.i;
+	int64_t now = now_ms();
 	memset(&m.i, 0, sizeof m.i);
 	m.i.h = (coord_msg_hdr){ COORD_MSG_LEASE_INFO, seq };
-	m.i.kind = (uint32_t)kind;
-	m.i.mode = (uint32_t)mode;
-	m.i.lease_id = id;
-	m.i.token = token;
-	m.i.pid = (uint64_t)who->pid;
-	m.i.uid = (uint64_t)who->uid;
-	m.i.age_ms = (uint64_t)(now_ms() - since);
+	m.i.kind = (uint32_t)e->kind;
+	m.i.mode = (uint32_t)e->mode;
+	m.i.lease_id = e->id;
+	m.i.token = e->token;
+	m.i.pid = (uint64_t)e->who->pid;
+	m.i.uid = (uint64_t)e->who->uid;
+	m.i.age_ms = (uint64_t)(now - e->since_ms);
+	m.i.recalled_ms = e->recalled_ms < 0 ? -1 : now - e->recalled_ms;
 	m.i.name_len = (uint16_t)nl;
 	m.i.comm_len = (uint16_t)cl;
 	m.i.label_len = (uint16_t)ll;
-	memcpy(p, name, nl);
-	memcpy(p + nl, who->comm, cl);
-	memcpy(p + nl + cl, label, ll);
+	memcpy(p, e->name, nl);
+	memcpy(p + nl, e->who->comm, cl);
+	memcpy(p + nl + cl, e->label, ll);
 	client_send(to, &m, sizeof m.i + nl + cl + ll);
 }
 
@@ -241,12 +251,17 @@ struct list_walk {
 static void list_resource(struct lt_resource *res, void *arg)
 {
 	struct list_walk *lw = arg;
-	for (struct lt_lease *l = res->holders; l; l = l->res_next)
-		send_info(lw->to, lw->seq, COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
-		          l->granted_ms, res->name, l->label);
-	for (struct lt_waiter *w = res->head; w; w = w->next)
-		send_info(lw->to, lw->seq, COORD_INFO_WAITER, w->mode, 0, 0, w->owner, w->since_ms,
-		          res->name, w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label);
+	for (struct lt_lease *l = res->holders; l; l = l->res_next) {
+		struct info_entry e = { COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
+			                l->granted_ms, l->recalled_ms, res->name, l->label };
+		send_info(lw->to, lw->seq, &e);
+	}
+	for (struct lt_waiter *w = res->head; w; w = w->next) {
+		struct info_entry e = { COORD_INFO_WAITER, w->mode, 0, 0, w->owner, w->since_ms, -1,
+			                res->name,
+			                w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label };
+		send_info(lw->to, lw->seq, &e);
+	}
 }
 
 static void send_end(struct client *c, uint32_t seq)

@@ -46,7 +46,7 @@
  *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
  *                               coord_acquire(), coord_release(),
  *                               coord_lease_token(), coord_lease_valid(),
- *                               coord_lease_fd(), ...
+ *                               coord_lease_recalled(), coord_lease_fd(), ...
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
  *                               coord_checkpoint(), coord_set_policy(),
  *                               coord_policy_parse(), coord_free()
@@ -178,6 +178,9 @@ typedef struct coord coord_t;
  *                    failed, or timed out.
  *   COORD_EPERM      the socket exists but we may not connect to it.
  *   COORD_EPROTO     the broker speaks another protocol version.
+ *   COORD_ELIMIT     the broker is at its --max-clients or out of file
+ *                    descriptors, and refused the connection (its log
+ *                    says which, once a second).
  *   COORD_ENOMEM, COORD_ESYS. */
 COORD_API int coord_connect(coord_t **out, const coord_options_t *opts);
 
@@ -309,6 +312,14 @@ COORD_API int coord_lease_mode(const coord_lease_t *lease);
  * lease is released. */
 COORD_API const char *coord_lease_resource(const coord_lease_t *lease);
 
+/* 1 if the broker has recalled the lease: a request that conflicts with it
+ * now waits behind it, so let go at your next safe point (a dashboard
+ * holding a DuckDB file open between page views, say).  0 if not, and for
+ * a stale handle.  Costs no system call: one load from the shared region,
+ * like coord_lease_valid().  A recall is a request, not a revocation: the
+ * lease stays valid until it is released. */
+COORD_API int coord_lease_recalled(const coord_lease_t *lease);
+
 /* The descriptor of the kernel lock behind the lease, or -1 if there is
  * none (see "Kernel locks" in section 7): a key, a file that did not exist
  * when the lease was granted, a network filesystem, or a stale handle.
@@ -394,6 +405,9 @@ typedef struct coord_lease_info {
 	uint64_t token;          /* fencing token; 0 for waiters */
 	uint64_t pid, uid;       /* of the process that connected */
 	uint64_t age_ms;         /* held for, or waited for */
+	int64_t recalled_ms;     /* holders: ms since the broker recalled the
+	                            lease (someone conflicting waits); -1 if it
+	                            was not recalled, and for waiters */
 	char resource[COORD_NAME_MAX + 1];
 	char command[COORD_COMMAND_NAME_MAX + 1]; /* the process's comm */
 	char label[COORD_LABEL_MAX + 1];          /* "checkpoint" for a queued
@@ -565,10 +579,15 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  *   - flock(2) and the POSIX locks of SQLite and DuckDB never interact on
  *     Linux's local filesystems.
  *
+ * Recall.  When a request that conflicts with a held lease is queued
+ * behind it, the broker recalls the lease: coord_lease_recalled() turns 1
+ * at once (a flag in the shared region; no message, no system call).
+ * Poll it at your safe points.  A descriptor to wait on for recalls is not
+ * there yet.
+ *
  * Broker notices.  The broker may send a connection messages nobody asked
  * for (the wire protocol's seq 0).  The library reads them whenever it
- * reads the socket and keeps what it knows about; none is defined yet
- * (recall notices will be the first).
+ * reads the socket and keeps what it knows about; none is defined yet.
  */
 
 #endif /* COORD_H */

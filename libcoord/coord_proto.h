@@ -92,7 +92,7 @@ static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t siz
  * never include a NUL.  The broker checks every length and value; see
  * docs/design.md. */
 
-#define COORD_PROTO_VERSION 2
+#define COORD_PROTO_VERSION 3
 #define COORD_MSG_MAX 8192
 #define COORD_SEQ_NOTICE 0u
 
@@ -198,6 +198,7 @@ typedef struct coord_msg_lease_info {
 	uint64_t pid;
 	uint64_t uid;
 	uint64_t age_ms;        /* held for, or waited for */
+	int64_t recalled_ms;    /* holders: ms since the recall, -1 if none */
 	uint16_t name_len;
 	uint16_t comm_len;      /* at most COORD_COMM_MAX */
 	uint16_t label_len;
@@ -286,8 +287,8 @@ typedef struct coord_shm_slot {
 	_Atomic uint64_t flags;  /* COORD_SLOT_*; 0 today */
 } coord_shm_slot;
 
-/* Slot flags.  Reserved for the recall notice of stage 3 (a conflicting
- * request waits: let go when you can). */
+/* Slot flags.  COORD_SLOT_RECALL: a conflicting request waits behind this
+ * lease; let go when you can.  Set once, cleared when the slot is freed. */
 enum { COORD_SLOT_RECALL = 1 };
 
 /* ------------------------------------------------------------------------ */

@@ -103,6 +103,7 @@ struct coord__grant {
 	uint64_t id;
 	uint64_t token;
 	const _Atomic uint64_t *word;
+	const _Atomic uint64_t *flags; /* COORD_SLOT_* bits for the holder, or NULL */
 };
 
 /* The lease backend: everything that knows who grants leases and how.
@@ -169,6 +170,7 @@ struct coord__lease {
 	_Atomic uint64_t token;
 	_Atomic int mode;
 	_Atomic(const _Atomic uint64_t *) word; /* see struct coord__grant */
+	_Atomic(const _Atomic uint64_t *) flags; /* see struct coord__grant */
 	_Atomic unsigned fork_epoch; /* coord__fork_epoch when granted */
 	_Atomic int kfd;        /* the kernel lock's descriptor, or -1 (8.6) */
 	struct coord__kfile *kfile; /* the kernel lock, or NULL; conn->lock */
@@ -464,6 +466,7 @@ static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coor
 	atomic_store_explicit(&rec->token, g->token, memory_order_release);
 	atomic_store_explicit(&rec->mode, mode, memory_order_release);
 	atomic_store_explicit(&rec->word, g->word, memory_order_release);
+	atomic_store_explicit(&rec->flags, g->flags, memory_order_release);
 	atomic_store_explicit(&rec->fork_epoch,
 	                      atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed),
 	                      memory_order_release);
@@ -851,13 +854,17 @@ static int coord__hello(coord_t *c, int timeout_ms)
 {
 	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
 	const coord_msg_welcome *w = &c->in.welcome;
-	int n = coord__send(c, &hello, sizeof hello);
-	if (n < 0)
-		return n;
+	int sent = coord__send(c, &hello, sizeof hello), n;
 	c->seq = 1;
-	n = coord__recv(c, 1, &c->in, timeout_ms);
+	/* A broker that refuses the connection (at its client or descriptor
+	 * limit) sends WELCOME{COORD_ELIMIT} and hangs up before it reads the
+	 * HELLO, so the send may fail: read the answer all the same. */
+	n = coord__recv(c, 1, &c->in, sent < 0 ? 0 : timeout_ms);
+	if (n >= 0 && sent < 0 && ((size_t)n < sizeof *w || w->h.type != COORD_MSG_WELCOME ||
+	                           w->status >= 0))
+		n = sent;
 	if (n < 0)
-		return n;
+		return sent < 0 ? sent : n;
 	if ((size_t)n < sizeof *w || w->h.type != COORD_MSG_WELCOME)
 		return COORD_EPROTO;
 	if (w->status < 0)
@@ -1009,6 +1016,7 @@ static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int 
 	g->id = m->grant.lease_id;
 	g->token = m->grant.token;
 	g->word = &c->slots[m->grant.slot].lease;
+	g->flags = &c->slots[m->grant.slot].flags;
 	return 0;
 }
 
@@ -1496,6 +1504,25 @@ COORD_API const char *coord_lease_resource(const coord_lease_t *l)
 	return rec ? rec->resource : NULL;
 }
 
+/* The flags word belongs to the slot's current lease only while the lease
+ * word still holds this lease's id: checked after the flags are read. */
+COORD_API int coord_lease_recalled(const coord_lease_t *l)
+{
+	uintptr_t gen;
+	const struct coord__lease *rec = coord__lease_find(l, &gen);
+	const _Atomic uint64_t *word, *flags;
+	uint64_t id, bits;
+	if (!rec)
+		return 0;
+	word = atomic_load_explicit(&rec->word, memory_order_acquire);
+	flags = atomic_load_explicit(&rec->flags, memory_order_acquire);
+	id = atomic_load_explicit(&rec->id, memory_order_acquire);
+	if (!word || !flags || !coord__lease_unchanged(rec, gen))
+		return 0;
+	bits = atomic_load_explicit(flags, memory_order_acquire);
+	return (bits & COORD_SLOT_RECALL) && atomic_load_explicit(word, memory_order_acquire) == id;
+}
+
 COORD_API int coord_lease_fd(const coord_lease_t *l)
 {
 	uintptr_t gen;
@@ -1556,6 +1583,7 @@ static int coord__decode_lease_info(const union coord__msg *m, size_t n, coord_l
 	out->pid = i->pid;
 	out->uid = i->uid;
 	out->age_ms = i->age_ms;
+	out->recalled_ms = i->kind == COORD_INFO_HOLDER && i->recalled_ms >= 0 ? i->recalled_ms : -1;
 	coord__take_text(out->resource, &at, i->name_len);
 	coord__take_text(out->command, &at, i->comm_len);
 	coord__take_text(out->label, &at, i->label_len);

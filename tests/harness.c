@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -169,21 +170,21 @@ static int broker_accepts(void *arg)
 	return 1;
 }
 
-void harness_start_broker(struct harness *h, ...)
+/* Starts `coordd --dir DIR` followed by the NULL-terminated arguments in
+ * ap, with RLIMIT_NOFILE (soft and hard) set to nofile unless it is 0. */
+static void start_broker(struct harness *h, unsigned long nofile, va_list ap)
 {
 	const char *argv[16] = { coordd_path(), "--dir", h->dir };
 	int argc = 3;
 	const char *a;
-	va_list ap;
-	va_start(ap, h);
 	while ((a = va_arg(ap, const char *)) && argc < 15)
 		argv[argc++] = a;
-	va_end(ap);
 	argv[argc] = NULL;
 
 	h->broker = fork();
 	cr_assert(h->broker >= 0, "fork failed");
 	if (h->broker == 0) {
+		struct rlimit rl = { nofile, nofile };
 		char log[512];
 		int fd;
 		snprintf(log, sizeof log, "%s/broker.log", h->dir);
@@ -191,12 +192,30 @@ void harness_start_broker(struct harness *h, ...)
 		if (fd >= 0)
 			dup2(fd, 2);
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		if (nofile && setrlimit(RLIMIT_NOFILE, &rl) < 0)
+			_exit(126);
 		execv(argv[0], (char **)argv);
 		_exit(127);
 	}
 	cr_assert(harness_wait(broker_accepts, h, 10000),
 	          "coordd did not accept connections on %s within 10 s (see %s/broker.log)", h->dir,
 	          h->dir);
+}
+
+void harness_start_broker(struct harness *h, ...)
+{
+	va_list ap;
+	va_start(ap, h);
+	start_broker(h, 0, ap);
+	va_end(ap);
+}
+
+void harness_start_broker_nofile(struct harness *h, unsigned long nofile, ...)
+{
+	va_list ap;
+	va_start(ap, nofile);
+	start_broker(h, nofile, ap);
+	va_end(ap);
 }
 
 /* Sends sig (0: none) to the child *pid, reaps it and clears *pid.
@@ -331,6 +350,8 @@ static void actor_main(int in, int out)
 			dprintf(out, rc == 0 ? "ok\n" : "err %s\n", coord_errname(rc));
 		} else if (!strcmp(line, "valid")) {
 			dprintf(out, "%d\n", coord_lease_valid(last));
+		} else if (!strcmp(line, "recalled")) {
+			dprintf(out, "%d\n", coord_lease_recalled(last));
 		} else if (!strcmp(line, "exit")) {
 			break;
 		}

@@ -49,6 +49,9 @@ void harness_fini(struct harness *h);
 /* Starts `coordd --dir DIR` in the foreground as a child and waits until
  * it accepts connections.  Extra arguments may follow (NULL-terminated). */
 void harness_start_broker(struct harness *h, ...);
+/* The same, with the broker's RLIMIT_NOFILE (soft and hard) set to
+ * nofile. */
+void harness_start_broker_nofile(struct harness *h, unsigned long nofile, ...);
 /* SIGTERM and wait; returns the exit status. */
 int harness_stop_broker(struct harness *h);
 /* SIGKILL and wait. */
@@ -102,6 +105,7 @@ struct actor {
  *                                           (sent when the call returns)
  *   "release"                           -> "ok" or "err CODE" (last lease)
  *   "valid"                             -> "1" or "0"
+ *   "recalled"                          -> "1" or "0" (last lease)
  *   "exit"                              -> exits 0 */
 void actor_start(struct actor *a, struct harness *h);
 void actor_send(struct actor *a, const char *fmt, ...);

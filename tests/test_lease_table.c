@@ -592,3 +592,40 @@ Test(lease_table, long_cycle_keeps_its_ends)
 	cr_assert_str_eq(cy->step[LT_CYCLE_MAX - 1].waits->name, name[N],
 	                 "the last owner must wait for the requester's %s", name[N]);
 }
+
+/* Recall: a conflicting request queued behind holders recalls each of
+ * them once; a reader queued behind readers recalls nobody. */
+static int nrecalled;
+static struct lt_lease *recalled[MAXEV];
+static void ev_recall(void *ud, struct lt_lease *l)
+{
+	(void)ud;
+	recalled[nrecalled++] = l;
+}
+
+Test(lease_table, conflicting_waiters_recall_holders_once)
+{
+	static const struct lt_events ev = {
+		.now = ev_now, .resource_keep = keep_all, .granted = ev_granted,
+		.waiter_failed = ev_failed, .released = ev_released, .recall = ev_recall,
+	};
+	struct lease_table *rt = lease_table_new(&ev, NULL, 16, 16, 1);
+	struct lt_lease *r1 = NULL, *r2 = NULL, *l = NULL;
+	struct lt_waiter *w = NULL;
+	nrecalled = 0;
+	cr_assert_eq(lease_table_request(rt, "db", OWNER(1), COORD_READ, now, -1, LT_FOR_CLIENT, 0,
+	                                 NULL, &r1, &w), 1, "first reader");
+	cr_assert_eq(lease_table_request(rt, "db", OWNER(2), COORD_READ, now, -1, LT_FOR_CLIENT, 0,
+	                                 NULL, &r2, &w), 1, "second reader");
+	cr_assert_eq(nrecalled, 0, "readers sharing recall nobody");
+	cr_assert_eq(r1->recalled_ms, -1, "a fresh lease is not recalled");
+	now += 5;
+	cr_assert_eq(lease_table_request(rt, "db", OWNER(3), COORD_WRITE, now, -1, LT_FOR_CLIENT, 0,
+	                                 NULL, &l, &w), 0, "the writer queues");
+	cr_assert_eq(nrecalled, 2, "a queued writer must recall both readers, got %d", nrecalled);
+	cr_assert_eq(r1->recalled_ms, now, "the recall time is recorded");
+	cr_assert_eq(lease_table_request(rt, "db", OWNER(4), COORD_WRITE, now, -1, LT_FOR_CLIENT, 0,
+	                                 NULL, &l, &w), 0, "a second writer queues");
+	cr_assert_eq(nrecalled, 2, "a lease is recalled once, not once per waiter");
+	lease_table_free(rt);
+}

@@ -220,7 +220,11 @@ static void print_json(const coord_lease_info_t *v, size_t n)
 		printf("%s{\"id\":%" PRIu64 ",\"resource\":", first ? "" : ",", v[i].lease_id);
 		json_string(stdout, v[i].resource);
 		json_who(&v[i]);
-		printf(",\"token\":%" PRIu64 ",\"age_ms\":%" PRIu64 "}", v[i].token, v[i].age_ms);
+		printf(",\"token\":%" PRIu64 ",\"age_ms\":%" PRIu64, v[i].token, v[i].age_ms);
+		if (v[i].recalled_ms >= 0)
+			printf(",\"recalled_ms\":%" PRId64 "}", v[i].recalled_ms);
+		else
+			printf(",\"recalled_ms\":null}");
 		first = 0;
 	}
 	printf("],\"waiters\":[");
@@ -244,18 +248,23 @@ static void print_table(const coord_lease_info_t *v, size_t n)
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < n; i++) {
 			const coord_lease_info_t *e = &v[i];
-			char age[32], tok[32] = "-", id[32] = "-";
+			char age[32], tok[32] = "-", id[32] = "-", recalled[48] = "";
 			if (e->waiting != pass)
 				continue;
 			fmt_duration(age, sizeof age, e->age_ms);
+			if (e->recalled_ms >= 0) {
+				char ago[32];
+				fmt_duration(ago, sizeof ago, (uint64_t)e->recalled_ms);
+				snprintf(recalled, sizeof recalled, " (recalled %s ago)", ago);
+			}
 			if (!e->waiting) {
 				snprintf(tok, sizeof tok, "%" PRIu64, e->token);
 				snprintf(id, sizeof id, "%" PRIu64, e->lease_id);
 			}
-			printf("%-6s %-5s %7" PRIu64 " %-15s %-8s %8s %6s  %s%s%s%s\n",
+			printf("%-6s %-5s %7" PRIu64 " %-15s %-8s %8s %6s  %s%s%s%s%s\n",
 			       pass ? "wait" : "held", mode_name(e->mode), e->pid, e->command, age, tok,
 			       id, e->resource, e->label[0] ? " [" : "", e->label,
-			       e->label[0] ? "]" : "");
+			       e->label[0] ? "]" : "", recalled);
 		}
 	}
 	if (!n)
