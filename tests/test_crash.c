@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -102,6 +103,8 @@ struct shared {
 	_Atomic long entries;
 	_Atomic uint64_t last_token;
 	_Atomic int token_regressions;
+	_Atomic long reconnects;
+	int writer_hold_ms;        /* 0: a short spin */
 };
 
 /* Pids the test has SIGKILLed: a killed process runs no more user code,
@@ -134,16 +137,35 @@ struct occupancy {
 	_Atomic pid_t readers[64];
 };
 
+/* Connects, waiting out a broker that is being restarted. */
+static coord_t *worker_connect(void)
+{
+	coord_t *c = NULL;
+	int rc;
+	while ((rc = coord_connect(&c, NULL)) == COORD_ENOBROKER || rc == COORD_EIO)
+		poll(NULL, 0, 2); /* a workload's retry, not a test's synchronisation */
+	if (rc < 0)
+		_exit(2);
+	return c;
+}
+
 static void worker(struct shared *s, struct occupancy *o, const char *res, unsigned seed)
 {
-	coord_t *c;
+	coord_t *c = worker_connect();
 	pid_t me = getpid();
-	if (coord_connect(&c, NULL) < 0)
-		_exit(2);
 	for (;;) {
 		coord_lease_t *l;
 		int mode = rand_r(&seed) % 3 == 0 ? COORD_WRITE : COORD_READ;
-		if (coord_acquire(c, res, mode, -1, "churn", &l) < 0)
+		int rc = coord_acquire(c, res, mode, -1, "churn", &l);
+		if (rc == COORD_EIO || rc == COORD_EPROTO) {
+			/* the broker was killed: what it granted is void, but a file's
+			 * kernel lock is not, so exclusion must hold all the same */
+			coord_disconnect(c);
+			c = worker_connect();
+			s->reconnects++;
+			continue;
+		}
+		if (rc < 0)
 			_exit(3);
 		s->entries++;
 		if (mode == COORD_WRITE) {
@@ -160,8 +182,11 @@ static void worker(struct shared *s, struct occupancy *o, const char *res, unsig
 				s->token_regressions++;
 			s->last_token = t;
 			o->writer = me;
-			for (volatile int spin = 0; spin < 20000; spin++)
-				;
+			if (s->writer_hold_ms)
+				poll(NULL, 0, s->writer_hold_ms); /* long enough to outlast a restart */
+			else
+				for (volatile int spin = 0; spin < 20000; spin++)
+					;
 			o->writer = 0;
 		} else {
 			pid_t w = o->writer;
@@ -182,12 +207,46 @@ static void worker(struct shared *s, struct occupancy *o, const char *res, unsig
 	}
 }
 
-Test(crash, random_kills_never_break_exclusion)
+static int writer_holds(void *p)
+{
+	return ((struct occupancy *)p)->writer != 0;
+}
+
+/* Random SIGKILLs of workers, and with broker_every > 0 of the broker
+ * itself every that many rounds.  A file resource (`file`) is also held as
+ * a kernel lock, which is what keeps exclusion across a broker restart;
+ * a key has only the broker's order, so broker kills are done on files
+ * only.  scripts/chaos.sh repeats this test for a long run. */
+struct churn_case {
+	int rounds;
+	int broker_every;
+	int file;
+	int writer_hold_ms;
+	int progress;              /* leases taken between two kills */
+};
+
+ParameterizedTestParameters(crash, random_kills_never_break_exclusion)
+{
+	static struct churn_case cases[] = {
+		{ 60, 0, 0, 0, 20 },  /* workers only, on a name that is no file */
+		{ 30, 3, 1, 150, 6 }, /* workers, and the broker while a writer holds, on a file */
+	};
+	return cr_make_param_array(struct churn_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct churn_case *cc, crash, random_kills_never_break_exclusion)
 {
 	struct shared *s = mmap(NULL, sizeof *s + sizeof(struct occupancy), PROT_READ | PROT_WRITE,
 	                        MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	struct occupancy *o = (struct occupancy *)(s + 1);
 	const char *res = harness_path(&h, "churn.db");
+	int rounds = cc->rounds, broker_kills = 0;
+	FILE *f;
+	if (cc->file) {
+		f = fopen(res, "w");
+		cr_assert(f, "cannot create %s", res);
+		fclose(f);
+	}
 	killed = mmap(NULL, 256 * sizeof *killed + sizeof *nkilled, PROT_READ | PROT_WRITE,
 	              MAP_SHARED | MAP_ANONYMOUS, -1, 0);
 	cr_assert(killed != MAP_FAILED, "mmap failed");
@@ -196,6 +255,7 @@ Test(crash, random_kills_never_break_exclusion)
 	unsigned seed = 42;
 	cr_assert(s != MAP_FAILED, "mmap failed");
 	memset(s, 0, sizeof *s + sizeof *o);
+	s->writer_hold_ms = cc->writer_hold_ms;
 	for (int i = 0; i < 6; i++) {
 		kids[i] = fork();
 		if (kids[i] == 0) {
@@ -203,11 +263,20 @@ Test(crash, random_kills_never_break_exclusion)
 			worker(s, o, res, (unsigned)i + 1);
 		}
 	}
-	for (int round = 0; round < 60; round++) {
+	for (int round = 0; round < rounds; round++) {
 		long before = s->entries;
 		/* let the workers make progress, then kill one at random */
-		harness_wait_at_least(&s->entries, before + 20, 800);
+		harness_wait_at_least(&s->entries, before + cc->progress, 3000);
 		cr_assert_gt(s->entries, before, "round %d: no worker made progress (stuck lease?)", round);
+		if (cc->broker_every && round % cc->broker_every == cc->broker_every - 1) {
+			/* kill it under a writer, so the new broker's first writer
+			 * would overlap it if nothing but the broker kept order */
+			harness_wait(writer_holds, o, 3000);
+			harness_kill_broker(&h);
+			harness_start_broker(&h, NULL);
+			broker_kills++;
+			continue;
+		}
 		int k = rand_r(&seed) % 6;
 		/* recorded before the kill: once it is sent, no user code runs */
 		killed[*nkilled % 256] = kids[k];
@@ -230,7 +299,11 @@ Test(crash, random_kills_never_break_exclusion)
 		kill(kids[i], SIGKILL);
 		waitpid(kids[i], NULL, 0);
 	}
-	cr_assert_eq(s->violations, 0, "mutual exclusion was broken %d times", s->violations);
+	printf("crash: %d rounds, %d workers and %d brokers SIGKILLed, %ld leases taken, %ld "
+	       "reconnects, %d exclusion violations\n",
+	       rounds, *nkilled, broker_kills, (long)s->entries, (long)s->reconnects, s->violations);
+	cr_assert_eq(s->violations, 0, "mutual exclusion was broken %d times (%d broker kills)",
+	             s->violations, broker_kills);
 	cr_assert_eq(s->token_regressions, 0, "write tokens went backwards %d times",
 	             s->token_regressions);
 	wait_count(res, 0, 0, 0, "leases leaked after all workers were killed");
