@@ -22,11 +22,24 @@
 #include "broker.h"
 #include "grants.h"
 #include "requests.h"
+#include "revoke.h"
 
 static int64_t table_now(void *ud)
 {
 	(void)ud;
 	return now_ms();
+}
+
+/* A lease left the table: undo its grant, and tell the revocations that
+ * may be waiting for it. */
+static int lease_released(void *ud, struct lt_lease *l, const char *why)
+{
+	struct broker *b = ud;
+	uint64_t id = l->id;
+	int bits = grants_released(ud, l, why);
+	if (b->revocations)
+		revoke_lease_gone(b, id);
+	return bits;
 }
 
 static const struct lt_events table_events = {
@@ -37,7 +50,7 @@ static const struct lt_events table_events = {
 	.grant = grants_grant,
 	.granted = requests_granted,
 	.waiter_failed = requests_waiter_failed,
-	.released = grants_released,
+	.released = lease_released,
 	.recall = grants_recall,
 };
 
@@ -80,6 +93,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 	while (o->leases)
 		lease_table_release(b->table, o->leases, why);
 	ckpt_jobs_forget(&b->jobs, o);
+	revoke_forget(b, o);
 	c->user = NULL;
 	free(o);
 }
@@ -93,6 +107,7 @@ static void timer_due(void *ud)
 	lease_table_expire(b->table, now);
 	ckpt_jobs_expire(&b->jobs, now);
 	clients_expire(&b->clients, now);
+	revoke_expire(b, now);
 }
 
 /* The earlier of two deadlines, -1 meaning none. */
@@ -107,6 +122,7 @@ static void after_events(void *ud)
 	int64_t next;
 	clients_reap(&b->clients);
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
+	next = earliest(next, revoke_next_deadline(b));
 	loop_arm(&b->loop, earliest(next, clients_next_deadline(&b->clients)));
 }
 
@@ -186,6 +202,7 @@ void broker_fini(struct broker *b)
 {
 	ckpt_jobs_shutdown(&b->jobs);
 	clients_close(&b->clients);
+	revoke_fini(b);
 	lease_table_free(b->table);
 	b->table = NULL;
 	if (b->signal_fd >= 0)

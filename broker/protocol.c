@@ -121,6 +121,23 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 			return COORD_ENAME;
 		return 0;
 	}
+	case COORD_MSG_REVOKE: {
+		coord_msg_revoke m;
+		if (len < sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (len != sizeof m + (size_t)m.name_len)
+			return COORD_EPROTO;
+		if ((m.lease_id != 0) + (m.pid != 0) + (m.name_len != 0) != 1 ||
+		    m.grace_ms > 3600u * 1000 || m.pid > (uint64_t)INT32_MAX)
+			return COORD_EINVAL;
+		if (m.name_len && copy_name(req, p + sizeof m, m.name_len) < 0)
+			return COORD_ENAME;
+		req->lease_id = m.lease_id;
+		req->pid = m.pid;
+		req->grace_ms = m.grace_ms;
+		return 0;
+	}
 	case COORD_MSG_POLICY: {
 		coord_msg_policy m;
 		if (len < sizeof m)

@@ -17,6 +17,8 @@ struct request {
 	uint64_t lease_id;          /* RELEASE */
 	uint32_t flags;             /* RELEASE */
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
+	uint64_t pid;               /* REVOKE (with lease_id or name) */
+	uint32_t grace_ms;          /* REVOKE */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];
 	char command[COORD_COMMAND_MAX + 1];

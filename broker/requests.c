@@ -19,6 +19,7 @@
 #include "protocol.h"
 #include "requests.h"
 #include "resource.h"
+#include "revoke.h"
 
 static void answer(struct owner *o, uint32_t seq, int status)
 {
@@ -478,6 +479,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_CHECKPOINT:
 		handle_checkpoint(b, c, &req);
+		break;
+	case COORD_MSG_REVOKE:
+		revoke_start(b, c, &req);
 		break;
 	}
 }

@@ -49,6 +49,7 @@ struct broker {
 	struct store *store;
 	struct region *region;
 	struct lease_table *table;
+	struct revocation *revocations; /* revoke.c */
 	uint64_t first_lease_id;   /* from the store */
 	size_t kept_resources;     /* idle resources kept in memory */
 	int64_t started_ms;

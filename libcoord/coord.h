@@ -49,6 +49,7 @@
  *                               coord_lease_recalled(), coord_lease_fd(), ...
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
  *                               coord_checkpoint(), coord_set_policy(),
+ *                               coord_revoke(),
  *                               coord_policy_parse(), coord_free()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
  *                               coord_default_dir()
@@ -482,6 +483,32 @@ COORD_API int coord_checkpoint(coord_t *c, const char *resource, coord_resource_
  * over 24 h), COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO, or what
  * the broker's store failed with. */
 COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_policy_t *policy);
+
+/* What coord_revoke() takes back: set exactly one of lease_id, pid and
+ * resource. */
+typedef struct coord_revoke {
+	uint64_t lease_id;       /* one lease, as coordctl list shows it */
+	long pid;                /* every lease held by this process */
+	const char *resource;    /* every holder of this resource (a name as
+	                            coord_acquire() takes it) */
+	int grace_ms;            /* how long each step waits for the holder to
+	                            let go; 0: 5000 ms */
+} coord_revoke_t;
+
+/* Revokes leases, by escalation: the broker recalls each selected lease
+ * (coord_lease_recalled()), waits grace_ms for its release, sends the
+ * holder SIGTERM, waits grace_ms again, then sends SIGKILL.  A lease is
+ * taken back only by its release or by the holder's exit, never from a
+ * living process, so a revoke cannot make two writers.  Only the holders'
+ * own user, or root, may revoke.  Returns once every selected lease is
+ * gone (up to about 2 * grace_ms), or:
+ *   COORD_ENOLEASE  nothing matches.
+ *   COORD_EPERM     the caller may not revoke a selected lease, or the
+ *                   broker may not signal its holder (another user, and
+ *                   the broker is not root): the lease is still held.
+ *   COORD_ELIMIT    more than 1024 leases selected.
+ *   COORD_EINVAL, COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO. */
+COORD_API int coord_revoke(coord_t *c, const coord_revoke_t *what);
 
 /* Parses "auto", "none", "sqlite", "sqlite:passive|full|restart|truncate",
  * "duckdb" or "exec:COMMAND" (exact, lower case) into *out, with

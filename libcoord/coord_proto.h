@@ -106,6 +106,7 @@ enum coord_msg_type {
 	COORD_MSG_SHOW,         /* coord_msg_resource + name */
 	COORD_MSG_POLICY,       /* coord_msg_policy + name + command */
 	COORD_MSG_CHECKPOINT,   /* coord_msg_resource + name */
+	COORD_MSG_REVOKE,       /* coord_msg_revoke + name */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -212,6 +213,18 @@ typedef struct coord_msg_resource {
 	uint16_t reserved[3];
 	/* char name[name_len]; */
 } coord_msg_resource;
+
+/* Exactly one of lease_id, pid and name (name_len > 0) selects what to
+ * revoke.  Answered with REPLY once every selected lease is gone. */
+typedef struct coord_msg_revoke {
+	coord_msg_hdr h;
+	uint64_t lease_id;
+	uint64_t pid;
+	uint32_t grace_ms;       /* per escalation step; 0: the default */
+	uint16_t name_len;
+	uint16_t reserved;
+	/* char name[name_len]; */
+} coord_msg_revoke;
 
 typedef struct coord_msg_policy {
 	coord_msg_hdr h;

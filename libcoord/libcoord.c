@@ -1866,4 +1866,29 @@ COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_pol
 	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl + cl, coord__on_done, NULL);
 }
 
+COORD_API int coord_revoke(coord_t *c, const coord_revoke_t *what)
+{
+	union {
+		coord_msg_revoke m;
+		char raw[sizeof(coord_msg_revoke) + COORD_NAME_MAX + 1];
+	} req;
+	int nl = 0;
+
+	if (!c || !what || (what->lease_id != 0) + (what->pid > 0) + (what->resource != NULL) != 1 ||
+	    what->pid < 0 || what->grace_ms < 0 || what->grace_ms > 3600 * 1000)
+		return COORD_EINVAL;
+	memset(&req.m, 0, sizeof req.m);
+	if (what->resource) {
+		nl = coord_canonicalize(what->resource, req.raw + sizeof req.m, COORD_NAME_MAX + 1);
+		if (nl < 0)
+			return nl;
+	}
+	req.m.h.type = COORD_MSG_REVOKE;
+	req.m.lease_id = what->lease_id;
+	req.m.pid = (uint64_t)what->pid;
+	req.m.grace_ms = (uint32_t)what->grace_ms;
+	req.m.name_len = (uint16_t)nl;
+	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl, coord__on_done, NULL);
+}
+
 #endif /* COORD_IMPLEMENTATION */

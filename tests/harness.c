@@ -350,6 +350,9 @@ static void actor_main(int in, int out)
 			dprintf(out, rc == 0 ? "ok\n" : "err %s\n", coord_errname(rc));
 		} else if (!strcmp(line, "valid")) {
 			dprintf(out, "%d\n", coord_lease_valid(last));
+		} else if (!strcmp(line, "ignore-term")) {
+			signal(SIGTERM, SIG_IGN);
+			dprintf(out, "ok\n");
 		} else if (!strcmp(line, "recalled")) {
 			dprintf(out, "%d\n", coord_lease_recalled(last));
 		} else if (!strcmp(line, "exit")) {

@@ -106,6 +106,7 @@ struct actor {
  *   "release"                           -> "ok" or "err CODE" (last lease)
  *   "valid"                             -> "1" or "0"
  *   "recalled"                          -> "1" or "0" (last lease)
+ *   "ignore-term"                       -> "ok" (SIGTERM ignored from now)
  *   "exit"                              -> exits 0 */
 void actor_start(struct actor *a, struct harness *h);
 void actor_send(struct actor *a, const char *fmt, ...);

@@ -49,6 +49,10 @@ static void usage(FILE *f)
 	        "  policy RESOURCE SPEC [--timeout SECONDS]\n"
 	        "                               SPEC: auto | none | sqlite[:passive|full|restart|truncate]\n"
 	        "                                     | duckdb | exec:COMMAND\n"
+	        "  revoke [--grace SECONDS] LEASE_ID | --pid PID | RESOURCE\n"
+	        "                               take leases back: recall, then SIGTERM, then SIGKILL\n"
+	        "                               the holder, --grace apart (default 5); exit 0 revoked,\n"
+	        "                               1 not permitted (the lease is still held) or no such lease\n"
 	        "  doctor PATH                  what is wrong with a database file (changes nothing)\n"
 	        "\n"
 	        "The instance directory is --dir, else $COORD_DIR, else the per-user default.\n"
@@ -434,6 +438,71 @@ static int cmd_checkpoint(int argc, char **argv)
 	return EX_OK;
 }
 
+/* ---- revoke ---- */
+
+static int cmd_revoke(int argc, char **argv)
+{
+	coord_revoke_t what = { 0 };
+	const char *target = NULL;
+	char *end;
+	coord_t *c;
+	int rc;
+
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--grace") && i + 1 < argc) {
+			double s = strtod(argv[++i], &end);
+			if (*end || !(s >= 0) || s > 3600) {
+				fprintf(stderr, "%s: revoke: --grace takes seconds (0 to 3600)\n", progname);
+				return EX_USAGE;
+			}
+			what.grace_ms = s * 1000 < 1 ? 1 : (int)llround(s * 1000); /* 0: at once */
+		} else if (!strcmp(argv[i], "--pid") && i + 1 < argc && !target) {
+			what.pid = strtol(argv[++i], &end, 10);
+			if (*end || what.pid <= 0) {
+				fprintf(stderr, "%s: revoke: --pid takes a process id\n", progname);
+				return EX_USAGE;
+			}
+			target = argv[i];
+		} else if (argv[i][0] != '-' && !target) {
+			target = argv[i];
+		} else {
+			usage(stderr);
+			return EX_USAGE;
+		}
+	}
+	if (!target) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if (!what.pid) {
+		unsigned long long id = strtoull(target, &end, 10);
+		if (!*end && id > 0)
+			what.lease_id = id;
+		else
+			what.resource = target;
+	}
+	rc = connect_broker(&c, 0);
+	if (rc < 0)
+		return complain(rc, "revoke %s: connect", target);
+	rc = coord_revoke(c, &what);
+	coord_disconnect(c);
+	if (rc == COORD_EPERM) {
+		fprintf(stderr, "%s: revoke %s: %s\n%s: the lease is still held: revoke it as its holder's "
+		        "user or as root, and run coordd as root to revoke other users' leases\n",
+		        progname, target, coord_strerror(rc), progname);
+		return EX_FAIL;
+	}
+	if (rc == COORD_ENOLEASE) {
+		fprintf(stderr, "%s: revoke %s: %s\n%s: hint: see the leases with `coordctl list`\n",
+		        progname, target, coord_strerror(rc), progname);
+		return EX_FAIL;
+	}
+	if (rc < 0)
+		return complain(rc, "revoke %s", target);
+	printf("revoked %s\n", target);
+	return EX_OK;
+}
+
 /* ---- policy ---- */
 
 static int cmd_policy(int argc, char **argv)
@@ -657,6 +726,7 @@ static const struct command {
 	{ "run", cmd_run },
 	{ "checkpoint", cmd_checkpoint },
 	{ "policy", cmd_policy },
+	{ "revoke", cmd_revoke },
 	{ "doctor", cmd_doctor },
 };
 

@@ -1,0 +1,256 @@
+/* Revoke: taking leases back from holders that do not let go.
+ *
+ * `coordctl revoke` names a lease, a pid or a resource.  Only the
+ * holders' own user, or root, may revoke them.  Then, for every selected
+ * lease, step by step, each step logged (event=revoke):
+ *   1. recall: COORD_SLOT_RECALL in the lease's slot (see grants.c), then
+ *      wait `grace` for the holder to release;
+ *   2. SIGTERM to the holder, through its pidfd (a reused pid can never be
+ *      hit), and wait `grace` again;
+ *   3. SIGKILL.
+ * The lease is never taken from a living process: it leaves the table only
+ * by its release or by the reclaim that follows the holder's exit (its
+ * pidfd), as for any death, so a revoke can never make two writers.  If the
+ * broker may not signal the holder (another user, and the broker is not
+ * root), the revocation ends with COORD_EPERM and the lease stays held.
+ * The requester is answered once every selected lease is gone. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "grants.h"
+#include "protocol.h"
+#include "revoke.h"
+#include "state.h"
+
+#define DEFAULT_GRACE_MS 5000
+#define MAX_TARGETS 1024
+
+enum { STEP_RECALLED, STEP_TERMINATED, STEP_KILLED };
+
+struct revocation {
+	struct revocation *next;
+	const struct owner *requester; /* NULL once gone */
+	uint32_t seq;
+	uint32_t grace_ms;
+	int step;
+	int64_t deadline_ms;           /* of the next step; -1 after SIGKILL */
+	size_t n;                      /* leases still held */
+	uint64_t ids[MAX_TARGETS];
+};
+
+/* ---- finding the selected leases ---- */
+
+struct select {
+	const struct request *req;
+	struct lt_lease *found[MAX_TARGETS];
+	size_t n;
+	int too_many;
+};
+
+static void select_in(struct lt_resource *res, void *arg)
+{
+	struct select *sel = arg;
+	const struct request *req = sel->req;
+	for (struct lt_lease *l = res->holders; l; l = l->res_next) {
+		const struct owner *o = l->owner;
+		int match = req->lease_id ? l->id == req->lease_id
+		            : req->pid    ? (uint64_t)o->pid == req->pid
+		                          : !strcmp(res->name, req->name);
+		if (!match)
+			continue;
+		if (sel->n == MAX_TARGETS)
+			sel->too_many = 1;
+		else
+			sel->found[sel->n++] = l;
+	}
+}
+
+/* The lease with this id, or NULL. */
+struct find {
+	uint64_t id;
+	struct lt_lease *l;
+};
+
+static void find_in(struct lt_resource *res, void *arg)
+{
+	struct find *f = arg;
+	for (struct lt_lease *l = res->holders; l && !f->l; l = l->res_next)
+		if (l->id == f->id)
+			f->l = l;
+}
+
+static struct lt_lease *find_lease(struct broker *b, uint64_t id)
+{
+	struct find f = { id, NULL };
+	lease_table_foreach(b->table, find_in, &f);
+	return f.l;
+}
+
+/* ---- steps ---- */
+
+static void answer(struct revocation *r, int status)
+{
+	const struct owner *o = r->requester;
+	if (o && o->client)
+		client_reply(o->client, r->seq, status);
+}
+
+static void unlink_revocation(struct broker *b, struct revocation *r)
+{
+	for (struct revocation **p = &b->revocations; *p; p = &(*p)->next) {
+		if (*p == r) {
+			*p = r->next;
+			break;
+		}
+	}
+}
+
+static void log_step(struct broker *b, const struct lt_lease *l, const char *step)
+{
+	const struct owner *o = l->owner;
+	log_event(&b->log, "revoke", "lease=%llu resource=%s mode=%s pid=%d comm=%s step=%s",
+	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
+	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm), step);
+}
+
+/* Sends sig to the holder of every lease still selected; 0, or the first
+ * COORD_EPERM. */
+static int signal_holders(struct broker *b, struct revocation *r, int sig)
+{
+	for (size_t i = 0; i < r->n; i++) {
+		struct lt_lease *l = find_lease(b, r->ids[i]);
+		const struct owner *o = l ? l->owner : NULL;
+		if (!o || !o->client)
+			continue;
+		log_step(b, l, sig == SIGTERM ? "sigterm" : "sigkill");
+		if (syscall(SYS_pidfd_send_signal, o->client->pidfd, sig, NULL, 0) < 0 &&
+		    errno == EPERM) {
+			log_event(&b->log, "revoke-failed",
+			          "lease=%llu pid=%d reason=not-permitted-to-signal lease=still-held",
+			          (unsigned long long)l->id, (int)o->pid);
+			return COORD_EPERM;
+		}
+	}
+	return 0;
+}
+
+void revoke_start(struct broker *b, struct client *c, const struct request *req)
+{
+	const struct owner *me = c->user;
+	struct select *sel = calloc(1, sizeof *sel);
+	struct revocation *r = NULL;
+	int rc = COORD_ENOMEM;
+
+	if (!sel)
+		goto fail;
+	sel->req = req;
+	lease_table_foreach(b->table, select_in, sel);
+	rc = sel->too_many ? COORD_ELIMIT : sel->n ? 0 : COORD_ENOLEASE;
+	for (size_t i = 0; rc == 0 && i < sel->n; i++) {
+		const struct owner *o = sel->found[i]->owner;
+		if (me->uid != 0 && me->uid != o->uid) {
+			log_event(&b->log, "revoke-refused", "lease=%llu pid=%d by_pid=%d by_uid=%d "
+			          "reason=not-the-holders-user", (unsigned long long)sel->found[i]->id,
+			          (int)o->pid, (int)me->pid, (int)me->uid);
+			rc = COORD_EPERM;
+		}
+	}
+	if (rc < 0)
+		goto fail;
+	r = calloc(1, sizeof *r);
+	if (!r) {
+		rc = COORD_ENOMEM;
+		goto fail;
+	}
+	r->requester = me;
+	r->seq = req->seq;
+	r->grace_ms = req->grace_ms ? req->grace_ms : DEFAULT_GRACE_MS;
+	r->step = STEP_RECALLED;
+	r->deadline_ms = now_ms() + r->grace_ms;
+	for (size_t i = 0; i < sel->n; i++) {
+		struct lt_lease *l = sel->found[i];
+		r->ids[r->n++] = l->id;
+		log_step(b, l, "recall");
+		if (l->recalled_ms < 0) {
+			l->recalled_ms = now_ms();
+			grants_recall(b, l);
+		}
+	}
+	r->next = b->revocations;
+	b->revocations = r;
+	free(sel);
+	return;
+fail:
+	free(sel);
+	client_reply(c, req->seq, rc);
+}
+
+void revoke_lease_gone(struct broker *b, uint64_t lease_id)
+{
+	struct revocation *r = b->revocations, *next;
+	for (; r; r = next) {
+		next = r->next;
+		for (size_t i = 0; i < r->n; i++) {
+			if (r->ids[i] == lease_id) {
+				r->ids[i] = r->ids[--r->n];
+				break;
+			}
+		}
+		if (r->n == 0) {
+			log_event(&b->log, "revoked", "leases=gone");
+			answer(r, 0);
+			unlink_revocation(b, r);
+			free(r);
+		}
+	}
+}
+
+int64_t revoke_next_deadline(const struct broker *b)
+{
+	int64_t d = -1;
+	for (const struct revocation *r = b->revocations; r; r = r->next)
+		if (r->deadline_ms >= 0 && (d < 0 || r->deadline_ms < d))
+			d = r->deadline_ms;
+	return d;
+}
+
+void revoke_expire(struct broker *b, int64_t now)
+{
+	struct revocation *r = b->revocations, *next;
+	for (; r; r = next) {
+		int sig, rc;
+		next = r->next;
+		if (r->deadline_ms < 0 || r->deadline_ms > now)
+			continue;
+		sig = r->step == STEP_RECALLED ? SIGTERM : SIGKILL;
+		r->step = sig == SIGTERM ? STEP_TERMINATED : STEP_KILLED;
+		r->deadline_ms = sig == SIGTERM ? now + r->grace_ms : -1;
+		rc = signal_holders(b, r, sig);
+		if (rc < 0) {
+			answer(r, rc);
+			unlink_revocation(b, r);
+			free(r);
+		}
+	}
+}
+
+void revoke_forget(struct broker *b, const struct owner *o)
+{
+	for (struct revocation *r = b->revocations; r; r = r->next)
+		if (r->requester == o)
+			r->requester = NULL;
+}
+
+void revoke_fini(struct broker *b)
+{
+	while (b->revocations) {
+		struct revocation *r = b->revocations;
+		b->revocations = r->next;
+		free(r);
+	}
+}

@@ -1,0 +1,120 @@
+/* Revoke: `coordctl revoke` takes a lease back by escalation (recall,
+ * grace, SIGTERM, grace, SIGKILL), and only by the holder's release or
+ * exit, never from a living process. */
+#define _GNU_SOURCE
+#include <criterion/criterion.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "dbutil.h"
+#include "harness.h"
+
+HARNESS_SUITE(revoke, 60);
+
+/* Starts an actor holding a write lease on res. */
+static void holder(struct actor *a, const char *res)
+{
+	const char *r;
+	actor_start(a, &h);
+	actor_send(a, "acquire write -1 %s", res);
+	r = actor_reply(a, 5000);
+	cr_assert(!strncmp(r, "ok", 2), "the holder's write lease: '%s'", r);
+}
+
+/* How the actor ended: the signal that killed it, or 0. */
+static int death_signal(struct actor *a)
+{
+	int status = 0;
+	cr_assert_eq(waitpid(a->pid, &status, 0), a->pid, "the holder %d must be gone", (int)a->pid);
+	a->pid = 0;
+	return WIFSIGNALED(status) ? WTERMSIG(status) : 0;
+}
+
+static int log_has(const char *needle)
+{
+	char buf[65536];
+	FILE *f = fopen(harness_path(&h, "broker.log"), "r");
+	size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+	if (f)
+		fclose(f);
+	buf[n] = 0;
+	return strstr(buf, needle) != NULL;
+}
+
+Test(revoke, a_holder_that_does_not_let_go_gets_sigterm)
+{
+	const char *res = harness_path(&h, "stuck.db");
+	struct actor a;
+	char out[2048];
+	write_file(res, "x", 1);
+	holder(&a, res);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "revoke --grace 0.2 '%s'", res), 0,
+	             "revoke must succeed once the holder is gone: %s", out);
+	cr_assert_eq(death_signal(&a), SIGTERM, "after the grace the holder must get SIGTERM");
+	cr_assert_eq(harness_count(&h, res, 0, 0), 0, "the revoked lease must be gone");
+	cr_assert(log_has("step=recall") && log_has("step=sigterm"),
+	          "the log must show each step of the escalation");
+}
+
+Test(revoke, sigterm_ignored_escalates_to_sigkill)
+{
+	const char *res = harness_path(&h, "stubborn.db");
+	struct actor a;
+	char out[2048];
+	write_file(res, "x", 1);
+	holder(&a, res);
+	actor_send(&a, "ignore-term");
+	cr_assert_str_eq(actor_reply(&a, 5000), "ok", "the holder must ignore SIGTERM");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "revoke --grace 0.2 --pid %d", (int)a.pid), 0,
+	             "revoke must succeed once the holder is gone: %s", out);
+	cr_assert_eq(death_signal(&a), SIGKILL, "a holder that ignores SIGTERM must get SIGKILL");
+	cr_assert(log_has("step=sigkill"), "the log must show the SIGKILL step");
+}
+
+struct said {
+	struct actor *a;
+};
+
+static int recalled(void *p)
+{
+	struct said *s = p;
+	actor_send(s->a, "recalled");
+	return !strcmp(actor_reply(s->a, 5000), "1");
+}
+
+/* A holder that lets go when recalled is never signalled. */
+Test(revoke, a_holder_that_lets_go_on_recall_is_not_signalled)
+{
+	const char *res = "revoke-key";
+	struct actor a;
+	struct said s = { &a };
+	int status;
+	pid_t ctl;
+	holder(&a, res);
+	ctl = fork();
+	cr_assert(ctl >= 0, "fork");
+	if (ctl == 0)
+		_exit(harness_coordctl(NULL, 0, "revoke --grace 30 '%s'", res));
+	cr_assert(harness_wait(recalled, &s, 10000), "revoke must recall the lease first");
+	actor_send(&a, "release");
+	cr_assert_str_eq(actor_reply(&a, 5000), "ok", "the recalled holder releases");
+	cr_assert_eq(waitpid(ctl, &status, 0), ctl, "coordctl revoke");
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	          "revoke must end with 0 once the holder released (status 0x%x)", status);
+	actor_send(&a, "valid");
+	cr_assert_str_eq(actor_reply(&a, 5000), "0", "the holder must still be alive to answer");
+	actor_stop(&a);
+	cr_assert(!log_has("step=sigterm"), "a holder that let go must not be signalled");
+}
+
+Test(revoke, nothing_to_revoke_is_exit_1)
+{
+	char out[2048];
+	cr_assert_eq(harness_coordctl(out, sizeof out, "revoke 999999"), 1,
+	             "revoking a lease nobody holds must exit 1: %s", out);
+	cr_assert(strstr(out, "COORD_ENOLEASE"), "and say COORD_ENOLEASE: %s", out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "revoke"), 64, "no target is a usage error");
+}
