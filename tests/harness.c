@@ -112,6 +112,18 @@ ssize_t harness_read_proc(long pid, const char *name, char *buf, size_t size)
 	return n;
 }
 
+int harness_pid_in_file(void *path)
+{
+	FILE *f = fopen(path, "r");
+	int pid = 0;
+	if (!f)
+		return 0;
+	if (fscanf(f, "%d", &pid) != 1)
+		pid = 0;
+	fclose(f);
+	return pid;
+}
+
 int harness_wait(int (*fn)(void *), void *arg, int deadline_ms)
 {
 	int64_t end = now_ms() + deadline_ms;

@@ -65,6 +65,10 @@ const char *harness_path(struct harness *h, const char *name);
  * nothing. */
 ssize_t harness_read_proc(long pid, const char *name, char *buf, size_t size);
 
+/* The pid written in the file at path (a char *), or 0 while there is
+ * none: a harness_wait() condition for "the command has started". */
+int harness_pid_in_file(void *path);
+
 /* Waits (polling with a short backoff) until fn(arg) returns non-zero or
  * deadline_ms passes; returns the last value of fn. */
 int harness_wait(int (*fn)(void *), void *arg, int deadline_ms);

@@ -326,18 +326,6 @@ ParameterizedTest(struct churn_case *cc, crash, random_kills_never_break_exclusi
 
 /* ---- coordctl run killed ---- */
 
-static int file_has_pid(void *p)
-{
-	FILE *f = fopen(p, "r");
-	int pid = 0;
-	if (!f)
-		return 0;
-	if (fscanf(f, "%d", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	return pid;
-}
-
 static int gone(void *p)
 {
 	return !alive((pid_t)(intptr_t)p);
@@ -359,7 +347,7 @@ Test(crash, killed_coordctl_run_takes_its_command_along)
 		      "-c", script, (char *)NULL);
 		_exit(127);
 	}
-	cmd_pid = harness_wait(file_has_pid, (void *)pidfile, 5000);
+	cmd_pid = harness_wait(harness_pid_in_file, (void *)pidfile, 5000);
 	cr_assert_gt(cmd_pid, 0, "the command under coordctl run never started");
 	wait_count(res, COORD_WRITE, 0, 1, "coordctl run must hold the lease while the command runs");
 	kill(ctl, SIGKILL);

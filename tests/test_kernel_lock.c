@@ -112,23 +112,6 @@ Test(kernel_lock, broker_restart_never_lets_a_second_writer_in)
 	actor_stop(&b);
 }
 
-static pid_t read_pid(const char *path)
-{
-	FILE *f = fopen(path, "r");
-	long pid = 0;
-	if (!f)
-		return 0;
-	if (fscanf(f, "%ld", &pid) != 1)
-		pid = 0;
-	fclose(f);
-	return (pid_t)pid;
-}
-
-static int pid_file_written(void *path)
-{
-	return read_pid(path) > 0;
-}
-
 static int gone(void *pid)
 {
 	return kill(*(pid_t *)pid, 0) < 0;
@@ -161,9 +144,9 @@ Test(kernel_lock, orphaned_child_of_coordctl_run_keeps_the_file)
 		      cmd, (char *)NULL);
 		_exit(127);
 	}
-	cr_assert(harness_wait(pid_file_written, pidfile, 10000),
+	cr_assert(harness_wait(harness_pid_in_file, pidfile, 10000),
 	          "coordctl run did not start its command (no %s)", pidfile);
-	orphan = read_pid(pidfile);
+	orphan = harness_pid_in_file(pidfile);
 	close(life[0]);
 	kill(ctl, SIGKILL);
 	waitpid(ctl, NULL, 0);
