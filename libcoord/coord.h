@@ -322,8 +322,8 @@ COORD_API const char *coord_lease_resource(const coord_lease_t *lease);
 COORD_API int coord_lease_recalled(const coord_lease_t *lease);
 
 /* The descriptor of the kernel lock behind the lease, or -1 if there is
- * none (see "Kernel locks" in section 7): a key, a file that did not exist
- * when the lease was granted, a network filesystem, or a stale handle.
+ * none (see "Kernel locks" in section 7): a file that did not exist when
+ * the lease was granted, a network filesystem, or a stale handle.
  * It is the library's: do not close it, and do not flock() it yourself.
  * It is close-on-exec; a program that hands the lease to a command it
  * runs (as `coordctl run` does) clears that flag in the child, so the
@@ -599,8 +599,11 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  *     coord_disconnect(), because closing any descriptor of a file drops
  *     every POSIX lock the process holds on it, SQLite's and DuckDB's
  *     included.  Close your database connections before you disconnect.
- *   - Keys that are not files, and files that do not exist yet when the
- *     lease is granted, have no kernel lock: only the broker orders them.
+ *   - A key's kernel lock is a file of its own under the instance
+ *     directory, DIR/keys/k-NAME (created on first use, never removed), so
+ *     keys are kept as safe as files, for every process that uses the same
+ *     instance directory.  Files that do not exist yet when the lease is
+ *     granted have no kernel lock: only the broker orders them.
  *   - On NFS and SMB, where flock(2) is emulated with POSIX locks that
  *     would interfere with the database's own, no kernel lock is taken.
  *   - flock(2) and the POSIX locks of SQLite and DuckDB never interact on

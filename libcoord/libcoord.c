@@ -1097,31 +1097,64 @@ static int coord__flock_emulated(int fd)
 	return 0;
 }
 
+/* Where the flock of a key lives: DIR/keys/k-NAME, or DIR/keys/h-HASH
+ * (FNV-1a) for a name too long for a file name; a shared hash only makes
+ * two keys wait for each other.  The files are created on first use and
+ * never removed (another holder may have one open).  Returns 0, or -1 if
+ * there is no such place. */
+static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, size_t size)
+{
+	size_t len = strlen(key);
+	int n;
+	n = snprintf(buf, size, "%s/keys", c->dir);
+	if (n < 0 || (size_t)n >= size || (mkdir(buf, 0700) < 0 && errno != EEXIST))
+		return -1;
+	if (len <= 200) {
+		n = snprintf(buf, size, "%s/keys/k-%s", c->dir, key);
+	} else {
+		uint64_t h = 14695981039346656037ull;
+		for (size_t i = 0; i < len; i++)
+			h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
+		n = snprintf(buf, size, "%s/keys/h-%016llx", c->dir, (unsigned long long)h);
+	}
+	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
 /* The kernel-lock file of `name` for c (c->lock held), opened the first
  * time and again when the name has come to mean another file (replaced
- * or recreated; the old descriptor stays open, see above).  *out is NULL
- * when no kernel lock applies: a key, a file that does not exist (yet),
- * something that is not a regular file, a network filesystem.  Returns 0
- * or COORD_ENOMEM. */
+ * or recreated; the old descriptor stays open, see above).  A key's lock
+ * is its file under DIR/keys, created if need be.  *out is NULL when no
+ * kernel lock applies: a file that does not exist (yet), something that is
+ * not a regular file, a network filesystem.  Returns 0 or COORD_ENOMEM. */
 static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **out)
 {
+	char keypath[PATH_MAX];
+	const char *path = name;
 	struct coord__kfile *k;
 	struct stat st;
-	int fd;
+	int fd, key = name[0] != '/', known;
 
 	*out = NULL;
-	if (name[0] != '/' || stat(name, &st) < 0 || !S_ISREG(st.st_mode))
+	if (key && coord__key_lock_path(c, name, keypath, sizeof keypath) < 0)
 		return 0;
-	for (k = c->kfiles; k; k = k->next) {
+	if (key)
+		path = keypath;
+	known = stat(path, &st) == 0;
+	if (!key && (!known || !S_ISREG(st.st_mode)))
+		return 0;
+	for (k = c->kfiles; known && k; k = k->next) {
 		if (!strcmp(k->name, name) && k->dev == st.st_dev && k->ino == st.st_ino) {
 			*out = k->unlocked ? NULL : k;
 			return 0;
 		}
 	}
 	/* O_NONBLOCK: a FIFO named as a resource must not block the open. */
-	fd = open(name, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0 && errno == EACCES)
-		fd = open(name, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (key)
+		fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+	else
+		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0 && !key && errno == EACCES)
+		fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
 	/* From here the descriptor is never closed before coord_disconnect(),

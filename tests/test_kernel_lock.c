@@ -8,6 +8,7 @@
  * SQLite's POSIX locks. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
+#include <criterion/parameterized.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sqlite3.h>
@@ -67,20 +68,35 @@ Test(kernel_lock, a_lease_on_a_file_holds_flock_until_release)
 	cr_assert(kernel_lock_free(db, LOCK_EX), "the last read's release must drop the kernel lock");
 
 	cr_assert_eq(coord_acquire(c, "plain-key", COORD_WRITE, -1, NULL, &w), 0, "write on a key");
-	cr_assert_eq(coord_lease_fd(w), -1, "a key has no file, so no kernel lock");
+	cr_assert_geq(coord_lease_fd(w), 0, "a key's lease must be a kernel lock too");
+	cr_assert(!kernel_lock_free(harness_path(&h, "keys/k-plain-key"), LOCK_SH),
+	          "a key's write lease must hold its lock file under DIR/keys exclusively");
 	coord_release(w);
+	cr_assert(kernel_lock_free(harness_path(&h, "keys/k-plain-key"), LOCK_EX),
+	          "the key's release must drop its kernel lock");
 	coord_disconnect(c);
 }
 
 /* The broker dies under a writer and a new one starts with an empty table:
  * it grants the next writer, but the kernel lock keeps that writer out
- * until the first one lets go. */
-Test(kernel_lock, broker_restart_never_lets_a_second_writer_in)
+ * until the first one lets go: on a file, and on a key (its lock file). */
+struct restart_case {
+	int key;
+};
+
+ParameterizedTestParameters(kernel_lock, broker_restart_never_lets_a_second_writer_in)
 {
-	const char *db = harness_path(&h, "restart.db");
+	static struct restart_case cases[] = { { 0 }, { 1 } };
+	return cr_make_param_array(struct restart_case, cases, 2);
+}
+
+ParameterizedTest(struct restart_case *rc, kernel_lock, broker_restart_never_lets_a_second_writer_in)
+{
+	const char *db = rc->key ? "restart-key" : harness_path(&h, "restart.db");
 	struct actor a, b;
 	const char *r;
-	write_file(db, "x", 1);
+	if (!rc->key)
+		write_file(db, "x", 1);
 
 	actor_start(&a, &h);
 	actor_send(&a, "acquire write -1 %s", db);
