@@ -1,8 +1,9 @@
 #!/bin/bash
 # Sets everything up (scripts/setup.sh), then shows coord at work: a
 # dashboard reading a SQLite file, a pipeline writing it, a check script
-# that will not wait, and a writer killed with SIGKILL whose lease the
-# broker takes back at once.  Everything happens in a private instance
+# that will not wait, a writer killed with SIGKILL whose lease the broker
+# takes back at once, and the broker itself SIGKILLed under a writer
+# without a second writer getting in.  Everything happens in a private instance
 # directory that is removed at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -82,5 +83,26 @@ grep -E "event=reclaim .*comm=coordctl" "$COORD_DIR/coordd.log" | tail -1
 
 say "On each write release the broker checkpointed the WAL"
 coordctl show "$db" | sed -n '1,9p'
+
+say "The broker itself is SIGKILLed while a writer holds the file"
+coordctl run --write "$db" --label long-job -- sleep 3 &
+job=$!
+pids+=($job)
+wait_list '"label":"long-job"'
+broker=$(cat "$COORD_DIR/coordd.lock")
+kill -9 "$broker"
+while kill -0 "$broker" 2>/dev/null; do sleep 0.01; done
+echo "A new broker starts with an empty table and grants the next writer, but that"
+echo "writer must also get the file's kernel lock, which long-job still holds:"
+set +e
+coordctl run --write "$db" --timeout 1 --label second-writer -- true
+st=$?
+echo "exit status: $st"
+[ "$st" -eq 75 ] && echo "(75: not granted within 1 s: no second writer got in beside long-job)"
+echo "When long-job ends, coordctl reports that its broker lease died with the broker:"
+wait "$job"
+set -e
+coordctl run --write "$db" --timeout 10 --label after -- true
+echo "Once long-job had finished, the next writer got in."
 
 say "Done: $(sqlite3 "$db" 'SELECT count(*) FROM orders') orders written, integrity $(sqlite3 "$db" 'PRAGMA integrity_check')"
