@@ -574,18 +574,22 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  *
  * fork().  Leases belong to the process that connected.  In a child, every
  * call on an inherited connection, resource handle or lease returns
- * COORD_EFORKED; the child's copy of the socket is closed in the child so
- * it cannot keep the parent's leases alive.  Connect again in the child.
- * The socket is close-on-exec.
+ * COORD_EFORKED, and coord_lease_valid() returns 0 there; the child's copy
+ * of the socket is closed in the child so it cannot keep the parent's
+ * leases alive.  Connect again in the child.  The socket is close-on-exec.
+ * (The kernel locks below are another matter: see there.)
  *
  * Broker restarts.  If the broker dies, nobody can be granted a conflicting
  * lease until a new broker starts, and a new broker clears every lease of
  * the old one from the shared region before it grants anything; so
  * coord_lease_valid() stays truthful.  Calls on the old connection return
  * COORD_EIO; reconnect.  Fencing tokens keep rising across the restart.
+ * The kernel locks below outlive the broker, so a holder from before the
+ * restart still keeps conflicting holders out until it lets go.
  *
- * Kernel locks.  Every lease on an existing regular file is also held as
- * flock(2) on the file itself, shared for a read lease and exclusive for a
+ * Kernel locks.  Every lease on an existing regular file (and every lease
+ * on a key, see below) is also held as flock(2) on the file itself,
+ * shared for a read lease and exclusive for a
  * write lease, taken after the broker grants and dropped before the broker
  * hears of the release.  Normally it never waits, since the broker has
  * already ordered the holders.  It waits, within the acquire's timeout,
