@@ -352,4 +352,20 @@ static inline int coord_proto_kind(const void *head, size_t n)
 	return COORD_KIND_PLAIN;
 }
 
+/* 1 if a filesystem of this statfs(2) f_type emulates flock(2) with POSIX
+ * byte-range locks (NFS, SMB/CIFS), which would interfere with the
+ * database's own locks: no kernel lock is taken there (the library) and
+ * the doctor says so. */
+static inline int coord_proto_flock_emulated(unsigned long f_type)
+{
+	switch (f_type) {
+	case 0x6969UL:     /* NFS */
+	case 0x517BUL:     /* SMB */
+	case 0xFF534D42UL: /* CIFS */
+	case 0xFE534D42UL: /* SMB2 */
+		return 1;
+	}
+	return 0;
+}
+
 #endif /* COORD_PROTO_H */

@@ -1082,15 +1082,8 @@ static int coord__flock_emulated(int fd)
 {
 #ifdef __linux__
 	struct statfs sf;
-	if (fstatfs(fd, &sf) == 0) {
-		switch ((unsigned long)sf.f_type) {
-		case 0x6969UL:     /* NFS */
-		case 0x517BUL:     /* SMB */
-		case 0xFF534D42UL: /* CIFS */
-		case 0xFE534D42UL: /* SMB2 */
-			return 1;
-		}
-	}
+	if (fstatfs(fd, &sf) == 0)
+		return coord_proto_flock_emulated((unsigned long)sf.f_type);
 #else
 	(void)fd;
 #endif

@@ -295,6 +295,7 @@ Test(doctor, healthy_sqlite_after_clean_close)
 	make_db(db, "WAL");
 	assert_verdict(doctor_on(db, NULL, 0, 0), 0, "a cleanly closed database is healthy");
 	assert_says("kind      SQLite, WAL mode", "the database is in WAL mode");
+	assert_says("locking   flock(2)", "a local filesystem: leases are kernel locks too");
 	assert_says("-wal      absent", "SQLite deletes the WAL on a clean close");
 	assert_says("Processes with the file open\n  none", "nobody has it open");
 	assert_says("broker not running", "broker_up was 0");

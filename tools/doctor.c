@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "coord_proto.h"
@@ -149,6 +150,12 @@ static void report_file(struct doctor *d, const char *path)
 	fprintf(d->out, "  mode      %04o\n", (unsigned)(d->st.st_mode & 07777));
 	fprintf(d->out, "  access    you (%s) can read it %s\n", d->me,
 	        d->writable ? "and write it" : "but not write it");
+	if (d->flock_emulated)
+		fprintf(d->out, "  locking   a network filesystem, where flock(2) is emulated with POSIX\n"
+		                "            locks: coord takes no kernel lock here, so only the broker\n"
+		                "            keeps writers apart (and only for programs of this machine)\n");
+	else
+		fprintf(d->out, "  locking   flock(2): every coord lease is also a kernel lock on it\n");
 }
 
 static void report_wal(struct doctor *d)
@@ -516,6 +523,11 @@ int doctor_run(FILE *out, const char *path, const struct doctor_lease *leases, s
 		goto done;
 	}
 	d.writable = faccessat(AT_FDCWD, d.canon, W_OK, AT_EACCESS) == 0;
+	{
+		struct statfs sf;
+		d.flock_emulated = statfs(d.canon, &sf) == 0 &&
+		                   coord_proto_flock_emulated((unsigned long)sf.f_type);
+	}
 	user_name(geteuid(), d.me, sizeof d.me);
 	user_name(d.st.st_uid, d.user, sizeof d.user);
 	group_name(d.st.st_gid, d.group, sizeof d.group);

@@ -44,6 +44,7 @@ struct doctor {
 	char *canon, *quoted, *dir, *quoted_dir;
 	struct stat st;
 	int kind, wal_mode, writable, journal_hot;
+	int flock_emulated;  /* a network filesystem (coord_proto_flock_emulated) */
 	char me[64], owner[140], user[64], group[64];
 	char as_owner[100]; /* "as its owner alice (or as root)" */
 	struct side side[NSIDES];
