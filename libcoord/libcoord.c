@@ -1530,23 +1530,17 @@ COORD_API const char *coord_lease_resource(const coord_lease_t *l)
 	return rec ? rec->resource : NULL;
 }
 
-/* The flags word belongs to the slot's current lease only while the lease
- * word still holds this lease's id: checked after the flags are read. */
+/* The flags are this lease's only if it still holds its slot after they
+ * were read: coord_lease_valid() checks that last (and answers 0 for a
+ * stale handle and in a forked child). */
 COORD_API int coord_lease_recalled(const coord_lease_t *l)
 {
 	uintptr_t gen;
 	const struct coord__lease *rec = coord__lease_find(l, &gen);
-	const _Atomic uint64_t *word, *flags;
-	uint64_t id, bits;
-	if (!rec)
-		return 0;
-	word = atomic_load_explicit(&rec->word, memory_order_acquire);
-	flags = atomic_load_explicit(&rec->flags, memory_order_acquire);
-	id = atomic_load_explicit(&rec->id, memory_order_acquire);
-	if (!word || !flags || !coord__lease_unchanged(rec, gen))
-		return 0;
-	bits = atomic_load_explicit(flags, memory_order_acquire);
-	return (bits & COORD_SLOT_RECALL) && atomic_load_explicit(word, memory_order_acquire) == id;
+	const _Atomic uint64_t *flags = rec ? atomic_load_explicit(&rec->flags, memory_order_acquire)
+	                                    : NULL;
+	uint64_t bits = flags ? atomic_load_explicit(flags, memory_order_acquire) : 0;
+	return (bits & COORD_SLOT_RECALL) && coord_lease_valid(l);
 }
 
 COORD_API int coord_lease_fd(const coord_lease_t *l)
