@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 #ifdef __linux__
+#include <sys/sysmacros.h>
 #include <sys/vfs.h>
 #endif
 
@@ -226,57 +227,330 @@ COORD_API int coord_instance_dir(const char *dir, char *buf, size_t size)
 	return coord_proto_resolve_dir(dir, buf, size);
 }
 
+/* Names (coord.h, section 6).  A name is either a key, written "key:NAME"
+ * and kept as is, or a path: "key:" is the only thing that makes a key, so
+ * whether a file exists never changes what a name means.  A path becomes
+ * the one name of its file, whoever spells it and whenever: relative or
+ * absolute, through symlinks (dangling ones too: a link made before its
+ * target names the target), and through bind mounts. */
+
+/* The key prefix, and how many symlinks a path may go through before it
+ * is taken for a loop (Linux's own limit). */
+#define COORD__KEY_PREFIX "key:"
+#define COORD__KEY_PREFIX_LEN 4
+#define COORD__SYMLINK_DEPTH 40
+
+/* Splits `path` (length len) at its last '/' into its directory (into
+ * dir, PATH_MAX bytes; "." when there is no '/') and returns its last
+ * component, or NULL when the directory does not fit. */
+static const char *coord__path_split(const char *path, size_t len, char *dir)
+{
+	const char *slash = strrchr(path, '/');
+	size_t dl;
+	if (!slash) {
+		strcpy(dir, ".");
+		return path;
+	}
+	dl = (size_t)(slash - path);
+	if (dl >= PATH_MAX || len >= PATH_MAX)
+		return NULL;
+	memcpy(dir, path, dl);
+	dir[dl] = 0;
+	if (dl == 0)
+		strcpy(dir, "/");
+	return slash + 1;
+}
+
+/* "A/B" into out (PATH_MAX bytes), with no doubled '/' when A is "/".
+ * Returns 0, or -1 when it does not fit. */
+static int coord__path_join(char *out, const char *a, const char *b)
+{
+	int n = snprintf(out, PATH_MAX, "%s%s%s", a, strcmp(a, "/") ? "/" : "", b);
+	return n < 0 || n >= PATH_MAX ? -1 : 0;
+}
+
+/* The absolute path of `name` with ".", ".." and every symlink resolved,
+ * into out (PATH_MAX bytes).  The directory must exist; the last component
+ * need not.  When it is a dangling symlink (or a chain of them), it is
+ * followed to the target's path, relative targets from the link's
+ * directory, so a link made before its target names the same file.
+ * Returns 0, or COORD_ENAME: the directory is missing or not a directory,
+ * the last component is empty, "." or "..", a symlink loop (more than
+ * COORD__SYMLINK_DEPTH links), or a path longer than PATH_MAX. */
+static int coord__path_resolve(const char *name, char *out)
+{
+	char cur[PATH_MAX], dir[PATH_MAX], real[PATH_MAX], link[PATH_MAX];
+	size_t len = strlen(name);
+	const char *base;
+	ssize_t n;
+
+	if (len >= sizeof cur)
+		return COORD_ENAME;
+	memcpy(cur, name, len + 1);
+	for (int depth = 0;; depth++) {
+		/* If it exists, realpath() resolves it whole. */
+		if (realpath(cur, out))
+			return 0;
+		/* Else resolve the directory and append the last component, so a
+		 * database file can be leased before it exists. */
+		base = coord__path_split(cur, strlen(cur), dir);
+		if (!base || !*base || !strcmp(base, ".") || !strcmp(base, ".."))
+			return COORD_ENAME;
+		if (!realpath(dir, real) || coord__path_join(out, real, base) < 0)
+			return COORD_ENAME;
+		n = readlink(out, link, sizeof link);
+		if (n < 0)
+			return errno == ENOTDIR ? COORD_ENAME : 0; /* not a link (or unreadable) */
+		if ((size_t)n >= sizeof link || depth >= COORD__SYMLINK_DEPTH)
+			return COORD_ENAME;
+		link[n] = 0;
+		/* A dangling link: go on with its target. */
+		if (link[0] == '/')
+			memcpy(cur, link, (size_t)n + 1);
+		else if (coord__path_join(cur, real, link) < 0)
+			return COORD_ENAME;
+	}
+}
+
+#ifdef __linux__
+/* One line of /proc/self/mountinfo: the filesystem's device, the directory
+ * of that filesystem mounted (root) and where (point), both unescaped. */
+struct coord__mount {
+	unsigned major, minor;
+	const char *root, *point;
+	size_t root_len, point_len;
+};
+
+/* Undoes mountinfo's octal escapes ("\040" for a space) in place. */
+static void coord__mount_unescape(char *s)
+{
+	char *w = s;
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' && s[2] <= '7' &&
+		    s[3] >= '0' && s[3] <= '7') {
+			*w++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 + (s[3] - '0'));
+			s += 3;
+		} else {
+			*w++ = *s;
+		}
+	}
+	*w = 0;
+}
+
+/* Reads the caller's mount table: *text receives the file (it owns the
+ * strings), *mounts the mounts in the file's order (later mounts later),
+ * both to be freed.  Mounts whose root or point is not an absolute path
+ * are left out.  Returns the count, or -1 (no /proc, out of memory). */
+static long coord__mounts_read(char **text, struct coord__mount **mounts)
+{
+	size_t cap = 16384, len = 0, lines = 0;
+	char *buf = malloc(cap), *line, *next;
+	struct coord__mount *m = NULL;
+	long count = 0;
+	int fd = open("/proc/self/mountinfo", O_RDONLY | O_CLOEXEC);
+	ssize_t got;
+
+	if (fd < 0 || !buf)
+		goto fail;
+	for (;;) {
+		if (len + 1 >= cap) {
+			char *bigger = realloc(buf, cap * 2);
+			if (!bigger)
+				goto fail;
+			buf = bigger;
+			cap *= 2;
+		}
+		got = read(fd, buf + len, cap - len - 1);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			goto fail;
+		if (got == 0)
+			break;
+		len += (size_t)got;
+	}
+	buf[len] = 0;
+	for (size_t i = 0; i < len; i++)
+		lines += buf[i] == '\n';
+	m = malloc((lines + 1) * sizeof *m);
+	if (!m)
+		goto fail;
+	/* ID PARENT MAJOR:MINOR ROOT POINT OPTIONS ... - TYPE SOURCE OPTIONS */
+	for (line = buf; *line; line = next) {
+		char *field[5];
+		int nf = 0;
+		next = strchr(line, '\n');
+		next = next ? (*next = 0, next + 1) : line + strlen(line);
+		for (char *p = line; nf < 5 && *p;) {
+			field[nf++] = p;
+			p += strcspn(p, " ");
+			if (*p)
+				*p++ = 0;
+		}
+		if (nf < 5 || sscanf(field[2], "%u:%u", &m[count].major, &m[count].minor) != 2)
+			continue;
+		coord__mount_unescape(field[3]);
+		coord__mount_unescape(field[4]);
+		if (field[3][0] != '/' || field[4][0] != '/')
+			continue;
+		m[count].root = field[3];
+		m[count].point = field[4];
+		m[count].root_len = strlen(field[3]);
+		m[count].point_len = strlen(field[4]);
+		count++;
+	}
+	close(fd);
+	*text = buf;
+	*mounts = m;
+	return count;
+fail:
+	if (fd >= 0)
+		close(fd);
+	free(buf);
+	free(m);
+	return -1;
+}
+
+/* What is left of path p below directory d (length dl): p + dl when p is
+ * d or lies under it ("" or "/..."), or NULL.  Every path lies under "/",
+ * and what is left is then p itself. */
+static const char *coord__path_below(const char *d, size_t dl, const char *p)
+{
+	if (dl == 1 && d[0] == '/')
+		return p;
+	if (strncmp(p, d, dl) != 0 || (p[dl] != 0 && p[dl] != '/'))
+		return NULL;
+	return p + dl;
+}
+
+/* Orders the mounts a path may be rewritten onto: the shortest root (the
+ * whole filesystem, "/", first), then the shortest mount point, then the
+ * mount point's bytes, so every process that sees the same mounts makes
+ * the same choice. */
+static int coord__mount_order(const void *pa, const void *pb)
+{
+	const struct coord__mount *a = pa, *b = pb;
+	if (a->root_len != b->root_len)
+		return a->root_len < b->root_len ? -1 : 1;
+	if (a->point_len != b->point_len)
+		return a->point_len < b->point_len ? -1 : 1;
+	return strcmp(a->point, b->point);
+}
+
+/* Rewrites the resolved path `path` (PATH_MAX bytes) so that one file
+ * reached through several mounts of one filesystem (bind mounts, or the
+ * filesystem mounted twice) always gets the same name.  It finds the mount
+ * holding the path (the longest mount point above it, on the path's own
+ * device, the topmost when several share that point), turns the path into
+ * one inside that filesystem (the mount's root, then the rest), and puts
+ * it back on the first mount of the same device whose root holds it, in
+ * coord__mount_order().  A rewrite is kept only if it reaches the same
+ * inode (a mount may be hidden under another); what it checks is the path,
+ * or its directory when the file does not exist yet.  Without /proc, or
+ * when nothing fits, the path is left as it is.  Nothing is cached: the
+ * mount table is read on every call. */
+static void coord__path_unbind(char *path)
+{
+	char probe[PATH_MAX], inner[PATH_MAX], moved[PATH_MAX];
+	const char *base = NULL, *rest;
+	struct coord__mount *mounts = NULL, *home = NULL;
+	struct stat st, st2;
+	char *text = NULL;
+	long count, kept = 0;
+	int home_on_dev = 0;
+
+	/* probe: the path, or its directory when the file does not exist
+	 * (base is then the last component) */
+	if (lstat(path, &st) == 0) {
+		snprintf(probe, sizeof probe, "%s", path);
+	} else {
+		base = coord__path_split(path, strlen(path), probe);
+		if (!base || stat(probe, &st) != 0)
+			return;
+	}
+	count = coord__mounts_read(&text, &mounts);
+	if (count <= 0)
+		goto done;
+	for (long i = 0; i < count; i++) {
+		struct coord__mount *m = &mounts[i];
+		int on_dev = makedev(m->major, m->minor) == st.st_dev;
+		if (!coord__path_below(m->point, m->point_len, probe))
+			continue;
+		if (!home || on_dev > home_on_dev ||
+		    (on_dev == home_on_dev && m->point_len >= home->point_len)) {
+			home = m;
+			home_on_dev = on_dev;
+		}
+	}
+	if (!home)
+		goto done;
+	rest = coord__path_below(home->point, home->point_len, probe);
+	if (*rest == 0)
+		snprintf(inner, sizeof inner, "%s", home->root);
+	else if (coord__path_join(inner, home->root, rest + 1) < 0)
+		goto done;
+	/* the mounts of home's filesystem whose root holds the inner path */
+	for (long i = 0; i < count; i++) {
+		struct coord__mount *m = &mounts[i];
+		if (m->major == home->major && m->minor == home->minor &&
+		    coord__path_below(m->root, m->root_len, inner))
+			mounts[kept++] = *m;
+	}
+	qsort(mounts, (size_t)kept, sizeof *mounts, coord__mount_order);
+	for (long i = 0; i < kept; i++) {
+		const struct coord__mount *m = &mounts[i];
+		rest = coord__path_below(m->root, m->root_len, inner);
+		if (*rest == 0)
+			snprintf(moved, sizeof moved, "%s", m->point);
+		else if (coord__path_join(moved, m->point, rest + 1) < 0)
+			continue;
+		if (lstat(moved, &st2) != 0 || st2.st_dev != st.st_dev || st2.st_ino != st.st_ino)
+			continue;
+		if (!base)
+			memcpy(path, moved, strlen(moved) + 1);
+		else if (coord__path_join(probe, moved, base) == 0)
+			memcpy(path, probe, strlen(probe) + 1);
+		break;
+	}
+done:
+	free(mounts);
+	free(text);
+}
+#endif
+
 COORD_API int coord_canonicalize(const char *name, char *buf, size_t size)
 {
-	char dir[PATH_MAX], real[PATH_MAX];
-	struct stat st;
+	char real[PATH_MAX];
 	size_t len;
-	const char *base, *slash;
-	int n;
+	int rc;
 
 	if (!name || !buf || size == 0)
 		return COORD_EINVAL;
 	len = strlen(name);
 	if (len == 0 || len > COORD_NAME_MAX)
 		return COORD_ENAME;
-	if (!strchr(name, '/') && lstat(name, &st) != 0) {
-		/* an opaque key */
+	if (!strncmp(name, COORD__KEY_PREFIX, COORD__KEY_PREFIX_LEN)) {
+		/* a key: kept as is, prefix included */
+		if (len == COORD__KEY_PREFIX_LEN || strchr(name, '/'))
+			return COORD_ENAME;
 		if (len + 1 > size)
 			return COORD_EINVAL;
 		memcpy(buf, name, len + 1);
 		return (int)len;
 	}
-	/* A path.  If it exists, realpath() resolves it whole (symlinks in the
-	 * last component too).  Otherwise resolve the directory and append the
-	 * last component, so a database file can be leased before it exists. */
-	if (realpath(name, real)) {
-		n = snprintf(buf, size, "%s", real);
-	} else {
-		slash = strrchr(name, '/');
-		if (slash) {
-			size_t dl = (size_t)(slash - name);
-			if (dl >= sizeof dir)
-				return COORD_ENAME;
-			memcpy(dir, name, dl);
-			dir[dl] = 0;
-			if (dl == 0)
-				strcpy(dir, "/");
-			base = slash + 1;
-		} else {
-			strcpy(dir, ".");
-			base = name;
-		}
-		if (!*base || !strcmp(base, ".") || !strcmp(base, ".."))
-			return COORD_ENAME;
-		if (!realpath(dir, real))
-			return COORD_ENAME;
-		n = snprintf(buf, size, "%s%s%s", real, strcmp(real, "/") ? "/" : "", base);
-	}
-	if (n < 0 || (size_t)n >= size)
+	rc = coord__path_resolve(name, real);
+	if (rc < 0)
+		return rc;
+#ifdef __linux__
+	coord__path_unbind(real);
+#endif
+	len = strlen(real);
+	if (len + 1 > size)
 		return COORD_EINVAL;
-	if ((size_t)n > COORD_NAME_MAX)
+	if (len > COORD_NAME_MAX)
 		return COORD_ENAME;
-	return n;
+	memcpy(buf, real, len + 1);
+	return (int)len;
 }
 
 /* The value in 0..last whose name(value) is `text`, or -1. */
@@ -1090,15 +1364,22 @@ static int coord__flock_emulated(int fd)
 	return 0;
 }
 
-/* Where the flock of a key lives: DIR/keys/k-NAME, or DIR/keys/h-HASH
- * (FNV-1a) for a name too long for a file name; a shared hash only makes
- * two keys wait for each other.  The files are created on first use and
- * never removed (another holder may have one open).  Returns 0, or -1 if
- * there is no such place. */
+/* Where the flock of a key lives: DIR/keys/k-NAME for the key "key:NAME"
+ * (the file is named after NAME alone, so no ':' reaches a file name, and
+ * it is the file that libraries before the "key:" syntax used for the
+ * bare key NAME: during an upgrade old and new holders of one key still
+ * exclude each other), or DIR/keys/h-HASH (FNV-1a of NAME) for a NAME too
+ * long for a file name; a shared hash only makes two keys wait for each
+ * other.  The files are created on first use and never removed (another
+ * holder may have one open).  Returns 0, or -1 if there is no such
+ * place. */
 static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, size_t size)
 {
-	size_t len = strlen(key);
+	size_t len;
 	int n;
+	if (!strncmp(key, COORD__KEY_PREFIX, COORD__KEY_PREFIX_LEN))
+		key += COORD__KEY_PREFIX_LEN;
+	len = strlen(key);
 	n = snprintf(buf, size, "%s/keys", c->dir);
 	if (n < 0 || (size_t)n >= size || (mkdir(buf, 0700) < 0 && errno != EEXIST))
 		return -1;

@@ -120,7 +120,7 @@ Test(broker, sigterm_shuts_down_cleanly)
 {
 	coord_t *c = connect_ok();
 	coord_lease_t *l;
-	cr_assert_eq(coord_acquire(c, "job-key", COORD_WRITE, -1, NULL, &l), 0, "write");
+	cr_assert_eq(coord_acquire(c, "key:job-key", COORD_WRITE, -1, NULL, &l), 0, "write");
 	int st = harness_stop_broker(&h);
 	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "SIGTERM must end coordd with status 0 (%d)",
 	          st);

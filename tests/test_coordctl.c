@@ -43,15 +43,15 @@ Test(coordctl, timeout_is_75_and_no_broker_is_69)
 {
 	struct actor a;
 	actor_start(&a, &h);
-	actor_send(&a, "acquire write -1 busy-key");
-	cr_assert_str_eq(actor_reply(&a, 5000), "ok 1", "actor must hold busy-key");
-	int st = harness_coordctl(NULL, 0, "run --read busy-key --timeout 0.2 -- true");
+	actor_send(&a, "acquire write -1 key:busy-key");
+	cr_assert_str_eq(actor_reply(&a, 5000), "ok 1", "actor must hold key:busy-key");
+	int st = harness_coordctl(NULL, 0, "run --read key:busy-key --timeout 0.2 -- true");
 	cr_assert_eq(st, 75, "a lease not granted within --timeout must exit 75, got %d", st);
-	st = harness_coordctl(NULL, 0, "run --read busy-key --timeout 0 -- true");
+	st = harness_coordctl(NULL, 0, "run --read key:busy-key --timeout 0 -- true");
 	cr_assert_eq(st, 75, "--timeout 0 on a held resource must exit 75, got %d", st);
 	actor_stop(&a);
 	harness_stop_broker(&h);
-	st = harness_coordctl(NULL, 0, "run --read busy-key -- true");
+	st = harness_coordctl(NULL, 0, "run --read key:busy-key -- true");
 	cr_assert_eq(st, 69, "no broker and no autostart must exit 69, got %d", st);
 	st = harness_coordctl(NULL, 0, "status");
 	cr_assert_eq(st, 69, "status with no broker must exit 69, got %d", st);
@@ -61,10 +61,10 @@ Test(coordctl, command_sees_its_lease)
 {
 	char out[512];
 	int st = harness_coordctl(out, sizeof out,
-	             "run --write env-key --label job -- sh -c 'echo $COORD_RESOURCE $COORD_MODE "
+	             "run --write key:env-key --label job -- sh -c 'echo $COORD_RESOURCE $COORD_MODE "
 	             "$COORD_TOKEN'");
 	cr_assert_eq(st, 0, "run failed with %d", st);
-	cr_assert_str_eq(out, "env-key write 1\n", "the command's environment is wrong: '%s'", out);
+	cr_assert_str_eq(out, "key:env-key write 1\n", "the command's environment is wrong: '%s'", out);
 }
 
 Test(coordctl, list_json_and_status)

@@ -148,19 +148,19 @@ Test(deadlock, two_processes)
 	char sa[512], sb[512], cycle[1100];
 	start(&a);
 	start(&b);
-	hold(&a, "write", "x");
-	hold(&b, "write", "y");
-	queue(&a, "write", "y", 1);
-	refused(&b, "write", "x");
-	still_waiting(&a, "y");
-	cr_assert_eq(harness_count(&h, "y", 0, 1), 1, "A's request for y must still be queued");
-	step_text(sb, sizeof sb, &b, "y", "x");
-	step_text(sa, sizeof sa, &a, "x", "y");
+	hold(&a, "write", "key:x");
+	hold(&b, "write", "key:y");
+	queue(&a, "write", "key:y", 1);
+	refused(&b, "write", "key:x");
+	still_waiting(&a, "key:y");
+	cr_assert_eq(harness_count(&h, "key:y", 0, 1), 1, "A's request for y must still be queued");
+	step_text(sb, sizeof sb, &b, "key:y", "key:x");
+	step_text(sa, sizeof sa, &a, "key:x", "key:y");
 	snprintf(cycle, sizeof cycle, "%s; %s", sb, sa);
 	expect_logged(cycle);
 	actor_send(&b, "release");
 	cr_assert_str_eq(actor_reply(&b, REPLY_MS), "ok", "B's release of y failed");
-	granted_later(&a, "y");
+	granted_later(&a, "key:y");
 	actor_stop(&a);
 	actor_stop(&b);
 }
@@ -172,26 +172,26 @@ Test(deadlock, three_processes)
 	start(&a);
 	start(&b);
 	start(&c);
-	hold(&a, "write", "x");
-	hold(&b, "write", "y");
-	hold(&c, "write", "z");
-	queue(&a, "write", "y", 1);
-	queue(&b, "write", "z", 1);
-	refused(&c, "write", "x");
-	still_waiting(&a, "y");
-	still_waiting(&b, "z");
-	step_text(sc, sizeof sc, &c, "z", "x");
-	step_text(sa, sizeof sa, &a, "x", "y");
-	step_text(sb, sizeof sb, &b, "y", "z");
+	hold(&a, "write", "key:x");
+	hold(&b, "write", "key:y");
+	hold(&c, "write", "key:z");
+	queue(&a, "write", "key:y", 1);
+	queue(&b, "write", "key:z", 1);
+	refused(&c, "write", "key:x");
+	still_waiting(&a, "key:y");
+	still_waiting(&b, "key:z");
+	step_text(sc, sizeof sc, &c, "key:z", "key:x");
+	step_text(sa, sizeof sa, &a, "key:x", "key:y");
+	step_text(sb, sizeof sb, &b, "key:y", "key:z");
 	snprintf(cycle, sizeof cycle, "%s; %s; %s", sc, sa, sb);
 	expect_logged(cycle);
 	/* C lets go of z: B gets it; B's exit frees y and z: A gets y */
 	actor_send(&c, "release");
 	cr_assert_str_eq(actor_reply(&c, REPLY_MS), "ok", "C's release of z failed");
-	granted_later(&b, "z");
-	still_waiting(&a, "y");
+	granted_later(&b, "key:z");
+	still_waiting(&a, "key:y");
 	actor_stop(&b);
-	granted_later(&a, "y");
+	granted_later(&a, "key:y");
 	actor_stop(&a);
 	actor_stop(&c);
 }
@@ -206,29 +206,29 @@ Test(deadlock, readers_sharing_are_no_cycle)
 	start(&a);
 	start(&b);
 	start(&c);
-	hold(&a, "read", "x");
-	hold(&b, "read", "x");
-	hold(&c, "write", "y");
-	queue(&a, "write", "y", 1);
-	queue(&b, "write", "y", 2);
-	actor_send(&c, "acquire read -1 x");
+	hold(&a, "read", "key:x");
+	hold(&b, "read", "key:x");
+	hold(&c, "write", "key:y");
+	queue(&a, "write", "key:y", 1);
+	queue(&b, "write", "key:y", 2);
+	actor_send(&c, "acquire read -1 key:x");
 	got = actor_reply(&c, REPLY_MS);
 	cr_assert(!strncmp(got, "ok ", 3),
 	          "C reading x beside readers A and B must be granted at once (readers share; A "
 	          "waiting for C is no cycle), got '%s'",
 	          got);
-	cr_assert_eq(harness_count(&h, "x", COORD_READ, 0), 3, "A, B and C must all read x");
-	still_waiting(&a, "y");
-	still_waiting(&b, "y");
+	cr_assert_eq(harness_count(&h, "key:x", COORD_READ, 0), 3, "A, B and C must all read x");
+	still_waiting(&a, "key:y");
+	still_waiting(&b, "key:y");
 	cr_assert(!log_mentions("event=deadlock"), "no request here closes a cycle, yet the broker "
 	                                           "logged event=deadlock");
 	/* C's exit frees y: A, then B, gets to write it */
 	actor_stop(&c);
-	granted_later(&a, "y");
-	still_waiting(&b, "y");
+	granted_later(&a, "key:y");
+	still_waiting(&b, "key:y");
 	actor_send(&a, "release");
 	cr_assert_str_eq(actor_reply(&a, REPLY_MS), "ok", "A's release of y failed");
-	granted_later(&b, "y");
+	granted_later(&b, "key:y");
 	actor_stop(&a);
 	actor_stop(&b);
 }

@@ -67,7 +67,7 @@ Test(kernel_lock, a_lease_on_a_file_holds_flock_until_release)
 	coord_release(r2);
 	cr_assert(kernel_lock_free(db, LOCK_EX), "the last read's release must drop the kernel lock");
 
-	cr_assert_eq(coord_acquire(c, "plain-key", COORD_WRITE, -1, NULL, &w), 0, "write on a key");
+	cr_assert_eq(coord_acquire(c, "key:plain-key", COORD_WRITE, -1, NULL, &w), 0, "write on a key");
 	cr_assert_geq(coord_lease_fd(w), 0, "a key's lease must be a kernel lock too");
 	cr_assert(!kernel_lock_free(harness_path(&h, "keys/k-plain-key"), LOCK_SH),
 	          "a key's write lease must hold its lock file under DIR/keys exclusively");
@@ -92,7 +92,7 @@ ParameterizedTestParameters(kernel_lock, broker_restart_never_lets_a_second_writ
 
 ParameterizedTest(struct restart_case *rc, kernel_lock, broker_restart_never_lets_a_second_writer_in)
 {
-	const char *db = rc->key ? "restart-key" : harness_path(&h, "restart.db");
+	const char *db = rc->key ? "key:restart-key" : harness_path(&h, "restart.db");
 	struct actor a, b;
 	const char *r;
 	if (!rc->key)

@@ -209,7 +209,7 @@ static void crowd_start(struct crowd *cw)
 	memset(cw, 0, sizeof *cw);
 	rc = dial(&cw->holder, 5000);
 	cr_assert_eq(rc, 0, "the first client could not connect: %s", coord_strerror(rc));
-	rc = coord_acquire(cw->holder, "limits-held", COORD_WRITE, 0, "limits", &cw->held);
+	rc = coord_acquire(cw->holder, "key:limits-held", COORD_WRITE, 0, "limits", &cw->held);
 	cr_assert_eq(rc, 0, "the first client could not take limits-held: %s", coord_strerror(rc));
 	rc = dial(&cw->other, 5000);
 	cr_assert_eq(rc, 0, "the second client could not connect: %s", coord_strerror(rc));
@@ -239,11 +239,11 @@ static void assert_crowd_served(struct crowd *cw, const char *when)
 	int rc;
 	cr_assert_eq(coord_lease_valid(cw->held), 1,
 	             "%s: the lease held since before the limit must stay valid", when);
-	rc = coord_acquire(cw->other, "limits-other", COORD_WRITE, 1000, "limits", &l);
+	rc = coord_acquire(cw->other, "key:limits-other", COORD_WRITE, 1000, "limits", &l);
 	cr_assert_eq(rc, 0, "%s: a connected client must still be granted a free resource: %s",
 	             when, coord_strerror(rc));
 	cr_assert_eq(coord_release(l), 0, "%s: a connected client must still release", when);
-	rc = coord_acquire(cw->other, "limits-held", COORD_WRITE, 0, "limits", &l);
+	rc = coord_acquire(cw->other, "key:limits-held", COORD_WRITE, 0, "limits", &l);
 	cr_assert_eq(rc, COORD_EBUSY, "%s: limits-held must still be held by the first client: %s",
 	             when, coord_strerror(rc));
 	rc = coord_status(cw->other, &st);

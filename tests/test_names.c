@@ -77,8 +77,9 @@ Test(names, missing_file_in_existing_dir)
 Test(names, keys_and_bad_names)
 {
 	char got[COORD_NAME_MAX + 1], big[COORD_NAME_MAX + 2];
-	cr_assert_eq(coord_canonicalize("nightly-job", got, sizeof got), 11, "a key keeps its length");
-	cr_assert_str_eq(got, "nightly-job", "a key must be kept as is");
+	cr_assert_eq(coord_canonicalize("key:nightly-job", got, sizeof got), 15,
+	             "a key keeps its length, prefix included");
+	cr_assert_str_eq(got, "key:nightly-job", "a key must be kept as is");
 	cr_assert_eq(coord_canonicalize("", got, sizeof got), COORD_ENAME, "empty name");
 	memset(big, 'k', sizeof big - 1);
 	big[sizeof big - 1] = 0;

@@ -81,7 +81,7 @@ Test(threads, many_threads_share_one_connection)
 	cr_assert_eq(rc, 0, "coord_connect: %s", coord_strerror(rc));
 	for (int i = 0; i < WORKERS; i++) {
 		char name[64];
-		snprintf(name, sizeof name, "thread-key-%d", i);
+		snprintf(name, sizeof name, "key:thread-key-%d", i);
 		cr_assert_eq(coord_resource_open(s.c, name, &s.res[i]), 0, "resource %d", i);
 	}
 	pthread_create(&obs, NULL, observer, &s);
@@ -94,7 +94,7 @@ Test(threads, many_threads_share_one_connection)
 	cr_assert_eq(atomic_load(&s.errors), 0,
 	             "%ld calls failed or gave a wrong answer with threads sharing one connection",
 	             atomic_load(&s.errors));
-	cr_assert_eq(harness_count(&h, "thread-key-0", 0, 0), 0, "every lease must be released");
+	cr_assert_eq(harness_count(&h, "key:thread-key-0", 0, 0), 0, "every lease must be released");
 	for (int i = 0; i < WORKERS; i++)
 		coord_resource_close(s.res[i]);
 	coord_disconnect(s.c);
@@ -113,7 +113,7 @@ Test(threads, disconnect_while_other_threads_use_the_connection)
 	cr_assert_eq(rc, 0, "coord_connect: %s", coord_strerror(rc));
 	for (int i = 0; i < WORKERS; i++) {
 		char name[64];
-		snprintf(name, sizeof name, "gone-key-%d", i);
+		snprintf(name, sizeof name, "key:gone-key-%d", i);
 		cr_assert_eq(coord_resource_open(s.c, name, &s.res[i]), 0, "resource %d", i);
 	}
 	for (int i = 0; i < WORKERS; i++)
