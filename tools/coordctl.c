@@ -55,6 +55,9 @@ static void usage(FILE *f)
 	        "                               1 not permitted (the lease is still held) or no such lease\n"
 	        "  doctor PATH                  what is wrong with a database file (changes nothing)\n"
 	        "\n"
+	        "RESOURCE is key:NAME for a key (NAME not empty, no '/'); any other RESOURCE is a\n"
+	        "file path, relative to the current directory or absolute, whether the file exists\n"
+	        "or not (so db.sqlite is ./db.sqlite, before and after it is created).\n"
 	        "The instance directory is --dir, else $COORD_DIR, else the per-user default.\n"
 	        "Exit status: see coordctl(1); run returns the command's status, 75 when the lease\n"
 	        "was not granted in time, 69 when no broker can be reached, 64 on usage errors.\n");
@@ -78,8 +81,8 @@ static const struct failure {
 	{ COORD_EBUSY, EX_TEMPFAIL, see_holders },
 	{ COORD_EINVAL, EX_USAGE, NULL },
 	{ COORD_ENAME, EX_USAGE,
-	  "a resource is a file path (its directory must exist) or a key without '/', "
-	  "at most 511 bytes" },
+	  "a resource is key:NAME (NAME not empty, no '/') or a file path whose directory "
+	  "exists, at most 511 bytes" },
 	{ COORD_EDEADLK, EX_FAIL, "this process already holds the resource, or waiting would close a wait-for cycle; the broker log names it (event=deadlock)" },
 	{ COORD_EPROTO, EX_FAIL, "coordctl and coordd are different versions; restart coordd" },
 };
