@@ -457,6 +457,7 @@ static void coord__path_unbind(char *path)
 	struct stat st, st2;
 	char *text = NULL;
 	long count, kept = 0;
+	unsigned major, minor;
 	int home_on_dev = 0;
 
 	/* probe: the path, or its directory when the file does not exist
@@ -489,10 +490,13 @@ static void coord__path_unbind(char *path)
 		snprintf(inner, sizeof inner, "%s", home->root);
 	else if (coord__path_join(inner, home->root, rest + 1) < 0)
 		goto done;
-	/* the mounts of home's filesystem whose root holds the inner path */
+	/* the mounts of home's filesystem whose root holds the inner path,
+	 * gathered at the front of the array (home itself may move) */
+	major = home->major;
+	minor = home->minor;
 	for (long i = 0; i < count; i++) {
 		struct coord__mount *m = &mounts[i];
-		if (m->major == home->major && m->minor == home->minor &&
+		if (m->major == major && m->minor == minor &&
 		    coord__path_below(m->root, m->root_len, inner))
 			mounts[kept++] = *m;
 	}
