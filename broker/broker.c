@@ -6,8 +6,9 @@
  * the clients' (a paused listening socket, counts of refusals to log).
  *
  * An owner is made for each connection when it is accepted and goes with
- * it: its waiter is cancelled and its leases are reclaimed at once (the
- * adoption of live leases after a restart will re-attach owners instead).
+ * it: its waiter is cancelled and its leases are reclaimed at once, except
+ * when the broker stops: then the leases stay recorded, for the next
+ * broker to adopt (adopt.c).
  * Clients are destroyed only after each batch of events, never inside a
  * lease table callback. */
 #define _GNU_SOURCE
@@ -19,6 +20,7 @@
 #include <sys/signalfd.h>
 #include <unistd.h>
 
+#include "adopt.h"
 #include "broker.h"
 #include "grants.h"
 #include "requests.h"
@@ -66,6 +68,8 @@ static int client_accepted(void *ud, struct client *c)
 	o->uid = c->uid;
 	o->pid_start = c->pid_start;
 	memcpy(o->comm, c->comm, sizeof o->comm);
+	o->client_id = c->id;
+	o->pidfd = c->pidfd;
 	o->client = c;
 	c->user = o;
 	return 0;
@@ -83,6 +87,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 	if (!o)
 		return;
 	o->client = NULL;
+	o->pidfd = -1;
 	if (o->waiter) {
 		struct lt_waiter *w = o->waiter;
 		o->waiter = NULL;
@@ -90,7 +95,9 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid, why);
 		lease_table_cancel(b->table, w);
 	}
-	while (o->leases)
+	/* A broker that stops leaves its leases recorded and their slots
+	 * set, for the next one to adopt. */
+	while (o->leases && !b->loop.stopping)
 		lease_table_release(b->table, o->leases, why);
 	ckpt_jobs_forget(&b->jobs, o);
 	revoke_forget(b, o);
@@ -187,6 +194,9 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 		.max = b->cfg.max_clients,
 		.listen_fd = -1,
 		.spare_fd = -1,
+		/* Connection ids never repeat across restarts: leases are
+		 * recorded with theirs, and adoption groups them by it. */
+		.next_id = region_epoch(b->region) << 32,
 	};
 	b->started_ms = now_ms();
 	ckpt_jobs_init(&b->jobs);
@@ -202,6 +212,7 @@ void broker_fini(struct broker *b)
 {
 	ckpt_jobs_shutdown(&b->jobs);
 	clients_close(&b->clients);
+	adopt_fini(b);
 	revoke_fini(b);
 	lease_table_free(b->table);
 	b->table = NULL;

@@ -160,7 +160,7 @@ static void process_exited(struct watch *w, uint32_t events)
 }
 
 /* The comm and the start time of pid, from /proc/PID/stat. */
-static void read_proc(pid_t pid, char *comm, size_t commsize, uint64_t *start)
+void client_proc_stat(pid_t pid, char *comm, size_t commsize, uint64_t *start)
 {
 	char path[64], buf[1024];
 	char *open_paren, *close_paren, *p;
@@ -404,7 +404,7 @@ static int accept_one(struct clients *cs)
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->connected_ms = now_ms();
-	read_proc(cred.pid, c->comm, sizeof c->comm, &c->pid_start);
+	client_proc_stat(cred.pid, c->comm, sizeof c->comm, &c->pid_start);
 	c->sock_watch = (struct watch){ socket_event, c };
 	c->pid_watch = (struct watch){ process_exited, c };
 	if ((status = cs->ev.accepted(cs->ud, c)) < 0)

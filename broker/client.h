@@ -106,5 +106,8 @@ void client_send(struct client *c, const void *msg, size_t len);
 void client_reply(struct client *c, uint32_t seq, int status);
 /* Marks c dead; it is destroyed by the next clients_reap(). */
 void client_kill(struct client *c, const char *reason);
+/* The comm and the start time (/proc/PID/stat starttime; 0 if pid is
+ * gone) of pid. */
+void client_proc_stat(pid_t pid, char *comm, size_t commsize, uint64_t *start);
 
 #endif

@@ -7,7 +7,8 @@
  *   2. the fencing token: if it is above the resource's durable ceiling,
  *      the next 1024 tokens are reserved in state.mdb (a synced commit)
  *      first, so no token is ever handed out twice, across crashes too;
- *   3. the lease record in leases.mdb (for tools, and adoption later);
+ *   3. the lease record in leases.mdb, with a random secret (for tools,
+ *      and for adoption by a restarted broker, adopt.c);
  *   4. the slot word set to the lease id: from here coord_lease_valid()
  *      is true;
  *   5. a `grant` log line.
@@ -46,6 +47,14 @@ int grants_resource_open(void *ud, struct lt_resource *res)
 	if (!x)
 		return COORD_ENOMEM;
 	rc = store_resource_load(b->store, res->name, &x->rec);
+	if (rc == COORD_ENOENT && !strncmp(res->name, "key:", 4)) {
+		/* Libraries before the key: syntax named this key without the
+		 * prefix: carry its policy and token ceiling over, so its tokens
+		 * never go back across the upgrade. */
+		rc = store_resource_load(b->store, res->name + 4, &x->rec);
+		if (rc == 0)
+			rc = store_resource_save(b->store, res->name, &x->rec);
+	}
 	if (rc == 0) {
 		x->stored = 1;
 	} else if (rc == COORD_ENOENT) {
@@ -105,8 +114,9 @@ static int reserve_token(struct broker *b, struct lt_lease *l)
 }
 
 /* Step 3: the lease record. */
-static int record_lease(struct broker *b, const struct lt_lease *l, const struct owner *o)
+int grants_record(struct broker *b, const struct lt_lease *l)
 {
+	const struct owner *o = l->owner;
 	struct store_lease rec = { 0 };
 	int rc;
 	rec.id = l->id;
@@ -117,6 +127,9 @@ static int record_lease(struct broker *b, const struct lt_lease *l, const struct
 	rec.pid_start = o->pid_start;
 	rec.slot = l->slot;
 	rec.granted_wall_ms = l->granted_wall_ms;
+	rec.granted_ms = l->granted_ms;
+	rec.client_id = o->client_id;
+	rec.secret = l->secret;
 	snprintf(rec.name, sizeof rec.name, "%s", l->res->name);
 	snprintf(rec.label, sizeof rec.label, "%s", l->label);
 	rc = store_lease_put(b->store, &rec);
@@ -124,6 +137,26 @@ static int record_lease(struct broker *b, const struct lt_lease *l, const struct
 		log_event(&b->log, "error", "op=lease-record resource=%s code=%s",
 		          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
 	return rc;
+}
+
+void grants_link(struct owner *o, struct lt_lease *l)
+{
+	l->own_prev = NULL;
+	l->own_next = o->leases;
+	if (o->leases)
+		o->leases->own_prev = l;
+	o->leases = l;
+}
+
+void grants_unlink(struct owner *o, struct lt_lease *l)
+{
+	if (l->own_prev)
+		l->own_prev->own_next = l->own_next;
+	else
+		o->leases = l->own_next;
+	if (l->own_next)
+		l->own_next->own_prev = l->own_prev;
+	l->own_next = l->own_prev = NULL;
 }
 
 int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
@@ -140,15 +173,12 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	if (rc < 0)
 		goto fail;
 	l->granted_wall_ms = wall_ms();
-	rc = record_lease(b, l, o);
+	arc4random_buf(&l->secret, sizeof l->secret);
+	rc = grants_record(b, l);
 	if (rc < 0)
 		goto fail;
 	region_slot_set(b->region, l->slot, l->id);
-	l->own_prev = NULL;
-	l->own_next = o->leases;
-	if (o->leases)
-		o->leases->own_prev = l;
-	o->leases = l;
+	grants_link(o, l);
 	log_event(&b->log, "grant", "lease=%llu resource=%s mode=%s token=%llu pid=%d comm=%s label=%s",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
@@ -183,12 +213,7 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	if (rc < 0)
 		log_event(&b->log, "error", "op=lease-record-delete lease=%llu code=%s",
 		          (unsigned long long)l->id, coord_proto_errname(rc));
-	if (l->own_prev)
-		l->own_prev->own_next = l->own_next;
-	else
-		o->leases = l->own_next;
-	if (l->own_next)
-		l->own_next->own_prev = l->own_prev;
+	grants_unlink(o, l);
 	log_event(&b->log, strcmp(why, "release") ? "reclaim" : "release",
 	          "lease=%llu resource=%s mode=%s token=%llu pid=%d comm=%s held_ms=%lld reason=%s",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),

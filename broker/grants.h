@@ -15,6 +15,15 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w);
 int grants_released(void *ud, struct lt_lease *l, const char *why);
 void grants_recall(void *ud, struct lt_lease *l);
 
+struct broker;
+struct owner;
+
+/* (Re)writes l's record in leases.mdb, as l's owner now holds it. */
+int grants_record(struct broker *b, const struct lt_lease *l);
+/* Puts l on / takes l off o's list of leases. */
+void grants_link(struct owner *o, struct lt_lease *l);
+void grants_unlink(struct owner *o, struct lt_lease *l);
+
 /* "read" or "write", for log lines. */
 const char *grants_mode_name(int mode);
 

@@ -23,6 +23,7 @@
  * lease_table. */
 #define _GNU_SOURCE
 #include <search.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -441,6 +442,62 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	t->nleases++;
 	*out = l;
 	return 0;
+}
+
+int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct lt_lease **out)
+{
+	struct lt_resource *res;
+	struct lt_lease *l;
+	int rc;
+
+	t->cycle.len = 0;
+	if ((a->mode != COORD_READ && a->mode != COORD_WRITE) || a->id == 0)
+		return COORD_EINVAL;
+	if (a->id >= t->next_id)
+		return COORD_EINVAL; /* ids above the store's floor were never handed out */
+	if (t->nleases >= t->max_leases)
+		return COORD_ELIMIT;
+	rc = resource_get(t, a->name, &res);
+	if (rc < 0)
+		return rc;
+	if (!compatible(res, a->mode) || res->head) {
+		rc = COORD_EBUSY;
+		goto done;
+	}
+	l = calloc(1, sizeof *l);
+	if (!l) {
+		rc = COORD_ENOMEM;
+		goto done;
+	}
+	l->id = a->id;
+	l->mode = a->mode;
+	l->token = a->token;
+	l->secret = a->secret;
+	l->res = res;
+	l->owner = a->owner;
+	l->granted_ms = a->granted_ms;
+	l->granted_wall_ms = a->granted_wall_ms;
+	l->recalled_ms = -1;
+	l->slot = a->slot;
+	l->adopted = 1;
+	snprintf(l->label, sizeof l->label, "%s", a->label);
+	if (a->mode == COORD_WRITE) {
+		res->writers++;
+		if (res->token < l->token)
+			res->token = l->token;
+	} else {
+		res->readers++;
+	}
+	l->res_next = res->holders;
+	if (res->holders)
+		res->holders->res_prev = l;
+	res->holders = l;
+	t->nleases++;
+	*out = l;
+	return 0;
+done:
+	lease_table_maybe_close(t, res);
+	return rc;
 }
 
 static void queue_unlink(struct lease_table *t, struct lt_waiter *w)

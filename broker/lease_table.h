@@ -36,6 +36,9 @@ struct lt_lease {
 	int64_t recalled_ms;        /* monotonic time of the recall, or -1 */
 	int64_t granted_wall_ms;    /* wall clock, for display and LMDB */
 	uint64_t slot;              /* shared-region slot, set by the broker */
+	uint64_t secret;            /* proves the holder at re-attach, set by
+	                               the broker */
+	int adopted;                /* taken over from an earlier broker */
 	struct lt_lease *res_next, *res_prev;
 	struct lt_lease *own_next, *own_prev; /* the broker's per-owner list */
 	char label[COORD_LABEL_MAX + 1];
@@ -162,6 +165,28 @@ void lease_table_free(struct lease_table *t);
 int lease_table_request(struct lease_table *t, const char *name, void *owner, int mode,
                         int64_t now_ms, int64_t deadline_ms, int purpose, uint32_t seq,
                         const char *label, struct lt_lease **lease, struct lt_waiter **waiter);
+
+/* A lease an earlier broker granted, as its record says. */
+struct lt_adoption {
+	const char *name;
+	void *owner;
+	int mode;
+	uint64_t id, token, secret, slot;
+	int64_t granted_ms;         /* monotonic, as the earlier broker's clock
+	                               reads in this one (same boot) */
+	int64_t granted_wall_ms;
+	const char *label;
+};
+
+/* Puts a lease an earlier broker granted back in the table as held, with
+ * its id, token and slot, calling no grant callback (it is already
+ * persisted) and granting nobody.  The resource's token rises to the
+ * lease's if it is below.  Meant for a broker's start, before any
+ * request.  Returns 0 and *out (adopted set), or COORD_EBUSY (it
+ * conflicts with a lease adopted before it), COORD_EINVAL (bad mode, or
+ * an id at or above the first id this table hands out), COORD_ELIMIT,
+ * COORD_ENOMEM, or what resource_open refused with. */
+int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct lt_lease **out);
 
 /* The cycle that made the last lease_table_request() fail with
  * COORD_EDEADLK, or NULL if that call did not fail for a cycle (a

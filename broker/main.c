@@ -25,6 +25,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "adopt.h"
 #include "broker.h"
 #include "log.h"
 
@@ -124,16 +125,6 @@ static void tell_launcher(int *ready_fd, char status)
 	*ready_fd = -1;
 }
 
-static void log_old_lease(void *ud, const struct store_lease *l)
-{
-	struct log *log = ud;
-	log_event(log, "reclaim",
-	          "lease=%llu resource=%s mode=%s token=%llu pid=%llu reason=broker-restart",
-	          (unsigned long long)l->id, log_quote(log, l->name),
-	          l->mode == COORD_WRITE ? "write" : "read", (unsigned long long)l->token,
-	          (unsigned long long)l->pid);
-}
-
 /* How many clients fit in RLIMIT_NOFILE, two descriptors each (socket and
  * pidfd), beside the descriptors open now (LMDB, the region, the log, the
  * loop, the listening socket, the spare) and FD_HEADROOM.  The limit is
@@ -195,6 +186,8 @@ int main(int argc, char **argv)
 	char lowered[64] = "";
 	FILE *logf = NULL;
 	struct rlimit rl;
+	struct adopt_records old_leases = { 0 };
+	size_t adopted = 0;
 
 	b.cfg.max_leases = 65536;
 	b.cfg.max_waiters = 65536;
@@ -298,7 +291,7 @@ int main(int argc, char **argv)
 		b.log.f = logf;
 	}
 
-	rc = store_open(&b.store, real, log_old_lease, &b.log, &b.first_lease_id, err, sizeof err);
+	rc = store_open(&b.store, real, adopt_collect, &old_leases, &b.first_lease_id, err, sizeof err);
 	if (rc < 0)
 		goto fail;
 	rc = region_open(&b.region, real, b.cfg.max_leases, err, sizeof err);
@@ -307,6 +300,8 @@ int main(int argc, char **argv)
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
+	/* Before anyone is accepted: the leases of live holders go on. */
+	adopted = adopt_leases(&b, &old_leases);
 	/* Plan for the descriptor limit now, so that a full broker refuses
 	 * clients by --max-clients and running out of descriptors stays rare. */
 	fit = clients_that_fit(&nofile);
@@ -324,9 +319,10 @@ int main(int argc, char **argv)
 		b.cfg.max_clients = b.clients.max = fit;
 	}
 	log_event(&b.log, "start",
-	          "dir=%s pid=%d max_leases=%llu max_clients=%llu%s fd_limit=%llu duckdb=%s",
+	          "dir=%s pid=%d max_leases=%llu max_clients=%llu%s fd_limit=%llu adopted=%zu "
+	          "duckdb=%s",
 	          log_quote(&b.log, real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
-	          (unsigned long long)b.cfg.max_clients, lowered, (unsigned long long)nofile,
+	          (unsigned long long)b.cfg.max_clients, lowered, (unsigned long long)nofile, adopted,
 	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why));
 	tell_launcher(&ready_fd, 0);
 
@@ -356,6 +352,7 @@ fail:
 		region_close(b.region);
 	if (b.store)
 		store_close(b.store);
+	free(old_leases.v);
 	if (lock_fd >= 0)
 		close(lock_fd);
 	return status;

@@ -138,6 +138,16 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		req->grace_ms = m.grace_ms;
 		return 0;
 	}
+	case COORD_MSG_ATTACH: {
+		coord_msg_attach m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		req->client_id = m.client_id;
+		req->lease_id = m.lease_id;
+		req->secret = m.secret;
+		return 0;
+	}
 	case COORD_MSG_POLICY: {
 		coord_msg_policy m;
 		if (len < sizeof m)

@@ -14,7 +14,8 @@ struct request {
 	uint32_t version;           /* HELLO */
 	int mode;                   /* ACQUIRE */
 	int32_t timeout_ms;         /* ACQUIRE */
-	uint64_t lease_id;          /* RELEASE */
+	uint64_t lease_id;          /* RELEASE, ATTACH (0: done) */
+	uint64_t client_id, secret; /* ATTACH */
 	uint32_t flags;             /* RELEASE */
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	uint64_t pid;               /* REVOKE (with lease_id or name) */

@@ -34,8 +34,10 @@ struct region {
 	coord_shm_header *hdr;
 	coord_shm_slot *slots;
 	uint64_t nslots;           /* in the file (it may be larger than asked) */
+	uint64_t slot_count;       /* asked for; slots at or above are never used */
 	uint64_t *free;            /* stack of free slots below slot_count */
 	uint64_t nfree;
+	unsigned char *claimed;    /* until region_ready(): slots adopted */
 };
 
 int region_open(struct region **out, const char *dir, uint64_t slots, char *err, size_t errsize)
@@ -50,13 +52,14 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	if (!r)
 		return COORD_ENOMEM;
 	r->free = malloc(slots * sizeof *r->free);
-	if (!r->free) {
+	r->claimed = calloc(slots, 1);
+	if (!r->free || !r->claimed) {
+		free(r->free);
+		free(r->claimed);
 		free(r);
 		return COORD_ENOMEM;
 	}
-	for (uint64_t i = 0; i < slots; i++)
-		r->free[i] = slots - 1 - i;
-	r->nfree = slots;
+	r->slot_count = slots;
 	snprintf(path, sizeof path, "%s/%s", dir, COORD_SHM_NAME);
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
 	if (fd < 0 || fstat(fd, &st) < 0)
@@ -78,10 +81,6 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	r->nslots = (size - COORD_SHM_HEADER_SIZE) / sizeof(coord_shm_slot);
 	if (!memcmp(r->hdr->magic, COORD_SHM_MAGIC, 8))
 		epoch = r->hdr->broker_epoch;
-	for (uint64_t i = 0; i < r->nslots; i++) {
-		atomic_store_explicit(&r->slots[i].lease, 0, memory_order_release);
-		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
-	}
 	memcpy(r->hdr->magic, COORD_SHM_MAGIC, 8);
 	r->hdr->version = COORD_PROTO_VERSION;
 	r->hdr->header_size = COORD_SHM_HEADER_SIZE;
@@ -98,20 +97,55 @@ fail:
 	if (fd >= 0)
 		close(fd);
 	free(r->free);
+	free(r->claimed);
 	free(r);
 	return rc;
+}
+
+int region_claim(struct region *r, uint64_t slot, uint64_t lease_id)
+{
+	if (!r->claimed || slot >= r->slot_count || r->claimed[slot])
+		return COORD_EINVAL;
+	r->claimed[slot] = 1;
+	atomic_store_explicit(&r->slots[slot].flags, 0, memory_order_release);
+	atomic_store_explicit(&r->slots[slot].lease, lease_id, memory_order_release);
+	return 0;
+}
+
+void region_unclaim(struct region *r, uint64_t slot)
+{
+	if (r->claimed && slot < r->slot_count)
+		r->claimed[slot] = 0;
+}
+
+void region_ready(struct region *r)
+{
+	for (uint64_t i = r->nslots; i-- > 0;) {
+		if (i < r->slot_count && r->claimed[i])
+			continue;
+		atomic_store_explicit(&r->slots[i].lease, 0, memory_order_release);
+		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
+		if (i < r->slot_count)
+			r->free[r->nfree++] = i;
+	}
+	free(r->claimed);
+	r->claimed = NULL;
+}
+
+uint64_t region_epoch(const struct region *r)
+{
+	return r->hdr->broker_epoch;
 }
 
 void region_close(struct region *r)
 {
 	if (!r)
 		return;
-	for (uint64_t i = 0; i < r->nslots; i++) {
-		atomic_store_explicit(&r->slots[i].lease, 0, memory_order_release);
-		atomic_store_explicit(&r->slots[i].flags, 0, memory_order_release);
-	}
+	/* The slots stay as they are: a broker that starts next adopts the
+	 * leases of live holders from leases.mdb and clears the rest. */
 	munmap(r->map, r->size);
 	free(r->free);
+	free(r->claimed);
 	free(r);
 }
 

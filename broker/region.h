@@ -8,11 +8,23 @@
 
 struct region;
 
-/* Opens or creates DIR/coordd.shm with at least `slots` slots, clears
- * every slot (leases of an earlier broker are void) and bumps the epoch.
- * Returns 0 or COORD_E*, with the reason in err. */
+/* Opens or creates DIR/coordd.shm with at least `slots` slots and bumps
+ * the epoch.  The slots keep what an earlier broker left in them until
+ * region_ready().  Returns 0 or COORD_E*, with the reason in err. */
 int region_open(struct region **out, const char *dir, uint64_t slots, char *err, size_t errsize);
-/* Clears all slots and unmaps. */
+/* Before region_ready(): keeps `slot` for an adopted lease and publishes
+ * its id there (clearing its flags).  Returns 0, or COORD_EINVAL if the
+ * slot is out of range or claimed already. */
+int region_claim(struct region *r, uint64_t slot, uint64_t lease_id);
+/* Gives a claimed slot up again (before region_ready()). */
+void region_unclaim(struct region *r, uint64_t slot);
+/* How many brokers have opened this region, this one included. */
+uint64_t region_epoch(const struct region *r);
+/* Clears every slot not claimed (the leases of an earlier broker that
+ * were not adopted are void from here) and makes them free.  Call once,
+ * after the claims and before any grant. */
+void region_ready(struct region *r);
+/* Unmaps, leaving the slots as they are for the next broker to adopt. */
 void region_close(struct region *r);
 
 /* Takes a free slot for a lease.  Returns 0, or COORD_ELIMIT when every

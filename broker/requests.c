@@ -1,5 +1,5 @@
-/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY and
- * CHECKPOINT, and the answers that come later.
+/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY,
+ * CHECKPOINT, REVOKE and ATTACH, and the answers that come later.
  *
  * Nothing read from a client is trusted: every packet goes through
  * proto_decode() before anything here looks at it, a lease id in RELEASE
@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "adopt.h"
 #include "checkpoint_child.h"
 #include "grants.h"
 #include "protocol.h"
@@ -29,7 +30,8 @@ static void answer(struct owner *o, uint32_t seq, int status)
 
 static void send_grant(struct owner *o, uint32_t seq, const struct lt_lease *l)
 {
-	coord_msg_grant g = { { COORD_MSG_GRANT, seq }, 0, (uint32_t)l->mode, l->id, l->token, l->slot };
+	coord_msg_grant g = { { COORD_MSG_GRANT, seq }, 0, (uint32_t)l->mode, l->id, l->token, l->slot,
+		              l->secret };
 	if (o->client)
 		client_send(o->client, &g, sizeof g);
 }
@@ -180,6 +182,19 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
 		client_reply(c, req->seq, l ? 0 : COORD_ENOLEASE);
 }
 
+/* After a broker restart: a lease of this process's earlier connection
+ * taken back (see adopt.c). */
+static void handle_attach(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_lease *l = NULL;
+	int rc = adopt_attach(b, o, req->client_id, req->lease_id, req->secret, &l);
+	if (rc == 0 && l)
+		send_grant(o, req->seq, l);
+	else
+		client_reply(c, req->seq, rc);
+}
+
 /* ---- status, list ---- */
 
 static void handle_status(struct broker *b, struct client *c, const struct request *req)
@@ -213,6 +228,7 @@ struct info_entry {
 	int64_t since_ms;          /* granted or queued, monotonic */
 	int64_t recalled_ms;       /* monotonic, or -1 */
 	const char *name, *label;
+	int adopted;
 };
 
 static void send_info(struct client *to, uint32_t seq, const struct info_entry *e)
@@ -237,6 +253,7 @@ static void send_info(struct client *to, uint32_t seq, const struct info_entry *
 	m.i.name_len = (uint16_t)nl;
 	m.i.comm_len = (uint16_t)cl;
 	m.i.label_len = (uint16_t)ll;
+	m.i.flags = e->adopted ? COORD_INFO_ADOPTED : 0;
 	memcpy(p, e->name, nl);
 	memcpy(p + nl, e->who->comm, cl);
 	memcpy(p + nl + cl, e->label, ll);
@@ -254,13 +271,14 @@ static void list_resource(struct lt_resource *res, void *arg)
 	struct list_walk *lw = arg;
 	for (struct lt_lease *l = res->holders; l; l = l->res_next) {
 		struct info_entry e = { COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
-			                l->granted_ms, l->recalled_ms, res->name, l->label };
+			                l->granted_ms, l->recalled_ms, res->name, l->label,
+			                l->adopted };
 		send_info(lw->to, lw->seq, &e);
 	}
 	for (struct lt_waiter *w = res->head; w; w = w->next) {
 		struct info_entry e = { COORD_INFO_WAITER, w->mode, 0, 0, w->owner, w->since_ms, -1,
 			                res->name,
-			                w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label };
+			                w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label, 0 };
 		send_info(lw->to, lw->seq, &e);
 	}
 }
@@ -482,6 +500,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_REVOKE:
 		revoke_start(b, c, &req);
+		break;
+	case COORD_MSG_ATTACH:
+		handle_attach(b, c, &req);
 		break;
 	}
 }

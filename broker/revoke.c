@@ -125,10 +125,10 @@ static int signal_holders(struct broker *b, struct revocation *r, int sig)
 	for (size_t i = 0; i < r->n; i++) {
 		struct lt_lease *l = find_lease(b, r->ids[i]);
 		const struct owner *o = l ? l->owner : NULL;
-		if (!o || !o->client)
+		if (!o || o->pidfd < 0)
 			continue;
 		log_step(b, l, sig == SIGTERM ? "sigterm" : "sigkill");
-		if (syscall(SYS_pidfd_send_signal, o->client->pidfd, sig, NULL, 0) < 0 &&
+		if (syscall(SYS_pidfd_send_signal, o->pidfd, sig, NULL, 0) < 0 &&
 		    errno == EPERM) {
 			log_event(&b->log, "revoke-failed",
 			          "lease=%llu pid=%d reason=not-permitted-to-signal lease=still-held",

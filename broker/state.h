@@ -25,19 +25,27 @@ struct broker_config {
 };
 
 /* Who holds leases and waits in queues: a process, as its connection
- * identified it.  It is the lease table's `owner`.  Today an owner lives
- * and dies with its connection; it is a struct of its own so that a
- * restarted broker (adoption) or a reconnecting client can re-attach an
- * owner's leases to a new connection. */
+ * identified it.  It is the lease table's `owner`.  An owner is made for
+ * each connection and goes with it, except the owners adoption makes
+ * (adopt.c): one per connection of an earlier broker whose process still
+ * lives, holding that connection's leases, detached (no client) until the
+ * process reconnects and attaches them, or dies. */
 struct owner {
 	pid_t pid;
 	uid_t uid;
 	uint64_t pid_start;        /* with pid, names one process per boot */
 	char comm[COORD_COMM_MAX + 1];
+	uint64_t client_id;        /* the connection's id (detached: the
+	                              earlier broker's), recorded with leases */
+	int pidfd;                 /* the process; the client's, or (detached)
+	                              the owner's own */
 	struct client *client;     /* the connection answers go to; NULL while
 	                              detached */
 	struct lt_lease *leases;   /* linked by own_next/own_prev */
 	struct lt_waiter *waiter;  /* at most one queued request */
+	struct watch pid_watch;    /* detached only: the process's exit */
+	struct broker *broker;     /* detached only: for pid_watch */
+	struct owner *det_next, *det_prev; /* broker.detached */
 };
 
 struct broker {
@@ -50,6 +58,8 @@ struct broker {
 	struct region *region;
 	struct lease_table *table;
 	struct revocation *revocations; /* revoke.c */
+	struct owner *detached;    /* adopted owners not attached yet (adopt.c) */
+	size_t ndetached;
 	uint64_t first_lease_id;   /* from the store */
 	size_t kept_resources;     /* idle resources kept in memory */
 	int64_t started_ms;

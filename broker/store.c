@@ -119,25 +119,33 @@ static int open_leases(struct store *s, const char *dir,
 			*next_id = old_next;
 	}
 
-	if (!strcmp(stored, boot) && old) {
+	if (strcmp(stored, boot) != 0) {
+		/* Another boot: every holder is dead. */
+		if ((rc = mdb_drop(txn, s->table, 0)))
+			goto fail;
+	} else {
+		/* This boot: hand every record to the caller, which adopts the
+		 * leases of live holders and deletes the others.  Records of
+		 * another layout cannot be adopted; they go. */
 		rc = mdb_cursor_open(txn, s->table, &cur);
 		if (rc)
 			goto fail;
 		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
 			struct store_lease l;
-			if (v.mv_size != sizeof l)
+			if (v.mv_size != sizeof l) {
+				if ((rc = mdb_cursor_del(cur, 0)))
+					goto fail;
 				continue;
+			}
 			memcpy(&l, v.mv_data, sizeof l);
 			l.name[COORD_NAME_MAX] = 0;
 			l.label[COORD_LABEL_MAX] = 0;
-			old(ud, &l);
+			if (old)
+				old(ud, &l);
 		}
 		mdb_cursor_close(cur);
 		cur = NULL;
 	}
-	/* No lease survives a broker restart yet: drop them all. */
-	if ((rc = mdb_drop(txn, s->table, 0)))
-		goto fail;
 	k = key("boot_id");
 	v.mv_data = boot;
 	v.mv_size = strlen(boot);

@@ -40,6 +40,10 @@ struct store_lease {
 	uint64_t pid_start;        /* /proc/PID/stat starttime: pid + this names a process */
 	uint64_t slot;
 	int64_t granted_wall_ms;
+	int64_t granted_ms;        /* CLOCK_MONOTONIC: valid for the whole boot */
+	uint64_t client_id;        /* the connection it was granted to (or
+	                              last re-attached to) */
+	uint64_t secret;           /* what its holder shows to re-attach it */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];
 };
@@ -48,8 +52,8 @@ struct store;
 
 /* Opens (creating) state.mdb and leases.mdb in dir.  Leases recorded in
  * an earlier boot are dropped; leases of an earlier broker of this boot
- * are passed to `old` one by one (then dropped: adoption is not done yet)
- * so the caller can log them.  *next_lease_id receives the first id that
+ * are passed to `old` one by one and kept: the caller adopts them or
+ * deletes them with store_lease_del().  *next_lease_id receives the first id that
  * was never used.  Returns 0 or COORD_E*, with a reason in err. */
 int store_open(struct store **out, const char *dir,
                void (*old)(void *ud, const struct store_lease *l), void *ud,

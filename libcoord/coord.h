@@ -120,7 +120,8 @@
 	X(ENOTSUP,    -7015, "operation not supported for this resource or broker")   \
 	X(ECHECKPOINT, -7016, "checkpoint failed (see the broker log and coordctl show)") \
 	X(EBUSYCONN,  -7017, "this connection already has a request waiting")          \
-	X(ENOENT,     -7018, "no such resource or file")
+	X(ENOENT,     -7018, "no such resource or file")                              \
+	X(ELOST,      -7019, "the lease was lost: the broker restarted and did not give it back")
 
 enum {
 #define COORD__ERRENUM(name, value, text) COORD_##name = (value),
@@ -419,6 +420,8 @@ typedef struct coord_lease_info {
 	char command[COORD_COMMAND_NAME_MAX + 1]; /* the process's comm */
 	char label[COORD_LABEL_MAX + 1];          /* "checkpoint" for a queued
 	                                             coord_checkpoint() */
+	int adopted;             /* holders: 1 if a restarted broker took the
+	                            lease over from the one that granted it */
 } coord_lease_info_t;
 
 /* A resource, as coord_show() and coord_checkpoint() report it. */

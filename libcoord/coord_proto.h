@@ -92,7 +92,7 @@ static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t siz
  * never include a NUL.  The broker checks every length and value; see
  * docs/design.md. */
 
-#define COORD_PROTO_VERSION 3
+#define COORD_PROTO_VERSION 4
 #define COORD_MSG_MAX 8192
 #define COORD_SEQ_NOTICE 0u
 
@@ -107,6 +107,7 @@ enum coord_msg_type {
 	COORD_MSG_POLICY,       /* coord_msg_policy + name + command */
 	COORD_MSG_CHECKPOINT,   /* coord_msg_resource + name */
 	COORD_MSG_REVOKE,       /* coord_msg_revoke + name */
+	COORD_MSG_ATTACH,       /* coord_msg_attach */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -154,7 +155,23 @@ typedef struct coord_msg_grant {
 	uint64_t lease_id;
 	uint64_t token;
 	uint64_t slot;          /* index into the shared region's slot array */
+	uint64_t secret;        /* shown in ATTACH to take the lease back after
+	                           a broker restart */
 } coord_msg_grant;
+
+/* After a broker restart, a reconnected client takes back each lease it
+ * holds: the lease's id and secret, and the client_id of the connection
+ * it was granted to (or last attached to).  Answered with GRANT (the
+ * lease's slot, token and secret) or REPLY{COORD_ENOLEASE}.  Only the
+ * process that held the lease can attach it.  Then lease_id 0 ("done")
+ * gives back every lease of that old connection not attached, answered
+ * with REPLY{0}. */
+typedef struct coord_msg_attach {
+	coord_msg_hdr h;
+	uint64_t client_id;
+	uint64_t lease_id;
+	uint64_t secret;
+} coord_msg_attach;
 
 enum { COORD_RELEASE_NO_REPLY = 1 };
 
@@ -187,6 +204,7 @@ typedef struct coord_msg_status_reply {
 } coord_msg_status_reply;
 
 enum { COORD_INFO_HOLDER = 1, COORD_INFO_WAITER = 2 };
+enum { COORD_INFO_ADOPTED = 1 }; /* lease_info.flags: a restarted broker adopted it */
 
 #define COORD_COMM_MAX 15       /* a process's comm, as in /proc/PID/stat */
 
@@ -203,7 +221,7 @@ typedef struct coord_msg_lease_info {
 	uint16_t name_len;
 	uint16_t comm_len;      /* at most COORD_COMM_MAX */
 	uint16_t label_len;
-	uint16_t reserved;
+	uint16_t flags;         /* COORD_INFO_ADOPTED */
 	/* char name[]; char comm[]; char label[]; */
 } coord_msg_lease_info;
 

@@ -105,6 +105,8 @@ struct coord__grant {
 	uint64_t token;
 	const _Atomic uint64_t *word;
 	const _Atomic uint64_t *flags; /* COORD_SLOT_* bits for the holder, or NULL */
+	uint64_t secret;        /* what re-attaches the lease after a restart */
+	uint64_t client_id;     /* the connection the broker recorded it under */
 };
 
 /* The lease backend: everything that knows who grants leases and how.
@@ -116,13 +118,17 @@ struct coord__grant {
  *            (the broker reclaims them when the socket closes).
  *   acquire  asks for a lease on r and fills *g; c->lock is held.
  *   release  gives a lease back; c->lock is held and the handle is
- *            already stale. */
+ *            already stale.
+ *   reconnect  after the transport was lost (c->broken): connects again
+ *            and takes back c's leases, marking those it could not take
+ *            back lost; c->lock is held.  Returns 0 or a COORD_E* code. */
 struct coord__backend {
 	int (*open)(coord_t *c, const coord_options_t *opts);
 	void (*close)(coord_t *c);
 	int (*acquire)(coord_t *c, coord_resource_t *r, int mode, int timeout_ms, const char *label,
 	               struct coord__grant *g);
 	int (*release)(coord_t *c, const struct coord__grant *g);
+	int (*reconnect)(coord_t *c);
 };
 
 struct coord {
@@ -135,6 +141,9 @@ struct coord {
 	const coord_shm_slot *slots; /* the shared region's slots (never unmapped) */
 	uint64_t slot_count;
 	uint64_t client_id;
+	uint64_t lost_client_id; /* the connection before a loss, until reconnected */
+	int autostart, connect_timeout_ms;
+	char broker[PATH_MAX];  /* what autostart runs */
 	void (*log)(void *, int, const char *);
 	void *log_userdata;
 	struct coord *next_conn; /* coord__conns, for the fork handler */
@@ -174,6 +183,9 @@ struct coord__lease {
 	_Atomic(const _Atomic uint64_t *) flags; /* see struct coord__grant */
 	_Atomic unsigned fork_epoch; /* coord__fork_epoch when granted */
 	_Atomic int kfd;        /* the kernel lock's descriptor, or -1 (8.6) */
+	uint64_t secret, client_id; /* see struct coord__grant; conn->lock */
+	int lost;               /* a restarted broker did not give it back;
+	                           conn->lock */
 	struct coord__kfile *kfile; /* the kernel lock, or NULL; conn->lock */
 	uintptr_t index;        /* this record's place in the table, never 0 */
 	coord_t *conn;          /* NULL while free */
@@ -750,6 +762,9 @@ static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coor
 	                      memory_order_release);
 	atomic_store_explicit(&rec->kfd, kfd, memory_order_release);
 	rec->kfile = kfile;
+	rec->secret = g->secret;
+	rec->client_id = g->client_id;
+	rec->lost = 0;
 	memcpy(rec->resource, r->name, r->name_len + 1);
 	rec->conn = c;
 	rec->prev = NULL;
@@ -971,9 +986,19 @@ static int coord__lock(coord_t *c)
 		return COORD_EFORKED;
 	pthread_mutex_lock(&c->lock);
 	rc = coord__check(c);
+	if (rc == COORD_EIO)
+		rc = c->backend->reconnect(c);
 	if (rc < 0)
 		pthread_mutex_unlock(&c->lock);
 	return rc;
+}
+
+/* 1 if a call that failed with rc should be sent again on a new
+ * connection: the connection was lost (a broker restart) and reconnecting
+ * worked. */
+static int coord__retry(coord_t *c, int rc)
+{
+	return rc == COORD_EIO && c->broken && c->backend->reconnect(c) == 0;
 }
 
 /* Receives one message of an answer: returns 1 when the answer is
@@ -984,14 +1009,16 @@ typedef int (*coord__answer_fn)(void *ud, const union coord__msg *m, size_t n);
  * message of the answer to `on_msg`.  A REPLY with a negative status ends
  * the answer with that status; any other message, a REPLY with status 0
  * included, goes to on_msg.  Waits as long as the broker takes: it
- * enforces its own time limits and a dead broker hangs up.  Returns 0 or
- * a COORD_E* code. */
+ * enforces its own time limits and a dead broker hangs up.  A connection
+ * lost before any of the answer came is made again and the request sent
+ * once more.  Returns 0 or a COORD_E* code. */
 static int coord__exchange(coord_t *c, coord_msg_hdr *req, size_t len, coord__answer_fn on_msg,
                            void *ud)
 {
-	int rc = coord__lock(c);
+	int rc = coord__lock(c), got = 0;
 	if (rc < 0)
 		return rc;
+again:
 	req->seq = coord__next_seq(c);
 	rc = coord__send(c, req, len);
 	while (rc == 0) {
@@ -1003,6 +1030,7 @@ static int coord__exchange(coord_t *c, coord_msg_hdr *req, size_t len, coord__an
 		} else if (c->in.h.type == COORD_MSG_REPLY && c->in.reply.status < 0) {
 			rc = c->in.reply.status;
 		} else {
+			got = 1;
 			rc = on_msg(ud, &c->in, (size_t)n);
 			if (rc == COORD_EPROTO)
 				c->broken = 1;
@@ -1011,6 +1039,10 @@ static int coord__exchange(coord_t *c, coord_msg_hdr *req, size_t len, coord__an
 				break;
 			}
 		}
+	}
+	if (!got && coord__retry(c, rc)) {
+		got = 1; /* once */
+		goto again;
 	}
 	pthread_mutex_unlock(&c->lock);
 	return rc;
@@ -1246,6 +1278,11 @@ static int coord__broker_open(coord_t *c, const coord_options_t *opts)
 	int rc;
 	if (!broker || !*broker)
 		broker = "coordd";
+	if (strlen(broker) >= sizeof c->broker)
+		return COORD_EINVAL;
+	strcpy(c->broker, broker);
+	c->autostart = autostart;
+	c->connect_timeout_ms = timeout_ms;
 	rc = coord__dial_or_start(c, broker, autostart, timeout_ms);
 	if (rc == 0)
 		rc = coord__hello(c, timeout_ms);
@@ -1295,26 +1332,163 @@ static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int 
 	g->token = m->grant.token;
 	g->word = &c->slots[m->grant.slot].lease;
 	g->flags = &c->slots[m->grant.slot].flags;
+	g->secret = m->grant.secret;
+	g->client_id = c->client_id;
 	return 0;
+}
+
+/* What the word of a lost lease points at: never a lease id. */
+static const _Atomic uint64_t coord__lost_word;
+
+/* One ATTACH: lease_id of connection client_id, or "done" (lease_id 0).
+ * Returns 1 with *slot (attached), 0 (done), COORD_ENOLEASE (not given
+ * back), or COORD_EIO / COORD_EPROTO. */
+static int coord__attach(coord_t *c, uint64_t client_id, uint64_t lease_id, uint64_t secret,
+                         uint64_t *slot)
+{
+	coord_msg_attach a = { { COORD_MSG_ATTACH, coord__next_seq(c) }, client_id, lease_id, secret };
+	const union coord__msg *m = &c->in;
+	int n = coord__send(c, &a, sizeof a);
+	if (n < 0)
+		return n;
+	n = coord__recv(c, a.h.seq, &c->in, c->connect_timeout_ms);
+	if (n < 0)
+		return n == COORD_ETIMEDOUT ? COORD_EIO : n;
+	if (m->h.type == COORD_MSG_REPLY && (size_t)n >= sizeof m->reply)
+		return m->reply.status <= 0 ? m->reply.status : coord__proto_error(c);
+	if (m->h.type != COORD_MSG_GRANT || (size_t)n < sizeof m->grant ||
+	    m->grant.lease_id != lease_id || m->grant.slot >= c->slot_count)
+		return coord__proto_error(c);
+	*slot = m->grant.slot;
+	return 1;
+}
+
+/* A lease of c as it stood when the reconnect began. */
+struct coord__held {
+	struct coord__lease *rec;
+	uintptr_t gen;
+	uint64_t id, secret, client_id;
+};
+
+/* Connects c again after its connection was lost (c->lock held) and takes
+ * back its leases: a restarted broker adopted those whose holder lives
+ * (see docs/design.md, "Broker restarts").  Each lease is attached with
+ * its secret; one the broker does not give back is marked lost, and its
+ * word points at coord__lost_word from then on, so coord_lease_valid()
+ * is 0.  Then "done" for every earlier connection lets the broker give
+ * back what this process no longer claims.  Without autostart it waits
+ * up to the connect timeout for a broker to appear.  Returns 0, or a
+ * COORD_E* code with c still broken. */
+static int coord__broker_reconnect(coord_t *c)
+{
+	struct coord__held *v = NULL;
+	uint64_t *done = NULL, slot;
+	size_t n = 0, ndone = 0, i, j;
+	int64_t deadline = coord__now_ms() + c->connect_timeout_ms;
+	int rc;
+
+	c->broken = 1;
+	if (c->fd >= 0)
+		close(c->fd);
+	c->fd = -1;
+	if (!c->lost_client_id)
+		c->lost_client_id = c->client_id;
+	while ((rc = coord__dial_or_start(c, c->broker, c->autostart, c->connect_timeout_ms)) ==
+	               COORD_ENOBROKER &&
+	       !c->autostart && coord__now_ms() < deadline)
+		poll(NULL, 0, 20);
+	if (rc == 0)
+		rc = coord__hello(c, c->connect_timeout_ms);
+	if (rc == 0)
+		rc = coord__map_region(c);
+	if (rc < 0)
+		goto out;
+
+	pthread_mutex_lock(&coord__table_lock);
+	for (struct coord__lease *rec = c->leases; rec; rec = rec->next)
+		n++;
+	v = calloc(n + 1, sizeof *v);
+	done = calloc(n + 1, sizeof *done);
+	i = 0;
+	for (struct coord__lease *rec = c->leases; v && done && rec; rec = rec->next, i++)
+		v[i] = (struct coord__held){ rec, atomic_load_explicit(&rec->gen, memory_order_relaxed),
+			                     atomic_load_explicit(&rec->id, memory_order_relaxed),
+			                     rec->secret, rec->client_id };
+	pthread_mutex_unlock(&coord__table_lock);
+	rc = COORD_ENOMEM;
+	if (!v || !done)
+		goto out;
+
+	done[ndone++] = c->lost_client_id;
+	for (i = 0; i < n; i++) {
+		struct coord__lease *rec = v[i].rec;
+		if (rec->lost)
+			continue;
+		rc = coord__attach(c, v[i].client_id, v[i].id, v[i].secret, &slot);
+		if (rc < 0 && rc != COORD_ENOLEASE)
+			goto out;
+		pthread_mutex_lock(&coord__table_lock);
+		if (coord__lease_unchanged(rec, v[i].gen)) {
+			if (rc == 1) {
+				atomic_store_explicit(&rec->word, &c->slots[slot].lease, memory_order_release);
+				atomic_store_explicit(&rec->flags, &c->slots[slot].flags, memory_order_release);
+				rec->client_id = c->client_id;
+			} else {
+				atomic_store_explicit(&rec->word, &coord__lost_word, memory_order_release);
+				atomic_store_explicit(&rec->flags, NULL, memory_order_release);
+				rec->lost = 1;
+			}
+		}
+		pthread_mutex_unlock(&coord__table_lock);
+		if (rc != 1)
+			coord__log(c, COORD_LOG_WARN, "lease %llu on %s was lost with the broker",
+			           (unsigned long long)v[i].id, rec->resource);
+		for (j = 0; j < ndone && done[j] != v[i].client_id; j++)
+			;
+		if (j == ndone)
+			done[ndone++] = v[i].client_id;
+	}
+	for (j = 0; j < ndone; j++) {
+		rc = coord__attach(c, done[j], 0, 0, &slot);
+		if (rc < 0)
+			goto out;
+	}
+	c->lost_client_id = 0;
+	c->broken = 0;
+	rc = 0;
+out:
+	free(v);
+	free(done);
+	return rc;
 }
 
 static int coord__broker_release(coord_t *c, const struct coord__grant *g)
 {
 	coord_msg_release req;
 	int rc = coord__check(c), held;
-	if (rc < 0)
+	if (rc == COORD_EFORKED)
 		return rc;
 	/* The release needs no answer: the broker handles a connection's
 	 * requests in order, and whether the lease was still held is in the
 	 * shared region.  One send, no round trip. */
 	held = atomic_load_explicit(g->word, memory_order_acquire) == g->id;
-	memset(&req, 0, sizeof req);
-	req.h.type = COORD_MSG_RELEASE;
-	req.h.seq = coord__next_seq(c);
-	req.lease_id = g->id;
-	req.flags = COORD_RELEASE_NO_REPLY;
-	rc = coord__send(c, &req, sizeof req);
-	return rc == 0 && !held ? COORD_ENOLEASE : rc;
+	if (rc == 0) {
+		memset(&req, 0, sizeof req);
+		req.h.type = COORD_MSG_RELEASE;
+		req.h.seq = coord__next_seq(c);
+		req.lease_id = g->id;
+		req.flags = COORD_RELEASE_NO_REPLY;
+		rc = coord__send(c, &req, sizeof req);
+		if (rc == 0)
+			return held ? 0 : COORD_ENOLEASE;
+	}
+	/* The connection is lost.  Whichever broker comes next holds the
+	 * lease for this process until it reconnects, and the reconnect gives
+	 * back every lease the process no longer claims, this one included.
+	 * A lease a restarted broker did not keep (its slot cleared) was lost
+	 * before this release. */
+	coord__broker_reconnect(c);
+	return held ? 0 : COORD_ELOST;
 }
 
 static const struct coord__backend coord__broker_backend = {
@@ -1322,6 +1496,7 @@ static const struct coord__backend coord__broker_backend = {
 	coord__broker_close,
 	coord__broker_acquire,
 	coord__broker_release,
+	coord__broker_reconnect,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1671,7 +1846,18 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	rc = coord__kfile_get(c, r->name, &k);
 	if (rc < 0)
 		goto fail;
-	rc = c->backend->acquire(c, r, mode, timeout_ms, label, &g);
+	/* A broker restart while the request waits loses its place in the
+	 * queue, not the request: it is sent again, with what is left of
+	 * its timeout, to the broker that comes next. */
+	for (int tries = 0;; tries++) {
+		rc = c->backend->acquire(c, r, mode, timeout_ms, label, &g);
+		if (rc != COORD_EIO || tries == 3 || !coord__retry(c, rc))
+			break;
+		if (deadline >= 0) {
+			int64_t left = deadline - coord__now_ms();
+			timeout_ms = left < 0 ? 0 : (int)left;
+		}
+	}
 	if (rc < 0)
 		goto fail;
 	if (k) {
@@ -1739,7 +1925,7 @@ COORD_API int coord_release(coord_lease_t *l)
 	struct coord__grant g;
 	uintptr_t gen;
 	coord_t *c;
-	int rc;
+	int rc, lost = 0;
 
 	if (!l)
 		return COORD_EINVAL;
@@ -1768,6 +1954,7 @@ COORD_API int coord_release(coord_lease_t *l)
 		g.token = atomic_load_explicit(&rec->token, memory_order_relaxed);
 		g.word = atomic_load_explicit(&rec->word, memory_order_relaxed);
 		k = rec->kfile;
+		lost = rec->lost;
 		coord__lease_retire_locked(rec);
 	}
 	pthread_mutex_unlock(&coord__table_lock);
@@ -1775,7 +1962,7 @@ COORD_API int coord_release(coord_lease_t *l)
 	 * grants the next holder, who then finds the file unlocked. */
 	if (k)
 		coord__kernel_unlock(k);
-	rc = rec ? c->backend->release(c, &g) : COORD_ENOLEASE;
+	rc = !rec ? COORD_ENOLEASE : lost ? COORD_ELOST : c->backend->release(c, &g);
 	pthread_mutex_unlock(&c->lock);
 	coord__conn_unref(c);
 	return rc;
@@ -1889,6 +2076,7 @@ static int coord__decode_lease_info(const union coord__msg *m, size_t n, coord_l
 	out->uid = i->uid;
 	out->age_ms = i->age_ms;
 	out->recalled_ms = i->kind == COORD_INFO_HOLDER && i->recalled_ms >= 0 ? i->recalled_ms : -1;
+	out->adopted = i->kind == COORD_INFO_HOLDER && (i->flags & COORD_INFO_ADOPTED);
 	coord__take_text(out->resource, &at, i->name_len);
 	coord__take_text(out->command, &at, i->comm_len);
 	coord__take_text(out->label, &at, i->label_len);

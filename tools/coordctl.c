@@ -229,9 +229,10 @@ static void print_json(const coord_lease_info_t *v, size_t n)
 		json_who(&v[i]);
 		printf(",\"token\":%" PRIu64 ",\"age_ms\":%" PRIu64, v[i].token, v[i].age_ms);
 		if (v[i].recalled_ms >= 0)
-			printf(",\"recalled_ms\":%" PRId64 "}", v[i].recalled_ms);
+			printf(",\"recalled_ms\":%" PRId64, v[i].recalled_ms);
 		else
-			printf(",\"recalled_ms\":null}");
+			printf(",\"recalled_ms\":null");
+		printf(",\"adopted\":%s}", v[i].adopted ? "true" : "false");
 		first = 0;
 	}
 	printf("],\"waiters\":[");
@@ -255,7 +256,7 @@ static void print_table(const coord_lease_info_t *v, size_t n)
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < n; i++) {
 			const coord_lease_info_t *e = &v[i];
-			char age[32], tok[32] = "-", id[32] = "-", recalled[48] = "";
+			char age[32], tok[32] = "-", id[32] = "-", recalled[64] = "";
 			if (e->waiting != pass)
 				continue;
 			fmt_duration(age, sizeof age, e->age_ms);
@@ -264,6 +265,9 @@ static void print_table(const coord_lease_info_t *v, size_t n)
 				fmt_duration(ago, sizeof ago, (uint64_t)e->recalled_ms);
 				snprintf(recalled, sizeof recalled, " (recalled %s ago)", ago);
 			}
+			if (e->adopted)
+				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
+				         " (adopted)");
 			if (!e->waiting) {
 				snprintf(tok, sizeof tok, "%" PRIu64, e->token);
 				snprintf(id, sizeof id, "%" PRIu64, e->lease_id);
