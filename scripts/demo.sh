@@ -92,15 +92,29 @@ wait_list '"label":"long-job"'
 broker=$(cat "$COORD_DIR/coordd.lock")
 kill -9 "$broker"
 while kill -0 "$broker" 2>/dev/null; do sleep 0.01; done
-echo "A new broker starts with an empty table and grants the next writer, but that"
-echo "writer must also get the file's kernel lock, which long-job still holds:"
+echo "The next client starts a new broker, which adopts long-job's live lease from"
+echo "its lease table (leases.mdb), so that second writer is not granted:"
 set +e
 coordctl run --write "$db" --timeout 1 --label second-writer -- true
 st=$?
 echo "exit status: $st"
 [ "$st" -eq 75 ] && echo "(75: not granted within 1 s: no second writer got in beside long-job)"
-echo "When long-job ends, coordctl reports that its broker lease died with the broker:"
-wait "$job"
+coordctl list
+echo "The same holds for a key, which has no file:"
+coordctl run --write key:nightly --label key-job -- \
+	sh -c "until [ -e '$work/key-done' ]; do sleep 0.05; done" &
+kjob=$!
+pids+=($kjob)
+wait_list '"label":"key-job"'
+broker=$(cat "$COORD_DIR/coordd.lock")
+kill -9 "$broker"
+while kill -0 "$broker" 2>/dev/null; do sleep 0.01; done
+coordctl run --write key:nightly --timeout 0.5 -- true
+echo "exit status: $? (75 again)"
+touch "$work/key-done"
+echo "long-job and key-job reconnect when they end, release, and exit 0:"
+wait "$job"; echo "long-job: exit $?"
+wait "$kjob"; echo "key-job: exit $?"
 set -e
 coordctl run --write "$db" --timeout 10 --label after -- true
 echo "Once long-job had finished, the next writer got in."
