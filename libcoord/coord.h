@@ -290,13 +290,17 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
  * other processes are granted as soon as the broker reads it (micro-
  * seconds).  Stop using the resource before calling it.
  *
+ * If the connection to the broker was lost (a broker restart), the
+ * release reconnects, and the broker that adopted the lease gives it back;
+ * if no broker can be reached now, it is given back at the next reconnect
+ * or when the process exits.  Either way the handle is stale afterwards.
+ *
  * Returns 0, or:
  *   COORD_ENOLEASE   the handle is stale, or the broker had already taken
- *                    the lease back (the holder was revoked or the broker
- *                    restarted).  Anything written under it must be treated
- *                    as unfenced.
- *   COORD_EIO        the connection broke; the broker releases the lease
- *                    itself when it notices.
+ *                    the lease back (the holder was revoked).  Anything
+ *                    written under it must be treated as unfenced.
+ *   COORD_ELOST      the broker restarted and did not give the lease back
+ *                    (its records were lost); the same holds.
  *   COORD_EFORKED    called in a child after fork(); the handle is stale
  *                    in the child from then on.
  *   COORD_EINVAL     lease is NULL. */
@@ -619,13 +623,22 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  * leases alive.  Connect again in the child.  The socket is close-on-exec.
  * (The kernel locks below are another matter: see there.)
  *
- * Broker restarts.  If the broker dies, nobody can be granted a conflicting
- * lease until a new broker starts, and a new broker clears every lease of
- * the old one from the shared region before it grants anything; so
- * coord_lease_valid() stays truthful.  Calls on the old connection return
- * COORD_EIO; reconnect.  Fencing tokens keep rising across the restart.
- * The kernel locks below outlive the broker, so a holder from before the
- * restart still keeps conflicting holders out until it lets go.
+ * Broker restarts.  A broker that is killed, crashes or is stopped for an
+ * upgrade keeps every lease: nobody can be granted anything until a new
+ * broker starts, and the new one adopts the leases of every holder still
+ * alive, so they stay valid and exclusive, with the same tokens; those of
+ * dead holders are reclaimed.  The library notices the lost connection on
+ * the connection's next call and reconnects by itself (starting a broker
+ * if autostart is allowed, else waiting up to connect_timeout_ms for one),
+ * takes its leases back with a secret only this process knows, and then
+ * carries on with the call: an acquire that was waiting is queued again
+ * with what is left of its timeout.  Your code sees no error unless a
+ * lease really was lost (the broker's lease records were lost): then
+ * coord_lease_valid() turns 0 and coord_release() returns COORD_ELOST.
+ * A connection that is never used again keeps its leases until its
+ * process releases them or exits.  Fencing tokens keep rising.  The
+ * kernel locks below outlive the broker, so even a lost lease keeps
+ * conflicting holders out of its file until it is released.
  *
  * Kernel locks.  Every lease on an existing regular file (and every lease
  * on a key, see below) is also held as flock(2) on the file itself,
@@ -633,8 +646,8 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  * write lease, taken after the broker grants and dropped before the broker
  * hears of the release.  Normally it never waits, since the broker has
  * already ordered the holders.  It waits, within the acquire's timeout,
- * only for a holder the broker cannot see: one from before a broker
- * restart, one of another instance, or a child process that outlived its
+ * only for a holder the broker cannot see: one whose lease a restarted
+ * broker lost, one of another instance, or a child process that outlived its
  * parent with a copy of the descriptor (like flock(1), a fork()ed child
  * that does not exec keeps the file locked until the parent releases or
  * the child exits).  So a broker restart can never let a second writer
