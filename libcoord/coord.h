@@ -190,6 +190,9 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts);
  * at once (exactly as if the process had died).  Lease handles obtained
  * from `c` become stale: coord_release() on one returns COORD_ENOLEASE and
  * coord_lease_valid() 0.  Resource handles of `c` can then only be closed.
+ * If the broker restarted since the connection's last call and leases are
+ * still held, it reconnects first (see "Broker restarts"), so that the
+ * broker that adopted them gives them up now rather than at exit.
  * NULL is a no-op. */
 COORD_API void coord_disconnect(coord_t *c);
 

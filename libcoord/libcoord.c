@@ -1739,13 +1739,23 @@ static void coord__detach_locked(coord_t *c)
 
 COORD_API void coord_disconnect(coord_t *c)
 {
-	int mine;
+	int mine, held;
 	if (!c)
 		return;
 	mine = c->pid == getpid();
 	coord__conns_remove(c);
 	if (mine) /* waits for a request in progress on another thread */
 		pthread_mutex_lock(&c->lock);
+	/* Leases a restarted broker adopted stay held until this process
+	 * takes them back or exits: take them back, so that closing the new
+	 * connection gives them up. */
+	if (mine && c->broken) {
+		pthread_mutex_lock(&coord__table_lock);
+		held = c->leases != NULL;
+		pthread_mutex_unlock(&coord__table_lock);
+		if (held)
+			c->backend->reconnect(c);
+	}
 	pthread_mutex_lock(&coord__table_lock);
 	coord__detach_locked(c);
 	pthread_mutex_unlock(&coord__table_lock);
