@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -380,4 +381,45 @@ Test(names_broker, bind_mounted_writers_exclude_each_other)
 	cr_assert_eq(mkdir(harness_path(&h, "sub"), 0700), 0, "mkdir sub");
 	cr_assert_eq(mkdir(harness_path(&h, "bind"), 0700), 0, "mkdir bind");
 	in_private_mounts(bind_writers_exclude);
+}
+
+/* A key that an older library named without the prefix ("legacy") keeps
+ * its fencing tokens when it is named key:legacy: the new resource takes
+ * over the old one's durable token ceiling, so tokens never go back. */
+Test(names_broker, bare_key_tokens_carry_over_to_key_prefix)
+{
+	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, COORD_PROTO_VERSION, 0 };
+	union {
+		coord_msg_acquire m;
+		char raw[sizeof(coord_msg_acquire) + 16];
+	} acq = { .m = { { COORD_MSG_ACQUIRE, 2 }, COORD_WRITE, 0, 6, 0, 0 } };
+	union {
+		coord_msg_hdr h;
+		coord_msg_grant g;
+		char raw[COORD_MSG_MAX];
+	} in;
+	coord_t *c;
+	coord_lease_t *l;
+	uint64_t old_token;
+	int fd = harness_dial(h.dir);
+
+	cr_assert_geq(fd, 0, "raw connect: %s", strerror(errno));
+	memcpy(acq.raw + sizeof acq.m, "legacy", 6);
+	cr_assert_eq(send(fd, &hello, sizeof hello, 0), (ssize_t)sizeof hello, "HELLO");
+	cr_assert_gt(recv(fd, &in, sizeof in, 0), 0, "WELCOME");
+	cr_assert_eq(send(fd, &acq, sizeof acq.m + 6, 0), (ssize_t)(sizeof acq.m + 6), "ACQUIRE");
+	cr_assert_geq(recv(fd, &in, sizeof in, 0), (ssize_t)sizeof in.g, "GRANT");
+	cr_assert_eq(in.h.type, COORD_MSG_GRANT, "the bare key is granted to a raw client");
+	old_token = in.g.token;
+	close(fd);
+	/* closing the raw connection gives the lease back; the acquire below
+	 * waits for that if it has to */
+
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
+	cr_assert_eq(coord_acquire(c, "key:legacy", COORD_WRITE, -1, NULL, &l), 0, "key:legacy");
+	cr_assert_gt(coord_lease_token(l), old_token,
+	             "key:legacy must continue the tokens of the bare key legacy (%llu after %llu)",
+	             (unsigned long long)coord_lease_token(l), (unsigned long long)old_token);
+	coord_release(l);
+	coord_disconnect(c);
 }
