@@ -1393,16 +1393,24 @@ static int coord__broker_reconnect(coord_t *c)
 	c->fd = -1;
 	if (!c->lost_client_id)
 		c->lost_client_id = c->client_id;
-	while ((rc = coord__dial_or_start(c, c->broker, c->autostart, c->connect_timeout_ms)) ==
-	               COORD_ENOBROKER &&
-	       !c->autostart && coord__now_ms() < deadline)
+	/* A broker that is dying may still accept a connection and then hang
+	 * up on it, and one that is starting refuses until it listens: try
+	 * again until the deadline. */
+	for (;;) {
+		rc = coord__dial_or_start(c, c->broker, c->autostart, c->connect_timeout_ms);
+		if (rc == 0)
+			rc = coord__hello(c, c->connect_timeout_ms);
+		if (rc == 0)
+			rc = coord__map_region(c);
+		if (rc == 0)
+			break;
+		if (c->fd >= 0)
+			close(c->fd);
+		c->fd = -1;
+		if ((rc != COORD_ENOBROKER && rc != COORD_EIO) || coord__now_ms() >= deadline)
+			goto out;
 		poll(NULL, 0, 20);
-	if (rc == 0)
-		rc = coord__hello(c, c->connect_timeout_ms);
-	if (rc == 0)
-		rc = coord__map_region(c);
-	if (rc < 0)
-		goto out;
+	}
 
 	pthread_mutex_lock(&coord__table_lock);
 	for (struct coord__lease *rec = c->leases; rec; rec = rec->next)
