@@ -137,7 +137,8 @@ struct coord {
 	int fd;                 /* -1 once closed */
 	pid_t pid;              /* process that connected */
 	uint32_t seq;           /* number of the last request; HELLO is 1 */
-	int broken;             /* connection lost or garbled: every call is COORD_EIO */
+	int broken;             /* connection lost or garbled: the next call reconnects */
+	int closed;             /* coord_disconnect() ran: every call is COORD_EIO */
 	const coord_shm_slot *slots; /* the shared region's slots (never unmapped) */
 	uint64_t slot_count;
 	uint64_t client_id;
@@ -1387,6 +1388,8 @@ static int coord__broker_reconnect(coord_t *c)
 	int64_t deadline = coord__now_ms() + c->connect_timeout_ms;
 	int rc;
 
+	if (c->closed)
+		return COORD_EIO;
 	c->broken = 1;
 	if (c->fd >= 0)
 		close(c->fd);
@@ -1757,13 +1760,14 @@ COORD_API void coord_disconnect(coord_t *c)
 	/* Leases a restarted broker adopted stay held until this process
 	 * takes them back or exits: take them back, so that closing the new
 	 * connection gives them up. */
-	if (mine && c->broken) {
+	if (mine && c->broken && !c->closed) {
 		pthread_mutex_lock(&coord__table_lock);
 		held = c->leases != NULL;
 		pthread_mutex_unlock(&coord__table_lock);
 		if (held)
 			c->backend->reconnect(c);
 	}
+	c->closed = 1;
 	pthread_mutex_lock(&coord__table_lock);
 	coord__detach_locked(c);
 	pthread_mutex_unlock(&coord__table_lock);
