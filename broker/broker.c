@@ -200,6 +200,11 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 	};
 	b->started_ms = now_ms();
 	ckpt_jobs_init(&b->jobs);
+	return 0;
+}
+
+int broker_listen(struct broker *b, char *err, size_t errsize)
+{
 	return clients_listen(&b->clients, b->cfg.dir, err, errsize);
 }
 

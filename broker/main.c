@@ -300,8 +300,13 @@ int main(int argc, char **argv)
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	/* Before anyone is accepted: the leases of live holders go on. */
+	/* Before anyone can connect: the leases of live holders go on. */
 	adopted = adopt_leases(&b, &old_leases);
+	rc = broker_listen(&b, err, sizeof err);
+	if (rc < 0) {
+		broker_fini(&b);
+		goto fail;
+	}
 	/* Plan for the descriptor limit now, so that a full broker refuses
 	 * clients by --max-clients and running out of descriptors stays rare. */
 	fit = clients_that_fit(&nofile);
