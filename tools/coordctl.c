@@ -170,7 +170,7 @@ static int cmd_status(int argc, char **argv)
 {
 	coord_t *c;
 	coord_status_t s;
-	char up[32];
+	char up[32], sharing[128];
 	int rc;
 	(void)argv;
 	if (argc != 1) {
@@ -196,7 +196,8 @@ static int cmd_status(int argc, char **argv)
 	fmt_duration(up, sizeof up, s.uptime_ms);
 	printf("broker:    running (pid %" PRIu64 ", up %s, protocol %u)\n", s.broker_pid, up,
 	       (unsigned)s.protocol);
-	printf("directory: %s\n", coord_dir(c));
+	share_describe(coord_dir(c), sharing, sizeof sharing);
+	printf("directory: %s (%s)\n", coord_dir(c), sharing);
 	printf("clients:   %" PRIu64 " (including this one)\n", s.clients);
 	printf("leases:    %" PRIu64 " held, %" PRIu64 " waiting, %" PRIu64 " resources known\n",
 	       s.leases, s.waiters, s.resources);

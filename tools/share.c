@@ -206,6 +206,23 @@ int share_mark_command(int argc, char **argv, const char *dir_opt)
 	return share_mark(path, dir);
 }
 
+void share_describe(const char *dir, char *buf, size_t size)
+{
+	struct stat st;
+	struct group *g;
+	struct passwd *pw;
+	if (stat(dir, &st) < 0)
+		snprintf(buf, size, "unknown (%s)", strerror(errno));
+	else if (coord_proto_dir_is_shared(st.st_mode) && (g = getgrgid(st.st_gid)))
+		snprintf(buf, size, "shared by group %s", g->gr_name);
+	else if (coord_proto_dir_is_shared(st.st_mode))
+		snprintf(buf, size, "shared by group %u", (unsigned)st.st_gid);
+	else if ((pw = getpwuid(st.st_uid)))
+		snprintf(buf, size, "private to %s", pw->pw_name);
+	else
+		snprintf(buf, size, "private to uid %u", (unsigned)st.st_uid);
+}
+
 void share_explain_eperm(const char *dir, char *buf, size_t size)
 {
 	struct passwd *me = getpwuid(geteuid());

@@ -26,6 +26,9 @@ int share_mark(const char *path, const char *instance);
 int share_setup_command(int argc, char **argv, const char *dir_opt);
 int share_mark_command(int argc, char **argv, const char *dir_opt);
 
+/* "shared by group NAME" or "private to USER", for `coordctl status`. */
+void share_describe(const char *dir, char *buf, size_t size);
+
 /* Explains why the instance `dir` refused us with COORD_EPERM, into buf:
  * it is shared by a group the caller is not in (naming both), or it is
  * another user's. */
