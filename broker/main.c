@@ -5,7 +5,8 @@
  * flock on DIR/coordd.lock, held for the broker's life, taken before the
  * socket is touched), optionally becomes a daemon that tells its launcher
  * when it is ready, opens LMDB and the shared region, fits --max-clients
- * to the descriptor limit, and hands over to the wired-up broker in
+ * to the descriptor limit, gives a shared instance's directory and files
+ * to its group (group.c), and hands over to the wired-up broker in
  * broker.c.
  *
  * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),

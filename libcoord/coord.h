@@ -53,7 +53,8 @@
  *                               coord_policy_parse(), coord_free()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
  *                               coord_default_dir(), coord_file_instance()
- *   7. Threads, fork(), broker restarts, kernel locks, broker notices
+ *   7. Threads, fork(), broker restarts, kernel locks, shared instances,
+ *      broker notices
  *   8. Implementation ......... only with COORD_IMPLEMENTATION (in the
  *                               installed coord.h; libcoord/libcoord.c in
  *                               the source tree)
@@ -595,7 +596,7 @@ COORD_API int coord_default_dir(char *buf, size_t size);
 COORD_API int coord_file_instance(const char *path, char *buf, size_t size);
 
 /* ------------------------------------------------------------------------ */
-/* 7. Threads, fork(), broker restarts, kernel locks, broker notices       */
+/* 7. Threads, fork(), restarts, kernel locks, sharing, broker notices     */
 /* ------------------------------------------------------------------------
  *
  * Threads.  Calls on one coord_t are serialised by a mutex inside it, so
@@ -653,6 +654,16 @@ COORD_API int coord_file_instance(const char *path, char *buf, size_t size);
  * at once (a flag in the shared region; no message, no system call).
  * Poll it at your safe points.  A descriptor to wait on for recalls is not
  * there yet.
+ *
+ * Shared instances.  A broker started with --group (or in a directory that
+ * is setgid and group-writable, such as /var/lib/coord made by `coordctl
+ * setup-shared`) serves root, its own user and the group's members; others
+ * get COORD_EPERM from coord_connect().  /var/lib/coord, once shared, is
+ * every user's default instance (coord_default_dir()).  A file whose
+ * directory has a .coord-instance marker is refused to connections of
+ * other instances (COORD_EINSTANCE, see coord_resource_open()).  Clients
+ * in other PID namespaces that share the instance directory are served and
+ * reclaimed like any other.
  *
  * Broker notices.  The broker may send a connection messages nobody asked
  * for (the wire protocol's seq 0).  The library reads them whenever it

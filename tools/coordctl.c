@@ -513,7 +513,8 @@ static int cmd_revoke(int argc, char **argv)
 	coord_disconnect(c);
 	if (rc == COORD_EPERM) {
 		fprintf(stderr, "%s: revoke %s: %s\n%s: the lease is still held: revoke it as its holder's "
-		        "user or as root, and run coordd as root to revoke other users' leases\n",
+		        "user, as root or as a member of coordd's --admin-group, and run coordd as "
+		        "root to revoke other users' leases\n",
 		        progname, target, coord_strerror(rc), progname);
 		return EX_FAIL;
 	}
