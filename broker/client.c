@@ -214,16 +214,19 @@ static gid_t *peer_groups(int fd, pid_t pid, size_t *n)
 	char path[64], *line = NULL;
 	size_t cap = 0, count = 0;
 	FILE *f;
+	int rc;
 	*n = 0;
 	if (!g)
 		return NULL;
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) < 0 && errno == ERANGE) {
+	rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+	if (rc < 0 && errno == ERANGE) { /* len is what it takes */
 		gid_t *bigger = realloc(g, len);
 		if (!bigger)
 			goto fail;
 		g = bigger;
+		rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
 	}
-	if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len) == 0) {
+	if (rc == 0) {
 		*n = len / sizeof(gid_t);
 		return g;
 	}
@@ -500,6 +503,7 @@ static int accept_one(struct clients *cs)
 	}
 	if (status < 0)
 		goto refuse;
+	status = COORD_ESYS;
 	len = sizeof pidfd;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);

@@ -286,13 +286,8 @@ int main(int argc, char **argv)
 	 * shared already (what a client's autostart finds). */
 	if (b.cfg.group == GROUP_NONE)
 		b.cfg.group = group_of_dir(real);
-	if (b.cfg.group != GROUP_NONE) {
+	if (b.cfg.group != GROUP_NONE)
 		b.cfg.group_name = group_name(b.cfg.group, group_buf, sizeof group_buf);
-		if (group_share_dir(real, b.cfg.group, err, sizeof err) < 0) {
-			fprintf(stderr, "coordd: group %s: %s\n", b.cfg.group_name, err);
-			return EXIT_STARTUP;
-		}
-	}
 
 	/* Two fds per client (socket and pidfd): raise the soft limit. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -320,6 +315,9 @@ int main(int argc, char **argv)
 	}
 	if (ftruncate(lock_fd, 0) == 0)
 		dprintf(lock_fd, "%d\n", (int)getpid());
+	/* Only the broker that owns the directory changes its mode. */
+	if (b.cfg.group != GROUP_NONE && group_share_dir(real, b.cfg.group, err, sizeof err) < 0)
+		goto fail;
 
 	if (daemon_mode) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
