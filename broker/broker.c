@@ -192,6 +192,9 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 		.ev = { client_accepted, client_packet, client_gone },
 		.ud = b,
 		.max = b->cfg.max_clients,
+		.group = b->cfg.group,
+		.group_name = b->cfg.group_name,
+		.admin_group = b->cfg.admin_group,
 		.listen_fd = -1,
 		.spare_fd = -1,
 		/* Connection ids never repeat across restarts: leases are

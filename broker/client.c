@@ -18,7 +18,13 @@
  * for the moment, lets us accept even then.  What can never happen is a
  * listening socket that stays readable while accept() fails: that would
  * spin the loop, so listening pauses instead.  Each limit is logged once
- * per interval with a count, not once per attempt. */
+ * per interval with a count, not once per attempt.
+ *
+ * A shared instance (coordd --group) takes only root, the broker's own
+ * user and members of its group: the peer's groups are those it had at
+ * connect() (SO_PEERGROUPS, or /proc/PID/status on kernels without it),
+ * and an outsider is refused like a client past the limit, with
+ * WELCOME{COORD_EPERM}. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -31,6 +37,10 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
+
+#ifndef SO_PEERGROUPS
+#define SO_PEERGROUPS 59
+#endif
 
 #include "client.h"
 
@@ -194,6 +204,79 @@ void client_proc_stat(pid_t pid, char *comm, size_t commsize, uint64_t *start)
 		*start = strtoull(p, NULL, 10);
 }
 
+/* The supplementary groups of the peer on fd, from SO_PEERGROUPS (what it
+ * had at connect(), like SO_PEERCRED), else from the "Groups:" line of
+ * /proc/PID/status.  Returns a malloc'ed array of *n gids, or NULL. */
+static gid_t *peer_groups(int fd, pid_t pid, size_t *n)
+{
+	socklen_t len = 64 * sizeof(gid_t);
+	gid_t *g = malloc(len);
+	char path[64], *line = NULL;
+	size_t cap = 0, count = 0;
+	FILE *f;
+	int rc;
+	*n = 0;
+	if (!g)
+		return NULL;
+	rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+	if (rc < 0 && errno == ERANGE) { /* len is what it takes */
+		gid_t *bigger = realloc(g, len);
+		if (!bigger)
+			goto fail;
+		g = bigger;
+		rc = getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, g, &len);
+	}
+	if (rc == 0) {
+		*n = len / sizeof(gid_t);
+		return g;
+	}
+	if (errno != ENOPROTOOPT)
+		goto fail;
+	snprintf(path, sizeof path, "/proc/%d/status", (int)pid);
+	f = fopen(path, "re");
+	if (!f)
+		goto fail;
+	while (getline(&line, &cap, f) > 0) {
+		char *p = line + 7, *end;
+		if (strncmp(line, "Groups:", 7))
+			continue;
+		for (;;) {
+			unsigned long v = strtoul(p, &end, 10);
+			gid_t *bigger;
+			if (end == p)
+				break;
+			p = end;
+			if (count * sizeof(gid_t) >= len) {
+				len *= 2;
+				bigger = realloc(g, len);
+				if (!bigger)
+					break;
+				g = bigger;
+			}
+			g[count++] = (gid_t)v;
+		}
+		break;
+	}
+	free(line);
+	fclose(f);
+	*n = count;
+	return g;
+fail:
+	free(g);
+	return NULL;
+}
+
+/* 1 if gid is the peer's group or one of its supplementary groups. */
+static int peer_in(const struct ucred *cred, const gid_t *groups, size_t n, gid_t gid)
+{
+	if (cred->gid == gid)
+		return 1;
+	for (size_t i = 0; i < n; i++)
+		if (groups[i] == gid)
+			return 1;
+	return 0;
+}
+
 /* ---- limits ---- */
 
 /* The name of an errno accept() may fail with, else its number in buf. */
@@ -239,6 +322,12 @@ static void log_condition(struct clients *cs, enum clients_condition k, int64_t 
 		log_event(cs->log, "accept-paused",
 		          "errno=%s fd_limit=%llu clients=%llu retry_ms=%d times=%llu",
 		          errno_name(l->last_errno, num), fd_limit(), clients, CLIENTS_PAUSE_MS, n);
+		break;
+	case CLIENTS_NOT_IN_GROUP:
+		log_event(cs->log, "refuse-client",
+		          "reason=not-in-group group=%s clients=%llu refused=%llu last_pid=%d last_uid=%d",
+		          log_quote(cs->log, cs->group_name), clients, n, (int)l->last_pid,
+		          (int)l->last_uid);
 		break;
 	case CLIENTS_CONDITIONS:
 		break;
@@ -367,13 +456,35 @@ void clients_expire(struct clients *cs, int64_t now)
 
 /* ---- accepting ---- */
 
+/* Whether the peer (cred) may connect: anyone if the instance has no
+ * group, else root, the broker's user and the group's members.  Sets
+ * *admin when the peer is in the admin group.  Returns 0, COORD_EPERM, or
+ * COORD_ENOMEM / COORD_ESYS when its groups cannot be read. */
+static int admit(struct clients *cs, int fd, const struct ucred *cred, int *admin)
+{
+	size_t n = 0;
+	gid_t *groups;
+	int rc = 0;
+	if (cs->group == (gid_t)-1 && cs->admin_group == (gid_t)-1)
+		return 0;
+	groups = peer_groups(fd, cred->pid, &n);
+	if (!groups)
+		return COORD_ESYS;
+	if (cs->group != (gid_t)-1 && cred->uid != 0 && cred->uid != geteuid() &&
+	    !peer_in(cred, groups, n, cs->group))
+		rc = COORD_EPERM;
+	*admin = cs->admin_group != (gid_t)-1 && peer_in(cred, groups, n, cs->admin_group);
+	free(groups);
+	return rc;
+}
+
 /* Takes one pending connection.  Returns 0 when there was none left. */
 static int accept_one(struct clients *cs)
 {
 	struct ucred cred;
 	socklen_t len = sizeof cred;
 	struct client *c = NULL;
-	int pidfd = -1, status = COORD_ESYS;
+	int pidfd = -1, status = COORD_ESYS, admin = 0;
 	int fd = accept4(cs->listen_fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
 	if (fd < 0)
 		return accept_failed(cs, errno);
@@ -383,6 +494,16 @@ static int accept_one(struct clients *cs)
 	}
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0)
 		goto refuse;
+	status = admit(cs, fd, &cred, &admin);
+	if (status == COORD_EPERM) {
+		turn_away(fd, COORD_EPERM);
+		cs->cond[CLIENTS_NOT_IN_GROUP].last_uid = cred.uid;
+		note_condition(cs, CLIENTS_NOT_IN_GROUP, cred.pid, 0);
+		return 1;
+	}
+	if (status < 0)
+		goto refuse;
+	status = COORD_ESYS;
 	len = sizeof pidfd;
 	if (getsockopt(fd, SOL_SOCKET, SO_PEERPIDFD, &pidfd, &len) < 0)
 		pidfd = (int)syscall(SYS_pidfd_open, cred.pid, 0);
@@ -403,6 +524,7 @@ static int accept_one(struct clients *cs)
 	c->pidfd = pidfd;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
+	c->admin = admin;
 	c->connected_ms = now_ms();
 	client_proc_stat(cred.pid, c->comm, sizeof c->comm, &c->pid_start);
 	c->sock_watch = (struct watch){ socket_event, c };
@@ -454,6 +576,11 @@ int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsiz
 	/* We hold the instance lock, so a socket file here is a dead broker's. */
 	unlink(sa.sun_path);
 	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		goto sys;
+	/* A shared instance's members connect: group and mode before listen(),
+	 * so that no member ever finds the socket closed to it. */
+	if (cs->group != (gid_t)-1 &&
+	    (chown(sa.sun_path, (uid_t)-1, cs->group) < 0 || chmod(sa.sun_path, 0660) < 0))
 		goto sys;
 	snprintf(cs->sock_path, sizeof cs->sock_path, "%s", sa.sun_path);
 	cs->listen_watch = (struct watch){ listener_event, cs };

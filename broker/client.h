@@ -26,6 +26,7 @@ struct client {
 	char comm[COORD_COMM_MAX + 1];
 	int64_t connected_ms;
 	int helloed;
+	int admin;                 /* in the broker's --admin-group */
 	int dead;                  /* destroyed at the end of the loop iteration */
 	const char *dead_reason;
 	struct watch sock_watch, pid_watch;
@@ -52,6 +53,7 @@ enum clients_condition {
 	CLIENTS_MAX_REACHED,       /* refused: --max-clients */
 	CLIENTS_OUT_OF_FDS,        /* refused: accepted on the spare descriptor */
 	CLIENTS_ACCEPT_PAUSED,     /* accept() failed even so; listening paused */
+	CLIENTS_NOT_IN_GROUP,      /* refused: not in a shared instance's group */
 	CLIENTS_CONDITIONS
 };
 
@@ -62,6 +64,7 @@ struct clients_condition_log {
 	uint64_t pending;          /* times since the last line */
 	int64_t logged_ms;         /* monotonic time of the last line */
 	pid_t last_pid;            /* refused client (0: unknown) */
+	uid_t last_uid;            /* refused client, for CLIENTS_NOT_IN_GROUP */
 	int last_errno;
 };
 
@@ -72,6 +75,11 @@ struct clients {
 	struct client_events ev;
 	void *ud;
 	uint64_t max;              /* most connected clients */
+	gid_t group;               /* a shared instance's group: only its
+	                              members, root and the broker's user may
+	                              connect; (gid_t)-1: anyone who can */
+	const char *group_name;
+	gid_t admin_group;         /* members may revoke anyone's leases; or -1 */
 	/* own state */
 	uint64_t n, next_id;
 	int listen_fd;

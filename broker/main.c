@@ -5,7 +5,8 @@
  * flock on DIR/coordd.lock, held for the broker's life, taken before the
  * socket is touched), optionally becomes a daemon that tells its launcher
  * when it is ready, opens LMDB and the shared region, fits --max-clients
- * to the descriptor limit, and hands over to the wired-up broker in
+ * to the descriptor limit, gives a shared instance's directory and files
+ * to its group (group.c), and hands over to the wired-up broker in
  * broker.c.
  *
  * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),
@@ -27,6 +28,7 @@
 
 #include "adopt.h"
 #include "broker.h"
+#include "group.h"
 #include "log.h"
 
 enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
@@ -41,11 +43,13 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
 	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS]\n"
+	        "              [--group NAME] [--admin-group NAME]\n"
 	        "\n"
 	        "The coord lease broker for one instance directory.\n"
-	        "  --dir DIR          instance directory (default: $COORD_DIR, else a per-user\n"
-	        "                     directory: $XDG_STATE_HOME/coord, ~/.local/state/coord,\n"
-	        "                     or /var/lib/coord for root)\n"
+	        "  --dir DIR          instance directory (default: $COORD_DIR, else\n"
+	        "                     /var/lib/coord if it is shared, else a per-user directory:\n"
+	        "                     $XDG_STATE_HOME/coord, ~/.local/state/coord, or\n"
+	        "                     /var/lib/coord for root)\n"
 	        "  --daemon           detach; return once the broker accepts connections and\n"
 	        "                     log to DIR/coordd.log\n"
 	        "  --max-leases N     lease table size (default 65536)\n"
@@ -54,6 +58,13 @@ static void usage(FILE *f)
 	        "  --duckdb-lib PATH  libduckdb.so for DuckDB checkpoints (default:\n"
 	        "                     $COORD_DUCKDB_LIB, else libduckdb.so on the library path)\n"
 	        "  --checkpoint-timeout MS  time limit of one checkpoint (default 60000)\n"
+	        "  --group NAME       share the instance with group NAME: directory 2770, socket\n"
+	        "                     0660, files 0640, all of group NAME; only root, this user\n"
+	        "                     and members may connect (default: the directory's group\n"
+	        "                     if it is setgid and group-writable, else a private 0700\n"
+	        "                     instance)\n"
+	        "  --admin-group NAME members may revoke anyone's leases (signalling another\n"
+	        "                     user's process needs coordd to run as root)\n"
 	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
 }
 
@@ -174,13 +185,16 @@ int main(int argc, char **argv)
 		{ "max-clients", required_argument, NULL, 'c' },
 		{ "duckdb-lib", required_argument, NULL, 'k' },
 		{ "checkpoint-timeout", required_argument, NULL, 't' },
+		{ "group", required_argument, NULL, 'g' },
+		{ "admin-group", required_argument, NULL, 'a' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static struct broker b;
 	char dirbuf[PATH_MAX], real[PATH_MAX], path[PATH_MAX + 64], err[PATH_MAX * 2 + 256] = "";
-	const char *dir = NULL;
+	const char *dir = NULL, *group_opt = NULL, *admin_opt = NULL;
+	char group_buf[64];
 	int daemon_mode = 0, ready_fd = -1, lock_fd = -1, opt, rc, status = EXIT_STARTUP;
 	uint64_t v, fit, nofile;
 	char lowered[64] = "";
@@ -214,6 +228,12 @@ int main(int argc, char **argv)
 		case 'k':
 			b.cfg.duckdb_lib = optarg;
 			break;
+		case 'g':
+			group_opt = optarg;
+			break;
+		case 'a':
+			admin_opt = optarg;
+			break;
 		case 't':
 			if (parse_u64(optarg, 1, 24u * 3600 * 1000, &v) < 0)
 				goto bad_number;
@@ -242,12 +262,25 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	dir = dirbuf;
+	b.cfg.group = b.cfg.admin_group = GROUP_NONE;
+	if ((group_opt && group_lookup(group_opt, &b.cfg.group) < 0) ||
+	    (admin_opt && group_lookup(admin_opt, &b.cfg.admin_group) < 0)) {
+		fprintf(stderr, "coordd: no such group: %s\n",
+		        group_opt && b.cfg.group == GROUP_NONE ? group_opt : admin_opt);
+		return EXIT_USAGE;
+	}
 	umask(077);
 	if (make_dirs(dir) < 0 || !realpath(dir, real)) {
 		fprintf(stderr, "coordd: cannot create instance directory %s: %s\n", dir, strerror(errno));
 		return EXIT_STARTUP;
 	}
 	b.cfg.dir = real;
+	/* A shared instance: --group, or the group of a directory that is
+	 * shared already (what a client's autostart finds). */
+	if (b.cfg.group == GROUP_NONE)
+		b.cfg.group = group_of_dir(real);
+	if (b.cfg.group != GROUP_NONE)
+		b.cfg.group_name = group_name(b.cfg.group, group_buf, sizeof group_buf);
 
 	/* Two fds per client (socket and pidfd): raise the soft limit. */
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -275,6 +308,9 @@ int main(int argc, char **argv)
 	}
 	if (ftruncate(lock_fd, 0) == 0)
 		dprintf(lock_fd, "%d\n", (int)getpid());
+	/* Only the broker that owns the directory changes its mode. */
+	if (b.cfg.group != GROUP_NONE && group_share_dir(real, b.cfg.group, err, sizeof err) < 0)
+		goto fail;
 
 	if (daemon_mode) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
@@ -297,6 +333,8 @@ int main(int argc, char **argv)
 	rc = region_open(&b.region, real, b.cfg.max_leases, err, sizeof err);
 	if (rc < 0)
 		goto fail;
+	if (b.cfg.group != GROUP_NONE)
+		group_share_files(real, b.cfg.group, &b.log);
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
@@ -325,10 +363,12 @@ int main(int argc, char **argv)
 	}
 	log_event(&b.log, "start",
 	          "dir=%s pid=%d max_leases=%llu max_clients=%llu%s fd_limit=%llu adopted=%zu "
-	          "duckdb=%s",
+	          "duckdb=%s group=%s admin_group=%s",
 	          log_quote(&b.log, real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
 	          (unsigned long long)b.cfg.max_clients, lowered, (unsigned long long)nofile, adopted,
-	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why));
+	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why),
+	          b.cfg.group_name ? log_quote(&b.log, b.cfg.group_name) : "none",
+	          admin_opt ? log_quote(&b.log, admin_opt) : "none");
 	tell_launcher(&ready_fd, 0);
 
 	rc = broker_run(&b);

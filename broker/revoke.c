@@ -1,7 +1,8 @@
 /* Revoke: taking leases back from holders that do not let go.
  *
  * `coordctl revoke` names a lease, a pid or a resource.  Only the
- * holders' own user, or root, may revoke them.  Then, for every selected
+ * holders' own user, root, or a member of the broker's --admin-group
+ * (client.c tells at accept) may revoke them.  Then, for every selected
  * lease, step by step, each step logged (event=revoke):
  *   1. recall: COORD_SLOT_RECALL in the lease's slot (see grants.c), then
  *      wait `grace` for the holder to release;
@@ -11,8 +12,10 @@
  * The lease is never taken from a living process: it leaves the table only
  * by its release or by the reclaim that follows the holder's exit (its
  * pidfd), as for any death, so a revoke can never make two writers.  If the
- * broker may not signal the holder (another user, and the broker is not
- * root), the revocation ends with COORD_EPERM and the lease stays held.
+ * broker may not signal the holder (another user, and the broker is
+ * neither root nor has CAP_KILL: an admin group member's revoke of another
+ * user's lease needs a root broker), the revocation ends with COORD_EPERM
+ * and the lease stays held.
  * The requester is answered once every selected lease is gone. */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -153,10 +156,11 @@ void revoke_start(struct broker *b, struct client *c, const struct request *req)
 	rc = sel->too_many ? COORD_ELIMIT : sel->n ? 0 : COORD_ENOLEASE;
 	for (size_t i = 0; rc == 0 && i < sel->n; i++) {
 		const struct owner *o = sel->found[i]->owner;
-		if (me->uid != 0 && me->uid != o->uid) {
+		if (me->uid != 0 && me->uid != o->uid && !c->admin) {
 			log_event(&b->log, "revoke-refused", "lease=%llu pid=%d by_pid=%d by_uid=%d "
-			          "reason=not-the-holders-user", (unsigned long long)sel->found[i]->id,
-			          (int)o->pid, (int)me->pid, (int)me->uid);
+			          "reason=not-the-holders-user-nor-admin",
+			          (unsigned long long)sel->found[i]->id, (int)o->pid, (int)me->pid,
+			          (int)me->uid);
 			rc = COORD_EPERM;
 		}
 	}

@@ -22,6 +22,10 @@ struct broker_config {
 	uint64_t max_clients;
 	const char *duckdb_lib;    /* NULL: "libduckdb.so" */
 	uint32_t checkpoint_timeout_ms;
+	gid_t group;               /* shared instance: who may connect (client.c);
+	                              (gid_t)-1: a private instance */
+	const char *group_name;
+	gid_t admin_group;         /* may revoke anyone's leases; or -1 */
 };
 
 /* Who holds leases and waits in queues: a process, as its connection

@@ -52,8 +52,9 @@
  *                               coord_revoke(),
  *                               coord_policy_parse(), coord_free()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
- *                               coord_default_dir()
- *   7. Threads, fork(), broker restarts, kernel locks, broker notices
+ *                               coord_default_dir(), coord_file_instance()
+ *   7. Threads, fork(), broker restarts, kernel locks, shared instances,
+ *      broker notices
  *   8. Implementation ......... only with COORD_IMPLEMENTATION (in the
  *                               installed coord.h; libcoord/libcoord.c in
  *                               the source tree)
@@ -121,7 +122,8 @@
 	X(ECHECKPOINT, -7016, "checkpoint failed (see the broker log and coordctl show)") \
 	X(EBUSYCONN,  -7017, "this connection already has a request waiting")          \
 	X(ENOENT,     -7018, "no such resource or file")                              \
-	X(ELOST,      -7019, "the lease was lost: the broker restarted and did not give it back")
+	X(ELOST,      -7019, "the lease was lost: the broker restarted and did not give it back") \
+	X(EINSTANCE,  -7020, "another instance coordinates this file (see its directory's .coord-instance)")
 
 enum {
 #define COORD__ERRENUM(name, value, text) COORD_##name = (value),
@@ -178,7 +180,11 @@ typedef struct coord coord_t;
  *   COORD_EINVAL     out is NULL, or the directory path is too long.
  *   COORD_ENOBROKER  nothing listens on the socket and autostart is off,
  *                    failed, or timed out.
- *   COORD_EPERM      the socket exists but we may not connect to it.
+ *   COORD_EPERM      the socket exists but we may not connect to it: the
+ *                    directory is another user's, or a shared instance
+ *                    (coordd --group) whose group the caller is not in
+ *                    (the broker also refuses such a caller itself, and
+ *                    logs event=refuse-client reason=not-in-group).
  *   COORD_EPROTO     the broker speaks another protocol version.
  *   COORD_ELIMIT     the broker is at its --max-clients or out of file
  *                    descriptors, and refused the connection (its log
@@ -229,8 +235,19 @@ typedef struct coord_lease coord_lease_t;
  * 20 mounts, and 0.5 us more per mount: 110 us with 220), which a program
  * that acquires one resource in a loop saves by keeping the handle.  Close it with coord_resource_close().
  *
+ * One instance per file.  A path's directory may hold a file
+ * `.coord-instance` (written by `coordctl share`) naming the instance
+ * directory that coordinates the files in it.  If it names another
+ * instance than c's (both canonicalised), the open fails with
+ * COORD_EINSTANCE, so that a process of another instance cannot take a
+ * second write lease beside the first: connect with opts.dir, or set
+ * COORD_DIR, to the directory named there.  Cost: one failed open() per
+ * coord_resource_open() of a path when there is no marker (and
+ * coord_acquire() opens a resource each call); keys are never checked.
+ *
  * Returns 0, or COORD_EINVAL (NULL argument), COORD_ENAME (see
- * coord_canonicalize()), COORD_EFORKED, COORD_ENOMEM. */
+ * coord_canonicalize()), COORD_EINSTANCE (above), COORD_EPERM (the marker
+ * exists but cannot be read), COORD_EFORKED, COORD_ENOMEM. */
 COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t **out);
 
 /* Frees the handle.  Leases acquired through it stay held.  NULL is a
@@ -516,12 +533,14 @@ typedef struct coord_revoke {
  * holder SIGTERM, waits grace_ms again, then sends SIGKILL.  A lease is
  * taken back only by its release or by the holder's exit, never from a
  * living process, so a revoke cannot make two writers.  Only the holders'
- * own user, or root, may revoke.  Returns once every selected lease is
+ * own user, root, or a member of the broker's admin group (coordd
+ * --admin-group) may revoke.  Returns once every selected lease is
  * gone (up to about 2 * grace_ms), or:
  *   COORD_ENOLEASE  nothing matches.
  *   COORD_EPERM     the caller may not revoke a selected lease, or the
  *                   broker may not signal its holder (another user, and
- *                   the broker is not root): the lease is still held.
+ *                   the broker is neither root nor has CAP_KILL): the
+ *                   lease is still held.
  *   COORD_ELIMIT    more than 1024 leases selected.
  *   COORD_EINVAL, COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO. */
 COORD_API int coord_revoke(coord_t *c, const coord_revoke_t *what);
@@ -599,15 +618,32 @@ COORD_API int coord_canonicalize(const char *name, char *buf, size_t size);
 COORD_API int coord_instance_dir(const char *dir, char *buf, size_t size);
 
 /* Writes the instance directory used when neither opts.dir nor $COORD_DIR
- * is set: $XDG_STATE_HOME/coord, else $HOME/.local/state/coord, or
- * /var/lib/coord for root.  The directory is persistent on purpose: it
+ * is set: /var/lib/coord if it is a shared instance (setgid and group
+ * rwx, as `coordctl setup-shared` makes it), for every user, so that
+ * nobody silently gets a private instance beside the system's; else
+ * $XDG_STATE_HOME/coord, else $HOME/.local/state/coord, or /var/lib/coord
+ * for root.  Costs one stat().  The directory is persistent on purpose: it
  * keeps fencing tokens and per-resource policies across reboots.
  * Returns its length, or COORD_EINVAL if `size` is too small or no home
  * directory is known. */
 COORD_API int coord_default_dir(char *buf, size_t size);
 
+/* Writes the instance directory that coordinates `path`, as named by the
+ * file `.coord-instance` in its directory (path itself if it is a
+ * directory), which `coordctl share` writes; trailing white space is
+ * dropped.  coord_resource_open() refuses a file whose marker names
+ * another instance than the connection's (COORD_EINSTANCE): connect with
+ * this directory instead.  Costs one open(), which fails when there is no
+ * marker.
+ *
+ * Returns the length (0: an empty marker, which names no instance), or:
+ *   COORD_ENOENT  no marker: any instance may coordinate the file.
+ *   COORD_EPERM   the marker exists but cannot be read.
+ *   COORD_EINVAL  NULL argument, size < 2, or the path is too long. */
+COORD_API int coord_file_instance(const char *path, char *buf, size_t size);
+
 /* ------------------------------------------------------------------------ */
-/* 7. Threads, fork(), broker restarts, kernel locks, broker notices       */
+/* 7. Threads, fork(), restarts, kernel locks, sharing, broker notices     */
 /* ------------------------------------------------------------------------
  *
  * Threads.  Calls on one coord_t are serialised by a mutex inside it, so
@@ -677,6 +713,16 @@ COORD_API int coord_default_dir(char *buf, size_t size);
  * at once (a flag in the shared region; no message, no system call).
  * Poll it at your safe points.  A descriptor to wait on for recalls is not
  * there yet.
+ *
+ * Shared instances.  A broker started with --group (or in a directory that
+ * is setgid and group-writable, such as /var/lib/coord made by `coordctl
+ * setup-shared`) serves root, its own user and the group's members; others
+ * get COORD_EPERM from coord_connect().  /var/lib/coord, once shared, is
+ * every user's default instance (coord_default_dir()).  A file whose
+ * directory has a .coord-instance marker is refused to connections of
+ * other instances (COORD_EINSTANCE, see coord_resource_open()).  Clients
+ * in other PID namespaces that share the instance directory are served and
+ * reclaimed like any other.
  *
  * Broker notices.  The broker may send a connection messages nobody asked
  * for (the wire protocol's seq 0).  The library reads them whenever it

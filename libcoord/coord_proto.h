@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* ------------------------------------------------------------------------ */
@@ -39,18 +40,37 @@
 #define COORD_STATE_NAME "state.mdb"     /* durable LMDB: tokens, policies */
 #define COORD_LEASES_NAME "leases.mdb"   /* boot-scoped LMDB: held leases */
 
-/* The directory used when nothing names one: $XDG_STATE_HOME/coord, else
- * $HOME/.local/state/coord, or /var/lib/coord for root.  Returns its
- * length or COORD_EINVAL (no home, or size too small). */
+#define COORD_SYSTEM_DIR "/var/lib/coord" /* root's default; the shared system instance */
+#define COORD_MARKER_NAME ".coord-instance" /* beside a database: the instance that
+                                               coordinates the files of its directory */
+
+/* 1 if a directory with this mode is a shared (group) instance: setgid and
+ * group rwx, as `coordd --group` and `coordctl setup-shared` make it
+ * (02770).  A broker started there without --group serves the directory's
+ * group, and every user's default instance is COORD_SYSTEM_DIR when it is
+ * one.  The mode is what marks it, because anyone can stat the
+ * directory, members or not. */
+static inline int coord_proto_dir_is_shared(unsigned long mode)
+{
+	return S_ISDIR(mode) && (mode & (S_ISGID | S_IRWXG)) == (S_ISGID | S_IRWXG);
+}
+
+/* The directory used when nothing names one: /var/lib/coord when it is a
+ * shared instance, for every user (so that no one gets a private instance
+ * beside the system's), and for root without $XDG_STATE_HOME; else
+ * $XDG_STATE_HOME/coord, else $HOME/.local/state/coord.  Costs one stat().
+ * Returns its length or COORD_EINVAL (no home, or size too small). */
 static inline int coord_proto_default_dir(char *buf, size_t size)
 {
 	const char *state = getenv("XDG_STATE_HOME");
 	const char *home = getenv("HOME");
+	struct stat st;
 	int n;
 	if (!buf)
 		return COORD_EINVAL;
-	if (geteuid() == 0 && (!state || !*state))
-		n = snprintf(buf, size, "/var/lib/coord");
+	if ((geteuid() == 0 && (!state || !*state)) ||
+	    (stat(COORD_SYSTEM_DIR, &st) == 0 && coord_proto_dir_is_shared(st.st_mode)))
+		n = snprintf(buf, size, "%s", COORD_SYSTEM_DIR);
 	else if (state && state[0] == '/')
 		n = snprintf(buf, size, "%s/coord", state);
 	else if (home && home[0] == '/')

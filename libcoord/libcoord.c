@@ -535,6 +535,52 @@ done:
 }
 #endif
 
+/* coord_file_instance() of the directory made of path's first dl bytes. */
+static int coord__read_marker(const char *path, size_t dl, char *buf, size_t size)
+{
+	char marker[PATH_MAX + sizeof COORD_MARKER_NAME + 1];
+	ssize_t n;
+	int fd;
+	if (dl == 0 || dl + sizeof COORD_MARKER_NAME + 1 > sizeof marker)
+		return COORD_EINVAL;
+	memcpy(marker, path, dl);
+	snprintf(marker + dl, sizeof marker - dl, "%s%s", marker[dl - 1] == '/' ? "" : "/",
+	         COORD_MARKER_NAME);
+	fd = open(marker, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT || errno == ENOTDIR ? COORD_ENOENT : COORD_EPERM;
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n < 0)
+		return COORD_EPERM;
+	while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' ||
+	                 buf[n - 1] == '\t'))
+		n--;
+	buf[n] = 0;
+	return (int)n;
+}
+
+/* The length of the directory part of a path to a file: what comes before
+ * its last '/' ("/" for a file in the root). */
+static size_t coord__dir_len(const char *path, const char *slash)
+{
+	return slash == path ? 1 : (size_t)(slash - path);
+}
+
+COORD_API int coord_file_instance(const char *path, char *buf, size_t size)
+{
+	const char *slash;
+	struct stat st;
+	if (!path || !buf || size < 2)
+		return COORD_EINVAL;
+	slash = strrchr(path, '/');
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return coord__read_marker(path, strlen(path), buf, size);
+	if (slash)
+		return coord__read_marker(path, coord__dir_len(path, slash), buf, size);
+	return coord__read_marker(".", 1, buf, size);
+}
+
 COORD_API int coord_canonicalize(const char *name, char *buf, size_t size)
 {
 	char real[PATH_MAX];
@@ -1613,8 +1659,11 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 		}
 	}
 	/* O_NONBLOCK: a FIFO named as a resource must not block the open. */
+	/* A key's file: read-only is enough for flock(2), and 0640 lets the
+	 * other members of a shared instance (keys/ is setgid there) open the
+	 * file its first user created. */
 	if (key)
-		fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
 	else
 		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0 && !key && errno == EACCES)
@@ -1791,6 +1840,36 @@ COORD_API const char *coord_dir(const coord_t *c)
 /* 8.8 Resources and leases                                                 */
 /* ------------------------------------------------------------------------ */
 
+/* One instance per file: if the directory of the canonical path `canon`
+ * has a .coord-instance marker naming another instance directory than
+ * c's, both canonicalised, returns COORD_EINSTANCE (and logs both); an
+ * unreadable marker gives COORD_EPERM.  Returns `len` otherwise.  Without
+ * a marker it costs one failed open(). */
+static int coord__check_marker(const coord_t *c, const char *canon, int len)
+{
+	char named[PATH_MAX], named_real[PATH_MAX], mine[PATH_MAX];
+	int rc = coord__read_marker(canon, coord__dir_len(canon, strrchr(canon, '/')), named,
+	                            sizeof named);
+	if (rc == COORD_ENOENT)
+		return len;
+	if (rc == COORD_EPERM || rc == COORD_EINVAL) {
+		coord__log(c, COORD_LOG_ERROR, "%s: cannot read the %s beside it", canon,
+		           COORD_MARKER_NAME);
+		return COORD_EPERM;
+	}
+	if (!realpath(named, named_real))
+		snprintf(named_real, sizeof named_real, "%s", named);
+	if (!realpath(c->dir, mine))
+		snprintf(mine, sizeof mine, "%s", c->dir);
+	if (rc > 0 && !strcmp(named_real, mine))
+		return len;
+	coord__log(c, COORD_LOG_ERROR,
+	           "%s is coordinated by the instance %s (its directory's %s), not by this "
+	           "connection's %s: set COORD_DIR=%s",
+	           canon, named, COORD_MARKER_NAME, c->dir, named);
+	return COORD_EINSTANCE;
+}
+
 COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t **out)
 {
 	char canon[COORD_NAME_MAX + 1];
@@ -1803,6 +1882,8 @@ COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t
 		return COORD_EFORKED;
 	len = coord_canonicalize(name, canon, sizeof canon);
 	if (len < 0)
+		return len;
+	if (canon[0] == '/' && (len = coord__check_marker(c, canon, len)) < 0)
 		return len;
 	r = calloc(1, sizeof *r);
 	if (!r)

@@ -23,6 +23,19 @@ fi
 
 bash scripts/install-duckdb.sh
 
+# Users for the shared-instance tests (tests/test_group.c): coord-test-a
+# in group coord-test, coord-test-b not in it.  System accounts, no home,
+# no login.
+getent group coord-test >/dev/null || groupadd --system coord-test
+for u in coord-test-a coord-test-b; do
+	id -u "$u" >/dev/null 2>&1 ||
+		useradd --system --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin "$u"
+done
+usermod -aG coord-test coord-test-a
+if id -nG coord-test-b | tr ' ' '\n' | grep -qx coord-test; then
+	gpasswd -d coord-test-b coord-test >/dev/null
+fi
+
 if [ ! -f build/build.ninja ]; then
 	meson setup build >/dev/null
 fi

@@ -9,7 +9,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <ftw.h>
+#include <grp.h>
 #include <poll.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -297,19 +299,34 @@ int harness_wait_count(struct harness *h, const char *resource, int mode, int wa
 	return harness_wait(count_reached, &a, 5000);
 }
 
-int harness_coordctl(char *out, size_t size, const char *fmt, ...)
+int harness_become(const char *user)
+{
+	struct passwd *pw = getpwnam(user);
+	if (!pw) {
+		errno = ENOENT;
+		return -1;
+	}
+	if (initgroups(user, pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0)
+		return -1;
+	return 0;
+}
+
+static int coordctl_run(const char *user, char *out, size_t size, const char *fmt, va_list ap)
 {
 	const char *ctl = getenv("COORD_TEST_COORDCTL");
-	char args[2048], cmd[4096], sink[256];
+	char args[2048], cmd[4096], sink[256], as[128] = "";
 	size_t n = 0, got;
-	va_list ap;
 	FILE *f;
 	int st;
 	cr_assert(ctl && *ctl, "COORD_TEST_COORDCTL must name the coordctl binary (meson test sets it)");
-	va_start(ap, fmt);
 	vsnprintf(args, sizeof args, fmt, ap);
-	va_end(ap);
-	snprintf(cmd, sizeof cmd, "'%s' %s 2>&1", ctl, args);
+	if (user) {
+		struct passwd *pw = getpwnam(user);
+		cr_assert(pw, "no user %s (scripts/setup.sh creates the test users)", user);
+		snprintf(as, sizeof as, "setpriv --reuid=%u --regid=%u --init-groups ",
+		         (unsigned)pw->pw_uid, (unsigned)pw->pw_gid);
+	}
+	snprintf(cmd, sizeof cmd, "%s'%s' %s 2>&1", as, ctl, args);
 	f = popen(cmd, "r");
 	cr_assert(f, "cannot run `%s`: %s", cmd, strerror(errno));
 	/* Read to the end, keeping what fits: coordctl never blocks on a full
@@ -326,6 +343,26 @@ int harness_coordctl(char *out, size_t size, const char *fmt, ...)
 	st = pclose(f);
 	cr_assert(st != -1, "cannot wait for `%s`: %s", cmd, strerror(errno));
 	return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+}
+
+int harness_coordctl(char *out, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+	va_start(ap, fmt);
+	rc = coordctl_run(NULL, out, size, fmt, ap);
+	va_end(ap);
+	return rc;
+}
+
+int harness_coordctl_as(const char *user, char *out, size_t size, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+	va_start(ap, fmt);
+	rc = coordctl_run(user, out, size, fmt, ap);
+	va_end(ap);
+	return rc;
 }
 
 /* ---- actors ---- */
@@ -377,6 +414,11 @@ static void actor_main(int in, int out)
 
 void actor_start(struct actor *a, struct harness *h)
 {
+	actor_start_as(a, h, NULL);
+}
+
+void actor_start_as(struct actor *a, struct harness *h, const char *user)
+{
 	int cmd[2], rep[2];
 	const char *r;
 	(void)h;
@@ -386,6 +428,11 @@ void actor_start(struct actor *a, struct harness *h)
 	if (a->pid == 0) {
 		close(cmd[1]);
 		close(rep[0]);
+		/* after becoming the user: a change of credentials clears it */
+		if (user && harness_become(user) < 0) {
+			dprintf(rep[1], "err cannot become %s: %s\n", user, strerror(errno));
+			_exit(1);
+		}
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		actor_main(cmd[0], rep[1]);
 	}

@@ -96,6 +96,15 @@ int harness_wait_count(struct harness *h, const char *resource, int mode, int wa
 int harness_coordctl(char *out, size_t size, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 
+/* The same, run as `user` (its uid, gid and groups, with setpriv(1));
+ * NULL: as the test itself. */
+int harness_coordctl_as(const char *user, char *out, size_t size, const char *fmt, ...)
+        __attribute__((format(printf, 4, 5)));
+
+/* Makes the calling process `user`: its groups (initgroups), gid and uid.
+ * Returns 0, or -1 with errno set (no such user, or not root). */
+int harness_become(const char *user);
+
 /* A child process that acts on commands sent through a pipe.  It writes
  * one status line back for each. */
 struct actor {
@@ -113,6 +122,8 @@ struct actor {
  *   "ignore-term"                       -> "ok" (SIGTERM ignored from now)
  *   "exit"                              -> exits 0 */
 void actor_start(struct actor *a, struct harness *h);
+/* The same, with the actor running as `user` (harness_become()). */
+void actor_start_as(struct actor *a, struct harness *h, const char *user);
 void actor_send(struct actor *a, const char *fmt, ...);
 /* Reads one reply line (waits at most timeout_ms; "" on timeout). */
 const char *actor_reply(struct actor *a, int timeout_ms);

@@ -30,6 +30,7 @@
 
 #include "coord.h"
 #include "doctor.h"
+#include "share.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
 
@@ -54,6 +55,13 @@ static void usage(FILE *f)
 	        "                               the holder, --grace apart (default 5); exit 0 revoked,\n"
 	        "                               1 not permitted (the lease is still held) or no such lease\n"
 	        "  doctor PATH                  what is wrong with a database file (changes nothing)\n"
+	        "  setup-shared [--dir DIR] [--group NAME]\n"
+	        "                               make DIR (default /var/lib/coord) an instance shared by\n"
+	        "                               group NAME (default coord, created if missing) and\n"
+	        "                               start its broker; as root\n"
+	        "  share PATH                   mark PATH's directory (or PATH, a directory) as\n"
+	        "                               coordinated by this instance: clients of any other\n"
+	        "                               instance get COORD_EINSTANCE on its files\n"
 	        "\n"
 	        "RESOURCE is key:NAME for a key (NAME not empty, no '/'); any other RESOURCE is a\n"
 	        "file path, relative to the current directory or absolute, whether the file exists\n"
@@ -85,7 +93,14 @@ static const struct failure {
 	  "exists, at most 511 bytes" },
 	{ COORD_EDEADLK, EX_FAIL, "this process already holds the resource, or waiting would close a wait-for cycle; the broker log names it (event=deadlock)" },
 	{ COORD_EPROTO, EX_FAIL, "coordctl and coordd are different versions; restart coordd" },
+	{ COORD_EINSTANCE, EX_FAIL,
+	  "the file's directory has a .coord-instance naming another instance; use that one "
+	  "with --dir or COORD_DIR" },
 };
+
+/* A hint that depends on the case (who we are, which instance), set just
+ * before complain(); it replaces the table's. */
+static char case_hint[1024];
 
 static const struct failure *failure_of(int rc)
 {
@@ -106,17 +121,26 @@ static int complain(int rc, const char *fmt, ...)
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fprintf(stderr, ": %s\n", coord_strerror(rc));
-	if (f && f->hint)
+	if (case_hint[0])
+		fprintf(stderr, "%s: hint: %s\n", progname, case_hint);
+	else if (f && f->hint)
 		fprintf(stderr, "%s: hint: %s\n", progname, f->hint);
+	case_hint[0] = 0;
 	return f ? f->status : EX_FAIL;
 }
 
 static const char *dir_opt;
 
+/* Connects; on COORD_EPERM, the hint says which instance refused us and
+ * why (a group we are not in names the group). */
 static int connect_broker(coord_t **c, int autostart)
 {
 	coord_options_t o = { .dir = dir_opt, .no_autostart = !autostart };
-	return coord_connect(c, &o);
+	char d[COORD_DIR_MAX + 1];
+	int rc = coord_connect(c, &o);
+	if (rc == COORD_EPERM && coord_instance_dir(dir_opt, d, sizeof d) >= 0)
+		share_explain_eperm(d, case_hint, sizeof case_hint);
+	return rc;
 }
 
 static void fmt_duration(char *buf, size_t size, uint64_t ms)
@@ -149,7 +173,7 @@ static int cmd_status(int argc, char **argv)
 {
 	coord_t *c;
 	coord_status_t s;
-	char up[32];
+	char up[32], sharing[128];
 	int rc;
 	(void)argv;
 	if (argc != 1) {
@@ -175,7 +199,8 @@ static int cmd_status(int argc, char **argv)
 	fmt_duration(up, sizeof up, s.uptime_ms);
 	printf("broker:    running (pid %" PRIu64 ", up %s, protocol %u)\n", s.broker_pid, up,
 	       (unsigned)s.protocol);
-	printf("directory: %s\n", coord_dir(c));
+	share_describe(coord_dir(c), sharing, sizeof sharing);
+	printf("directory: %s (%s)\n", coord_dir(c), sharing);
 	printf("clients:   %" PRIu64 " (including this one)\n", s.clients);
 	printf("leases:    %" PRIu64 " held, %" PRIu64 " waiting, %" PRIu64 " resources known\n",
 	       s.leases, s.waiters, s.resources);
@@ -495,7 +520,8 @@ static int cmd_revoke(int argc, char **argv)
 	coord_disconnect(c);
 	if (rc == COORD_EPERM) {
 		fprintf(stderr, "%s: revoke %s: %s\n%s: the lease is still held: revoke it as its holder's "
-		        "user or as root, and run coordd as root to revoke other users' leases\n",
+		        "user, as root or as a member of coordd's --admin-group, and run coordd as "
+		        "root to revoke other users' leases\n",
 		        progname, target, coord_strerror(rc), progname);
 		return EX_FAIL;
 	}
@@ -629,6 +655,8 @@ static int cmd_run(int argc, char **argv)
 		if (rc == COORD_ETIMEDOUT || rc == COORD_EBUSY)
 			fprintf(stderr, "%s: run: %s lease on %s not granted within %.3gs\n", progname,
 			        mode_name(mode), resource, timeout_ms / 1000.0);
+		if (rc == COORD_EINSTANCE)
+			share_explain_einstance(resource, coord_dir(c), case_hint, sizeof case_hint);
 		status = complain(rc, "run: %s %s", mode_name(mode), resource);
 		coord_disconnect(c);
 		return status;
@@ -723,6 +751,18 @@ static int cmd_doctor(int argc, char **argv)
 	return rc;
 }
 
+/* ---- shared instances (share.c) ---- */
+
+static int cmd_setup_shared(int argc, char **argv)
+{
+	return share_setup_command(argc, argv, dir_opt);
+}
+
+static int cmd_share(int argc, char **argv)
+{
+	return share_mark_command(argc, argv, dir_opt);
+}
+
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
@@ -735,6 +775,8 @@ static const struct command {
 	{ "policy", cmd_policy },
 	{ "revoke", cmd_revoke },
 	{ "doctor", cmd_doctor },
+	{ "setup-shared", cmd_setup_shared },
+	{ "share", cmd_share },
 };
 
 int main(int argc, char **argv)
