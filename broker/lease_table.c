@@ -404,6 +404,26 @@ static int compatible(const struct lt_resource *res, int mode)
 	return !res->writers && !(res->blocked & LT_BLOCK_READERS);
 }
 
+/* Makes l one of its resource's holders.  A write lease raises the
+ * resource's token to its own (a granted one is token + 1; an adopted one
+ * may be below the ceiling the token starts at). */
+static void hold(struct lease_table *t, struct lt_lease *l)
+{
+	struct lt_resource *res = l->res;
+	if (l->mode == COORD_WRITE) {
+		if (res->token < l->token)
+			res->token = l->token;
+		res->writers++;
+	} else {
+		res->readers++;
+	}
+	l->res_next = res->holders;
+	if (res->holders)
+		res->holders->res_prev = l;
+	res->holders = l;
+	t->nleases++;
+}
+
 static int grant(struct lease_table *t, struct lt_resource *res, void *owner, int mode,
                  int64_t now_ms, const char *label, struct lt_waiter *w, struct lt_lease **out)
 {
@@ -429,17 +449,7 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 		return rc;
 	}
 	t->next_id++;
-	if (mode == COORD_WRITE) {
-		res->token = l->token;
-		res->writers++;
-	} else {
-		res->readers++;
-	}
-	l->res_next = res->holders;
-	if (res->holders)
-		res->holders->res_prev = l;
-	res->holders = l;
-	t->nleases++;
+	hold(t, l);
 	*out = l;
 	return 0;
 }
@@ -481,18 +491,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 	l->slot = a->slot;
 	l->adopted = 1;
 	snprintf(l->label, sizeof l->label, "%s", a->label);
-	if (a->mode == COORD_WRITE) {
-		res->writers++;
-		if (res->token < l->token)
-			res->token = l->token;
-	} else {
-		res->readers++;
-	}
-	l->res_next = res->holders;
-	if (res->holders)
-		res->holders->res_prev = l;
-	res->holders = l;
-	t->nleases++;
+	hold(t, l);
 	*out = l;
 	return 0;
 done:
