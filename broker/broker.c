@@ -44,6 +44,12 @@ static int lease_released(void *ud, struct lt_lease *l, const char *why)
 	return bits;
 }
 
+/* A lease held past its resource's hold limit: revoke it. */
+static void limit_due(void *ud, struct lt_lease *l, int why)
+{
+	revoke_limit(ud, l, why);
+}
+
 static const struct lt_events table_events = {
 	.now = table_now,
 	.resource_open = grants_resource_open,
@@ -54,6 +60,7 @@ static const struct lt_events table_events = {
 	.waiter_failed = requests_waiter_failed,
 	.released = lease_released,
 	.recall = grants_recall,
+	.limit = limit_due,
 };
 
 /* ---- owners, one per connection ---- */

@@ -128,6 +128,32 @@ void client_send(struct client *c, const void *msg, size_t len)
 	want_output(c, 1);
 }
 
+int client_send_fd(struct client *c, const void *msg, size_t len, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+		             .msg_controllen = sizeof ctl.buf };
+	struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+	ssize_t n;
+	if (c->dead || c->out_head)
+		return COORD_ESYS;
+	memset(&ctl, 0, sizeof ctl);
+	cm->cmsg_level = SOL_SOCKET;
+	cm->cmsg_type = SCM_RIGHTS;
+	cm->cmsg_len = CMSG_LEN(sizeof(int));
+	memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	n = sendmsg(c->fd, &mh, MSG_DONTWAIT | MSG_NOSIGNAL);
+	if (n == (ssize_t)len)
+		return 0;
+	if (n >= 0 || errno != EAGAIN)
+		client_kill(c, "hangup");
+	return COORD_ESYS;
+}
+
 void client_reply(struct client *c, uint32_t seq, int status)
 {
 	coord_msg_reply r = { { COORD_MSG_REPLY, seq }, status, 0 };
@@ -522,6 +548,7 @@ static int accept_one(struct clients *cs)
 	c->id = ++cs->next_id;
 	c->fd = fd;
 	c->pidfd = pidfd;
+	c->notify_fd = -1;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->admin = admin;
@@ -605,6 +632,8 @@ static void destroy(struct clients *cs, struct client *c)
 	loop_del(cs->loop, c->pidfd);
 	close(c->fd);
 	close(c->pidfd);
+	if (c->notify_fd >= 0)
+		close(c->notify_fd);
 	while (c->out_head) {
 		struct outbuf *o = c->out_head;
 		c->out_head = o->next;

@@ -30,6 +30,7 @@ struct client {
 	int dead;                  /* destroyed at the end of the loop iteration */
 	const char *dead_reason;
 	struct watch sock_watch, pid_watch;
+	int notify_fd;             /* write end of the NOTIFY pipe, or -1 */
 	struct outbuf *out_head, *out_tail;
 	size_t out_bytes;
 	struct client *next, *prev;
@@ -110,6 +111,10 @@ void clients_close(struct clients *cs);
 /* Queues msg for c: sent at once if the socket takes it, else buffered
  * (up to a limit; a client that does not read its replies is dropped). */
 void client_send(struct client *c, const void *msg, size_t len);
+/* Sends msg with descriptor fd (SCM_RIGHTS), at once or not at all: only
+ * when nothing is queued before it.  Returns 0, or COORD_ESYS (c's socket
+ * is full or gone; c is killed if gone). */
+int client_send_fd(struct client *c, const void *msg, size_t len, int fd);
 /* Sends COORD_MSG_REPLY{seq, status}. */
 void client_reply(struct client *c, uint32_t seq, int status);
 /* Marks c dead; it is destroyed by the next clients_reap(). */

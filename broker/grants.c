@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "state.h"
 #include "grants.h"
@@ -66,6 +67,8 @@ int grants_resource_open(void *ud, struct lt_resource *res)
 	/* Tokens up to the ceiling may have been granted by an earlier
 	 * broker; the next write token is above it. */
 	res->token = x->rec.token_ceiling;
+	res->max_hold_ms = x->rec.max_hold_ms;
+	res->recall_grace_ms = x->rec.recall_grace_ms;
 	res->ext = x;
 	if (x->stored)
 		b->kept_resources++;
@@ -189,11 +192,19 @@ fail:
 	return rc;
 }
 
+void grants_notify(struct client *c)
+{
+	if (c && c->notify_fd >= 0 && write(c->notify_fd, "r", 1) < 0) {
+		/* EAGAIN: the pipe is full, so its reader is awake already */
+	}
+}
+
 void grants_recall(void *ud, struct lt_lease *l)
 {
 	struct broker *b = ud;
 	struct owner *o = l->owner;
 	region_slot_flag(b->region, l->slot, COORD_SLOT_RECALL);
+	grants_notify(o->client);
 	log_event(&b->log, "recall", "lease=%llu resource=%s mode=%s pid=%d comm=%s held_ms=%lld",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm),

@@ -16,7 +16,12 @@ int grants_released(void *ud, struct lt_lease *l, const char *why);
 void grants_recall(void *ud, struct lt_lease *l);
 
 struct broker;
+struct client;
 struct owner;
+
+/* Wakes c's NOTIFY pipe, if it has one (a byte; a full pipe is awake
+ * already). */
+void grants_notify(struct client *c);
 
 /* (Re)writes l's record in leases.mdb, as l's owner now holds it. */
 int grants_record(struct broker *b, const struct lt_lease *l);

@@ -13,7 +13,10 @@
  *    below); the refusal changes nothing, and nothing is ever granted
  *    because of it;
  *  - a waiter that leaves the queue (timeout, owner gone) can unblock the
- *    ones behind it, so every removal is followed by a dispatch.
+ *    ones behind it, so every removal is followed by a dispatch;
+ *  - a resource may have hold limits: a holder falls due max_hold_ms after
+ *    its grant or recall_grace_ms after its recall, whichever is first,
+ *    once; the table only says so (ev.limit), and the broker revokes.
  *
  * This file does no I/O and trusts its callers: the broker validates every
  * request before it gets here.  Callbacks never call back into the table:
@@ -100,16 +103,28 @@ static void heap_down(struct lease_table *t, size_t i)
 	}
 }
 
+/* Makes room for n timers in all, so pushes up to there cannot fail.
+ * Returns 0 or COORD_ENOMEM. */
+static int heap_reserve(struct lease_table *t, size_t n)
+{
+	size_t cap = t->heap_cap ? t->heap_cap : 64;
+	struct lt_timer **h;
+	if (n <= t->heap_cap)
+		return 0;
+	while (cap < n)
+		cap *= 2;
+	h = realloc(t->heap, cap * sizeof *h);
+	if (!h)
+		return COORD_ENOMEM;
+	t->heap = h;
+	t->heap_cap = cap;
+	return 0;
+}
+
 static int heap_push(struct lease_table *t, struct lt_timer *w)
 {
-	if (t->heap_len == t->heap_cap) {
-		size_t cap = t->heap_cap ? t->heap_cap * 2 : 64;
-		struct lt_timer **h = realloc(t->heap, cap * sizeof *h);
-		if (!h)
-			return COORD_ENOMEM;
-		t->heap = h;
-		t->heap_cap = cap;
-	}
+	if (heap_reserve(t, t->heap_len + 1) < 0)
+		return COORD_ENOMEM;
 	w->heap_index = t->heap_len;
 	t->heap[t->heap_len++] = w;
 	heap_up(t, w->heap_index);
@@ -131,9 +146,77 @@ static void heap_remove(struct lease_table *t, struct lt_timer *w)
 	w->heap_index = NO_HEAP;
 }
 
+/* Moves an armed timer to its new deadline. */
+static void heap_move(struct lease_table *t, struct lt_timer *w, int64_t deadline_ms)
+{
+	w->deadline_ms = deadline_ms;
+	heap_down(t, w->heap_index);
+	heap_up(t, w->heap_index);
+}
+
 static struct lt_waiter *waiter_of(struct lt_timer *tm)
 {
 	return (struct lt_waiter *)((char *)tm - offsetof(struct lt_waiter, timer));
+}
+
+static struct lt_lease *lease_of(struct lt_timer *tm)
+{
+	return (struct lt_lease *)((char *)tm - offsetof(struct lt_lease, timer));
+}
+
+/* ---- hold limits ---- */
+
+static int limited(const struct lt_resource *res)
+{
+	return res->max_hold_ms || res->recall_grace_ms;
+}
+
+/* When l's hold limit falls due, or LT_NEVER. */
+static int64_t limit_due(const struct lt_lease *l)
+{
+	const struct lt_resource *res = l->res;
+	int64_t due = LT_NEVER;
+	if (l->limit_fired)
+		return LT_NEVER;
+	if (res->max_hold_ms)
+		due = l->granted_ms + res->max_hold_ms;
+	if (res->recall_grace_ms && l->recalled_ms >= 0 &&
+	    l->recalled_ms + res->recall_grace_ms < due)
+		due = l->recalled_ms + res->recall_grace_ms;
+	return due;
+}
+
+/* Puts l's timer where its resource's limits say.  A lease of a limited
+ * resource keeps its timer in the heap (at LT_NEVER while nothing is
+ * due), so a recall only moves it.  The caller made room in the heap for
+ * a timer not in it yet, so this cannot fail. */
+static void limit_arm(struct lease_table *t, struct lt_lease *l)
+{
+	if (!limited(l->res) || l->limit_fired) {
+		heap_remove(t, &l->timer);
+		return;
+	}
+	if (l->timer.heap_index == NO_HEAP) {
+		l->timer.deadline_ms = limit_due(l);
+		heap_push(t, &l->timer); /* room was made */
+		return;
+	}
+	heap_move(t, &l->timer, limit_due(l));
+}
+
+int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint32_t max_hold_ms,
+                           uint32_t recall_grace_ms)
+{
+	size_t n = 0;
+	for (struct lt_lease *l = res->holders; l; l = l->res_next)
+		n++;
+	if (heap_reserve(t, t->heap_len + n) < 0)
+		return COORD_ENOMEM;
+	res->max_hold_ms = max_hold_ms;
+	res->recall_grace_ms = recall_grace_ms;
+	for (struct lt_lease *l = res->holders; l; l = l->res_next)
+		limit_arm(t, l);
+	return 0;
 }
 
 /* ---- resources ---- */
@@ -431,9 +514,12 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	int rc;
 	if (t->nleases >= t->max_leases)
 		return COORD_ELIMIT;
+	if (limited(res) && heap_reserve(t, t->heap_len + 1) < 0)
+		return COORD_ENOMEM;
 	l = calloc(1, sizeof *l);
 	if (!l)
 		return COORD_ENOMEM;
+	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, NO_HEAP };
 	l->id = t->next_id;
 	l->mode = mode;
 	l->token = mode == COORD_WRITE ? res->token + 1 : res->token;
@@ -450,6 +536,7 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	}
 	t->next_id++;
 	hold(t, l);
+	limit_arm(t, l);
 	*out = l;
 	return 0;
 }
@@ -474,11 +561,16 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 		rc = COORD_EBUSY;
 		goto done;
 	}
+	if (limited(res) && heap_reserve(t, t->heap_len + 1) < 0) {
+		rc = COORD_ENOMEM;
+		goto done;
+	}
 	l = calloc(1, sizeof *l);
 	if (!l) {
 		rc = COORD_ENOMEM;
 		goto done;
 	}
+	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, NO_HEAP };
 	l->id = a->id;
 	l->mode = a->mode;
 	l->token = a->token;
@@ -492,6 +584,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 	l->adopted = 1;
 	snprintf(l->label, sizeof l->label, "%s", a->label);
 	hold(t, l);
+	limit_arm(t, l);
 	*out = l;
 	return 0;
 done:
@@ -547,6 +640,8 @@ static void recall_holders(struct lease_table *t, struct lt_resource *res, int m
 		if (h->recalled_ms >= 0 || (mode == COORD_READ && h->mode == COORD_READ))
 			continue;
 		h->recalled_ms = now_ms;
+		if (res->recall_grace_ms)
+			limit_arm(t, h);
 		if (t->ev.recall)
 			t->ev.recall(t->ud, h);
 	}
@@ -657,6 +752,7 @@ void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *
 	else
 		res->readers--;
 	t->nleases--;
+	heap_remove(t, &l->timer);
 	if (t->ev.released)
 		res->blocked |= t->ev.released(t->ud, l, why);
 	free(l);
@@ -678,8 +774,22 @@ void lease_table_expire(struct lease_table *t, int64_t now_ms)
 {
 	t->cycle.len = 0;
 	while (t->heap_len && t->heap[0]->deadline_ms <= now_ms) {
-		struct lt_waiter *w = waiter_of(t->heap[0]); /* the only kind yet */
-		struct lt_resource *res = w->res;
+		struct lt_waiter *w;
+		struct lt_resource *res;
+		if (t->heap[0]->kind == LT_TIMER_LEASE) {
+			struct lt_lease *l = lease_of(t->heap[0]);
+			int why = l->recalled_ms >= 0 && l->res->recall_grace_ms &&
+			                  l->recalled_ms + l->res->recall_grace_ms <= now_ms
+			          ? LT_LIMIT_RECALL_GRACE
+			          : LT_LIMIT_MAX_HOLD;
+			heap_remove(t, &l->timer);
+			l->limit_fired = 1;
+			if (t->ev.limit)
+				t->ev.limit(t->ud, l, why);
+			continue;
+		}
+		w = waiter_of(t->heap[0]);
+		res = w->res;
 		queue_unlink(t, w);
 		if (t->ev.waiter_failed)
 			t->ev.waiter_failed(t->ud, w, COORD_ETIMEDOUT);
@@ -691,7 +801,7 @@ void lease_table_expire(struct lease_table *t, int64_t now_ms)
 
 int64_t lease_table_next_deadline(const struct lease_table *t)
 {
-	return t->heap_len ? t->heap[0]->deadline_ms : -1;
+	return t->heap_len && t->heap[0]->deadline_ms != LT_NEVER ? t->heap[0]->deadline_ms : -1;
 }
 
 void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits)

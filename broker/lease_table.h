@@ -14,10 +14,10 @@
 
 struct lt_resource;
 
-/* A deadline in the table's heap.  Waiters embed one today (their
- * timeout); leases will embed one for hold limits (TTLs), beside them in
- * the same heap, so one timerfd serves both. */
-enum { LT_TIMER_WAITER = 1 };
+/* A deadline in the table's heap.  Waiters embed one (their timeout),
+ * and so do leases of resources with hold limits (when the limit falls
+ * due), in the same heap, so one timerfd serves both. */
+enum { LT_TIMER_WAITER = 1, LT_TIMER_LEASE = 2 };
 struct lt_timer {
 	int kind;                   /* LT_TIMER_* */
 	int64_t deadline_ms;        /* monotonic; -1: none, not in the heap */
@@ -39,6 +39,10 @@ struct lt_lease {
 	uint64_t secret;            /* proves the holder at re-attach, set by
 	                               the broker */
 	int adopted;                /* taken over from an earlier broker */
+	int limit_fired;            /* its hold limit fell due (once) */
+	struct lt_timer timer;      /* LT_TIMER_LEASE: in the heap while its
+	                               resource has hold limits; LT_NEVER while
+	                               none is due yet */
 	struct lt_lease *res_next, *res_prev;
 	struct lt_lease *own_next, *own_prev; /* the broker's per-owner list */
 	char label[COORD_LABEL_MAX + 1];
@@ -72,6 +76,8 @@ struct lt_resource {
 	size_t nwaiters;
 	struct lt_lease *holders;
 	struct lt_waiter *head, *tail;
+	uint32_t max_hold_ms;       /* hold limits, 0: none (lease_table_set_limits) */
+	uint32_t recall_grace_ms;
 	void *ext;                  /* the broker's per-resource state */
 	uint64_t walk_read, walk_write; /* the table's own: marks of the
 	                                   deadlock walk */
@@ -135,7 +141,15 @@ struct lt_events {
 	 * been recalled before (l->recalled_ms is set): ask it to let go.
 	 * May be NULL. */
 	void (*recall)(void *ud, struct lt_lease *l);
+	/* l's hold limit fell due: LT_LIMIT_MAX_HOLD (held max_hold_ms), or
+	 * LT_LIMIT_RECALL_GRACE (recalled recall_grace_ms ago and still held).
+	 * Once per lease.  The lease stays held: the broker revokes it.  May
+	 * be NULL. */
+	void (*limit)(void *ud, struct lt_lease *l, int why);
 };
+
+enum { LT_LIMIT_MAX_HOLD = 1, LT_LIMIT_RECALL_GRACE = 2 };
+#define LT_NEVER INT64_MAX
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
                                     size_t max_waiters, uint64_t first_lease_id);
@@ -188,6 +202,15 @@ struct lt_adoption {
  * COORD_ENOMEM, or what resource_open refused with. */
 int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct lt_lease **out);
 
+/* Sets res's hold limits (0: none) and re-arms its holders' limit timers:
+ * a holder falls due max_hold_ms after its grant, or recall_grace_ms after
+ * its recall, whichever is first, once.  A limit already passed falls due
+ * at the next lease_table_expire().  resource_open may set the two fields
+ * directly instead (no holder yet).  Returns 0, or COORD_ENOMEM with
+ * nothing changed. */
+int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint32_t max_hold_ms,
+                           uint32_t recall_grace_ms);
+
 /* The cycle that made the last lease_table_request() fail with
  * COORD_EDEADLK, or NULL if that call did not fail for a cycle (a
  * self-deadlock, or any other result).  Read it right away: its resources
@@ -202,10 +225,11 @@ void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *
 /* Removes a waiter without answering it (its owner is gone). */
 void lease_table_cancel(struct lease_table *t, struct lt_waiter *w);
 
-/* Fails every waiter whose deadline is <= now with COORD_ETIMEDOUT. */
+/* Fails every waiter whose deadline is <= now with COORD_ETIMEDOUT, and
+ * calls ev.limit for every lease whose hold limit is due. */
 void lease_table_expire(struct lease_table *t, int64_t now_ms);
 
-/* Earliest deadline in the heap, or -1 if none. */
+/* Earliest deadline in the heap, or -1 if none (LT_NEVER counts as none). */
 int64_t lease_table_next_deadline(const struct lease_table *t);
 
 /* Sets the checkpoint block bits of a resource (0 clears them), then grants

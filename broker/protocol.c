@@ -108,7 +108,23 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 	}
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
+	case COORD_MSG_NOTIFY:
 		return len == sizeof h ? 0 : COORD_EPROTO;
+	case COORD_MSG_LIMITS: {
+		coord_msg_limits m;
+		if (len < sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (len != sizeof m + (size_t)m.name_len)
+			return COORD_EPROTO;
+		if (m.max_hold_ms > COORD_LIMIT_MAX_MS || m.recall_grace_ms > COORD_LIMIT_MAX_MS)
+			return COORD_EINVAL;
+		if (copy_name(req, p + sizeof m, m.name_len) < 0)
+			return COORD_ENAME;
+		req->max_hold_ms = m.max_hold_ms;
+		req->recall_grace_ms = m.recall_grace_ms;
+		return 0;
+	}
 	case COORD_MSG_SHOW:
 	case COORD_MSG_CHECKPOINT: {
 		coord_msg_resource m;

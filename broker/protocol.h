@@ -20,6 +20,7 @@ struct request {
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	uint64_t pid;               /* REVOKE (with lease_id or name) */
 	uint32_t grace_ms;          /* REVOKE */
+	uint32_t max_hold_ms, recall_grace_ms; /* LIMITS */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];
 	char command[COORD_COMMAND_MAX + 1];

@@ -1,4 +1,4 @@
-/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY,
+/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY, LIMITS, NOTIFY,
  * CHECKPOINT, REVOKE and ATTACH, and the answers that come later.
  *
  * Nothing read from a client is trusted: every packet goes through
@@ -9,6 +9,8 @@
  * lease table refuses because waiting would close a wait-for cycle is
  * logged as event=deadlock with the cycle spelled out. */
 #define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
@@ -332,6 +334,8 @@ static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
 	m.i.duckdb_available = (uint32_t)j->duckdb_ok;
 	m.i.wal_before = rec->checkpoints ? rec->wal_before : -1;
 	m.i.wal_after = rec->checkpoints ? rec->wal_after : -1;
+	m.i.max_hold_ms = rec->max_hold_ms;
+	m.i.recall_grace_ms = rec->recall_grace_ms;
 	m.i.name_len = (uint16_t)nl;
 	m.i.command_len = (uint16_t)cl;
 	memcpy(p, name, nl);
@@ -369,38 +373,137 @@ static void handle_show(struct broker *b, struct client *c, const struct request
 	send_end(c, req->seq);
 }
 
-static void handle_policy(struct broker *b, struct client *c, const struct request *req)
+/* The durable record of a resource, for a change: the table's copy if the
+ * resource is in memory (*res set), else *scratch loaded from the store
+ * (or fresh).  Returns it, or NULL with *rc set. */
+static struct store_resource *record_for_change(struct broker *b, const char *name,
+                                                struct lt_resource **res,
+                                                struct store_resource *scratch, int *rc)
 {
-	struct owner *o = c->user;
-	struct lt_resource *res = lease_table_find(b->table, req->name);
-	struct store_resource rec, *r = &rec;
+	*res = lease_table_find(b->table, name);
+	if (*res)
+		return &((struct resource_ext *)(*res)->ext)->rec;
+	*rc = store_resource_load(b->store, name, scratch);
+	if (*rc < 0 && *rc != COORD_ENOENT)
+		return NULL;
+	*rc = 0;
+	scratch->version = STORE_RESOURCE_VERSION;
+	return scratch;
+}
+
+/* Saves a changed record; a resource in memory now has one in the store. */
+static int record_save(struct broker *b, const char *name, struct lt_resource *res,
+                       struct store_resource *r)
+{
 	int rc;
-	if (res) {
-		r = &((struct resource_ext *)res->ext)->rec;
-	} else {
-		rc = store_resource_load(b->store, req->name, &rec);
-		if (rc < 0 && rc != COORD_ENOENT) {
-			client_reply(c, req->seq, rc);
-			return;
-		}
-		rec.version = STORE_RESOURCE_VERSION;
-	}
-	r->policy = req->policy;
-	r->sqlite_mode = req->sqlite_mode;
-	r->timeout_ms = req->policy_timeout_ms;
-	snprintf(r->command, sizeof r->command, "%s", req->command);
-	rc = store_resource_save(b->store, req->name, r);
+	r->version = STORE_RESOURCE_VERSION;
+	rc = store_resource_save(b->store, name, r);
 	if (rc == 0 && res) {
 		struct resource_ext *x = res->ext;
 		if (!x->stored)
 			b->kept_resources++;
 		x->stored = 1;
 	}
+	return rc;
+}
+
+static void handle_policy(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_resource *res;
+	struct store_resource rec, *r;
+	int rc = 0;
+	r = record_for_change(b, req->name, &res, &rec, &rc);
+	if (!r) {
+		client_reply(c, req->seq, rc);
+		return;
+	}
+	r->policy = req->policy;
+	r->sqlite_mode = req->sqlite_mode;
+	r->timeout_ms = req->policy_timeout_ms;
+	snprintf(r->command, sizeof r->command, "%s", req->command);
+	rc = record_save(b, req->name, res, r);
 	log_event(&b->log, "policy", "resource=%s policy=%s mode=%s timeout_ms=%u command=%s pid=%d",
 	          log_quote(&b->log, req->name), coord_proto_policy_name((int)r->policy),
 	          coord_proto_sqlite_mode_name((int)r->sqlite_mode), r->timeout_ms,
 	          log_quote(&b->log, r->command), (int)o->pid);
 	client_reply(c, req->seq, rc);
+}
+
+/* Hold limits make the broker revoke, that is signal the holders, so only
+ * those who could revoke anyone's lease may set them: root, the broker's
+ * own user, and its --admin-group. */
+static void handle_limits(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_resource *res;
+	struct store_resource rec, *r;
+	uint32_t old_hold, old_grace;
+	int rc = 0;
+	if (c->uid != 0 && c->uid != geteuid() && !c->admin) {
+		log_event(&b->log, "limits-refused", "resource=%s pid=%d uid=%d reason=not-admin",
+		          log_quote(&b->log, req->name), (int)o->pid, (int)c->uid);
+		client_reply(c, req->seq, COORD_EPERM);
+		return;
+	}
+	r = record_for_change(b, req->name, &res, &rec, &rc);
+	if (!r) {
+		client_reply(c, req->seq, rc);
+		return;
+	}
+	old_hold = r->max_hold_ms;
+	old_grace = r->recall_grace_ms;
+	r->max_hold_ms = req->max_hold_ms;
+	r->recall_grace_ms = req->recall_grace_ms;
+	if (res)
+		rc = lease_table_set_limits(b->table, res, req->max_hold_ms, req->recall_grace_ms);
+	if (rc == 0)
+		rc = record_save(b, req->name, res, r);
+	if (rc < 0) {
+		/* Nothing changed: not in memory, not in the store. */
+		r->max_hold_ms = old_hold;
+		r->recall_grace_ms = old_grace;
+		if (res)
+			lease_table_set_limits(b->table, res, old_hold, old_grace);
+	}
+	log_event(&b->log, "limits", "resource=%s max_hold_ms=%u recall_grace_ms=%u pid=%d code=%s",
+	          log_quote(&b->log, req->name), req->max_hold_ms, req->recall_grace_ms,
+	          (int)o->pid, rc < 0 ? coord_proto_errname(rc) : "0");
+	client_reply(c, req->seq, rc);
+}
+
+/* NOTIFY: a pipe whose read end goes to the client, for its event loop;
+ * grants_recall() writes a byte to it at every recall.  The client holds
+ * only the read end, so it cannot make the broker's writes block (the
+ * write end's O_NONBLOCK is the broker's own).  A second NOTIFY replaces
+ * the first pipe. */
+static void handle_notify(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	coord_msg_reply r = { { COORD_MSG_REPLY, req->seq }, 0, 0 };
+	int p[2], rc;
+	if (pipe2(p, O_CLOEXEC | O_NONBLOCK) < 0) {
+		log_event(&b->log, "error", "op=notify-pipe pid=%d errno=%d", (int)o->pid, errno);
+		client_reply(c, req->seq, errno == EMFILE || errno == ENFILE ? COORD_ELIMIT : COORD_ESYS);
+		return;
+	}
+	rc = client_send_fd(c, &r, sizeof r, p[0]);
+	close(p[0]);
+	if (rc < 0) {
+		close(p[1]);
+		return; /* c's socket is full or gone: it cannot get an answer */
+	}
+	if (c->notify_fd >= 0)
+		close(c->notify_fd);
+	c->notify_fd = p[1];
+	/* Leases recalled before the pipe existed (adopted ones, say) wake it
+	 * at once. */
+	for (struct lt_lease *l = o->leases; l; l = l->own_next) {
+		if (l->recalled_ms >= 0) {
+			grants_notify(c);
+			break;
+		}
+	}
 }
 
 static void handle_checkpoint(struct broker *b, struct client *c, const struct request *req)
@@ -503,6 +606,12 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_ATTACH:
 		handle_attach(b, c, &req);
+		break;
+	case COORD_MSG_LIMITS:
+		handle_limits(b, c, &req);
+		break;
+	case COORD_MSG_NOTIFY:
+		handle_notify(b, c, &req);
 		break;
 	}
 }

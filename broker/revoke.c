@@ -16,7 +16,14 @@
  * neither root nor has CAP_KILL: an admin group member's revoke of another
  * user's lease needs a root broker), the revocation ends with COORD_EPERM
  * and the lease stays held.
- * The requester is answered once every selected lease is gone. */
+ * The requester is answered once every selected lease is gone.
+ *
+ * Hold limits (coord_set_limits()) start the same escalation with no
+ * requester, for one lease, when the lease table says its limit fell due
+ * (revoke_limit()): after max_hold_ms it is recalled and the steps
+ * follow; after recall_grace_ms of a recall it was already asked, so
+ * SIGTERM comes at once.  Each step waits the resource's recall grace
+ * (or the default), and every line says reason=max-hold|recall-grace. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -37,13 +44,14 @@ enum { STEP_RECALLED, STEP_TERMINATED, STEP_KILLED };
 
 struct revocation {
 	struct revocation *next;
-	const struct owner *requester; /* NULL once gone */
+	const struct owner *requester; /* NULL once gone, or for a hold limit */
 	uint32_t seq;
 	uint32_t grace_ms;
+	const char *reason;            /* "revoke", "max-hold", "recall-grace" */
 	int step;
 	int64_t deadline_ms;           /* of the next step; -1 after SIGKILL */
 	size_t n;                      /* leases still held */
-	uint64_t ids[MAX_TARGETS];
+	uint64_t ids[];
 };
 
 /* ---- finding the selected leases ---- */
@@ -113,12 +121,15 @@ static void unlink_revocation(struct broker *b, struct revocation *r)
 	}
 }
 
-static void log_step(struct broker *b, const struct lt_lease *l, const char *step)
+static void log_step(struct broker *b, const struct revocation *r, const struct lt_lease *l,
+                     const char *step)
 {
 	const struct owner *o = l->owner;
-	log_event(&b->log, "revoke", "lease=%llu resource=%s mode=%s pid=%d comm=%s step=%s",
+	log_event(&b->log, "revoke", "lease=%llu resource=%s mode=%s pid=%d comm=%s step=%s "
+	          "reason=%s held_ms=%lld",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
-	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm), step);
+	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm), step,
+	          r->reason, (long long)(now_ms() - l->granted_ms));
 }
 
 /* Sends sig to the holder of every lease still selected; 0, or the first
@@ -130,7 +141,7 @@ static int signal_holders(struct broker *b, struct revocation *r, int sig)
 		const struct owner *o = l ? l->owner : NULL;
 		if (!o || o->pidfd < 0)
 			continue;
-		log_step(b, l, sig == SIGTERM ? "sigterm" : "sigkill");
+		log_step(b, r, l, sig == SIGTERM ? "sigterm" : "sigkill");
 		if (syscall(SYS_pidfd_send_signal, o->pidfd, sig, NULL, 0) < 0 &&
 		    errno == EPERM) {
 			log_event(&b->log, "revoke-failed",
@@ -140,6 +151,53 @@ static int signal_holders(struct broker *b, struct revocation *r, int sig)
 		}
 	}
 	return 0;
+}
+
+/* The first step: ask, unless it was asked already. */
+static void recall(struct broker *b, const struct revocation *r, struct lt_lease *l)
+{
+	log_step(b, r, l, "recall");
+	if (l->recalled_ms < 0) {
+		l->recalled_ms = now_ms();
+		grants_recall(b, l);
+	}
+}
+
+/* 1 if a revocation already covers the lease. */
+static int revoking(const struct broker *b, uint64_t id)
+{
+	for (const struct revocation *r = b->revocations; r; r = r->next)
+		for (size_t i = 0; i < r->n; i++)
+			if (r->ids[i] == id)
+				return 1;
+	return 0;
+}
+
+void revoke_limit(struct broker *b, struct lt_lease *l, int why)
+{
+	const struct lt_resource *res = l->res;
+	struct revocation *r;
+	int64_t now = now_ms();
+	if (revoking(b, l->id))
+		return;
+	r = calloc(1, sizeof *r + sizeof r->ids[0]);
+	if (!r) {
+		log_event(&b->log, "error", "op=hold-limit lease=%llu code=COORD_ENOMEM",
+		          (unsigned long long)l->id);
+		return;
+	}
+	r->grace_ms = res->recall_grace_ms ? res->recall_grace_ms : DEFAULT_GRACE_MS;
+	r->reason = why == LT_LIMIT_RECALL_GRACE ? "recall-grace" : "max-hold";
+	r->step = STEP_RECALLED;
+	r->ids[r->n++] = l->id;
+	if (why == LT_LIMIT_RECALL_GRACE) {
+		r->deadline_ms = now; /* asked and waited already: SIGTERM next */
+	} else {
+		r->deadline_ms = now + r->grace_ms;
+		recall(b, r, l);
+	}
+	r->next = b->revocations;
+	b->revocations = r;
 }
 
 void revoke_start(struct broker *b, struct client *c, const struct request *req)
@@ -166,7 +224,7 @@ void revoke_start(struct broker *b, struct client *c, const struct request *req)
 	}
 	if (rc < 0)
 		goto fail;
-	r = calloc(1, sizeof *r);
+	r = calloc(1, sizeof *r + sel->n * sizeof r->ids[0]);
 	if (!r) {
 		rc = COORD_ENOMEM;
 		goto fail;
@@ -174,17 +232,13 @@ void revoke_start(struct broker *b, struct client *c, const struct request *req)
 	r->requester = me;
 	r->seq = req->seq;
 	r->grace_ms = req->grace_ms ? req->grace_ms : DEFAULT_GRACE_MS;
+	r->reason = "revoke";
 	r->step = STEP_RECALLED;
 	r->deadline_ms = now_ms() + r->grace_ms;
-	for (size_t i = 0; i < sel->n; i++) {
-		struct lt_lease *l = sel->found[i];
-		r->ids[r->n++] = l->id;
-		log_step(b, l, "recall");
-		if (l->recalled_ms < 0) {
-			l->recalled_ms = now_ms();
-			grants_recall(b, l);
-		}
-	}
+	for (size_t i = 0; i < sel->n; i++)
+		r->ids[r->n++] = sel->found[i]->id;
+	for (size_t i = 0; i < sel->n; i++)
+		recall(b, r, sel->found[i]);
 	r->next = b->revocations;
 	b->revocations = r;
 	free(sel);

@@ -15,6 +15,10 @@ struct request;
  * every holder of a resource) for client c; c is answered when every
  * selected lease is gone, or at once with an error. */
 void revoke_start(struct broker *b, struct client *c, const struct request *req);
+/* l's hold limit fell due (LT_LIMIT_*, see lease_table.h): revoke it by
+ * the same escalation, unless a revocation already covers it. */
+struct lt_lease;
+void revoke_limit(struct broker *b, struct lt_lease *l, int why);
 /* A lease left the table (released, reclaimed): revocations waiting for it
  * may be done. */
 void revoke_lease_gone(struct broker *b, uint64_t lease_id);

@@ -27,8 +27,11 @@ struct store_resource {
 	int64_t wal_before, wal_after;
 	char command[STORE_COMMAND_MAX + 1];
 	char message[STORE_MESSAGE_MAX + 1];
+	/* version 2: hold limits, 0: none (coord_set_limits()) */
+	uint32_t max_hold_ms;
+	uint32_t recall_grace_ms;
 };
-#define STORE_RESOURCE_VERSION 1
+#define STORE_RESOURCE_VERSION 2
 
 /* A lease record of leases.mdb, as recorded (for adoption and tools). */
 struct store_lease {

@@ -46,10 +46,11 @@
  *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
  *                               coord_acquire(), coord_release(),
  *                               coord_lease_token(), coord_lease_valid(),
- *                               coord_lease_recalled(), coord_lease_fd(), ...
+ *                               coord_lease_recalled(), coord_recall_fd(),
+ *                               coord_recall_clear(), coord_lease_fd(), ...
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
  *                               coord_checkpoint(), coord_set_policy(),
- *                               coord_revoke(),
+ *                               coord_set_limits(), coord_revoke(),
  *                               coord_policy_parse(), coord_free()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
  *                               coord_default_dir(), coord_file_instance()
@@ -349,8 +350,38 @@ COORD_API const char *coord_lease_resource(const coord_lease_t *lease);
  * holding a DuckDB file open between page views, say).  0 if not, and for
  * a stale handle.  Costs no system call: one load from the shared region,
  * like coord_lease_valid().  A recall is a request, not a revocation: the
- * lease stays valid until it is released. */
+ * lease stays valid until it is released, unless the resource has hold
+ * limits (coord_set_limits()). */
 COORD_API int coord_lease_recalled(const coord_lease_t *lease);
+
+/* A descriptor for event loops (poll, select, epoll, asyncio's
+ * add_reader) that turns readable when the broker recalls a lease of c.
+ * Wait for it to be readable, call coord_recall_clear(), then look at
+ * your leases with coord_lease_recalled() and release the recalled ones
+ * at your next safe point.  Made at the first call (one request to the
+ * broker); later calls return the same descriptor, which stays the same
+ * for the connection's life, across broker restarts too (the library
+ * renews what is behind it when it reconnects).  It is the library's: do
+ * not read it or close it; coord_disconnect() closes it.  It may wake
+ * with nothing recalled (a recall of a lease released meanwhile, a
+ * reconnect): coord_recall_clear() tells.  A forked child closes its copy
+ * and gets COORD_EFORKED.
+ *
+ * Returns the descriptor (>= 0), or COORD_EINVAL, COORD_EIO,
+ * COORD_EFORKED, COORD_ELIMIT (the broker is out of descriptors),
+ * COORD_ESYS, COORD_EPROTO. */
+COORD_API int coord_recall_fd(coord_t *c);
+
+/* Makes the descriptor of coord_recall_fd() quiet again, without
+ * blocking, and returns how many leases of c are recalled now (0 or
+ * more), or COORD_EINVAL, COORD_EFORKED.  Safe to call from any thread,
+ * also while another thread waits in coord_acquire().  When the broker
+ * went away (the descriptor woke for that), it reconnects first, as any
+ * call does (up to the connect timeout; coord.h section 7), unless
+ * another thread's call on c is under way and reconnects instead; a
+ * failed reconnect returns its error (COORD_ENOBROKER, COORD_EIO, ...) and
+ * the descriptor stays quiet until a later call reconnects. */
+COORD_API int coord_recall_clear(coord_t *c);
 
 /* The descriptor of the kernel lock behind the lease, or -1 if there is
  * none (see "Kernel locks" in section 7): a file that did not exist when
@@ -448,6 +479,19 @@ typedef struct coord_lease_info {
 	                            lease over from the one that granted it */
 } coord_lease_info_t;
 
+/* A resource's hold limits (coord_set_limits()); 0 turns one off.  Both
+ * at most COORD_LIMIT_MAX_SECONDS (30 days). */
+#define COORD_LIMIT_MAX_SECONDS (30 * 24 * 3600)
+typedef struct coord_limits {
+	uint32_t max_hold_ms;    /* a lease held this long is revoked, whether
+	                            anyone waits or not: for hung holders */
+	uint32_t recall_grace_ms; /* a lease still held this long after its
+	                            recall (someone conflicting waits) is
+	                            revoked: for idle holders that do not let
+	                            go; also the wait of each revoke step that
+	                            a limit starts (0: 5000 ms) */
+} coord_limits_t;
+
 /* A resource, as coord_show() and coord_checkpoint() report it. */
 typedef struct coord_resource_info {
 	char name[COORD_NAME_MAX + 1];
@@ -468,6 +512,7 @@ typedef struct coord_resource_info {
 	                            none or unknown */
 	char message[COORD_MESSAGE_MAX + 1]; /* what the last checkpoint did, or
 	                            why it failed */
+	coord_limits_t limits;   /* its hold limits */
 } coord_resource_info_t;
 
 /* Asks the broker how it is.  Returns 0 with *out filled, or COORD_EINVAL,
@@ -516,6 +561,23 @@ COORD_API int coord_checkpoint(coord_t *c, const char *resource, coord_resource_
  * over 24 h), COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO, or what
  * the broker's store failed with. */
 COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_policy_t *policy);
+
+/* Sets the hold limits of a resource, durably (they survive broker
+ * restarts and reboots), and applies them at once to its holders: a lease
+ * held max_hold_ms since its grant, or recall_grace_ms since its recall,
+ * is revoked as coord_revoke() would (recall, wait, SIGTERM, wait,
+ * SIGKILL; each wait recall_grace_ms, or 5000 ms), taken back only once
+ * its holder released it or exited, so a limit can never make two
+ * writers.  Each step is logged (event=revoke reason=max-hold or
+ * reason=recall-grace).  A holder the broker may not signal (another
+ * user, and the broker is not root) keeps its lease, and the log says so.
+ * Because limits signal processes, only root, the broker's own user and
+ * its admin group may set them.
+ *
+ * Returns 0, or COORD_EPERM (not allowed), COORD_EINVAL (over 30 days),
+ * COORD_ENAME, COORD_EIO, COORD_EFORKED, COORD_EPROTO, COORD_ENOMEM, or
+ * what the broker's store failed with. */
+COORD_API int coord_set_limits(coord_t *c, const char *resource, const coord_limits_t *limits);
 
 /* What coord_revoke() takes back: set exactly one of lease_id, pid and
  * resource. */
@@ -711,8 +773,10 @@ COORD_API int coord_file_instance(const char *path, char *buf, size_t size);
  * Recall.  When a request that conflicts with a held lease is queued
  * behind it, the broker recalls the lease: coord_lease_recalled() turns 1
  * at once (a flag in the shared region; no message, no system call).
- * Poll it at your safe points.  A descriptor to wait on for recalls is not
- * there yet.
+ * Check it at your safe points (a dashboard: at the start of each page
+ * view), or wait on coord_recall_fd() in an event loop.  A recalled lease
+ * that is not released stays valid, unless the resource has hold limits
+ * (coord_set_limits()): then the broker revokes it after its grace.
  *
  * Shared instances.  A broker started with --group (or in a directory that
  * is setgid and group-writable, such as /var/lib/coord made by `coordctl

@@ -112,7 +112,7 @@ static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t siz
  * never include a NUL.  The broker checks every length and value; see
  * docs/design.md. */
 
-#define COORD_PROTO_VERSION 4
+#define COORD_PROTO_VERSION 5
 #define COORD_MSG_MAX 8192
 #define COORD_SEQ_NOTICE 0u
 
@@ -128,6 +128,11 @@ enum coord_msg_type {
 	COORD_MSG_CHECKPOINT,   /* coord_msg_resource + name */
 	COORD_MSG_REVOKE,       /* coord_msg_revoke + name */
 	COORD_MSG_ATTACH,       /* coord_msg_attach */
+	COORD_MSG_LIMITS,       /* coord_msg_limits + name */
+	COORD_MSG_NOTIFY,       /* coord_msg_hdr: answered with REPLY{0} and,
+	                           in SCM_RIGHTS, the read end of a pipe the
+	                           broker writes a byte to at every recall of
+	                           this connection's leases */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -274,6 +279,20 @@ typedef struct coord_msg_policy {
 	/* char name[name_len]; char command[command_len]; */
 } coord_msg_policy;
 
+/* A resource's hold limits, 0: none (coord_set_limits()). */
+typedef struct coord_msg_limits {
+	coord_msg_hdr h;
+	uint32_t max_hold_ms;
+	uint32_t recall_grace_ms;
+	uint16_t name_len;
+	uint16_t reserved[3];
+	/* char name[name_len]; */
+} coord_msg_limits;
+
+/* The longest hold limit the broker takes (coord.h's
+ * COORD_LIMIT_MAX_SECONDS, 30 days). */
+#define COORD_LIMIT_MAX_MS ((uint32_t)COORD_LIMIT_MAX_SECONDS * 1000u)
+
 typedef struct coord_msg_resource_info {
 	coord_msg_hdr h;
 	int32_t status;
@@ -292,6 +311,8 @@ typedef struct coord_msg_resource_info {
 	uint32_t duckdb_available;
 	int64_t wal_before;      /* bytes, -1 unknown */
 	int64_t wal_after;
+	uint32_t max_hold_ms;    /* hold limits, 0: none */
+	uint32_t recall_grace_ms;
 	uint16_t name_len;
 	uint16_t command_len;
 	uint16_t message_len;    /* at most COORD_MESSAGE_MAX (public, coord.h) */
@@ -299,8 +320,9 @@ typedef struct coord_msg_resource_info {
 	/* char name[]; char command[]; char message[]; */
 } coord_msg_resource_info;
 
-/* Notice kinds (coord_msg_notice.kind).  None is sent yet: recall notices
- * (stage 3) will be the first.  Clients ignore kinds they do not know. */
+/* Notice kinds (coord_msg_notice.kind).  None is sent yet (recalls go
+ * through the shared region's flags and the NOTIFY pipe, which need no
+ * reading of the socket).  Clients ignore kinds they do not know. */
 typedef struct coord_msg_notice {
 	coord_msg_hdr h;         /* seq == COORD_SEQ_NOTICE */
 	uint32_t kind;

@@ -40,6 +40,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
@@ -121,7 +122,11 @@ struct coord__grant {
  *            already stale.
  *   reconnect  after the transport was lost (c->broken): connects again
  *            and takes back c's leases, marking those it could not take
- *            back lost; c->lock is held.  Returns 0 or a COORD_E* code. */
+ *            back lost; c->lock is held.  Returns 0 or a COORD_E* code.
+ *   recall_pipe  opens a descriptor that turns readable at every recall
+ *            of c's leases, and reads end-of-file once the transport is
+ *            gone; c->lock is held.  Returns 0 with *fd set (non-blocking,
+ *            close-on-exec), or a COORD_E* code. */
 struct coord__backend {
 	int (*open)(coord_t *c, const coord_options_t *opts);
 	void (*close)(coord_t *c);
@@ -129,6 +134,7 @@ struct coord__backend {
 	               struct coord__grant *g);
 	int (*release)(coord_t *c, const struct coord__grant *g);
 	int (*reconnect)(coord_t *c);
+	int (*recall_pipe)(coord_t *c, int *fd);
 };
 
 struct coord {
@@ -148,6 +154,10 @@ struct coord {
 	void (*log)(void *, int, const char *);
 	void *log_userdata;
 	struct coord *next_conn; /* coord__conns, for the fork handler */
+	/* under recall_lock (8.7, the recall descriptor): */
+	pthread_mutex_t recall_lock;
+	int recall_ep;          /* the epoll set coord_recall_fd() returns, or -1 */
+	int recall_fd;          /* the backend's recall pipe in it, or -1 */
 	/* under coord__table_lock: */
 	unsigned refs;          /* the caller's, and one per call through a handle */
 	struct coord__lease *leases;       /* held, not yet released */
@@ -854,8 +864,10 @@ static void coord__conn_unref(coord_t *c)
 	pthread_mutex_unlock(&coord__table_lock);
 	if (!last)
 		return;
-	if (c->pid == getpid()) /* in a child the lock may be a copy held by nobody */
+	if (c->pid == getpid()) { /* in a child the locks may be copies held by nobody */
 		pthread_mutex_destroy(&c->lock);
+		pthread_mutex_destroy(&c->recall_lock);
+	}
 	free(c);
 }
 
@@ -882,8 +894,9 @@ static void coord__atfork_parent(void)
 	pthread_mutex_unlock(&coord__conns_lock);
 }
 
-/* The child closes its copies of every socket, then unlocks what
- * coord__atfork_prepare() took, as the parent does. */
+/* The child closes its copies of every socket and recall descriptor
+ * (closing, not removing from the epoll set, which is the parent's too),
+ * then unlocks what coord__atfork_prepare() took, as the parent does. */
 static void coord__atfork_child(void)
 {
 	for (coord_t *c = coord__conns; c; c = c->next_conn) {
@@ -891,6 +904,11 @@ static void coord__atfork_child(void)
 			close(c->fd);
 			c->fd = -1;
 		}
+		if (c->recall_fd >= 0)
+			close(c->recall_fd);
+		if (c->recall_ep >= 0)
+			close(c->recall_ep);
+		c->recall_fd = c->recall_ep = -1;
 	}
 	atomic_fetch_add_explicit(&coord__fork_epoch, 1, memory_order_relaxed);
 	coord__atfork_parent();
@@ -960,15 +978,37 @@ static int coord__on_notice(coord_t *c, const union coord__msg *m, size_t n)
 	return 0;
 }
 
+/* The descriptor a message carried (SCM_RIGHTS), or -1. */
+static int coord__msg_fd(struct msghdr *mh)
+{
+	int fd = -1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+		if (cm->cmsg_level == SOL_SOCKET && cm->cmsg_type == SCM_RIGHTS &&
+		    cm->cmsg_len == CMSG_LEN(sizeof(int)) && fd < 0)
+			memcpy(&fd, CMSG_DATA(cm), sizeof fd);
+	}
+	return fd;
+}
+
 /* Receives the answer to request `seq` into *m.  Notices met on the way
  * go to coord__on_notice(); any other message with another seq is a stale
  * answer to a request given up on (a timeout) and is dropped.
- * timeout_ms < 0 waits forever.  Returns the length, COORD_ETIMEDOUT,
- * COORD_EIO or COORD_EPROTO. */
-static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms)
+ * timeout_ms < 0 waits forever.  With fd not NULL, *fd is the descriptor
+ * the answer carried, or -1 (a descriptor on any other message is
+ * closed); without, the kernel drops what a message carries.  Returns
+ * the length, COORD_ETIMEDOUT, COORD_EIO or COORD_EPROTO. */
+static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms, int *fd)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	if (fd)
+		*fd = -1;
 	for (;;) {
+		struct iovec iov = { m, sizeof *m };
+		struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 		int wait = -1, rc;
 		ssize_t n;
@@ -985,12 +1025,20 @@ static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeou
 		}
 		if (n == 0)
 			return COORD_ETIMEDOUT;
-		n = recv(c->fd, m, sizeof *m, MSG_TRUNC);
+		if (fd) {
+			mh.msg_control = ctl.buf;
+			mh.msg_controllen = sizeof ctl.buf;
+		}
+		n = recvmsg(c->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n <= 0) {
 			c->broken = 1;
 			return COORD_EIO;
+		}
+		if (fd && (*fd = coord__msg_fd(&mh)) >= 0 && (m->h.seq != seq || (size_t)n < sizeof m->h)) {
+			close(*fd);
+			*fd = -1;
 		}
 		if ((size_t)n > sizeof *m || (size_t)n < sizeof m->h)
 			return coord__proto_error(c);
@@ -1003,6 +1051,11 @@ static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeou
 		if (m->h.seq == seq)
 			return (int)n;
 	}
+}
+
+static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms)
+{
+	return coord__recv_fd(c, seq, m, timeout_ms, NULL);
 }
 
 /* The number of the next request: never COORD_SEQ_NOTICE, even after
@@ -1410,6 +1463,36 @@ static int coord__attach(coord_t *c, uint64_t client_id, uint64_t lease_id, uint
 	return 1;
 }
 
+/* NOTIFY: the broker answers with the read end of its recall pipe for
+ * this connection (c->lock held). */
+static int coord__broker_recall_pipe(coord_t *c, int *fd)
+{
+	coord_msg_hdr req = { COORD_MSG_NOTIFY, coord__next_seq(c) };
+	const union coord__msg *m = &c->in;
+	int n = coord__send(c, &req, sizeof req), got = -1;
+	if (n < 0)
+		return n;
+	n = coord__recv_fd(c, req.seq, &c->in, c->connect_timeout_ms, &got);
+	if (n < 0)
+		return n == COORD_ETIMEDOUT ? COORD_EIO : n;
+	if (m->h.type != COORD_MSG_REPLY || (size_t)n < sizeof m->reply || m->reply.status > 0 ||
+	    (m->reply.status == 0) != (got >= 0)) {
+		if (got >= 0)
+			close(got);
+		return coord__proto_error(c);
+	}
+	if (m->reply.status < 0)
+		return m->reply.status;
+	if (fcntl(got, F_SETFL, O_NONBLOCK) < 0) { /* its own file description */
+		close(got);
+		return COORD_ESYS;
+	}
+	*fd = got;
+	return 0;
+}
+
+static int coord__recall_renew(coord_t *c);
+
 /* A lease of c as it stood when the reconnect began. */
 struct coord__held {
 	struct coord__lease *rec;
@@ -1513,6 +1596,9 @@ static int coord__broker_reconnect(coord_t *c)
 	c->lost_client_id = 0;
 	c->broken = 0;
 	rc = 0;
+	if (coord__recall_renew(c) < 0)
+		coord__log(c, COORD_LOG_WARN, "no recall descriptor after the reconnect: recalls "
+		                              "show only in coord_lease_recalled()");
 out:
 	free(v);
 	free(done);
@@ -1554,6 +1640,7 @@ static const struct coord__backend coord__broker_backend = {
 	coord__broker_acquire,
 	coord__broker_release,
 	coord__broker_reconnect,
+	coord__broker_recall_pipe,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -1760,12 +1847,14 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 	if (!c)
 		return COORD_ENOMEM;
 	c->fd = -1;
+	c->recall_ep = c->recall_fd = -1;
 	c->pid = getpid();
 	c->refs = 1;
 	c->backend = &coord__broker_backend;
 	c->log = opts->log;
 	c->log_userdata = opts->log_userdata;
 	pthread_mutex_init(&c->lock, NULL);
+	pthread_mutex_init(&c->recall_lock, NULL);
 	rc = coord_proto_resolve_dir(opts->dir, c->dir, sizeof c->dir);
 	if (rc < 0)
 		goto fail;
@@ -1778,6 +1867,7 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 fail:
 	c->backend->close(c);
 	pthread_mutex_destroy(&c->lock);
+	pthread_mutex_destroy(&c->recall_lock);
 	free(c);
 	return rc;
 }
@@ -1827,13 +1917,139 @@ COORD_API void coord_disconnect(coord_t *c)
 		coord__kfiles_close(c);
 	c->backend->close(c);
 	if (mine)
+		pthread_mutex_lock(&c->recall_lock);
+	if (c->recall_fd >= 0)
+		close(c->recall_fd);
+	if (c->recall_ep >= 0)
+		close(c->recall_ep);
+	c->recall_fd = c->recall_ep = -1;
+	if (mine) {
+		pthread_mutex_unlock(&c->recall_lock);
 		pthread_mutex_unlock(&c->lock);
+	}
 	coord__conn_unref(c);
 }
 
 COORD_API const char *coord_dir(const coord_t *c)
 {
 	return c ? c->dir : NULL;
+}
+
+/* The recall descriptor.  coord_recall_fd() returns an epoll set, made
+ * once per connection, holding the backend's recall pipe: the caller's
+ * descriptor stays the same while the pipe behind it is replaced at each
+ * reconnect (a pipe belongs to one broker connection).  The pipe is
+ * swapped under recall_lock, removed from the set before it is closed
+ * (a forked child's copy would keep it in the set otherwise). */
+
+/* Puts a new recall pipe into c's epoll set in place of the old one
+ * (c->lock held).  Returns 0 (also when no descriptor was asked for) or
+ * a COORD_E* code. */
+static int coord__recall_renew(coord_t *c)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int fd = -1, rc;
+	pthread_mutex_lock(&c->recall_lock);
+	rc = c->recall_ep < 0 ? 1 : 0;
+	pthread_mutex_unlock(&c->recall_lock);
+	if (rc)
+		return 0;
+	rc = c->backend->recall_pipe(c, &fd);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&c->recall_lock);
+	if (c->recall_fd >= 0) {
+		epoll_ctl(c->recall_ep, EPOLL_CTL_DEL, c->recall_fd, NULL);
+		close(c->recall_fd);
+	}
+	c->recall_fd = fd;
+	ev.data.fd = fd;
+	if (epoll_ctl(c->recall_ep, EPOLL_CTL_ADD, fd, &ev) < 0)
+		rc = COORD_ESYS;
+	pthread_mutex_unlock(&c->recall_lock);
+	return rc;
+}
+
+COORD_API int coord_recall_fd(coord_t *c)
+{
+	int rc, ep;
+	if (!c)
+		return COORD_EINVAL;
+	rc = coord__lock(c);
+	if (rc < 0)
+		return rc;
+	pthread_mutex_lock(&c->recall_lock);
+	ep = c->recall_ep;
+	pthread_mutex_unlock(&c->recall_lock);
+	if (ep >= 0)
+		goto out;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	if (ep < 0) {
+		rc = COORD_ESYS;
+		goto out;
+	}
+	pthread_mutex_lock(&c->recall_lock);
+	c->recall_ep = ep;
+	pthread_mutex_unlock(&c->recall_lock);
+	rc = coord__recall_renew(c);
+	if (coord__retry(c, rc)) /* the reconnect renewed it */
+		rc = 0;
+	if (rc < 0) {
+		pthread_mutex_lock(&c->recall_lock);
+		if (c->recall_fd >= 0)
+			close(c->recall_fd);
+		close(ep);
+		c->recall_fd = c->recall_ep = -1;
+		pthread_mutex_unlock(&c->recall_lock);
+	}
+out:
+	pthread_mutex_unlock(&c->lock);
+	return rc < 0 ? rc : ep;
+}
+
+COORD_API int coord_recall_clear(coord_t *c)
+{
+	char buf[64];
+	ssize_t n = -1;
+	int gone = 0, count = 0, rc = 0;
+	if (!c)
+		return COORD_EINVAL;
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	pthread_mutex_lock(&c->recall_lock);
+	if (c->recall_fd >= 0) {
+		do
+			n = read(c->recall_fd, buf, sizeof buf);
+		while (n > 0 || (n < 0 && errno == EINTR));
+		if (n == 0) {
+			/* The broker's end is closed: the connection is gone.
+			 * Take the pipe out, so the set stops waking. */
+			epoll_ctl(c->recall_ep, EPOLL_CTL_DEL, c->recall_fd, NULL);
+			close(c->recall_fd);
+			c->recall_fd = -1;
+			gone = 1;
+		}
+	}
+	pthread_mutex_unlock(&c->recall_lock);
+	/* Reconnect now, so recalls wake the set again, unless a call on
+	 * another thread holds the connection: that one reconnects. */
+	if (gone && pthread_mutex_trylock(&c->lock) == 0) {
+		if (!c->closed) {
+			c->broken = 1;
+			rc = c->backend->reconnect(c);
+		}
+		pthread_mutex_unlock(&c->lock);
+		if (rc < 0)
+			return rc;
+	}
+	pthread_mutex_lock(&coord__table_lock);
+	for (const struct coord__lease *rec = c->leases; rec; rec = rec->next) {
+		const _Atomic uint64_t *flags = atomic_load_explicit(&rec->flags, memory_order_acquire);
+		if (flags && (atomic_load_explicit(flags, memory_order_acquire) & COORD_SLOT_RECALL))
+			count++;
+	}
+	pthread_mutex_unlock(&coord__table_lock);
+	return count;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -2216,6 +2432,8 @@ static int coord__decode_resource_info(const union coord__msg *m, size_t n,
 	out->last_result = i->last_result;
 	out->wal_before = i->wal_before;
 	out->wal_after = i->wal_after;
+	out->limits.max_hold_ms = i->max_hold_ms;
+	out->limits.recall_grace_ms = i->recall_grace_ms;
 	coord__take_text(out->name, &at, i->name_len);
 	coord__take_text(out->policy.command, &at, i->command_len);
 	coord__take_text(out->message, &at, i->message_len);
@@ -2460,6 +2678,28 @@ COORD_API int coord_set_policy(coord_t *c, const char *resource, const coord_pol
 	req.m.command_len = (uint16_t)cl;
 	memcpy(req.raw + sizeof req.m + nl, p->command, cl);
 	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl + cl, coord__on_done, NULL);
+}
+
+COORD_API int coord_set_limits(coord_t *c, const char *resource, const coord_limits_t *l)
+{
+	union {
+		coord_msg_limits m;
+		char raw[sizeof(coord_msg_limits) + COORD_NAME_MAX + 1];
+	} req;
+	int nl;
+
+	if (!c || !resource || !l || l->max_hold_ms > COORD_LIMIT_MAX_MS ||
+	    l->recall_grace_ms > COORD_LIMIT_MAX_MS)
+		return COORD_EINVAL;
+	memset(&req.m, 0, sizeof req.m);
+	nl = coord_canonicalize(resource, req.raw + sizeof req.m, COORD_NAME_MAX + 1);
+	if (nl < 0)
+		return nl;
+	req.m.h.type = COORD_MSG_LIMITS;
+	req.m.max_hold_ms = l->max_hold_ms;
+	req.m.recall_grace_ms = l->recall_grace_ms;
+	req.m.name_len = (uint16_t)nl;
+	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl, coord__on_done, NULL);
 }
 
 COORD_API int coord_revoke(coord_t *c, const coord_revoke_t *what)

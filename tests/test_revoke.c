@@ -118,3 +118,106 @@ Test(revoke, nothing_to_revoke_is_exit_1)
 	cr_assert(strstr(out, "COORD_ENOLEASE"), "and say COORD_ENOLEASE: %s", out);
 	cr_assert_eq(harness_coordctl(out, sizeof out, "revoke"), 64, "no target is a usage error");
 }
+
+/* ---- hold limits (coordctl limit) ---- */
+
+/* 1 if the process is a zombie: it exited and is not reaped yet (so its
+ * exit, not a guess, is what the broker's pidfd saw). */
+static int exited(pid_t pid)
+{
+	char stat[512];
+	const char *p;
+	if (harness_read_proc(pid, "stat", stat, sizeof stat) < 0)
+		return 1;
+	p = strrchr(stat, ')');
+	return p && p[1] == ' ' && p[2] == 'Z';
+}
+
+Test(revoke, a_lease_held_past_max_hold_is_revoked)
+{
+	const char *res = harness_path(&h, "hung.db");
+	struct actor a;
+	char out[4096];
+	write_file(res, "x", 1);
+	holder(&a, res);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit '%s' --max-hold 0.3 --recall-grace 0.2",
+	                              res), 0, "coordctl limit: %s", out);
+	cr_assert(strstr(out, "max hold 0.3 s, recall grace 0.2 s"), "limit says what it set: %s",
+	          out);
+	cr_assert_eq(death_signal(&a), SIGTERM,
+	             "a holder past its max hold must be recalled, then get SIGTERM");
+	cr_assert(harness_wait_count(&h, res, 0, 0, 0), "its lease must be reclaimed");
+	cr_assert(log_has("step=recall reason=max-hold") && log_has("step=sigterm reason=max-hold"),
+	          "the log must show each step and why");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "show '%s'", res), 0, "show: %s", out);
+	cr_assert(strstr(out, "limits:     max hold 0.3 s, recall grace 0.2 s"),
+	          "show must print the limits: %s", out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit '%s' --max-hold 0", res), 0, "%s", out);
+	cr_assert(strstr(out, "limits recall grace 0.2 s"), "--max-hold 0 turns only it off: %s",
+	          out);
+}
+
+/* An idle reader that ignores the recall (and SIGTERM) is killed after the
+ * grace, and the waiting writer is granted only once it has exited. */
+Test(revoke, a_recalled_reader_that_does_not_let_go_is_revoked_before_the_writer_gets_in)
+{
+	const char *res = harness_path(&h, "dash.db");
+	struct actor dash, writer;
+	const char *r;
+	char out[4096];
+	write_file(res, "x", 1);
+	actor_start(&dash, &h);
+	actor_send(&dash, "acquire read -1 %s", res);
+	r = actor_reply(&dash, 5000);
+	cr_assert(!strncmp(r, "ok", 2), "the dashboard's read lease: '%s'", r);
+	actor_send(&dash, "ignore-term");
+	cr_assert_str_eq(actor_reply(&dash, 5000), "ok", "the reader must ignore SIGTERM");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit '%s' --recall-grace 0.2", res), 0,
+	             "coordctl limit: %s", out);
+	actor_start(&writer, &h);
+	actor_send(&writer, "acquire write 20000 %s", res);
+	r = actor_reply(&writer, 15000);
+	cr_assert(!strncmp(r, "ok", 2), "the writer must be granted after the revoke: '%s'", r);
+	cr_assert(exited(dash.pid), "the writer must not get in while the reader %d lives",
+	          (int)dash.pid);
+	cr_assert_eq(death_signal(&dash), SIGKILL, "a reader ignoring SIGTERM must get SIGKILL");
+	cr_assert(log_has("step=sigterm reason=recall-grace") &&
+	                  log_has("step=sigkill reason=recall-grace"),
+	          "the log must show the recall-grace escalation");
+	cr_assert(!log_has("step=recall reason=recall-grace"),
+	          "the queued writer recalled the lease already; the limit must not recall again");
+	actor_stop(&writer);
+}
+
+/* Limits are durable and apply to leases a restarted broker adopted, from
+ * their original grant. */
+Test(revoke, limits_survive_a_broker_restart_and_cover_adopted_leases)
+{
+	const char *res = "key:nightly";
+	struct actor a;
+	char out[4096];
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit %s --max-hold 1 --recall-grace 0.2", res),
+	             0, "coordctl limit: %s", out);
+	holder(&a, res);
+	harness_kill_broker(&h);
+	harness_start_broker(&h, NULL);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "show %s", res), 0, "show: %s", out);
+	cr_assert(strstr(out, "limits:     max hold 1 s, recall grace 0.2 s"),
+	          "the limits must survive the restart: %s", out);
+	cr_assert(strstr(out, "(adopted)") || harness_count(&h, res, COORD_WRITE, 0) == 1,
+	          "the holder's lease must be adopted: %s", out);
+	cr_assert_eq(death_signal(&a), SIGTERM, "the adopted lease must be revoked at its max hold");
+	cr_assert(log_has("step=sigterm reason=max-hold"), "the new broker revoked it");
+}
+
+Test(revoke, limit_usage_errors)
+{
+	char out[2048];
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit key:x --max-hold -1"), 64, "%s", out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit key:x --max-hold 99999999"), 64, "%s",
+	             out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit key:x --bogus 1"), 64, "%s", out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit key:x --max-hold"), 64, "%s", out);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit key:x"), 0, "%s", out);
+	cr_assert(strstr(out, "limits none"), "without options, limit shows them: %s", out);
+}

@@ -50,6 +50,10 @@ static void usage(FILE *f)
 	        "  policy RESOURCE SPEC [--timeout SECONDS]\n"
 	        "                               SPEC: auto | none | sqlite[:passive|full|restart|truncate]\n"
 	        "                                     | duckdb | exec:COMMAND\n"
+	        "  limit RESOURCE [--max-hold SECONDS] [--recall-grace SECONDS]\n"
+	        "                               hold limits: revoke a lease held longer than\n"
+	        "                               --max-hold, or still held --recall-grace after its\n"
+	        "                               recall (0 turns one off; without options: show them)\n"
 	        "  revoke [--grace SECONDS] LEASE_ID | --pid PID | RESOURCE\n"
 	        "                               take leases back: recall, then SIGTERM, then SIGKILL\n"
 	        "                               the holder, --grace apart (default 5); exit 0 revoked,\n"
@@ -363,6 +367,27 @@ static void print_policy(const coord_resource_info_t *i)
 		               : "");
 }
 
+/* "none", or "max hold 60 s, recall grace 10 s" (what is set). */
+static const char *limits_text(const coord_limits_t *l, char *buf, size_t size)
+{
+	int n = 0;
+	if (!l->max_hold_ms && !l->recall_grace_ms)
+		return "none";
+	buf[0] = 0;
+	if (l->max_hold_ms)
+		n = snprintf(buf, size, "max hold %g s", l->max_hold_ms / 1000.0);
+	if (l->recall_grace_ms && n >= 0 && (size_t)n < size)
+		snprintf(buf + n, size - (size_t)n, "%srecall grace %g s", n ? ", " : "",
+		         l->recall_grace_ms / 1000.0);
+	return buf;
+}
+
+static void print_limits(const coord_resource_info_t *i)
+{
+	char buf[96];
+	printf("limits:     %s\n", limits_text(&i->limits, buf, sizeof buf));
+}
+
 static void print_last_checkpoint(const coord_resource_info_t *i)
 {
 	char when[64] = "never", dur[32], before[32], after[32];
@@ -431,6 +456,7 @@ static int cmd_show(int argc, char **argv)
 	printf("resource:   %s\n", name);
 	printf("kind:       %s\n", coord_kind_name(info.kind));
 	print_policy(&info);
+	print_limits(&info);
 	if (!info.duckdb_available &&
 	    (info.kind == COORD_KIND_DUCKDB || info.policy.policy == COORD_POLICY_DUCKDB))
 		printf("warning:    DuckDB checkpoints are OFF (see below)\n");
@@ -582,6 +608,65 @@ static int cmd_policy(int argc, char **argv)
 	if (rc < 0)
 		return complain(rc, "policy %s", name);
 	printf("%s: policy %s\n", name, spec);
+	return EX_OK;
+}
+
+/* ---- limit ---- */
+
+/* Seconds (0 <= s <= 30 days) into milliseconds; -1 if not. */
+static long long limit_ms(const char *opt, const char *arg)
+{
+	char *end;
+	double secs = strtod(arg, &end);
+	if (*end || *arg == 0 || !(secs >= 0) || secs * 1000 > COORD_LIMIT_MAX_SECONDS * 1000.0) {
+		fprintf(stderr, "%s: %s takes seconds (0 <= s <= %d; 0 turns it off)\n", progname, opt,
+		        COORD_LIMIT_MAX_SECONDS);
+		return -1;
+	}
+	return llround(secs * 1000);
+}
+
+static int cmd_limit(int argc, char **argv)
+{
+	char name[COORD_NAME_MAX + 1], buf[96];
+	coord_resource_info_t info;
+	int rc, set = 0;
+	coord_t *c;
+
+	if (argc < 2 || argc % 2) {
+		usage(stderr);
+		return EX_USAGE;
+	}
+	if ((rc = canonical_arg(argv[1], name)))
+		return rc;
+	rc = connect_broker(&c, 1);
+	if (rc < 0)
+		return complain(rc, "connect");
+	/* Options change what they name and keep the rest as it is. */
+	rc = coord_show(c, name, &info, NULL, NULL);
+	for (int i = 2; rc == 0 && i < argc; i += 2) {
+		uint32_t *to = !strcmp(argv[i], "--max-hold")       ? &info.limits.max_hold_ms
+		               : !strcmp(argv[i], "--recall-grace") ? &info.limits.recall_grace_ms
+		                                                    : NULL;
+		long long ms = to ? limit_ms(argv[i], argv[i + 1]) : -1;
+		if (!to)
+			usage(stderr);
+		if (ms < 0) {
+			coord_disconnect(c);
+			return EX_USAGE;
+		}
+		*to = (uint32_t)ms;
+		set = 1;
+	}
+	if (rc == 0 && set)
+		rc = coord_set_limits(c, name, &info.limits);
+	coord_disconnect(c);
+	if (rc == COORD_EPERM)
+		return complain(rc, "limit %s: hold limits signal holders, so only root, the broker's "
+		                    "user and its --admin-group may set them", name);
+	if (rc < 0)
+		return complain(rc, "limit %s", name);
+	printf("%s: limits %s\n", name, limits_text(&info.limits, buf, sizeof buf));
 	return EX_OK;
 }
 
@@ -773,6 +858,7 @@ static const struct command {
 	{ "run", cmd_run },
 	{ "checkpoint", cmd_checkpoint },
 	{ "policy", cmd_policy },
+	{ "limit", cmd_limit },
 	{ "revoke", cmd_revoke },
 	{ "doctor", cmd_doctor },
 	{ "setup-shared", cmd_setup_shared },
