@@ -241,6 +241,30 @@ Test(group, without_the_admin_group_a_member_may_not_revoke_others)
 	actor_stop(&holder);
 }
 
+/* Hold limits signal holders, so only admins may set them: a member may
+ * not, a member of --admin-group may. */
+Test(group, only_admins_set_hold_limits)
+{
+	char out[4096];
+	const char *db;
+	need_users();
+	harness_start_broker(&h, "--group", GROUP, NULL);
+	db = database("limited.db");
+	cr_assert_eq(harness_coordctl_as(MEMBER, out, sizeof out,
+	                                 "--dir '%s' limit '%s' --max-hold 1", h.dir, db), 1,
+	             "a member may not set hold limits: %s", out);
+	cr_assert(strstr(out, "COORD_EPERM") && strstr(out, "admin-group"),
+	          "and is told COORD_EPERM and who may: %s", out);
+	cr_assert(log_has("event=limits-refused"), "the broker logs the refusal");
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit '%s'", db), 0, "%s", out);
+	cr_assert(strstr(out, "limits none"), "nothing was set: %s", out);
+	harness_stop_broker(&h);
+	harness_start_broker(&h, "--group", GROUP, "--admin-group", GROUP, NULL);
+	cr_assert_eq(harness_coordctl_as(MEMBER, out, sizeof out,
+	                                 "--dir '%s' limit '%s' --max-hold 1", h.dir, db), 0,
+	             "an --admin-group member may: %s", out);
+}
+
 Test(group, a_marker_sends_another_instances_clients_away)
 {
 	struct harness other;

@@ -25,6 +25,10 @@ static struct {
 	int nfailed;
 	int released;
 	struct lt_lease *last_granted[MAXEV];
+	struct lt_lease *limit_lease[MAXEV];
+	int limit_why[MAXEV];
+	int64_t limit_at[MAXEV];
+	int nlimits;
 } seen;
 
 static int64_t ev_now(void *ud) { (void)ud; return now; }
@@ -48,12 +52,21 @@ static int ev_released(void *ud, struct lt_lease *l, const char *why)
 	return l->mode == COORD_WRITE ? release_bits : 0;
 }
 
+static void ev_limit(void *ud, struct lt_lease *l, int why)
+{
+	(void)ud;
+	seen.limit_lease[seen.nlimits] = l;
+	seen.limit_at[seen.nlimits] = now;
+	seen.limit_why[seen.nlimits++] = why;
+}
+
 /* The server keeps resources with a durable token; so does this test, so
  * tokens are checked across idle periods. */
 static int keep_all(void *ud, struct lt_resource *res) { (void)ud; (void)res; return keep; }
 
 static const struct lt_events events = {
 	.now = ev_now, .resource_keep = keep_all, .granted = ev_granted, .waiter_failed = ev_failed, .released = ev_released,
+	.limit = ev_limit,
 };
 
 static void setup(void)
@@ -628,4 +641,92 @@ Test(lease_table, conflicting_waiters_recall_holders_once)
 	                                 NULL, &l, &w), 0, "a second writer queues");
 	cr_assert_eq(nrecalled, 2, "a lease is recalled once, not once per waiter");
 	lease_table_free(rt);
+}
+
+/* ---- hold limits ---- */
+
+/* Advances the clock to `at` and expires what is due. */
+static void run_until(int64_t at)
+{
+	now = at;
+	lease_table_expire(t, now);
+}
+
+Test(lease_table, max_hold_falls_due_once_after_the_grant)
+{
+	struct lt_lease *l = take(1, COORD_WRITE, -1);
+	int64_t granted = now;
+	cr_assert_eq(lease_table_set_limits(t, l->res, 500, 0), 0, "set limits");
+	cr_assert_eq(lease_table_next_deadline(t), granted + 500, "due max_hold after the grant");
+	run_until(granted + 499);
+	cr_assert_eq(seen.nlimits, 0, "not before its time");
+	run_until(granted + 500);
+	cr_assert_eq(seen.nlimits, 1, "due at its time");
+	cr_assert(seen.limit_lease[0] == l && seen.limit_why[0] == LT_LIMIT_MAX_HOLD, "max hold");
+	cr_assert_eq(lease_table_next_deadline(t), -1, "once: nothing else is due");
+	run_until(granted + 5000);
+	cr_assert_eq(seen.nlimits, 1, "a limit falls due once per lease");
+	cr_assert_eq(seen.released, 0, "the table never takes the lease itself");
+	lease_table_release(t, l, "release");
+}
+
+Test(lease_table, recall_grace_counts_from_the_recall)
+{
+	struct lt_lease *r = take(1, COORD_READ, -1);
+	cr_assert_eq(lease_table_set_limits(t, r->res, 0, 100), 0, "set limits");
+	cr_assert_eq(lease_table_next_deadline(t), -1, "nothing due while nobody waits");
+	now += 1000;
+	take(2, COORD_READ, -1);
+	cr_assert_eq(lease_table_next_deadline(t), -1, "a reader does not recall a reader");
+	take(3, COORD_WRITE, -1);
+	cr_assert_eq(r->recalled_ms, now, "the queued writer recalls the reader");
+	cr_assert_eq(lease_table_next_deadline(t), now + 100, "due recall_grace after the recall");
+	run_until(now + 100);
+	cr_assert_eq(seen.nlimits, 2, "both readers were recalled and fall due");
+	cr_assert(seen.limit_why[0] == LT_LIMIT_RECALL_GRACE && seen.limit_why[1] == LT_LIMIT_RECALL_GRACE,
+	          "recall grace");
+}
+
+Test(lease_table, the_earlier_limit_wins)
+{
+	struct lt_lease *w = take(1, COORD_WRITE, -1);
+	int64_t granted = now;
+	cr_assert_eq(lease_table_set_limits(t, w->res, 500, 100), 0, "set limits");
+	now = granted + 450;
+	take(2, COORD_WRITE, -1);
+	cr_assert_eq(lease_table_next_deadline(t), granted + 500,
+	             "max hold (at 500) comes before the recall grace (at 550)");
+	run_until(granted + 500);
+	cr_assert(seen.nlimits == 1 && seen.limit_why[0] == LT_LIMIT_MAX_HOLD, "max hold first");
+	run_until(granted + 600);
+	cr_assert_eq(seen.nlimits, 1, "and only once");
+}
+
+Test(lease_table, limits_set_late_apply_to_holders_and_a_release_disarms)
+{
+	struct lt_lease *a = take(1, COORD_READ, -1), *b = take(2, COORD_READ, -1);
+	int64_t granted = now;
+	now += 300;
+	cr_assert_eq(lease_table_set_limits(t, a->res, 200, 0), 0, "set limits");
+	cr_assert_eq(lease_table_next_deadline(t), granted + 200,
+	             "a limit already passed is due at once");
+	lease_table_release(t, a, "release");
+	run_until(now);
+	cr_assert(seen.nlimits == 1 && seen.limit_lease[0] == b, "only the lease still held: %d",
+	          seen.nlimits);
+	cr_assert_eq(lease_table_set_limits(t, b->res, 0, 0), 0, "clear limits");
+	cr_assert_eq(lease_table_next_deadline(t), -1, "cleared limits leave nothing armed");
+}
+
+Test(lease_table, limits_off_leave_the_heap_to_waiters)
+{
+	struct lt_lease *w = take(1, COORD_WRITE, -1);
+	cr_assert_eq(lease_table_set_limits(t, w->res, 0, 50), 0, "set limits");
+	take(2, COORD_WRITE, 1000);
+	cr_assert_eq(lease_table_next_deadline(t), now + 50, "the recall grace is first");
+	cr_assert_eq(lease_table_set_limits(t, w->res, 0, 0), 0, "clear limits");
+	cr_assert_eq(lease_table_next_deadline(t), now + 1000, "then only the waiter's timeout");
+	run_until(now + 1000);
+	cr_assert(seen.nfailed == 1 && seen.failed_err[0] == COORD_ETIMEDOUT && seen.nlimits == 0,
+	          "the waiter timed out, no limit fell due");
 }

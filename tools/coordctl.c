@@ -661,9 +661,15 @@ static int cmd_limit(int argc, char **argv)
 	if (rc == 0 && set)
 		rc = coord_set_limits(c, name, &info.limits);
 	coord_disconnect(c);
-	if (rc == COORD_EPERM)
-		return complain(rc, "limit %s: hold limits signal holders, so only root, the broker's "
-		                    "user and its --admin-group may set them", name);
+	if (rc == COORD_EPERM) {
+		/* Connected, so the instance is ours to use: the operation is
+		 * what is refused. */
+		snprintf(case_hint, sizeof case_hint,
+		         "hold limits signal holders, so only root, the broker's user and members of "
+		         "its --admin-group may set them");
+		complain(rc, "limit %s", name);
+		return EX_FAIL;
+	}
 	if (rc < 0)
 		return complain(rc, "limit %s", name);
 	printf("%s: limits %s\n", name, limits_text(&info.limits, buf, sizeof buf));
