@@ -7,6 +7,9 @@
  *     resource handle opened once (coord_resource_acquire());
  *   - handoff: from the holder's release to a blocked waiter running;
  *   - reclaim: from SIGKILL of the holder to the waiter running;
+ *   - recall (coord only; its peers have none): an idle reader waits on
+ *     coord_recall_fd() and lets go when a writer asks, timed from the
+ *     writer's request to the reader's release and to the writer running;
  * and a plain Unix-socket round trip (SOCK_SEQPACKET, the transport coord
  * uses), the floor any broker-based design pays.  It prints p50/p99/mean
  * in microseconds.  It never asserts anything: speed is reported, not
@@ -21,6 +24,7 @@
 #include <getopt.h>
 #include <libgen.h>
 #include <limits.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -83,7 +87,7 @@ static struct stats summarize(int64_t *ns, int n)
 
 static void row(const char *what, const char *who, struct stats s)
 {
-	printf("  %-34s %-8s %9.2f %9.2f %9.2f\n", what, who, s.p50, s.p99, s.mean);
+	printf("  %-38s %-8s %9.2f %9.2f %9.2f\n", what, who, s.p50, s.p99, s.mean);
 }
 
 /* ---- uncontended ---- */
@@ -354,6 +358,78 @@ static struct stats bench_reclaim(enum lock_kind kind, int rounds)
 	return s;
 }
 
+/* ---- recall ---- */
+
+struct recall_times {
+	volatile int64_t t0, t1; /* the writer asks; the reader releases */
+};
+
+/* The idle reader: holds a read lease, sleeps in poll() on its recall
+ * descriptor, releases when woken, and takes the lease again (it queues
+ * behind the writer) for the next round. */
+static void recall_reader(struct recall_times *rt, int held_fd, int rounds)
+{
+	coord_t *c = connect_or_die();
+	coord_lease_t *l;
+	int fd = coord_recall_fd(c), rc;
+	if (fd < 0)
+		die("coord_recall_fd", fd);
+	for (int i = 0; i < rounds; i++) {
+		struct pollfd p = { .fd = fd, .events = POLLIN };
+		rc = coord_acquire(c, resource, COORD_READ, -1, "bench-reader", &l);
+		if (rc < 0)
+			die("reader acquire", rc);
+		if (write(held_fd, "h", 1) != 1)
+			_exit(1);
+		do {
+			if (poll(&p, 1, -1) < 0 && errno != EINTR)
+				die("poll", 0);
+			rc = coord_recall_clear(c);
+		} while (rc == 0);
+		if (rc < 0)
+			die("coord_recall_clear", rc);
+		rt[i].t1 = now_ns();
+		coord_release(l);
+	}
+	coord_disconnect(c);
+	_exit(0);
+}
+
+static void bench_recall(struct stats *to_release, struct stats *to_writer)
+{
+	struct recall_times *rt = mmap(NULL, sizeof *rt * (size_t)handoffs, PROT_READ | PROT_WRITE,
+	                               MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	int64_t *rel = malloc(sizeof *rel * (size_t)handoffs), *run = malloc(sizeof *run * (size_t)handoffs);
+	coord_t *c = connect_or_die();
+	int held[2], rc;
+	pid_t pid;
+	char ch;
+	if (pipe(held) < 0)
+		die("pipe", 0);
+	pid = fork();
+	if (pid == 0)
+		recall_reader(rt, held[1], handoffs);
+	for (int i = 0; i < handoffs; i++) {
+		coord_lease_t *l;
+		if (read(held[0], &ch, 1) != 1)
+			die("reader died", 0);
+		rt[i].t0 = now_ns();
+		rc = coord_acquire(c, resource, COORD_WRITE, -1, "bench-writer", &l);
+		if (rc < 0)
+			die("writer acquire", rc);
+		run[i] = now_ns() - rt[i].t0;
+		rel[i] = rt[i].t1 - rt[i].t0;
+		coord_release(l);
+	}
+	waitpid(pid, NULL, 0);
+	coord_disconnect(c);
+	*to_release = summarize(rel, handoffs);
+	*to_writer = summarize(run, handoffs);
+	free(rel);
+	free(run);
+	munmap(rt, sizeof *rt * (size_t)handoffs);
+}
+
 /* ---- setup ---- */
 
 static char tmpdir[PATH_MAX];
@@ -458,7 +534,7 @@ int main(int argc, char **argv)
 
 	printf("coord-bench: %d iterations, %d handoffs, %d reclaims; times in microseconds\n",
 	       iterations, handoffs, reclaims);
-	printf("  %-34s %-8s %9s %9s %9s\n", "operation", "who", "p50", "p99", "mean");
+	printf("  %-38s %-8s %9s %9s %9s\n", "operation", "who", "p50", "p99", "mean");
 	struct stats rtt = bench_unix_rtt();
 	row("unix socket round trip", "socket", rtt);
 	struct stats cw = bench_uncontended(K_COORD, COORD_WRITE);
@@ -480,6 +556,10 @@ int main(int argc, char **argv)
 	row("reclaim SIGKILL -> waiter runs", "coord", rc);
 	row("reclaim SIGKILL -> waiter runs", "flock", bench_reclaim(K_FLOCK, reclaims));
 	row("reclaim SIGKILL -> waiter runs", "fcntl", bench_reclaim(K_FCNTL, reclaims));
+	struct stats rrel, rrun;
+	bench_recall(&rrel, &rrun);
+	row("recall: writer asks -> reader lets go", "coord", rrel);
+	row("recall: writer asks -> writer runs", "coord", rrun);
 	printf("\n  acquire+release / socket round trip (p50): write %.2fx, read %.2fx (target <= 2x)\n",
 	       cw.p50 / rtt.p50, cr.p50 / rtt.p50);
 	printf("  the same through a resource handle:        write %.2fx, read %.2fx\n",
