@@ -490,8 +490,10 @@ static void handle_notify(struct broker *b, struct client *c, const struct reque
 	rc = client_send_fd(c, &r, sizeof r, p[0]);
 	close(p[0]);
 	if (rc < 0) {
+		/* Answers are queued before it (or c is gone): say so in order. */
 		close(p[1]);
-		return; /* c's socket is full or gone: it cannot get an answer */
+		client_reply(c, req->seq, COORD_ESYS);
+		return;
 	}
 	if (c->notify_fd >= 0)
 		close(c->notify_fd);
