@@ -1,8 +1,10 @@
 /* One connection shared by many threads, as coord.h allows: calls are
  * serialised inside the connection, lease handles may be used and
  * released from any thread, and coord_lease_valid() takes no lock.  Run
- * under ThreadSanitizer too (scripts/test.sh), so a data race in the
- * library fails the build rather than a user's program. */
+ * under ThreadSanitizer too (scripts/test.sh, suite 'tsan', through the
+ * driver in tests/tsan/ because Criterion cannot start under TSan), so a
+ * data race in the library fails the build rather than a user's program.
+ * Keep to the Criterion macros that driver provides. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <pthread.h>
