@@ -22,7 +22,7 @@ echo "== threads under TSan"
 if [ ! -f build-tsan/build.ninja ]; then
 	meson setup build-tsan -Db_sanitize=thread -Db_lundef=false >/dev/null
 fi
-ninja -C build-tsan tests/test-threads broker/coordd tools/coordctl >/dev/null
+ninja -C build-tsan tests/test-threads tests/test-recall broker/coordd tools/coordctl >/dev/null
 # Every process's reports go to files (coordd's stderr is a log in the
 # test's directory, removed with it), and any file fails the run.
 tsan_log=$PWD/build-tsan/meson-logs/tsan

@@ -62,6 +62,8 @@ void cr_shim_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 #define cr_assert_str_eq(a, b, ...)                                                       \
 	(strcmp((a), (b)) == 0 ? (void)0                                                   \
 	                       : cr_shim_fail(__FILE__, __LINE__, #a " equals " #b, __VA_ARGS__))
+#define cr_assert_geq(a, b, ...) \
+	(((a) >= (b)) ? (void)0 : cr_shim_fail(__FILE__, __LINE__, #a " >= " #b, __VA_ARGS__))
 #define cr_log_warn(...) cr_shim_warn(__VA_ARGS__)
 
 #endif
