@@ -8,6 +8,8 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -205,4 +207,80 @@ Test(recall, recalls_reach_an_event_loop_while_another_thread_waits_on_the_conne
 	actor_stop(&busy);
 	actor_stop(&w);
 	coord_disconnect(c);
+}
+
+/* ---- a dashboard ---- */
+
+/* A dashboard-like child: keeps a read lease between page views, and at
+ * the start of each view (one byte on req_fd) lets go if recalled, takes
+ * the lease again (waiting its turn behind the writer), serves the view,
+ * and answers with 'r' if it released for this view, '.' if not. */
+static void dashboard(const char *res, int req_fd, int ans_fd)
+{
+	coord_t *c;
+	coord_lease_t *l;
+	char ch;
+	if (coord_connect(&c, NULL) < 0 || coord_acquire(c, res, COORD_READ, 5000, "dash", &l) < 0)
+		_exit(2);
+	while (read(req_fd, &ch, 1) == 1) {
+		char said = '.';
+		if (coord_lease_recalled(l)) {
+			coord_release(l);
+			if (coord_acquire(c, res, COORD_READ, 10000, "dash", &l) < 0)
+				_exit(3);
+			said = 'r';
+		}
+		/* the page view reads the database here */
+		if (write(ans_fd, &said, 1) != 1)
+			_exit(4);
+	}
+	_exit(0);
+}
+
+static char view(int req_fd, int ans_fd)
+{
+	char ch = 0;
+	cr_assert_eq(write(req_fd, "v", 1), 1, "request a page view");
+	cr_assert_eq(read(ans_fd, &ch, 1), 1, "the dashboard answers");
+	return ch;
+}
+
+Test(recall, a_dashboard_lets_go_within_one_page_view_after_a_recall)
+{
+	const char *res = harness_path(&h, "dash.db");
+	int req[2], ans[2];
+	struct actor w;
+	pid_t pid;
+	const char *r;
+
+	cr_assert(pipe(req) == 0 && pipe(ans) == 0, "pipes");
+	pid = fork();
+	cr_assert_geq(pid, 0, "fork");
+	if (pid == 0) {
+		close(req[1]);
+		close(ans[0]);
+		dashboard(res, req[0], ans[1]);
+	}
+	close(req[0]);
+	close(ans[1]);
+	for (int i = 0; i < 3; i++)
+		cr_assert_eq(view(req[1], ans[0]), '.', "views before any recall keep the lease");
+	queue_writer(&w, res);
+	/* the writer waits, the reader is recalled: the next view lets go, and
+	 * is served once the writer is done */
+	cr_assert_eq(write(req[1], "v", 1), 1, "request a page view");
+	r = actor_reply(&w, 5000);
+	cr_assert(!strncmp(r, "ok", 2), "the writer must get in during the first view after the "
+	                                "recall: '%s'", r);
+	actor_send(&w, "release");
+	cr_assert_str_eq(actor_reply(&w, 5000), "ok", "the writer releases");
+	{
+		char ch = 0;
+		cr_assert_eq(read(ans[0], &ch, 1), 1, "the view is served after the writer");
+		cr_assert_eq(ch, 'r', "that view released the recalled lease");
+	}
+	cr_assert_eq(view(req[1], ans[0]), '.', "and the views after it hold the lease again");
+	actor_stop(&w); /* it inherited the pipes: the dashboard ends at EOF */
+	close(req[1]);
+	waitpid(pid, NULL, 0);
 }
