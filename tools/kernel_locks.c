@@ -44,19 +44,17 @@ static int by_resource(const void *a, const void *b)
 
 /* The file that carries a resource's kernel lock, as libcoord.c names it:
  * the path itself, or for "key:NAME" DIR/keys/k-NAME (DIR/keys/h- and the
- * FNV-1a hash of NAME, for a NAME longer than 200 bytes).  Returns 0, or
- * -1 when there is no such file name. */
-static int lock_file_of(const char *resource, const char *dir, char *buf, size_t size)
+ * FNV-1a hash of NAME, for a NAME longer than 200 bytes), written into
+ * buf.  Returns the path, or NULL when there is no such file name. */
+static const char *lock_file_of(const char *resource, const char *dir, char *buf, size_t size)
 {
 	const char *key = resource;
 	size_t len;
 	int n;
-	if (resource[0] == '/') {
-		n = snprintf(buf, size, "%s", resource);
-		return n < 0 || (size_t)n >= size ? -1 : 0;
-	}
+	if (resource[0] == '/')
+		return resource;
 	if (!dir || !dir[0])
-		return -1;
+		return NULL;
 	if (!strncmp(key, "key:", 4))
 		key += 4;
 	len = strlen(key);
@@ -68,7 +66,7 @@ static int lock_file_of(const char *resource, const char *dir, char *buf, size_t
 			h = (h ^ (unsigned char)key[i]) * 1099511628211ull;
 		n = snprintf(buf, size, "%s/keys/h-%016llx", dir, (unsigned long long)h);
 	}
-	return n < 0 || (size_t)n >= size ? -1 : 0;
+	return n < 0 || (size_t)n >= size ? NULL : buf;
 }
 
 /* 1 if pid is among the holders g[0..ng) of one resource. */
@@ -238,14 +236,15 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 	}
 	qsort(held, nheld, sizeof *held, by_resource);
 	for (size_t a = 0, b; a < nheld; a = b) {
-		char path[COORD_DIR_MAX + COORD_NAME_MAX + 16];
+		char buf[COORD_DIR_MAX + COORD_NAME_MAX + 16];
+		const char *path;
 		const struct procfs_flock *on;
 		struct stat st;
 		size_t count;
 		for (b = a + 1; b < nheld && !strcmp(held[b].resource, held[a].resource); b++)
 			;
-		if (lock_file_of(held[a].resource, dir, path, sizeof path) < 0 ||
-		    stat(path, &st) < 0 || !S_ISREG(st.st_mode))
+		path = lock_file_of(held[a].resource, dir, buf, sizeof buf);
+		if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		on = procfs_flocks_on(locks, nlocks, st.st_dev, st.st_ino, &count);
 		if (on && check_resource(k, v, &held[a], b - a, on, count) < 0)
