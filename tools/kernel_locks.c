@@ -69,13 +69,16 @@ static const char *lock_file_of(const char *resource, const char *dir, char *buf
 	return n < 0 || (size_t)n >= size ? NULL : buf;
 }
 
-/* 1 if pid is among the holders g[0..ng) of one resource. */
-static int is_holder(const coord_lease_info_t *v, const struct held *g, size_t ng, long pid)
+static int pid_order(const void *a, const void *b)
 {
-	for (size_t j = 0; j < ng; j++)
-		if ((long)v[g[j].i].pid == pid)
-			return 1;
-	return 0;
+	long x = *(const long *)a, y = *(const long *)b;
+	return (x > y) - (x < y);
+}
+
+/* 1 if pid is in the sorted pids[0..n). */
+static int has_pid(const long *pids, size_t n, long pid)
+{
+	return bsearch(&pid, pids, n, sizeof *pids, pid_order) != NULL;
 }
 
 /* The index in k->outsiders of lock l on dev:ino, added if new; -1 when
@@ -103,24 +106,36 @@ static int outsider_of(struct kernel_locks *k, const struct procfs_flock *l)
 	return (int)k->noutsiders++;
 }
 
-/* Marks, for the holders g[0..ng) of one resource whose file is st, those
- * that wait for a conflicting lock held outside the broker.  Returns 0, or
- * -1 when out of memory. */
+/* Marks, among the holders g[0..ng) of one resource, those that wait for
+ * a conflicting lock held outside the broker; locks[0..nlocks) are the
+ * flocks on the resource's file.  hp and lp are room for ng and nlocks
+ * pids.  Sorting both keeps it O((ng + nlocks) log) however many readers
+ * share a file.  Returns 0, or -1 when out of memory. */
 static int check_resource(struct kernel_locks *k, const coord_lease_info_t *v, const struct held *g,
-                          size_t ng, const struct procfs_flock *locks, size_t nlocks)
+                          size_t ng, const struct procfs_flock *locks, size_t nlocks, long *hp,
+                          long *lp)
 {
+	const struct procfs_flock *any = NULL, *exclusive = NULL;
+	for (size_t j = 0; j < ng; j++)
+		hp[j] = (long)v[g[j].i].pid;
+	qsort(hp, ng, sizeof *hp, pid_order);
+	for (size_t l = 0; l < nlocks; l++) {
+		lp[l] = locks[l].pid;
+		if (has_pid(hp, ng, locks[l].pid))
+			continue;
+		if (!any)
+			any = &locks[l];
+		if (!exclusive && locks[l].write)
+			exclusive = &locks[l];
+	}
+	if (!any)
+		return 0; /* every lock on it is a holder's own */
+	qsort(lp, nlocks, sizeof *lp, pid_order);
 	for (size_t j = 0; j < ng; j++) {
 		const coord_lease_info_t *e = &v[g[j].i];
-		const struct procfs_flock *outside = NULL;
-		int has_own = 0;
-		for (size_t l = 0; l < nlocks; l++) {
-			if (locks[l].pid == (long)e->pid)
-				has_own = 1;
-			else if (!outside && !is_holder(v, g, ng, locks[l].pid) &&
-			         (locks[l].write || e->mode == COORD_WRITE))
-				outside = &locks[l];
-		}
-		if (has_own || !outside)
+		/* a writer waits for any outside lock, a reader for a writer */
+		const struct procfs_flock *outside = e->mode == COORD_WRITE ? any : exclusive;
+		if (!outside || has_pid(lp, nlocks, (long)e->pid))
 			continue;
 		k->waits_for[g[j].i] = outsider_of(k, outside);
 		if (k->waits_for[g[j].i] < 0)
@@ -214,6 +229,7 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 {
 	struct procfs_flock *locks = NULL;
 	struct held *held = NULL;
+	long *hp = NULL, *lp = NULL;
 	size_t nlocks = 0, nheld = 0;
 	int rc = -1;
 
@@ -234,6 +250,10 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 		rc = 0;
 		goto done;
 	}
+	hp = malloc(nheld * sizeof *hp);
+	lp = malloc(nlocks * sizeof *lp);
+	if (!hp || !lp)
+		goto done;
 	qsort(held, nheld, sizeof *held, by_resource);
 	for (size_t a = 0, b; a < nheld; a = b) {
 		char buf[COORD_DIR_MAX + COORD_NAME_MAX + 16];
@@ -247,13 +267,15 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 		if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;
 		on = procfs_flocks_on(locks, nlocks, st.st_dev, st.st_ino, &count);
-		if (on && check_resource(k, v, &held[a], b - a, on, count) < 0)
+		if (on && check_resource(k, v, &held[a], b - a, on, count, hp, lp) < 0)
 			goto done;
 	}
 	rc = k->noutsiders ? find_holders(k) : 0;
 done:
 	free(locks);
 	free(held);
+	free(hp);
+	free(lp);
 	return rc;
 }
 
