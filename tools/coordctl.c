@@ -335,10 +335,9 @@ static void print_table(const coord_lease_info_t *v, size_t n, const struct kern
 				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
 				         " (adopted)");
 			if (o) {
-				klock[0] = ' ';
-				klock[1] = '(';
-				kernel_locks_describe(o, klock + 2, sizeof klock - 3);
-				strcat(klock, ")");
+				char note[240];
+				kernel_locks_describe(o, note, sizeof note);
+				snprintf(klock, sizeof klock, " (%s)", note);
 			}
 			if (!e->waiting) {
 				snprintf(tok, sizeof tok, "%" PRIu64, e->token);
