@@ -17,6 +17,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -139,52 +141,246 @@ static int gone(void *pid)
 	return kill(*(pid_t *)pid, 0) < 0;
 }
 
-/* `coordctl run --write db -- sh -c 'child & ...'`: SIGKILL coordctl, and
+/* `coordctl run --write db -- sh -c 'child & ...'`, then SIGKILL coordctl:
  * its command dies with it (PDEATHSIG), but the command's own child lives
- * on.  It inherited the kernel lock, so the next writer waits for it.  The
- * child reads a pipe whose other end only this test holds, so it ends
- * with the test even if an assertion fails first. */
+ * on with the kernel lock it inherited.  The child reads a pipe whose
+ * other end only the test holds (*life, close it to end the child), so it
+ * ends with the test even if an assertion fails first.  Start actors
+ * before, so that they hold no end of the pipe.  Returns the orphan's pid,
+ * and the killed coordctl's in *ctl_pid, once the broker has reclaimed
+ * coordctl's lease. */
+static pid_t orphan_of_killed_coordctl_run(const char *db, const char *pidfile, pid_t *ctl_pid,
+                                           int *life)
+{
+	char cmd[1600];
+	int p[2];
+	pid_t ctl, orphan;
+	cr_assert(pipe2(p, O_CLOEXEC) == 0, "pipe");
+	ctl = fork();
+	cr_assert(ctl >= 0, "fork");
+	if (ctl == 0) {
+		dup2(p[0], 5); /* dup2 clears close-on-exec */
+		snprintf(cmd, sizeof cmd, "cat <&5 >/dev/null & echo $! > '%s'; wait", pidfile);
+		execl(getenv("COORD_TEST_COORDCTL"), "coordctl", "run", "--write", db, "--", "sh", "-c",
+		      cmd, (char *)NULL);
+		_exit(127);
+	}
+	cr_assert(harness_wait(harness_pid_in_file, (void *)pidfile, 10000),
+	          "coordctl run did not start its command (no %s)", pidfile);
+	orphan = harness_pid_in_file((void *)pidfile);
+	close(p[0]);
+	kill(ctl, SIGKILL);
+	waitpid(ctl, NULL, 0);
+	cr_assert(harness_wait_count(&h, db, 0, 0, 0),
+	          "the broker must reclaim the lease of the SIGKILLed coordctl");
+	*ctl_pid = ctl;
+	*life = p[1];
+	return orphan;
+}
+
 Test(kernel_lock, orphaned_child_of_coordctl_run_keeps_the_file)
 {
 	const char *db = harness_path(&h, "run.db");
-	char pidfile[512], cmd[1600];
-	int life[2];
+	char pidfile[512];
+	int life;
 	pid_t ctl, orphan;
 	struct actor b;
 	const char *r;
 	write_file(db, "x", 1);
 	snprintf(pidfile, sizeof pidfile, "%s", harness_path(&h, "orphan.pid"));
 	actor_start(&b, &h); /* before the pipe, so that it holds no end of it */
-	cr_assert(pipe2(life, O_CLOEXEC) == 0, "pipe");
-
-	ctl = fork();
-	cr_assert(ctl >= 0, "fork");
-	if (ctl == 0) {
-		dup2(life[0], 5); /* dup2 clears close-on-exec */
-		snprintf(cmd, sizeof cmd, "cat <&5 >/dev/null & echo $! > '%s'; wait", pidfile);
-		execl(getenv("COORD_TEST_COORDCTL"), "coordctl", "run", "--write", db, "--", "sh", "-c",
-		      cmd, (char *)NULL);
-		_exit(127);
-	}
-	cr_assert(harness_wait(harness_pid_in_file, pidfile, 10000),
-	          "coordctl run did not start its command (no %s)", pidfile);
-	orphan = harness_pid_in_file(pidfile);
-	close(life[0]);
-	kill(ctl, SIGKILL);
-	waitpid(ctl, NULL, 0);
-	cr_assert(harness_wait_count(&h, db, 0, 0, 0),
-	          "the broker must reclaim the lease of the SIGKILLed coordctl");
+	orphan = orphan_of_killed_coordctl_run(db, pidfile, &ctl, &life);
 
 	actor_send(&b, "acquire write 300 %s", db);
 	r = actor_reply(&b, 10000);
 	cr_assert_str_eq(r, "err COORD_ETIMEDOUT",
 	                 "the next writer got the file while the orphaned child (pid %d) of the "
 	                 "killed command could still write it (reply '%s')", (int)orphan, r);
-	close(life[1]); /* the orphan reads end-of-file and exits */
+	close(life); /* the orphan reads end-of-file and exits */
 	cr_assert(harness_wait(gone, &orphan, 10000), "the orphan %d did not exit", (int)orphan);
 	actor_send(&b, "acquire write 5000 %s", db);
 	r = actor_reply(&b, 10000);
 	cr_assert(!strncmp(r, "ok", 2), "with the orphan gone the next writer must get in: '%s'", r);
+	actor_stop(&b);
+}
+
+/* ---- coordctl list: a grant that waits for an outside holder ---- */
+
+/* A process outside the broker, named "outsider", that holds path
+ * flock()ed exclusively (creating the file) until *life is closed.
+ * Returns its pid once it holds the lock. */
+static pid_t outsider_start(const char *path, int *life)
+{
+	int ready[2], p[2];
+	pid_t pid;
+	char c;
+	cr_assert(pipe2(ready, O_CLOEXEC) == 0 && pipe2(p, O_CLOEXEC) == 0, "pipe");
+	pid = fork();
+	cr_assert(pid >= 0, "fork");
+	if (pid == 0) {
+		int fd = open(path, O_RDONLY | O_CREAT | O_CLOEXEC, 0600);
+		close(ready[0]);
+		close(p[1]);
+		prctl(PR_SET_NAME, "outsider");
+		if (fd < 0 || flock(fd, LOCK_EX) < 0 || write(ready[1], "l", 1) != 1)
+			_exit(1);
+		while (read(p[0], &c, 1) > 0)
+			;
+		_exit(0);
+	}
+	close(ready[1]);
+	close(p[0]);
+	cr_assert_eq(read(ready[0], &c, 1), 1, "the outside process could not flock %s", path);
+	close(ready[0]);
+	*life = p[1];
+	return pid;
+}
+
+/* What `coordctl list` says of resource: its line(s), into buf. */
+static void list_lines_of(const char *resource, char *buf, size_t size)
+{
+	char out[8192], *line, *save = NULL;
+	size_t n = 0;
+	harness_coordctl(out, sizeof out, "list");
+	buf[0] = 0;
+	for (line = strtok_r(out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+		if (!strstr(line, resource))
+			continue;
+		n += (size_t)snprintf(buf + n, n < size ? size - n : 0, "%s\n", line);
+	}
+}
+
+struct expected_note {
+	const char *resource;
+	char note[256];
+};
+
+static int list_shows_note(void *arg)
+{
+	struct expected_note *e = arg;
+	char lines[4096];
+	list_lines_of(e->resource, lines, sizeof lines);
+	return strstr(lines, e->note) != NULL;
+}
+
+/* `coordctl list --json`'s "kernel_lock_holder" of resource's lease, as
+ * "pid=N comm=C locked_by=P holders=[...]" or "null", parsed by Python's
+ * json module (so the output must be valid JSON). */
+static void json_kernel_lock_holder(const char *resource, char *buf, size_t size)
+{
+	harness_coordctl(buf, size,
+	                 "list --json | python3 -c '"
+	                 "import json, sys\n"
+	                 "d = json.load(sys.stdin)\n"
+	                 "l = [x for x in d[\"leases\"] if x[\"resource\"] == sys.argv[1]]\n"
+	                 "k = l[0][\"kernel_lock_holder\"] if l else \"no lease\"\n"
+	                 "print(\"null\" if k is None else k if isinstance(k, str) else "
+	                 "\"pid=%%d comm=%%s locked_by=%%d holders=%%s\" %% (k[\"pid\"], k[\"comm\"], "
+	                 "k[\"locked_by\"], [h[\"pid\"] for h in k[\"holders\"]]), end=\"\")"
+	                 "' '%s'",
+	                 resource);
+}
+
+struct outside_case {
+	int key;
+};
+
+ParameterizedTestParameters(kernel_lock, list_names_the_outside_holder_a_grant_waits_for)
+{
+	static struct outside_case cases[] = { { 0 }, { 1 } };
+	return cr_make_param_array(struct outside_case, cases, 2);
+}
+
+/* A process that never asked the broker holds the file (or the key's lock
+ * file) flock()ed: the broker grants a writer, which then waits for the
+ * kernel lock.  `coordctl list`, `list --json` and `show` name the
+ * outside process until it lets go; then the writer gets in and the note
+ * goes. */
+ParameterizedTest(struct outside_case *oc, kernel_lock,
+                  list_names_the_outside_holder_a_grant_waits_for)
+{
+	const char *res = oc->key ? "key:outside-key" : harness_path(&h, "outside.db");
+	const char *lockfile = oc->key ? harness_path(&h, "keys/k-outside-key") : res;
+	struct expected_note e = { .resource = res };
+	char json[1024], want[256], out[8192], lines[4096];
+	struct actor b;
+	pid_t outsider;
+	const char *r;
+	int life;
+	if (oc->key)
+		cr_assert(mkdir(harness_path(&h, "keys"), 0700) == 0 || errno == EEXIST, "mkdir keys");
+	actor_start(&b, &h); /* before the pipes, so that it holds no end of them */
+	outsider = outsider_start(lockfile, &life);
+
+	actor_send(&b, "acquire write 30000 %s", res);
+	snprintf(e.note, sizeof e.note,
+	         "(waiting for kernel lock held by pid %d (outsider), outside this broker)",
+	         (int)outsider);
+	cr_assert(harness_wait(list_shows_note, &e, 10000),
+	          "coordctl list must mark the writer granted by the broker as waiting for the "
+	          "kernel lock of pid %d (it said:\n%s)", (int)outsider,
+	          (list_lines_of(res, lines, sizeof lines), lines));
+	json_kernel_lock_holder(res, json, sizeof json);
+	snprintf(want, sizeof want, "pid=%d comm=outsider locked_by=%d holders=[%d]", (int)outsider,
+	         (int)outsider, (int)outsider);
+	cr_assert_str_eq(json, want, "list --json must name the outside holder in kernel_lock_holder");
+	harness_coordctl(out, sizeof out, "show '%s'", res);
+	cr_assert(strstr(out, e.note), "coordctl show %s must carry the same note:\n%s", res, out);
+	cr_assert(!actor_has_reply(&b), "the writer got in while pid %d held the file: '%s'",
+	          (int)outsider, actor_reply(&b, 0));
+
+	close(life);
+	cr_assert_eq(waitpid(outsider, NULL, 0), outsider, "reap the outside process");
+	r = actor_reply(&b, 10000);
+	cr_assert(!strncmp(r, "ok", 2), "with the outside holder gone the writer must get in: '%s'",
+	          r);
+	list_lines_of(res, lines, sizeof lines);
+	cr_assert(strstr(lines, "held") && !strstr(lines, "waiting for kernel lock"),
+	          "once the writer holds its kernel lock the note must go:\n%s", lines);
+	json_kernel_lock_holder(res, json, sizeof json);
+	cr_assert_str_eq(json, "null", "kernel_lock_holder must be null for a lease that holds its "
+	                               "kernel lock");
+	actor_stop(&b);
+}
+
+/* The surviving descendant: /proc/locks names the killed coordctl that
+ * took the lock, but the process that holds it is its command's child;
+ * coordctl list names that one. */
+Test(kernel_lock, list_names_the_surviving_descendant_not_the_dead_taker)
+{
+	const char *db = harness_path(&h, "descendant.db");
+	struct expected_note e = { .resource = db };
+	char pidfile[512], json[1024], want[256], lines[4096];
+	int life;
+	pid_t ctl, orphan;
+	struct actor b;
+	const char *r;
+	write_file(db, "x", 1);
+	snprintf(pidfile, sizeof pidfile, "%s", harness_path(&h, "descendant.pid"));
+	actor_start(&b, &h);
+	orphan = orphan_of_killed_coordctl_run(db, pidfile, &ctl, &life);
+
+	actor_send(&b, "acquire write 30000 %s", db);
+	snprintf(e.note, sizeof e.note,
+	         "(waiting for kernel lock held by pid %d (cat), locked by pid %d (gone), outside "
+	         "this broker)",
+	         (int)orphan, (int)ctl);
+	cr_assert(harness_wait(list_shows_note, &e, 10000),
+	          "coordctl list must name the live descendant %d, not the killed coordctl %d that "
+	          "took the lock (it said:\n%s)", (int)orphan, (int)ctl,
+	          (list_lines_of(db, lines, sizeof lines), lines));
+	json_kernel_lock_holder(db, json, sizeof json);
+	snprintf(want, sizeof want, "pid=%d comm=cat locked_by=%d holders=[%d]", (int)orphan,
+	         (int)ctl, (int)orphan);
+	cr_assert_str_eq(json, want, "list --json must name the descendant that holds the lock");
+
+	close(life); /* the orphan reads end-of-file and exits */
+	cr_assert(harness_wait(gone, &orphan, 10000), "the orphan %d did not exit", (int)orphan);
+	r = actor_reply(&b, 10000);
+	cr_assert(!strncmp(r, "ok", 2), "with the orphan gone the writer must get in: '%s'", r);
+	list_lines_of(db, lines, sizeof lines);
+	cr_assert(!strstr(lines, "waiting for kernel lock"),
+	          "once the writer holds its kernel lock the note must go:\n%s", lines);
 	actor_stop(&b);
 }
 

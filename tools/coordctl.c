@@ -30,6 +30,7 @@
 
 #include "coord.h"
 #include "doctor.h"
+#include "kernel_locks.h"
 #include "share.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
@@ -42,7 +43,10 @@ static void usage(FILE *f)
 	        "usage: coordctl [--dir DIR] COMMAND [ARGS]\n"
 	        "\n"
 	        "  status                       is a broker up; its directory, pid, uptime, counts\n"
-	        "  list [--json]                every lease and waiter\n"
+	        "  list [--json]                every lease and waiter; a lease granted whose kernel\n"
+	        "                               lock (flock) is held outside this broker is marked\n"
+	        "                               \"waiting for kernel lock held by pid N\" (JSON:\n"
+	        "                               \"kernel_lock_holder\", null when not waiting)\n"
 	        "  show RESOURCE                kind, policy, holders, waiters, last checkpoint\n"
 	        "  run --read|--write RESOURCE [--timeout SECONDS] [--label TEXT] -- COMMAND [ARGS]\n"
 	        "                               run COMMAND while holding the lease (like flock(1))\n"
@@ -246,7 +250,39 @@ static void json_who(const coord_lease_info_t *e)
 	json_string(stdout, e->label);
 }
 
-static void print_json(const coord_lease_info_t *v, size_t n)
+/* "kernel_lock_holder": null, or the flock(2) held outside the broker that
+ * this holder still waits for: {"pid", "comm", "mode", "locked_by",
+ * "holders": [{"pid", "comm"}], "unseen"}.  "pid" is the first process
+ * found holding it ("holders" lists up to KERNEL_LOCKS_NAMED; "holders"
+ * empty: /proc/locks's "locked_by" is all that is known, "unseen" says
+ * how many processes could not be looked at); "comm" is null when
+ * unknown; "locked_by" is the process that took the lock (0: another PID
+ * namespace's), gone if a descendant holds it now. */
+static void json_kernel_lock(const struct kernel_lock_outsider *o)
+{
+	printf(",\"kernel_lock_holder\":");
+	if (!o) {
+		printf("null");
+		return;
+	}
+	printf("{\"pid\":%ld,\"comm\":", o->nholders ? o->holder[0].pid : o->locked_by);
+	if (o->nholders)
+		json_string(stdout, o->holder[0].comm);
+	else if (o->locked_by_alive)
+		json_string(stdout, o->locked_by_comm);
+	else
+		printf("null");
+	printf(",\"mode\":\"%s\",\"locked_by\":%ld,\"holders\":[",
+	       o->write ? "write" : "read", o->locked_by);
+	for (size_t j = 0; j < o->nholders && j < KERNEL_LOCKS_NAMED; j++) {
+		printf("%s{\"pid\":%ld,\"comm\":", j ? "," : "", o->holder[j].pid);
+		json_string(stdout, o->holder[j].comm);
+		printf("}");
+	}
+	printf("],\"unseen\":%zu}", o->unseen);
+}
+
+static void print_json(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k)
 {
 	int first = 1;
 	printf("{\"leases\":[");
@@ -261,7 +297,9 @@ static void print_json(const coord_lease_info_t *v, size_t n)
 			printf(",\"recalled_ms\":%" PRId64, v[i].recalled_ms);
 		else
 			printf(",\"recalled_ms\":null");
-		printf(",\"adopted\":%s}", v[i].adopted ? "true" : "false");
+		printf(",\"adopted\":%s", v[i].adopted ? "true" : "false");
+		json_kernel_lock(kernel_locks_waits_for(k, i));
+		printf("}");
 		first = 0;
 	}
 	printf("],\"waiters\":[");
@@ -278,14 +316,17 @@ static void print_json(const coord_lease_info_t *v, size_t n)
 	printf("]}\n");
 }
 
-static void print_table(const coord_lease_info_t *v, size_t n)
+/* The table of `list` and `show`.  A holder that still waits for its
+ * kernel lock (see kernel_locks.c) says so at the end of its line. */
+static void print_table(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k)
 {
 	printf("%-6s %-5s %7s %-15s %-8s %8s %6s  %s\n", "STATE", "MODE", "PID", "COMMAND", "AGE",
 	       "TOKEN", "LEASE", "RESOURCE [LABEL]");
 	for (int pass = 0; pass < 2; pass++) {
 		for (size_t i = 0; i < n; i++) {
 			const coord_lease_info_t *e = &v[i];
-			char age[32], tok[32] = "-", id[32] = "-", recalled[64] = "";
+			const struct kernel_lock_outsider *o = kernel_locks_waits_for(k, i);
+			char age[32], tok[32] = "-", id[32] = "-", recalled[64] = "", klock[256] = "";
 			if (e->waiting != pass)
 				continue;
 			fmt_duration(age, sizeof age, e->age_ms);
@@ -297,23 +338,37 @@ static void print_table(const coord_lease_info_t *v, size_t n)
 			if (e->adopted)
 				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
 				         " (adopted)");
+			if (o) {
+				char note[240];
+				kernel_locks_describe(o, note, sizeof note);
+				snprintf(klock, sizeof klock, " (%s)", note);
+			}
 			if (!e->waiting) {
 				snprintf(tok, sizeof tok, "%" PRIu64, e->token);
 				snprintf(id, sizeof id, "%" PRIu64, e->lease_id);
 			}
-			printf("%-6s %-5s %7" PRIu64 " %-15s %-8s %8s %6s  %s%s%s%s%s\n",
+			printf("%-6s %-5s %7" PRIu64 " %-15s %-8s %8s %6s  %s%s%s%s%s%s\n",
 			       pass ? "wait" : "held", mode_name(e->mode), e->pid, e->command, age, tok,
 			       id, e->resource, e->label[0] ? " [" : "", e->label,
-			       e->label[0] ? "]" : "", recalled);
+			       e->label[0] ? "]" : "", recalled, klock);
 		}
 	}
 	if (!n)
 		printf("(no leases)\n");
 }
 
+/* The instance directory of connection c, copied: keys' lock files are
+ * there, and it is needed after the connection is closed. */
+static void copy_dir(const coord_t *c, char *buf, size_t size)
+{
+	snprintf(buf, size, "%s", coord_dir(c) ? coord_dir(c) : "");
+}
+
 static int cmd_list(int argc, char **argv)
 {
 	coord_lease_info_t *v = NULL;
+	struct kernel_locks k;
+	char dir[COORD_DIR_MAX + 1];
 	size_t n = 0;
 	coord_t *c;
 	int json = 0, rc;
@@ -335,13 +390,20 @@ static int cmd_list(int argc, char **argv)
 	if (rc < 0)
 		return complain(rc, "connect");
 	rc = coord_list(c, &v, &n);
+	copy_dir(c, dir, sizeof dir);
 	coord_disconnect(c);
 	if (rc < 0)
 		return complain(rc, "list");
+	if (kernel_locks_check(v, n, dir, &k) < 0) {
+		kernel_locks_free(&k);
+		coord_free(v);
+		return complain(COORD_ENOMEM, "list: kernel locks");
+	}
 	if (json)
-		print_json(v, n);
+		print_json(v, n, &k);
 	else
-		print_table(v, n);
+		print_table(v, n, &k);
+	kernel_locks_free(&k);
 	coord_free(v);
 	return EX_OK;
 }
@@ -442,7 +504,8 @@ static int cmd_show(int argc, char **argv)
 {
 	coord_resource_info_t info;
 	coord_lease_info_t *v = NULL;
-	char name[COORD_NAME_MAX + 1];
+	struct kernel_locks k;
+	char name[COORD_NAME_MAX + 1], dir[COORD_DIR_MAX + 1];
 	size_t n = 0;
 	coord_t *c;
 	/* looking never starts a broker */
@@ -450,9 +513,15 @@ static int cmd_show(int argc, char **argv)
 	if (rc >= 0)
 		return rc;
 	rc = coord_show(c, name, &info, &v, &n);
+	copy_dir(c, dir, sizeof dir);
 	coord_disconnect(c);
 	if (rc < 0)
 		return complain(rc, "show %s", name);
+	if (kernel_locks_check(v, n, dir, &k) < 0) {
+		kernel_locks_free(&k);
+		coord_free(v);
+		return complain(COORD_ENOMEM, "show %s: kernel locks", name);
+	}
 	printf("resource:   %s\n", name);
 	printf("kind:       %s\n", coord_kind_name(info.kind));
 	print_policy(&info);
@@ -464,7 +533,8 @@ static int cmd_show(int argc, char **argv)
 	printf("checkpoint: %s\n", info.checkpoint_running ? "running now" : "idle");
 	print_last_checkpoint(&info);
 	printf("\n");
-	print_table(v, n);
+	print_table(v, n, &k);
+	kernel_locks_free(&k);
 	coord_free(v);
 	return EX_OK;
 }

@@ -6,7 +6,8 @@
  * not), decodes SQLite's -wal (headers, salts, the checksum chain, commit
  * frames) and the wal-index header in -shm by hand after
  * https://www.sqlite.org/walformat.html, reads the first byte of a
- * -journal, and walks /proc/PID/fd for processes holding any of them.
+ * -journal, and walks /proc/PID/fd (through procfs.c) for processes
+ * holding any of them.
  *
  * It must never change anything: files are opened O_RDONLY, nothing is
  * created, deleted or locked, and nothing is opened through SQLite or
@@ -17,7 +18,6 @@
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -28,6 +28,7 @@
 
 #include "coord_proto.h"
 #include "doctor_scan.h"
+#include "procfs.h"
 
 #define WAL_MAGIC 0x377f0682u /* low bit set: big-endian checksums */
 #define WAL_VERSION 3007000u
@@ -234,20 +235,6 @@ static int match_inode(const struct doctor *d, int dfd, const char *fd_name, con
 	return -2;
 }
 
-static void read_comm(long pid, char *buf, size_t size)
-{
-	char path[64];
-	FILE *f;
-	snprintf(path, sizeof path, "/proc/%ld/comm", pid);
-	snprintf(buf, size, "?");
-	f = fopen(path, "re");
-	if (!f)
-		return;
-	if (fgets(buf, (int)size, f))
-		buf[strcspn(buf, "\n")] = 0;
-	fclose(f);
-}
-
 static int add_holder(struct doctor *d, long pid, int fd, int file, int deleted)
 {
 	struct holder *h = realloc(d->holders, (d->nholders + 1) * sizeof *h);
@@ -259,8 +246,25 @@ static int add_holder(struct doctor *d, long pid, int fd, int file, int deleted)
 	h->fd = fd;
 	h->file = file;
 	h->deleted = deleted;
-	read_comm(pid, h->comm, sizeof h->comm);
+	procfs_comm(pid, h->comm, sizeof h->comm);
 	return 0;
+}
+
+/* One descriptor of the walk (procfs_walk_fds()): a holder if it is on
+ * the database or one of its side files. */
+static int scan_fd(void *arg, long pid, int fd, int dirfd, const char *name)
+{
+	struct doctor *d = arg;
+	char link[PATH_MAX + 16];
+	ssize_t len = readlinkat(dirfd, name, link, sizeof link - 1);
+	int file, deleted;
+	if (len <= 0)
+		return 0;
+	link[len] = 0;
+	file = match_file(d, link, &deleted);
+	if (file == -2 && !deleted)
+		file = match_inode(d, dirfd, name, link);
+	return file == -2 ? 0 : add_holder(d, pid, fd, file, deleted);
 }
 
 /* Finds every process with the database or a side file open, from the
@@ -268,47 +272,5 @@ static int add_holder(struct doctor *d, long pid, int fd, int file, int deleted)
  * may not look at are counted in d->unseen.  Returns -1 on ENOMEM. */
 int doctor_scan_proc(struct doctor *d)
 {
-	DIR *proc = opendir("/proc"), *fds;
-	struct dirent *p, *f;
-	int rc = 0;
-	if (!proc)
-		return 0;
-	while (rc == 0 && (p = readdir(proc))) {
-		char fddir[64], *end;
-		long pid = strtol(p->d_name, &end, 10);
-		int dfd;
-		if (*end || pid <= 0)
-			continue;
-		snprintf(fddir, sizeof fddir, "/proc/%ld/fd", pid);
-		dfd = open(fddir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-		if (dfd < 0) {
-			if (errno == EACCES || errno == EPERM)
-				d->unseen++;
-			continue;
-		}
-		fds = fdopendir(dfd);
-		if (!fds) {
-			close(dfd);
-			continue;
-		}
-		while (rc == 0 && (f = readdir(fds))) {
-			char link[PATH_MAX + 16];
-			ssize_t len;
-			int file, deleted;
-			if (f->d_name[0] == '.')
-				continue;
-			len = readlinkat(dfd, f->d_name, link, sizeof link - 1);
-			if (len <= 0)
-				continue;
-			link[len] = 0;
-			file = match_file(d, link, &deleted);
-			if (file == -2 && !deleted)
-				file = match_inode(d, dfd, f->d_name, link);
-			if (file != -2)
-				rc = add_holder(d, pid, atoi(f->d_name), file, deleted);
-		}
-		closedir(fds);
-	}
-	closedir(proc);
-	return rc;
+	return procfs_walk_fds(scan_fd, d, &d->unseen);
 }
