@@ -71,6 +71,7 @@ struct region {
 	uint64_t *free;            /* stack of free slots below slot_count */
 	uint64_t nfree;
 	unsigned char *claimed;    /* until region_ready(): slots adopted */
+	int repaired;              /* after a SIGBUS: for region_check() to tell */
 };
 
 /* ---- the SIGBUS handler ---- */
@@ -274,6 +275,7 @@ static void store_slot(struct region *r, uint64_t slot)
 		bus_faulted = 0;
 		for (int i = 0; i < r->nfiles; i++)
 			rewrite(r, &r->files[i]);
+		r->repaired = 1;
 	}
 }
 
@@ -426,8 +428,8 @@ int region_check(struct region *r, int *what, char *err, size_t errsize)
 		rewrite(r, f);
 		*what |= REGION_TRUNCATED;
 	}
-	if (bus_faulted) {
-		bus_faulted = 0;
+	if (bus_faulted || r->repaired) {
+		bus_faulted = r->repaired = 0;
 		for (int i = 0; i < r->nfiles; i++)
 			rewrite(r, &r->files[i]);
 		*what |= REGION_TRUNCATED;
