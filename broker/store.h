@@ -75,6 +75,12 @@ void store_close(struct store *s);
  * STORE_LOG_INTERVAL_MS with a count (event=store-full, event=no-space),
  * and once more when writes succeed again (event=store-writable). */
 #define STORE_LOG_INTERVAL_MS 1000
+/* 1 for the codes the store logs itself (once per interval): callers
+ * should not log them once per request. */
+static inline int store_condition(int rc)
+{
+	return rc == COORD_EFULL || rc == COORD_ENOSPC;
+}
 
 /* 0 and *out filled, COORD_ENOENT if never stored (out zeroed), or error. */
 int store_resource_load(struct store *s, const char *name, struct store_resource *out);
