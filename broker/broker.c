@@ -2,8 +2,10 @@
  * persistence (grants.c) and to the request handlers (requests.c), client
  * connections (client.c) hand their packets to the handlers and their
  * deaths to the owners here, checkpoint jobs report back to the handlers,
- * and one timer serves the table's deadlines, the jobs' time limits and
- * the clients' (a paused listening socket, counts of refusals to log).
+ * and one timer serves the table's deadlines, the jobs' time limits, the
+ * clients' (a paused listening socket, counts of refusals to log), the
+ * store's (counts of failed writes to log, failed deletes to redo) and
+ * the look at the instance directory once a second (instance.c).
  *
  * An owner is made for each connection when it is accepted and goes with
  * it: its waiter is cancelled and its leases are reclaimed at once, except
@@ -23,6 +25,7 @@
 #include "adopt.h"
 #include "broker.h"
 #include "grants.h"
+#include "instance.h"
 #include "requests.h"
 #include "revoke.h"
 
@@ -122,6 +125,8 @@ static void timer_due(void *ud)
 	ckpt_jobs_expire(&b->jobs, now);
 	clients_expire(&b->clients, now);
 	revoke_expire(b, now);
+	store_expire(b->store, now);
+	instance_expire(b, now);
 }
 
 /* The earlier of two deadlines, -1 meaning none. */
@@ -137,6 +142,7 @@ static void after_events(void *ud)
 	clients_reap(&b->clients);
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
 	next = earliest(next, revoke_next_deadline(b));
+	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
 	loop_arm(&b->loop, earliest(next, clients_next_deadline(&b->clients)));
 }
 

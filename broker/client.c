@@ -34,6 +34,7 @@
 #include <sys/epoll.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -588,41 +589,89 @@ static void listener_event(struct watch *w, uint32_t events)
 		;
 }
 
-int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize)
+/* A socket bound and listening at path, with a shared instance's group
+ * and mode; its inode in *st.  Returns the fd, or -1 with errno set. */
+static int bind_socket(struct clients *cs, const char *path, struct stat *st)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	if ((size_t)snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, COORD_SOCKET_NAME) >=
-	    sizeof sa.sun_path) {
-		snprintf(err, errsize, "socket path %s/%s is longer than %zu bytes; use a shorter --dir",
-		         dir, COORD_SOCKET_NAME, sizeof sa.sun_path - 1);
-		return COORD_EINVAL;
-	}
-	cs->listen_fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-	if (cs->listen_fd < 0)
-		goto sys;
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0), err;
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+	if (fd < 0)
+		return -1;
 	/* We hold the instance lock, so a socket file here is a dead broker's. */
 	unlink(sa.sun_path);
-	if (bind(cs->listen_fd, (struct sockaddr *)&sa, sizeof sa) < 0)
-		goto sys;
+	if (bind(fd, (struct sockaddr *)&sa, sizeof sa) < 0)
+		goto fail;
 	/* A shared instance's members connect: group and mode before listen(),
 	 * so that no member ever finds the socket closed to it. */
 	if (cs->group != (gid_t)-1 &&
 	    (chown(sa.sun_path, (uid_t)-1, cs->group) < 0 || chmod(sa.sun_path, 0660) < 0))
+		goto fail;
+	if (stat(sa.sun_path, st) < 0 || listen(fd, 1024) < 0)
+		goto fail;
+	return fd;
+fail:
+	err = errno;
+	close(fd);
+	errno = err;
+	return -1;
+}
+
+int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize)
+{
+	char path[sizeof cs->sock_path];
+	struct stat st;
+	if ((size_t)snprintf(path, sizeof path, "%s/%s", dir, COORD_SOCKET_NAME) >= sizeof path) {
+		snprintf(err, errsize, "socket path %s/%s is longer than %zu bytes; use a shorter --dir",
+		         dir, COORD_SOCKET_NAME, sizeof path - 1);
+		return COORD_EINVAL;
+	}
+	cs->listen_fd = bind_socket(cs, path, &st);
+	if (cs->listen_fd < 0)
 		goto sys;
-	snprintf(cs->sock_path, sizeof cs->sock_path, "%s", sa.sun_path);
+	snprintf(cs->sock_path, sizeof cs->sock_path, "%s", path);
+	cs->sock_dev = st.st_dev;
+	cs->sock_ino = st.st_ino;
 	cs->listen_watch = (struct watch){ listener_event, cs };
 	cs->resume_ms = 0;
 	for (int k = 0; k < CLIENTS_CONDITIONS; k++)
 		cs->cond[k] = (struct clients_condition_log){ .logged_ms = -CLIENTS_LOG_INTERVAL_MS };
 	cs->spare_fd = -1;
 	open_spare(cs);
-	if (cs->spare_fd < 0 || listen(cs->listen_fd, 1024) < 0 ||
-	    loop_add(cs->loop, cs->listen_fd, &cs->listen_watch, EPOLLIN) < 0)
+	if (cs->spare_fd < 0 || loop_add(cs->loop, cs->listen_fd, &cs->listen_watch, EPOLLIN) < 0)
 		goto sys;
 	return 0;
 sys:
-	snprintf(err, errsize, "%s: %s", sa.sun_path, strerror(errno));
+	snprintf(err, errsize, "%s: %s", path, strerror(errno));
 	return COORD_ESYS;
+}
+
+int clients_socket_ok(const struct clients *cs)
+{
+	struct stat st;
+	if (lstat(cs->sock_path, &st) < 0)
+		return errno != ENOENT; /* cannot tell: leave it */
+	return S_ISSOCK(st.st_mode) && st.st_dev == cs->sock_dev && st.st_ino == cs->sock_ino;
+}
+
+int clients_rebind(struct clients *cs, char *err, size_t errsize)
+{
+	struct stat st;
+	int fd = bind_socket(cs, cs->sock_path, &st);
+	if (fd < 0 || loop_add(cs->loop, fd, &cs->listen_watch, cs->resume_ms ? 0 : EPOLLIN) < 0) {
+		snprintf(err, errsize, "%s: %s", cs->sock_path, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		return COORD_ESYS;
+	}
+	/* Connections still queued on the old socket are lost with it: their
+	 * clients see a hang-up and connect again. */
+	loop_del(cs->loop, cs->listen_fd);
+	close(cs->listen_fd);
+	cs->listen_fd = fd;
+	cs->sock_dev = st.st_dev;
+	cs->sock_ino = st.st_ino;
+	return 0;
 }
 
 static void destroy(struct clients *cs, struct client *c)
@@ -669,6 +718,7 @@ void clients_close(struct clients *cs)
 	if (cs->spare_fd >= 0)
 		close(cs->spare_fd);
 	cs->listen_fd = cs->spare_fd = -1;
-	if (cs->sock_path[0])
+	/* Only our own socket: the name may lead to another's by now. */
+	if (cs->sock_path[0] && clients_socket_ok(cs))
 		unlink(cs->sock_path);
 }

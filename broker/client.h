@@ -92,12 +92,23 @@ struct clients {
 	struct client *list;
 	struct client *dead;       /* killed, not yet destroyed */
 	char sock_path[108];
+	dev_t sock_dev;            /* the socket file bound at sock_path */
+	ino_t sock_ino;
 };
 
 /* Binds and listens on DIR/coordd.sock, replacing a dead broker's socket
  * (the caller holds the instance lock), and opens the spare descriptor.
  * Returns 0 or COORD_E* with the reason in err. */
 int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize);
+/* 1 while sock_path still names the socket we listen on.  It does not
+ * once the file was removed or replaced (the instance directory removed
+ * under the broker). */
+int clients_socket_ok(const struct clients *cs);
+/* Binds and listens on sock_path again, in place of whatever is there
+ * (the caller holds the instance lock), and stops listening on the old
+ * socket, which nobody can reach any more.  Returns 0 or COORD_E* with
+ * the reason in err; the old socket is kept then. */
+int clients_rebind(struct clients *cs, char *err, size_t errsize);
 /* The earliest time something of the clients' is due (listening resumed
  * after a pause, a condition's count logged), or -1. */
 int64_t clients_next_deadline(const struct clients *cs);

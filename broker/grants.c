@@ -106,8 +106,9 @@ static int reserve_token(struct broker *b, struct lt_lease *l)
 	rc = store_resource_save(b->store, l->res->name, &x->rec);
 	if (rc < 0) {
 		x->rec.token_ceiling = l->token - 1;
-		log_event(&b->log, "error", "op=token-reserve resource=%s code=%s",
-		          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
+		if (!store_condition(rc))
+			log_event(&b->log, "error", "op=token-reserve resource=%s code=%s",
+			          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
 		return rc;
 	}
 	if (!x->stored)
@@ -136,7 +137,7 @@ int grants_record(struct broker *b, const struct lt_lease *l)
 	snprintf(rec.name, sizeof rec.name, "%s", l->res->name);
 	snprintf(rec.label, sizeof rec.label, "%s", l->label);
 	rc = store_lease_put(b->store, &rec);
-	if (rc < 0)
+	if (rc < 0 && !store_condition(rc))
 		log_event(&b->log, "error", "op=lease-record resource=%s code=%s",
 		          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
 	return rc;
@@ -221,7 +222,7 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	 * coord_lease_valid() is false, before anyone else is granted. */
 	region_slot_free(b->region, l->slot);
 	rc = store_lease_del(b->store, l->id);
-	if (rc < 0)
+	if (rc < 0 && !store_condition(rc))
 		log_event(&b->log, "error", "op=lease-record-delete lease=%llu code=%s",
 		          (unsigned long long)l->id, coord_proto_errname(rc));
 	grants_unlink(o, l);

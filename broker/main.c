@@ -1,9 +1,10 @@
 /* coordd: the lease broker of one instance directory.
  *
  * This file turns the command line into a running broker: it picks the
- * instance directory, makes sure exactly one broker owns it (an exclusive
- * flock on DIR/coordd.lock, held for the broker's life, taken before the
- * socket is touched), optionally becomes a daemon that tells its launcher
+ * instance directory, makes sure exactly one broker owns it (instance.c:
+ * an exclusive flock on DIR/coordd.lock and the instance's abstract socket
+ * name, held for the broker's life, taken before the socket is touched),
+ * optionally becomes a daemon that tells its launcher
  * when it is ready, opens LMDB and the shared region, fits --max-clients
  * to the descriptor limit, gives a shared instance's directory and files
  * to its group (group.c), and hands over to the wired-up broker in
@@ -29,6 +30,7 @@
 #include "adopt.h"
 #include "broker.h"
 #include "group.h"
+#include "instance.h"
 #include "log.h"
 
 enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
@@ -42,7 +44,7 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
-	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS]\n"
+	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS] [--map-size MB]\n"
 	        "              [--group NAME] [--admin-group NAME]\n"
 	        "\n"
 	        "The coord lease broker for one instance directory.\n"
@@ -58,6 +60,10 @@ static void usage(FILE *f)
 	        "  --duckdb-lib PATH  libduckdb.so for DuckDB checkpoints (default:\n"
 	        "                     $COORD_DUCKDB_LIB, else libduckdb.so on the library path)\n"
 	        "  --checkpoint-timeout MS  time limit of one checkpoint (default 60000)\n"
+	        "  --map-size MB      most state.mdb may grow to (default 1024): a record per\n"
+	        "                     resource ever written (about 1.4 KiB); when it is full,\n"
+	        "                     new write grants fail with COORD_EFULL until coordd is\n"
+	        "                     restarted with more (leases.mdb is sized for --max-leases)\n"
 	        "  --group NAME       share the instance with group NAME: directory 2770, socket\n"
 	        "                     0660, files 0640, all of group NAME; only root, this user\n"
 	        "                     and members may connect (default: the directory's group\n"
@@ -66,27 +72,6 @@ static void usage(FILE *f)
 	        "  --admin-group NAME members may revoke anyone's leases (signalling another\n"
 	        "                     user's process needs coordd to run as root)\n"
 	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
-}
-
-/* mkdir -p with mode 0700 for directories we create. */
-static int make_dirs(const char *dir)
-{
-	char buf[PATH_MAX];
-	size_t len = strlen(dir);
-	if (len >= sizeof buf)
-		return -1;
-	memcpy(buf, dir, len + 1);
-	for (char *p = buf + 1; *p; p++) {
-		if (*p != '/')
-			continue;
-		*p = 0;
-		if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-			return -1;
-		*p = '/';
-	}
-	if (mkdir(buf, 0700) < 0 && errno != EEXIST)
-		return -1;
-	return 0;
 }
 
 /* The launcher side of --daemon: fork twice, the first child waits for
@@ -187,6 +172,7 @@ int main(int argc, char **argv)
 		{ "checkpoint-timeout", required_argument, NULL, 't' },
 		{ "group", required_argument, NULL, 'g' },
 		{ "admin-group", required_argument, NULL, 'a' },
+		{ "map-size", required_argument, NULL, 'm' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -195,12 +181,13 @@ int main(int argc, char **argv)
 	char dirbuf[PATH_MAX], real[PATH_MAX], path[PATH_MAX + 64], err[PATH_MAX * 2 + 256] = "";
 	const char *dir = NULL, *group_opt = NULL, *admin_opt = NULL;
 	char group_buf[64];
-	int daemon_mode = 0, ready_fd = -1, lock_fd = -1, opt, rc, status = EXIT_STARTUP;
+	int daemon_mode = 0, ready_fd = -1, locked = 0, opt, rc, status = EXIT_STARTUP;
 	uint64_t v, fit, nofile;
 	char lowered[64] = "";
 	FILE *logf = NULL;
 	struct rlimit rl;
 	struct adopt_records old_leases = { 0 };
+	struct store_options store_opts = { .log = &b.log };
 	size_t adopted = 0;
 
 	b.cfg.max_leases = 65536;
@@ -233,6 +220,11 @@ int main(int argc, char **argv)
 			break;
 		case 'a':
 			admin_opt = optarg;
+			break;
+		case 'm':
+			if (parse_u64(optarg, 1, 1u << 24, &v) < 0)
+				goto bad_number;
+			store_opts.state_map_mb = v;
 			break;
 		case 't':
 			if (parse_u64(optarg, 1, 24u * 3600 * 1000, &v) < 0)
@@ -270,7 +262,7 @@ int main(int argc, char **argv)
 		return EXIT_USAGE;
 	}
 	umask(077);
-	if (make_dirs(dir) < 0 || !realpath(dir, real)) {
+	if (instance_make_dirs(dir) < 0 || !realpath(dir, real)) {
 		fprintf(stderr, "coordd: cannot create instance directory %s: %s\n", dir, strerror(errno));
 		return EXIT_STARTUP;
 	}
@@ -291,23 +283,12 @@ int main(int argc, char **argv)
 	if (daemon_mode)
 		daemonize(&ready_fd);
 
-	snprintf(path, sizeof path, "%s/%s", real, COORD_LOCK_NAME);
-	lock_fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-	if (lock_fd < 0) {
-		snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
+	rc = instance_lock(real, err, sizeof err);
+	if (rc == COORD_EBUSY)
+		status = EXIT_RUNNING;
+	if (rc < 0)
 		goto fail;
-	}
-	if (flock(lock_fd, LOCK_EX | LOCK_NB) < 0) {
-		if (errno == EWOULDBLOCK) {
-			status = EXIT_RUNNING;
-			snprintf(err, sizeof err, "another coordd already serves %s", real);
-		} else {
-			snprintf(err, sizeof err, "cannot lock %s: %s", path, strerror(errno));
-		}
-		goto fail;
-	}
-	if (ftruncate(lock_fd, 0) == 0)
-		dprintf(lock_fd, "%d\n", (int)getpid());
+	locked = 1;
 	/* Only the broker that owns the directory changes its mode. */
 	if (b.cfg.group != GROUP_NONE && group_share_dir(real, b.cfg.group, err, sizeof err) < 0)
 		goto fail;
@@ -327,14 +308,18 @@ int main(int argc, char **argv)
 		b.log.f = logf;
 	}
 
-	rc = store_open(&b.store, real, adopt_collect, &old_leases, &b.first_lease_id, err, sizeof err);
+	store_opts.max_leases = b.cfg.max_leases;
+	rc = store_open(&b.store, real, &store_opts, adopt_collect, &old_leases, &b.first_lease_id,
+	                err, sizeof err);
 	if (rc < 0)
 		goto fail;
 	rc = region_open(&b.region, real, b.cfg.max_leases, err, sizeof err);
 	if (rc < 0)
 		goto fail;
-	if (b.cfg.group != GROUP_NONE)
+	if (b.cfg.group != GROUP_NONE) {
+		region_set_mode(b.region, 0640);
 		group_share_files(real, b.cfg.group, &b.log);
+	}
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
@@ -377,7 +362,7 @@ int main(int argc, char **argv)
 	region_close(b.region);
 	store_close(b.store);
 	log_event(&b.log, "stop", "pid=%d", (int)getpid());
-	close(lock_fd);
+	instance_unlock();
 	if (logf)
 		fclose(logf);
 	return status;
@@ -398,7 +383,7 @@ fail:
 	if (b.store)
 		store_close(b.store);
 	free(old_leases.v);
-	if (lock_fd >= 0)
-		close(lock_fd);
+	if (locked)
+		instance_unlock();
 	return status;
 }

@@ -8,8 +8,9 @@
 
 struct region;
 
-/* Opens or creates DIR/coordd.shm with at least `slots` slots and bumps
- * the epoch.  The slots keep what an earlier broker left in them until
+/* Opens or creates DIR/coordd.shm with at least `slots` slots, its blocks
+ * allocated, and bumps the epoch; a SIGBUS handler grows the file back if
+ * a slot write finds it truncated.  The slots keep what an earlier broker left in them until
  * region_ready().  Returns 0 or COORD_E*, with the reason in err. */
 int region_open(struct region **out, const char *dir, uint64_t slots, char *err, size_t errsize);
 /* Before region_ready(): keeps `slot` for an adopted lease and publishes
@@ -39,5 +40,18 @@ void region_slot_flag(struct region *r, uint64_t slot, uint64_t bits);
 /* Clears the slot (its holder's coord_lease_valid() turns false at once)
  * and makes it free again. */
 void region_slot_free(struct region *r, uint64_t slot);
+
+/* The mode a file written anew by region_check() gets (0644 unless a
+ * shared instance says otherwise). */
+void region_set_mode(struct region *r, unsigned mode);
+
+enum { REGION_TRUNCATED = 1, REGION_REPLACED = 2 };
+/* On the broker's timer: a file truncated under the broker is grown back
+ * and rewritten from what the broker knows; a file at the path that is
+ * not the broker's (removed, replaced) is written anew and renamed into
+ * place, while the old one stays mapped and up to date for the clients
+ * that map it.  Sets REGION_* bits in *what.  Returns 0, or COORD_ENOSPC
+ * or COORD_ESYS with the reason in err (tried again at the next check). */
+int region_check(struct region *r, int *what, char *err, size_t errsize);
 
 #endif

@@ -16,7 +16,18 @@
  *               machine crash left it unreadable, it is recreated.
  *
  * Only the broker writes either environment; tools may open them with
- * read-only transactions.  Nothing here is reachable by clients. */
+ * read-only transactions.  Nothing here is reachable by clients.
+ *
+ * Bad states (docs/design.md, "Bad states").  A full map (MDB_MAP_FULL)
+ * and a full filesystem (ENOSPC, EDQUOT) make a write fail with
+ * COORD_EFULL or COORD_ENOSPC and change nothing; they are logged once per
+ * interval with a count, never once per request.  leases.mdb's map is
+ * sized for --max-leases records, so it cannot fill before the lease
+ * table does; state.mdb's is --map-size.  A delete that fails (it needs
+ * pages too) is kept and done again, so a released lease's record goes
+ * as soon as there is room.  If the files are removed or replaced under
+ * the broker, store_restore() copies the open environments back into
+ * place. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -24,16 +35,48 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
+#include "log.h"
+#include "loop.h"
 #include "store.h"
 
 #define ID_RESERVE 65536
+#define STATE_MAP_MB_DEFAULT 1024
+/* A lease record with its node fits in half a page; a page per record
+ * leaves room for half-full pages after splits, branch pages and the
+ * pages a transaction copies. */
+#define LEASES_MAP_PER_RECORD 4096
+#define LEASES_MAP_BASE (4u << 20)
+
+/* The conditions logged once per interval. */
+enum store_condition {
+	STORE_STATE_FULL,          /* state.mdb: MDB_MAP_FULL */
+	STORE_LEASES_FULL,         /* leases.mdb: MDB_MAP_FULL */
+	STORE_NO_SPACE,            /* either: ENOSPC or EDQUOT */
+	STORE_CONDITIONS
+};
+
+struct store_condition_log {
+	uint64_t pending;          /* failures since the last line */
+	uint64_t total;            /* failures since writes last succeeded */
+	int64_t logged_ms;
+	const char *file;          /* of the last failure */
+	int err;                   /* errno of the last failure */
+};
 
 struct store {
 	MDB_env *state, *leases;
 	MDB_dbi resources, state_meta, meta, table;
 	uint64_t id_reserved;      /* no lease id at or above this was handed out */
+	char dir[4096];
+	size_t state_map, leases_map;
+	struct log *log;
+	uint64_t *undeleted;       /* lease records whose delete failed */
+	size_t nundeleted, undeleted_cap;
+	int64_t retry_ms;          /* when they are tried again */
+	struct store_condition_log cond[STORE_CONDITIONS];
 };
 
 static MDB_val key(const char *k)
@@ -43,11 +86,93 @@ static MDB_val key(const char *k)
 
 static int lmdb_err(int rc)
 {
-	if (rc == ENOMEM || rc == MDB_MAP_FULL)
+	if (rc == MDB_MAP_FULL)
+		return COORD_EFULL;
+	if (rc == ENOSPC || rc == EDQUOT)
+		return COORD_ENOSPC;
+	if (rc == ENOMEM)
 		return COORD_ENOMEM;
 	if (rc == EACCES || rc == EPERM)
 		return COORD_EPERM;
 	return COORD_ESYS;
+}
+
+/* ---- conditions, logged once per interval ---- */
+
+static void log_condition(struct store *s, enum store_condition k, int64_t now)
+{
+	struct store_condition_log *c = &s->cond[k];
+	if (s->log && k == STORE_NO_SPACE)
+		log_event(s->log, "no-space",
+		          "dir=%s file=%s errno=%s failures=%llu hint=%s", log_quote(s->log, s->dir),
+		          log_quote(s->log, c->file), c->err == EDQUOT ? "EDQUOT" : "ENOSPC",
+		          (unsigned long long)c->pending,
+		          "\"free space on the instance directory's filesystem; held leases are "
+		          "kept and grants resume by themselves\"");
+	else if (s->log)
+		log_event(s->log, "store-full", "file=%s map_size_mb=%llu failures=%llu hint=%s",
+		          log_quote(s->log, c->file),
+		          (unsigned long long)((k == STORE_STATE_FULL ? s->state_map : s->leases_map) >> 20),
+		          (unsigned long long)c->pending,
+		          k == STORE_STATE_FULL ? "\"restart coordd with a larger --map-size MB\""
+		                                : "\"restart coordd with a larger --max-leases\"");
+	c->pending = 0;
+	c->logged_ms = now;
+}
+
+/* A write to env failed with LMDB or errno code rc: counts and maybe logs
+ * a full map or filesystem.  Returns the COORD_E* code. */
+static int failed(struct store *s, MDB_env *env, int rc)
+{
+	int code = lmdb_err(rc);
+	enum store_condition k;
+	struct store_condition_log *c;
+	int64_t now;
+	if (code == COORD_EFULL)
+		k = env == s->state ? STORE_STATE_FULL : STORE_LEASES_FULL;
+	else if (code == COORD_ENOSPC)
+		k = STORE_NO_SPACE;
+	else
+		return code;
+	c = &s->cond[k];
+	c->pending++;
+	c->total++;
+	c->file = env == s->state ? COORD_STATE_NAME : COORD_LEASES_NAME;
+	c->err = rc;
+	now = now_ms();
+	if (now - c->logged_ms >= STORE_LOG_INTERVAL_MS)
+		log_condition(s, k, now);
+	return code;
+}
+
+/* A write to env succeeded: the conditions of its file are over. */
+static void succeeded(struct store *s, MDB_env *env)
+{
+	const char *file = env == s->state ? COORD_STATE_NAME : COORD_LEASES_NAME;
+	for (int k = 0; k < STORE_CONDITIONS; k++) {
+		struct store_condition_log *c = &s->cond[k];
+		if (!c->total || strcmp(c->file, file))
+			continue;
+		if (c->pending)
+			log_condition(s, (enum store_condition)k, now_ms());
+		if (s->log)
+			log_event(s->log, "store-writable", "file=%s after_failures=%llu",
+			          log_quote(s->log, file), (unsigned long long)c->total);
+		c->total = 0;
+	}
+}
+
+int64_t store_next_deadline(const struct store *s)
+{
+	int64_t next = -1;
+	for (int k = 0; k < STORE_CONDITIONS; k++) {
+		int64_t due = s->cond[k].logged_ms + STORE_LOG_INTERVAL_MS;
+		if (s->cond[k].pending && (next < 0 || due < next))
+			next = due;
+	}
+	if (s->nundeleted && (next < 0 || s->retry_ms < next))
+		next = s->retry_ms;
+	return next;
 }
 
 static void read_boot_id(char *buf, size_t size)
@@ -95,7 +220,7 @@ static int open_leases(struct store *s, const char *dir,
 	char boot[64], stored[64] = "";
 	int rc;
 
-	rc = open_env(&s->leases, dir, "leases.mdb", MDB_NOSYNC, 64u << 20, 2, err, errsize);
+	rc = open_env(&s->leases, dir, COORD_LEASES_NAME, MDB_NOSYNC, s->leases_map, 2, err, errsize);
 	if (rc < 0)
 		return rc;
 	read_boot_id(boot, sizeof boot);
@@ -165,7 +290,7 @@ fail:
 	return lmdb_err(rc);
 }
 
-int store_open(struct store **out, const char *dir,
+int store_open(struct store **out, const char *dir, const struct store_options *opts,
                void (*old)(void *ud, const struct store_lease *l), void *ud,
                uint64_t *next_lease_id, char *err, size_t errsize)
 {
@@ -175,7 +300,13 @@ int store_open(struct store **out, const char *dir,
 
 	if (!s)
 		return COORD_ENOMEM;
-	rc = open_env(&s->state, dir, "state.mdb", 0, 256u << 20, 2, err, errsize);
+	snprintf(s->dir, sizeof s->dir, "%s", dir);
+	s->log = opts->log;
+	s->state_map = (size_t)(opts->state_map_mb ? opts->state_map_mb : STATE_MAP_MB_DEFAULT) << 20;
+	s->leases_map = LEASES_MAP_BASE + (size_t)opts->max_leases * LEASES_MAP_PER_RECORD;
+	for (int k = 0; k < STORE_CONDITIONS; k++)
+		s->cond[k] = (struct store_condition_log){ .logged_ms = -STORE_LOG_INTERVAL_MS, .file = "" };
+	rc = open_env(&s->state, dir, COORD_STATE_NAME, 0, s->state_map, 2, err, errsize);
 	if (rc < 0)
 		goto fail;
 	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
@@ -225,10 +356,15 @@ fail:
 	return rc;
 }
 
+static void delete_undeleted(struct store *s);
+
 void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	if (s->leases && s->nundeleted)
+		delete_undeleted(s);
+	free(s->undeleted);
 	if (s->leases) {
 		mdb_env_sync(s->leases, 1);
 		mdb_env_close(s->leases);
@@ -244,6 +380,8 @@ int store_resource_load(struct store *s, const char *name, struct store_resource
 	MDB_val k = { strlen(name), (void *)name }, v;
 	int rc;
 	memset(out, 0, sizeof *out);
+	if (!s->state) /* a restore failed half way: see store_restore() */
+		return COORD_ESYS;
 	rc = mdb_txn_begin(s->state, NULL, MDB_RDONLY, &txn);
 	if (rc)
 		return lmdb_err(rc);
@@ -262,18 +400,27 @@ int store_resource_load(struct store *s, const char *name, struct store_resource
 
 int store_resource_save(struct store *s, const char *name, const struct store_resource *r)
 {
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	MDB_val k = { strlen(name), (void *)name }, v = { sizeof *r, (void *)r };
-	int rc = mdb_txn_begin(s->state, NULL, 0, &txn);
+	int rc;
+	if (!s->state)
+		return COORD_ESYS;
+	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
 	if (rc)
-		return lmdb_err(rc);
+		goto fail;
 	rc = mdb_put(txn, s->resources, &k, &v, 0);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return lmdb_err(rc);
-	}
+	if (rc)
+		goto fail;
 	rc = mdb_txn_commit(txn);
-	return rc ? lmdb_err(rc) : 0;
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->state);
+	return 0;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	return failed(s, s->state, rc);
 }
 
 /* Durably reserves lease ids up to past `id` (a synced commit of
@@ -283,53 +430,279 @@ static int reserve_ids(struct store *s, uint64_t id)
 {
 	uint64_t next = id + ID_RESERVE;
 	MDB_val k = key("next_lease_id"), v = { sizeof next, &next };
-	MDB_txn *txn;
-	int rc = mdb_txn_begin(s->state, NULL, 0, &txn);
+	MDB_txn *txn = NULL;
+	int rc;
+	if (!s->state)
+		return COORD_ESYS;
+	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
 	if (rc)
-		return lmdb_err(rc);
+		goto fail;
 	rc = mdb_put(txn, s->state_meta, &k, &v, 0);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return lmdb_err(rc);
-	}
-	rc = mdb_txn_commit(txn);
 	if (rc)
-		return lmdb_err(rc);
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->state);
 	s->id_reserved = next;
 	return 0;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	return failed(s, s->state, rc);
+}
+
+/* Deletes the records of txn's undeleted leases (in the same transaction
+ * as whatever follows, so a put that fits takes them along).  Returns 0
+ * or an LMDB code. */
+static int del_undeleted_in(struct store *s, MDB_txn *txn)
+{
+	for (size_t i = 0; i < s->nundeleted; i++) {
+		MDB_val k = { sizeof s->undeleted[i], &s->undeleted[i] };
+		int rc = mdb_del(txn, s->table, &k, NULL);
+		if (rc && rc != MDB_NOTFOUND)
+			return rc;
+	}
+	return 0;
+}
+
+/* Remembers id as undeleted; out of memory, the record stays behind (a
+ * restarted broker would adopt it, and its holder give it back). */
+static void remember_undeleted(struct store *s, uint64_t id)
+{
+	if (s->nundeleted == s->undeleted_cap) {
+		size_t cap = s->undeleted_cap ? 2 * s->undeleted_cap : 16;
+		uint64_t *v = realloc(s->undeleted, cap * sizeof *v);
+		if (!v) {
+			if (s->log)
+				log_event(s->log, "error", "op=lease-record-delete lease=%llu code=%s",
+				          (unsigned long long)id, coord_proto_errname(COORD_ENOMEM));
+			return;
+		}
+		s->undeleted = v;
+		s->undeleted_cap = cap;
+	}
+	if (!s->nundeleted)
+		s->retry_ms = now_ms() + STORE_LOG_INTERVAL_MS;
+	s->undeleted[s->nundeleted++] = id;
+}
+
+/* One transaction deleting the undeleted records; if it fails, they are
+ * tried again an interval later. */
+static void delete_undeleted(struct store *s)
+{
+	MDB_txn *txn = NULL;
+	int rc = s->leases ? mdb_txn_begin(s->leases, NULL, 0, &txn) : EIO;
+	if (rc)
+		goto fail;
+	rc = del_undeleted_in(s, txn);
+	if (rc)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->leases);
+	s->nundeleted = 0;
+	return;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	failed(s, s->leases, rc);
+	s->retry_ms = now_ms() + STORE_LOG_INTERVAL_MS;
+}
+
+void store_expire(struct store *s, int64_t now)
+{
+	for (int k = 0; k < STORE_CONDITIONS; k++)
+		if (s->cond[k].pending && now - s->cond[k].logged_ms >= STORE_LOG_INTERVAL_MS)
+			log_condition(s, (enum store_condition)k, now);
+	if (s->nundeleted && now >= s->retry_ms)
+		delete_undeleted(s);
 }
 
 int store_lease_put(struct store *s, const struct store_lease *l)
 {
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	MDB_val k = { sizeof l->id, (void *)&l->id }, v = { sizeof *l, (void *)l };
 	int rc = l->id >= s->id_reserved ? reserve_ids(s, l->id) : 0;
 	if (rc < 0)
 		return rc;
+	if (!s->leases)
+		return COORD_ESYS;
 	rc = mdb_txn_begin(s->leases, NULL, 0, &txn);
 	if (rc)
-		return lmdb_err(rc);
+		goto fail;
+	rc = del_undeleted_in(s, txn);
+	if (rc)
+		goto fail;
 	rc = mdb_put(txn, s->table, &k, &v, 0);
-	if (rc) {
-		mdb_txn_abort(txn);
-		return lmdb_err(rc);
-	}
+	if (rc)
+		goto fail;
 	rc = mdb_txn_commit(txn);
-	return rc ? lmdb_err(rc) : 0;
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->leases);
+	s->nundeleted = 0;
+	return 0;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	return failed(s, s->leases, rc);
 }
 
 int store_lease_del(struct store *s, uint64_t id)
 {
-	MDB_txn *txn;
+	MDB_txn *txn = NULL;
 	MDB_val k = { sizeof id, &id };
-	int rc = mdb_txn_begin(s->leases, NULL, 0, &txn);
+	int rc = s->leases ? mdb_txn_begin(s->leases, NULL, 0, &txn) : EIO;
 	if (rc)
-		return lmdb_err(rc);
+		goto fail;
+	rc = del_undeleted_in(s, txn);
+	if (rc)
+		goto fail;
 	rc = mdb_del(txn, s->table, &k, NULL);
-	if (rc && rc != MDB_NOTFOUND) {
+	if (rc && rc != MDB_NOTFOUND)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->leases);
+	s->nundeleted = 0;
+	return 0;
+fail:
+	if (txn)
 		mdb_txn_abort(txn);
+	remember_undeleted(s, id);
+	return failed(s, s->leases, rc);
+}
+
+/* ---- the files removed or replaced under the broker ---- */
+
+/* 1 if DIR/file no longer leads to the file env has open. */
+static int moved_away(const struct store *s, MDB_env *env, const char *file)
+{
+	char path[4200];
+	struct stat named, open_st;
+	mdb_filehandle_t fd;
+	snprintf(path, sizeof path, "%s/%s", s->dir, file);
+	if (mdb_env_get_fd(env, &fd) || fstat(fd, &open_st) < 0)
+		return 0;
+	if (stat(path, &named) < 0)
+		return errno == ENOENT;
+	return named.st_dev != open_st.st_dev || named.st_ino != open_st.st_ino;
+}
+
+/* The named databases of env, opened again after env was. */
+static int open_dbis(struct store *s, MDB_env *env)
+{
+	MDB_txn *txn = NULL;
+	int rc = mdb_txn_begin(env, NULL, 0, &txn);
+	if (rc)
+		return rc;
+	if (env == s->state)
+		rc = mdb_dbi_open(txn, "resources", MDB_CREATE, &s->resources);
+	if (!rc && env == s->state)
+		rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->state_meta);
+	if (!rc && env == s->leases)
+		rc = mdb_dbi_open(txn, "meta", MDB_CREATE, &s->meta);
+	if (!rc && env == s->leases)
+		rc = mdb_dbi_open(txn, "leases", MDB_CREATE | MDB_INTEGERKEY, &s->table);
+	if (rc) {
+		mdb_txn_abort(txn);
+		return rc;
+	}
+	return mdb_txn_commit(txn);
+}
+
+/* Copies *env to DIR/.FILE.restore, renames that to DIR/FILE and opens
+ * it as *env instead.  Returns 0 or COORD_E* with the reason in err. */
+static int put_back(struct store *s, MDB_env **env, const char *file, unsigned flags,
+                    size_t map, char *err, size_t errsize)
+{
+	char path[4200], tmp[4300];
+	int fd = -1, rc;
+	snprintf(path, sizeof path, "%s/%s", s->dir, file);
+	snprintf(tmp, sizeof tmp, "%s/.%s.restore", s->dir, file);
+	unlink(tmp);
+	fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		rc = errno;
+		goto fail;
+	}
+	rc = mdb_env_copyfd2(*env, fd, 0);
+	if (!rc && fsync(fd) < 0)
+		rc = errno;
+	close(fd);
+	if (!rc && rename(tmp, path) < 0)
+		rc = errno;
+	if (rc) {
+		unlink(tmp);
+		goto fail;
+	}
+	/* From here the copy is the environment: the open one goes. */
+	mdb_env_close(*env);
+	*env = NULL;
+	rc = open_env(env, s->dir, file, flags, map, 2, err, errsize);
+	if (rc < 0)
+		return rc;
+	rc = open_dbis(s, *env);
+	if (rc) {
+		mdb_env_close(*env);
+		*env = NULL;
+		goto fail;
+	}
+	return 0;
+fail:
+	snprintf(err, errsize, "%s: %s", path, rc > 0 ? strerror(rc) : mdb_strerror(rc));
+	return lmdb_err(rc);
+}
+
+/* Opens DIR/file as *env again after an earlier put_back() failed half
+ * way (the copy in place, the environment closed). */
+static int reopen(struct store *s, MDB_env **env, const char *file, unsigned flags,
+                  size_t map, char *err, size_t errsize)
+{
+	int rc = open_env(env, s->dir, file, flags, map, 2, err, errsize);
+	if (rc < 0)
+		return rc;
+	rc = open_dbis(s, *env);
+	if (rc) {
+		mdb_env_close(*env);
+		*env = NULL;
+		snprintf(err, errsize, "%s/%s: %s", s->dir, file, mdb_strerror(rc));
 		return lmdb_err(rc);
 	}
-	rc = mdb_txn_commit(txn);
-	return rc ? lmdb_err(rc) : 0;
+	return 0;
+}
+
+int store_restore(struct store *s, int *restored, char *err, size_t errsize)
+{
+	int rc = 0;
+	*restored = 0;
+	if (!s->state)
+		rc = reopen(s, &s->state, COORD_STATE_NAME, 0, s->state_map, err, errsize);
+	else if (moved_away(s, s->state, COORD_STATE_NAME))
+		rc = put_back(s, &s->state, COORD_STATE_NAME, 0, s->state_map, err, errsize);
+	else
+		rc = 1;
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		*restored |= 1;
+	if (!s->leases)
+		rc = reopen(s, &s->leases, COORD_LEASES_NAME, MDB_NOSYNC, s->leases_map, err, errsize);
+	else if (moved_away(s, s->leases, COORD_LEASES_NAME))
+		rc = put_back(s, &s->leases, COORD_LEASES_NAME, MDB_NOSYNC, s->leases_map, err,
+		              errsize);
+	else
+		rc = 1;
+	if (rc < 0)
+		return rc;
+	if (rc == 0)
+		*restored |= 2;
+	return 0;
 }

@@ -52,16 +52,38 @@ struct store_lease {
 };
 
 struct store;
+struct log;
+
+/* How big the environments may grow, and where failures are logged. */
+struct store_options {
+	uint64_t state_map_mb;     /* state.mdb's map (coordd --map-size); 0: 1024 */
+	uint64_t max_leases;       /* leases.mdb's map is sized for this many records */
+	struct log *log;           /* full and no-space conditions; NULL: none */
+};
 
 /* Opens (creating) state.mdb and leases.mdb in dir.  Leases recorded in
  * an earlier boot are dropped; leases of an earlier broker of this boot
  * are passed to `old` one by one and kept: the caller adopts them or
  * deletes them with store_lease_del().  *next_lease_id receives the first id that
  * was never used.  Returns 0 or COORD_E*, with a reason in err. */
-int store_open(struct store **out, const char *dir,
+int store_open(struct store **out, const char *dir, const struct store_options *opts,
                void (*old)(void *ud, const struct store_lease *l), void *ud,
                uint64_t *next_lease_id, char *err, size_t errsize);
+/* Deletes what store_lease_del() could not (see below), then closes. */
 void store_close(struct store *s);
+
+/* Every write below fails with COORD_EFULL when the environment's map is
+ * full, COORD_ENOSPC when the filesystem is (or the quota is reached), and
+ * changes nothing then.  Each condition is logged at most once per
+ * STORE_LOG_INTERVAL_MS with a count (event=store-full, event=no-space),
+ * and once more when writes succeed again (event=store-writable). */
+#define STORE_LOG_INTERVAL_MS 1000
+/* 1 for the codes the store logs itself (once per interval): callers
+ * should not log them once per request. */
+static inline int store_condition(int rc)
+{
+	return rc == COORD_EFULL || rc == COORD_ENOSPC;
+}
 
 /* 0 and *out filled, COORD_ENOENT if never stored (out zeroed), or error. */
 int store_resource_load(struct store *s, const char *name, struct store_resource *out);
@@ -69,6 +91,24 @@ int store_resource_load(struct store *s, const char *name, struct store_resource
 int store_resource_save(struct store *s, const char *name, const struct store_resource *r);
 
 int store_lease_put(struct store *s, const struct store_lease *l);
+/* Deletes a lease record.  A delete needs free pages too; one that fails
+ * is remembered and done again before the next put or delete and at
+ * every store_expire(), so a record of a released lease never outlives
+ * the shortage (a broker restarted meanwhile would adopt it for its
+ * holder, whose next call gives it back). */
 int store_lease_del(struct store *s, uint64_t id);
+
+/* The earliest time something of the store's is due (a condition's count
+ * logged, a failed delete done again), or -1; and doing it. */
+int64_t store_next_deadline(const struct store *s);
+void store_expire(struct store *s, int64_t now);
+
+/* Puts state.mdb and leases.mdb back when the names in the directory no
+ * longer lead to the environments the broker has open (removed, or
+ * replaced): each is copied from the open environment to a new file,
+ * renamed into place and opened again, so nothing committed is lost.
+ * Sets bit 1 (state.mdb) and 2 (leases.mdb) of *restored for each one
+ * put back.  Returns 0 or COORD_E* with the reason in err. */
+int store_restore(struct store *s, int *restored, char *err, size_t errsize);
 
 #endif

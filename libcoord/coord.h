@@ -124,7 +124,10 @@
 	X(EBUSYCONN,  -7017, "this connection already has a request waiting")          \
 	X(ENOENT,     -7018, "no such resource or file")                              \
 	X(ELOST,      -7019, "the lease was lost: the broker restarted and did not give it back") \
-	X(EINSTANCE,  -7020, "another instance coordinates this file (see its directory's .coord-instance)")
+	X(EINSTANCE,  -7020, "another instance coordinates this file (see its directory's .coord-instance)") \
+	X(EFULL,      -7021, "the broker's database (state.mdb) is full: restart coordd with a larger --map-size (held leases are kept)") \
+	X(ENOSPC,     -7022, "no space left in the instance directory: free space on its filesystem; held leases are kept and grants resume by themselves") \
+	X(EREGION,    -7023, "the shared region coordd.shm is not the broker's (truncated, copied or replaced): the broker restores it within a second; try again")
 
 enum {
 #define COORD__ERRENUM(name, value, text) COORD_##name = (value),

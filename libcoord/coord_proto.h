@@ -353,6 +353,10 @@ typedef struct coord_shm_header {
 	uint64_t broker_epoch;  /* rises at every broker start */
 	uint32_t slot_size;     /* sizeof(coord_shm_slot) */
 	uint32_t reserved;
+	uint64_t file_dev;      /* st_dev and st_ino of the file the broker */
+	uint64_t file_ino;      /* writes; a client that finds other values in
+	                           the file it opened has a copy, not the live
+	                           region (0: an older broker, not checked) */
 } coord_shm_header;
 
 typedef struct coord_shm_slot {

@@ -1335,20 +1335,28 @@ out:
 	return rc;
 }
 
-/* Maps the shared region of c->dir and checks its header. */
-static int coord__map_region(coord_t *c)
+/* Maps the shared region of c->dir and checks its header.  The header
+ * names the file the broker writes (device and inode): a file that is
+ * not that one (a copy put in its place), or one too short (truncated),
+ * is COORD_EREGION and is never mapped. */
+static int coord__map_region_once(coord_t *c)
 {
 	char path[PATH_MAX + 32];
 	struct stat st;
 	const coord_shm_header *h;
+	coord_shm_header head;
 	const void *base;
-	int fd, rc = COORD_EPROTO;
+	int fd, rc = COORD_EREGION;
 
 	snprintf(path, sizeof path, "%s/%s", c->dir, COORD_SHM_NAME);
 	fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
-		return errno == EACCES ? COORD_EPERM : COORD_EPROTO;
-	if (fstat(fd, &st) < 0 || (size_t)st.st_size < COORD_SHM_HEADER_SIZE)
+		return errno == EACCES ? COORD_EPERM : errno == ENOENT ? COORD_EREGION : COORD_EPROTO;
+	if (fstat(fd, &st) < 0 || (size_t)st.st_size < COORD_SHM_HEADER_SIZE ||
+	    pread(fd, &head, sizeof head, 0) != (ssize_t)sizeof head ||
+	    memcmp(head.magic, COORD_SHM_MAGIC, 8) != 0 ||
+	    (head.file_ino && (head.file_ino != (uint64_t)st.st_ino ||
+	                       head.file_dev != (uint64_t)st.st_dev)))
 		goto out;
 	rc = coord__region_mapping(fd, &st, &base);
 	if (rc < 0)
@@ -1364,6 +1372,17 @@ static int coord__map_region(coord_t *c)
 	rc = 0;
 out:
 	close(fd);
+	return rc;
+}
+
+/* The same, waiting up to the connect timeout while the region is not
+ * the broker's: the broker puts its own back within a second. */
+static int coord__map_region(coord_t *c)
+{
+	int64_t deadline = coord__now_ms() + c->connect_timeout_ms;
+	int rc;
+	while ((rc = coord__map_region_once(c)) == COORD_EREGION && coord__now_ms() < deadline)
+		poll(NULL, 0, 20);
 	return rc;
 }
 

@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential meson ninja-build pkg-config python3 liblmdb-dev lmdb-utils
-          libsqlite3-dev sqlite3 libcriterion-dev npm)
+          libsqlite3-dev sqlite3 libcriterion-dev npm faketime)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
