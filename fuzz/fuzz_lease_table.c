@@ -1,12 +1,17 @@
 /* Fuzz target: the lease table as a state machine.  The input is a small
  * configuration and then a sequence of operations, two bytes each, on one
  * table with 8 owners and 4 resources: requests (read, write, checkpoint;
- * try-once, timed, forever), releases, cancels, disconnects, clock steps
- * with expiry, checkpoint blocks and lifts, changes to what the callbacks
- * answer.  Operations are issued the way the broker issues them: an owner
- * with a queued request sends no other (COORD_EBUSYCONN), a block is set
- * only where a checkpoint could start (no holder), and after a
- * checkpoint's immediate turn the resource is blocked or closed.
+ * try-once, timed, forever), releases, cancels, disconnects, hold limits
+ * (max hold and recall grace of a few ms, 0 for none; durable, so
+ * resource_open puts them back when a resource reopens), clock steps with
+ * expiry (by an amount, to the next deadline, or 1 ms short of it),
+ * checkpoint blocks and lifts, changes to what the callbacks answer.
+ * Requests that queue behind holders recall them.  Operations are issued
+ * the way the broker issues them: an owner with a queued request sends
+ * no other (COORD_EBUSYCONN), a block is set only where a checkpoint
+ * could start (no holder), after a checkpoint's immediate turn the
+ * resource is blocked or closed, and a disconnect cancels the owner's
+ * waiter and reclaims all its leases.
  *
  * A shadow model, built only from the callbacks and return values, holds
  * every holder and every queue in order.  Each request's outcome is
@@ -23,12 +28,24 @@
  *   - each write grant takes the resource's last token + 1, also across
  *     the resource leaving and re-entering the table; lease ids rise by 1;
  *   - lease/waiter/resource counts match what the callbacks saw, an idle
- *     resource is kept only if resource_keep said so, the heap's next
- *     deadline is the earliest waiter's;
+ *     resource is kept only if resource_keep said so;
+ *   - the heap's next deadline is the earliest of the waiters' timeouts
+ *     and the hold limits not yet fired: never later (a timeout or limit
+ *     would be missed), never earlier (a timer left behind, e.g. by a
+ *     released lease), never LT_NEVER, -1 only when there is none;
  *   - a COORD_EDEADLK cycle is a real cycle of the wait-for graph and a
  *     shortest one, and a request that queued closed none;
  *   - a request that queues recalls each conflicting holder once, stamped
- *     with its time, and no other request recalls anything.
+ *     with its time, and no other request recalls anything;
+ *   - limit() is called only by lease_table_expire(), once per lease at
+ *     most, only for a lease still held, never before its due time (the
+ *     grant + max_hold_ms or the recall + recall_grace_ms, whichever is
+ *     first, by the limits in force then) and, by the time expire returns,
+ *     for every held lease due by then; its reason is
+ *     LT_LIMIT_RECALL_GRACE exactly when the recall grace has run out;
+ *     limit_fired says it was called.  The callback only records, as the
+ *     broker's only starts a revocation; setting limits changes nothing
+ *     else.
  * Freed leases or waiters seen by a callback are ASan's to report. */
 #include <stdio.h>
 #include <string.h>
@@ -47,6 +64,8 @@ struct sh_lease {
 	int owner, res, mode;
 	uint64_t id;
 	int recalled;
+	int64_t granted_ms, recalled_ms; /* the model's clock at the grant, the recall (-1) */
+	int fired;                /* limit() was called for it */
 };
 
 struct sh_waiter {
@@ -72,6 +91,8 @@ struct model {
 	struct lt_resource *res[NRES];
 	int blocked[NRES];
 	uint64_t token[NRES];     /* last write token granted: the durable ceiling */
+	uint32_t max_hold[NRES], grace[NRES]; /* hold limits, durable like the token:
+	                             resource_open puts them in, as the broker's does */
 	struct sh_lease held[MAX_HELD];
 	size_t nheld;
 	struct sh_waiter queue[NRES][NOWNERS];
@@ -139,6 +160,32 @@ static void held_count(int r, int *writers, int *readers)
 			++*(m.held[i].mode == COORD_WRITE ? writers : readers);
 }
 
+/* When held lease h falls due under the limits in force now, as
+ * lease_table_set_limits() says: max_hold_ms after its grant or
+ * recall_grace_ms after its recall, whichever is first, once.  LT_NEVER
+ * if no limit applies or it fired already. */
+static int64_t model_due(const struct sh_lease *h)
+{
+	int64_t due = LT_NEVER;
+	if (h->fired)
+		return LT_NEVER;
+	if (m.max_hold[h->res])
+		due = h->granted_ms + m.max_hold[h->res];
+	if (m.grace[h->res] && h->recalled_ms >= 0 && h->recalled_ms + m.grace[h->res] < due)
+		due = h->recalled_ms + m.grace[h->res];
+	return due;
+}
+
+/* The reason limit() must give for h at m.now, lease_table_expire()'s
+ * rule: the recall grace once it has run out, even if the max hold ran
+ * out first (the holder was asked already), else the max hold. */
+static int model_why(const struct sh_lease *h)
+{
+	uint32_t grace = m.grace[h->res];
+	return h->recalled_ms >= 0 && grace && h->recalled_ms + grace <= m.now ? LT_LIMIT_RECALL_GRACE
+	                                                                        : LT_LIMIT_MAX_HOLD;
+}
+
 static int model_compatible(int r, int mode)
 {
 	int writers, readers;
@@ -179,7 +226,8 @@ static int ev_resource_open(void *ud, struct lt_resource *res)
 	int r = res_index(res);
 	(void)ud;
 	FUZZ_CHECK(!m.open[r], "resource_open for a resource already open");
-	FUZZ_CHECK(!res->holders && !res->head && !res->blocked && !res->writers && !res->readers,
+	FUZZ_CHECK(!res->holders && !res->head && !res->blocked && !res->writers && !res->readers &&
+	                   !res->max_hold_ms && !res->recall_grace_ms,
 	           "a new resource is not empty");
 	if (m.refuse_open) {
 		m.refuse_open = 0;
@@ -189,6 +237,8 @@ static int ev_resource_open(void *ud, struct lt_resource *res)
 	m.res[r] = res;
 	m.blocked[r] = 0;
 	res->token = m.token[r];
+	res->max_hold_ms = m.max_hold[r];
+	res->recall_grace_ms = m.grace[r];
 	res->ext = &m.ext[r];
 	return 0;
 }
@@ -225,6 +275,7 @@ static int ev_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	           "a write grant's token is not the last + 1, or a read's not the last");
 	FUZZ_CHECK(l->granted_ms == m.now, "a grant not stamped with the table's clock");
 	FUZZ_CHECK(l->recalled_ms == -1, "a new lease that is already recalled");
+	FUZZ_CHECK(!l->limit_fired, "a new lease whose hold limit already fell due");
 	FUZZ_CHECK(m.nheld < m.max_leases, "a grant past max_leases");
 	FUZZ_CHECK(held_find(l) == (size_t)-1, "a lease granted twice");
 	FUZZ_CHECK(model_compatible(r, l->mode), "a grant that conflicts with a holder or a block");
@@ -247,7 +298,7 @@ static int ev_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	if (l->mode == COORD_WRITE)
 		m.token[r] = l->token;
 	FUZZ_CHECK(m.nheld < MAX_HELD, "model: too many leases");
-	m.held[m.nheld++] = (struct sh_lease){ l, o, r, l->mode, l->id, 0 };
+	m.held[m.nheld++] = (struct sh_lease){ l, o, r, l->mode, l->id, 0, m.now, -1, 0 };
 	m.last_grant = l;
 	m.last_grant_w = w;
 	m.changes++;
@@ -328,7 +379,29 @@ static void ev_recall(void *ud, struct lt_lease *l)
 	FUZZ_CHECK(!m.held[i].recalled, "a lease recalled twice");
 	FUZZ_CHECK(l->recalled_ms == m.now, "a recall not stamped with the request's time");
 	m.held[i].recalled = 1;
+	m.held[i].recalled_ms = m.now;
 	m.recalls++;
+}
+
+/* Records the hold limit that fell due and changes nothing, as the
+ * broker's only starts a revocation. */
+static void ev_limit(void *ud, struct lt_lease *l, int why)
+{
+	size_t i = held_find(l);
+	int r;
+	(void)ud;
+	FUZZ_CHECK(m.expiring, "limit() outside lease_table_expire");
+	FUZZ_CHECK(i != (size_t)-1 && m.held[i].id == l->id,
+	           "limit() for a lease that is not held (released, and its timer left in the heap?)");
+	r = open_res(l->res);
+	FUZZ_CHECK(m.held[i].res == r, "limit() for a lease on another resource than it was granted");
+	FUZZ_CHECK(!m.held[i].fired, "limit() twice for one lease");
+	FUZZ_CHECK(model_due(&m.held[i]) <= m.now,
+	           "limit() before the lease's due time (grant + max_hold_ms, recall + recall_grace_ms)");
+	FUZZ_CHECK(why == model_why(&m.held[i]),
+	           "limit() gives the wrong reason: LT_LIMIT_RECALL_GRACE is for a recall grace that ran out");
+	FUZZ_CHECK(l->limit_fired, "limit() for a lease whose limit_fired is not set");
+	m.held[i].fired = 1;
 }
 
 static const struct lt_events events = {
@@ -341,6 +414,7 @@ static const struct lt_events events = {
 	.waiter_failed = ev_waiter_failed,
 	.released = ev_released,
 	.recall = ev_recall,
+	.limit = ev_limit,
 };
 
 /* ---- the table against the model ---- */
@@ -408,6 +482,8 @@ static void check_resource(int r)
 	}
 	FUZZ_CHECK(res->token == m.token[r], "res->token is not the last write token granted");
 	FUZZ_CHECK(res->blocked == m.blocked[r], "block bits differ from what was set and returned");
+	FUZZ_CHECK(res->max_hold_ms == m.max_hold[r] && res->recall_grace_ms == m.grace[r],
+	           "the hold limits in force are not the last ones set");
 	for (const struct lt_lease *h = res->holders; h; h = h->res_next) {
 		size_t i = held_find(h);
 		FUZZ_CHECK(h->res_prev == prev_l && h->res == res, "the holder list is broken");
@@ -415,6 +491,9 @@ static void check_resource(int r)
 		                   h->owner == &m.owners[m.held[i].owner] && h->id == m.held[i].id,
 		           "a holder the callbacks never granted");
 		FUZZ_CHECK((h->recalled_ms >= 0) == m.held[i].recalled, "recalled_ms set without a recall()");
+		FUZZ_CHECK(h->recalled_ms == m.held[i].recalled_ms && h->granted_ms == m.held[i].granted_ms,
+		           "a holder's granted_ms or recalled_ms changed after the fact");
+		FUZZ_CHECK(h->limit_fired == m.held[i].fired, "limit_fired set without a limit() call");
 		++*(h->mode == COORD_WRITE ? &writers : &readers);
 		nholders++;
 		prev_l = h;
@@ -443,7 +522,7 @@ static void check_resource(int r)
 static void check_table(void)
 {
 	size_t nwaiters = 0, nopen = 0;
-	int64_t earliest = -1;
+	int64_t earliest = -1, next;
 	unsigned seen = 0, opened = 0;
 	for (int r = 0; r < NRES; r++) {
 		check_resource(r);
@@ -457,10 +536,20 @@ static void check_table(void)
 				earliest = d;
 		}
 	}
+	for (size_t i = 0; i < m.nheld; i++) {
+		int64_t d = model_due(&m.held[i]);
+		if (d != LT_NEVER && (earliest < 0 || d < earliest))
+			earliest = d;
+	}
 	FUZZ_CHECK(lease_table_leases(m.t) == m.nheld, "lease count differs from the grants seen");
 	FUZZ_CHECK(lease_table_waiters(m.t) == nwaiters, "waiter count differs from the queues");
 	FUZZ_CHECK(lease_table_resources(m.t) == nopen, "resource count differs from opens and closes");
-	FUZZ_CHECK(lease_table_next_deadline(m.t) == earliest, "next deadline is not the earliest waiter's");
+	next = lease_table_next_deadline(m.t);
+	FUZZ_CHECK(next != LT_NEVER, "lease_table_next_deadline() returned LT_NEVER");
+	FUZZ_CHECK(earliest < 0 || (next >= 0 && next <= earliest),
+	           "next deadline is later than a waiter's timeout or a held lease's limit not yet fired");
+	FUZZ_CHECK(next == earliest,
+	           "next deadline is earlier than any due: a timer the model does not know (left behind?)");
 	lease_table_foreach(m.t, count_resource, &seen);
 	FUZZ_CHECK(seen == opened, "lease_table_foreach missed an open resource");
 }
@@ -691,7 +780,9 @@ static void op_request(int o, int r, int mode, int64_t deadline, int purpose)
 	}
 }
 
-static void op_release(int o, size_t which, const char *why)
+/* Releases owner o's lease number `which` (in the model's order).
+ * Returns 1, or 0 if it has no such lease. */
+static int op_release(int o, size_t which, const char *why)
 {
 	size_t n = 0;
 	for (size_t i = 0; i < m.nheld; i++) {
@@ -703,8 +794,9 @@ static void op_release(int o, size_t which, const char *why)
 		lease_table_release(m.t, m.held[i].l, why);
 		check_cycle_cleared();
 		FUZZ_CHECK(m.changes >= 1 && !m.released, "a release without its released() callback");
-		return;
+		return 1;
 	}
+	return 0;
 }
 
 static void op_cancel(int o)
@@ -722,21 +814,20 @@ static void op_cancel(int o)
 	check_cycle_cleared();
 }
 
-/* What the broker does when a connection goes: cancel, then reclaim. */
+/* What the broker does when a connection goes: cancel, then reclaim
+ * every lease (a release may grant others, so count o's, not all). */
 static void op_disconnect(int o)
 {
 	op_cancel(o);
-	for (;;) {
-		size_t before = m.nheld;
-		op_release(o, 0, "reclaim");
-		if (m.nheld == before)
-			return;
-	}
+	while (op_release(o, 0, "reclaim"))
+		;
 }
 
+/* Moves the clock `step` forward (never back: a limit set lower than
+ * what has passed puts the next deadline behind the clock) and expires. */
 static void op_expire(int64_t step)
 {
-	m.now += step;
+	m.now += step > 0 ? step : 0;
 	m.expiring = 1;
 	lease_table_expire(m.t, m.now);
 	check_cycle_cleared();
@@ -744,7 +835,26 @@ static void op_expire(int64_t step)
 		for (size_t i = 0; i < m.qlen[r]; i++)
 			FUZZ_CHECK(m.queue[r][i].deadline < 0 || m.queue[r][i].deadline > m.now,
 			           "a waiter outlived its deadline");
+	for (size_t i = 0; i < m.nheld; i++)
+		FUZZ_CHECK(model_due(&m.held[i]) > m.now,
+		           "a held lease's hold limit passed and lease_table_expire() did not call limit()");
 	m.expiring = 0;
+}
+
+/* What the broker does for coord_set_limits(): the limits become durable
+ * (resource_open puts them into the resource when it next opens), and an
+ * open resource gets them at once.  Nothing else may change. */
+static void op_set_limits(int r, uint32_t max_hold_ms, uint32_t recall_grace_ms)
+{
+	int rc;
+	m.max_hold[r] = max_hold_ms;
+	m.grace[r] = recall_grace_ms;
+	if (!m.open[r])
+		return;
+	m.changes = m.recalls = 0;
+	rc = lease_table_set_limits(m.t, m.res[r], max_hold_ms, recall_grace_ms);
+	FUZZ_CHECK(rc == 0, "lease_table_set_limits failed with memory to spare");
+	FUZZ_CHECK(m.changes == 0 && m.recalls == 0, "lease_table_set_limits granted, released or recalled");
 }
 
 /* A checkpoint job's block set (only where one could start: no holder)
@@ -770,7 +880,8 @@ static void op_maybe_close(int r)
  * first lease id 1000 if bit 7 else the default; byte 1: the keep mask
  * (low 4 bits, per resource), release bits (b >> 4 & 3), checkpoint bits
  * (b >> 6).  Then operations of two bytes, `op` and `arg`; see the
- * switch.  In `arg`, owner = arg & 7 and resource = arg >> 3 & 3. */
+ * switch.  In `arg`, owner = arg & 7 and resource = arg >> 3 & 3, except
+ * for op 9 (hold limits), whose resource is in `op`. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
 	uint64_t first_id;
@@ -814,9 +925,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		case 7:
 			op_disconnect(o);
 			break;
-		case 8: case 9:
+		case 8:
 			op_expire(arg);
 			break;
+		case 9: {
+			/* resource op >> 4 & 3; limits in units of 1, 5, 9 or 13 ms (op >> 6) */
+			uint32_t unit = (op >> 6) * 4 + 1;
+			op_set_limits((int)(op >> 4 & 3), (arg & 15) * unit, (arg >> 4) * unit);
+			break;
+		}
 		case 10:
 			op_block((int)(arg & 3), (int)(arg >> 2 & 3));
 			break;
@@ -833,9 +950,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			op_maybe_close((int)(arg & 3));
 			break;
 		case 15: {
-			/* to the next deadline exactly, or arg ms if none */
+			/* to the next deadline exactly (1 ms short of it if op & 0x10),
+			 * or arg ms if none */
 			int64_t next = lease_table_next_deadline(m.t);
-			op_expire(next >= 0 ? next - m.now : arg);
+			op_expire(next >= 0 ? next - m.now - (op >> 4 & 1) : arg);
 			break;
 		}
 		}
