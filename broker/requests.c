@@ -136,7 +136,9 @@ static void log_refusal(struct broker *b, const struct owner *o, const char *nam
 		          log_quote(&b->log, name), grants_mode_name(mode), (int)o->pid,
 		          log_quote(&b->log, o->comm), cy->len, log_quote(&b->log, text),
 		          coord_proto_errname(rc));
-	} else if (rc != COORD_EBUSY) {
+	} else if (rc != COORD_EBUSY && rc != COORD_EFULL && rc != COORD_ENOSPC) {
+		/* A full store is logged by store.c, once a second with a
+		 * count, not once per refused request. */
 		log_event(&b->log, "refuse", "resource=%s mode=%s pid=%d code=%s",
 		          log_quote(&b->log, name), grants_mode_name(mode), (int)o->pid,
 		          coord_proto_errname(rc));

@@ -193,6 +193,9 @@ typedef struct coord coord_t;
  *   COORD_ELIMIT     the broker is at its --max-clients or out of file
  *                    descriptors, and refused the connection (its log
  *                    says which, once a second).
+ *   COORD_EREGION    the shared region file is not the broker's (someone
+ *                    truncated, copied or replaced it) and the broker did
+ *                    not put its own back within the connect timeout.
  *   COORD_ENOMEM, COORD_ESYS. */
 COORD_API int coord_connect(coord_t **out, const coord_options_t *opts);
 
@@ -291,6 +294,12 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r);
  *                    Readers sharing a resource never form a cycle; waits
  *                    outside coord are not seen.
  *   COORD_ELIMIT     the broker's lease or waiter table is full.
+ *   COORD_EFULL      the broker's state.mdb is full (a first write grant
+ *                    of a resource needs a record there): held leases are
+ *                    kept; restart coordd with a larger --map-size.
+ *   COORD_ENOSPC     the instance directory's filesystem is full: held
+ *                    leases are kept, and grants resume once space is
+ *                    freed.
  *   COORD_EIO        the broker connection broke, or was closed; reconnect.
  *   COORD_EFORKED    called in a child after fork() (see section 7).
  *   COORD_ENOMEM, COORD_EPROTO. */
