@@ -748,12 +748,61 @@ static int cmd_limit(int argc, char **argv)
 
 /* ---- run ---- */
 
-static volatile sig_atomic_t child_pid;
+/* `coordctl run` is the subreaper of its command: every process the
+ * command starts, directly or not, that loses its parent becomes
+ * coordctl's child, and coordctl releases the lease only once the last of
+ * them has exited.  So a job's background children (`sh -c 'backfill &'`)
+ * stay under the lease whether the command exits or is killed, and the
+ * release can never drop the kernel lock they share with coordctl (an
+ * flock belongs to the open file description that all of them inherited,
+ * and coordctl's unlock would unlock it for them too).  If coordctl itself
+ * is killed, PR_SET_PDEATHSIG kills the command, and what the command
+ * started keeps the inherited kernel lock, so the next holder waits for
+ * it. */
+static volatile sig_atomic_t child_pid, pending_signal;
 
 static void forward_signal(int sig)
 {
 	if (child_pid > 0)
 		kill((pid_t)child_pid, sig);
+	pending_signal = sig;
+}
+
+/* Sends sig to every child coordctl has now: the command's descendants
+ * that were left to it as subreaper (in /proc/self/task/TID/children). */
+static void signal_children(int sig)
+{
+	char path[64], buf[4096];
+	snprintf(path, sizeof path, "/proc/self/task/%d/children", (int)getpid());
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	ssize_t n = fd < 0 ? -1 : read(fd, buf, sizeof buf - 1);
+	if (fd >= 0)
+		close(fd);
+	if (n <= 0)
+		return;
+	buf[n] = 0;
+	for (char *p = buf, *end; *p; p = end) {
+		long pid = strtol(p, &end, 10);
+		if (end == p)
+			break;
+		if (pid > 0)
+			kill((pid_t)pid, sig);
+	}
+}
+
+/* Reaps the command's orphaned descendants until none is left, passing on
+ * the signals coordctl gets meanwhile (a revoke's SIGTERM, Ctrl+C). */
+static void wait_descendants(void)
+{
+	for (;;) {
+		int sig = pending_signal;
+		if (sig) {
+			pending_signal = 0;
+			signal_children(sig);
+		}
+		if (waitpid(-1, NULL, 0) < 0 && errno != EINTR)
+			return; /* ECHILD: the last one is gone */
+	}
 }
 
 static int cmd_run(int argc, char **argv)
@@ -824,10 +873,17 @@ static int cmd_run(int argc, char **argv)
 	}
 
 	parent = getpid();
-	signal(SIGINT, forward_signal);
-	signal(SIGTERM, forward_signal);
-	signal(SIGHUP, forward_signal);
-	signal(SIGQUIT, forward_signal);
+	prctl(PR_SET_CHILD_SUBREAPER, 1);
+	{
+		/* No SA_RESTART: a signal must interrupt wait_descendants()'s
+		 * waitpid() so it is passed on at once. */
+		struct sigaction sa = { .sa_handler = forward_signal };
+		sigemptyset(&sa.sa_mask);
+		sigaction(SIGINT, &sa, NULL);
+		sigaction(SIGTERM, &sa, NULL);
+		sigaction(SIGHUP, &sa, NULL);
+		sigaction(SIGQUIT, &sa, NULL);
+	}
 	kfd = coord_lease_fd(lease);
 	pid = fork();
 	if (pid < 0) {
@@ -868,6 +924,8 @@ static int cmd_run(int argc, char **argv)
 		}
 	}
 	status = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	child_pid = 0;
+	wait_descendants();
 out:
 	rc = coord_release(lease);
 	if (rc < 0 && rc != COORD_ENOLEASE)
