@@ -163,7 +163,7 @@ int chaos_enter(struct chaos_shared *s, int res, int write, pid_t owner, uint64_
 		s->violations += found;
 	if (write && token) {
 		uint64_t prev = o->last_token;
-		if (token < prev || (token == prev && occupant_owner(o->last_owner) != owner))
+		if (token < prev || (token == prev && (pid_t)o->last_owner != owner))
 			s->token_regressions++;
 		else if (token > prev) {
 			o->last_token = token;

@@ -49,7 +49,7 @@ HARNESS_SUITE(chaos, 0); /* no timeout of its own: rounds vary, every wait has a
 enum {
 	WORKERS = 4,
 	WRAPPERS = 4,
-	DEFAULT_ROUNDS = 150,
+	DEFAULT_ROUNDS = 250,  /* about 20 s here, for CI */
 	BROKER_EVERY = 5,      /* rounds between two broker kills */
 	HOLD_MS = 20,          /* the longest a witness stays inside */
 	PROGRESS = 10,         /* entries between two rounds of kills */
@@ -411,6 +411,25 @@ static void stop_everything(void)
 	harness_wait(survivors_gone, NULL, 5000);
 }
 
+/* Says what the failed wrappers printed (the first few lines of
+ * wrappers.log from coordctl).  A log line, not a failure: a wrapper
+ * started as the broker is killed may fail to connect. */
+static void report_wrapper_errors(void)
+{
+	FILE *f = fopen(harness_path(&h, "wrappers.log"), "r");
+	char line[512];
+	int shown = 0;
+	cr_log_info("%ld coordctl run wrappers failed (of %ld that ran)", tally.wrapper_errors,
+	            tally.wrapper_runs);
+	while (f && shown < 6 && fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = 0;
+		cr_log_info("  %s", line);
+		shown++;
+	}
+	if (f)
+		fclose(f);
+}
+
 static int env_int(const char *name, int dflt)
 {
 	const char *v = getenv(name);
@@ -483,8 +502,7 @@ Test(chaos, random_kills_of_every_holder_never_break_exclusion_or_leave_orphans)
 	       (long)s->token_regressions);
 	fflush(stdout);
 	if (tally.wrapper_errors)
-		cr_log_warn("%ld coordctl run wrappers failed (started as the broker died?); see %s",
-		            tally.wrapper_errors, harness_path(&h, "wrappers.log"));
+		report_wrapper_errors();
 
 	cr_assert_eq(s->violations, 0,
 	             "exclusion was broken %ld times: a process entered the file or the key while a "
