@@ -334,7 +334,9 @@ static int survivors_gone(void *unused)
 		if (!started_runs(e))
 			continue;
 		running++;
-		if (chaos_holds_flock(e->pid, e->write) == 0)
+		/* and still the same process after the look: its pid may have
+		 * been reused by then */
+		if (chaos_holds_flock(e->pid, e->write) == 0 && started_runs(e))
 			e->flags |= CHAOS_UNCOVERED;
 	}
 	return running == 0;
