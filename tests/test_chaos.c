@@ -522,6 +522,9 @@ Test(chaos, random_kills_of_every_holder_never_break_exclusion_or_leave_orphans)
 	             (long)s->slot_overflows);
 	cr_assert_eq(s->worker_errors, 0, "%ld library calls failed in workers under chaos",
 	             (long)s->worker_errors);
+	cr_assert_eq(tally.worker_deaths, 0,
+	             "%ld workers ended on their own (a connect or acquire that failed)",
+	             tally.worker_deaths);
 	cr_assert_gt(s->witness_entries, 0, "no witness ever ran under coordctl run");
 	cr_assert_gt(s->worker_entries, 0, "no library worker ever took a lease");
 	if (rounds >= 20)
