@@ -213,10 +213,12 @@ static int writer_holds(void *p)
 }
 
 /* Random SIGKILLs of workers, and with broker_every > 0 of the broker
- * itself every that many rounds.  A file resource (`file`) is also held as
- * a kernel lock, which is what keeps exclusion across a broker restart;
- * a key has only the broker's order, so broker kills are done on files
- * only.  scripts/chaos.sh repeats this test for a long run. */
+ * itself every that many rounds, while a writer holds.  A restarted broker
+ * adopts the leases of live holders, and a lease on a file (`file`) or a
+ * key is also a kernel lock, so exclusion survives the restart on either
+ * (not only on files).  tests/test_chaos.c kills the broker under holders
+ * of a file and of a key, among other kills, and scripts/chaos.sh repeats
+ * that test for a long run. */
 struct churn_case {
 	int rounds;
 	int broker_every;
