@@ -7,6 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "harness.h"
 
@@ -93,4 +96,32 @@ Test(coordctl, list_json_and_status)
 	          "status must show the broker and the counts:\n%s", out);
 	actor_stop(&w);
 	actor_stop(&r);
+}
+
+/* A command that exits while its child runs on: coordctl run keeps the
+ * lease until that child is gone too, and returns the command's status. */
+Test(coordctl, run_keeps_the_lease_until_the_commands_children_are_gone)
+{
+	const char *fifo = harness_path(&h, "go");
+	int st;
+	pid_t run;
+	cr_assert_eq(mkfifo(fifo, 0600), 0, "mkfifo");
+	run = fork();
+	cr_assert_geq(run, 0, "fork");
+	if (run == 0)
+		_exit(harness_coordctl(NULL, 0,
+		                       "run --write key:bg -- sh -c '(read x < %s) & exit 3'", fifo));
+	cr_assert(harness_wait_count(&h, "key:bg", COORD_WRITE, 0, 1), "the job holds the lease");
+	/* the command itself has exited by now, or soon: its child has not */
+	st = harness_coordctl(NULL, 0, "run --write key:bg --timeout 0.3 -- true");
+	cr_assert_eq(st, 75, "a second writer must not get in while the job's child runs (%d)", st);
+	{
+		FILE *f = fopen(fifo, "w"); /* the child reads, and exits */
+		cr_assert(f, "open the fifo");
+		fclose(f);
+	}
+	cr_assert_eq(waitpid(run, &st, 0), run, "coordctl run ends");
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 3, "with the command's status 3 (0x%x)", st);
+	cr_assert_eq(harness_coordctl(NULL, 0, "run --write key:bg --timeout 0 -- true"), 0,
+	             "then the next writer gets in");
 }
