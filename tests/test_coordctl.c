@@ -110,13 +110,14 @@ Test(coordctl, run_keeps_the_lease_until_the_commands_children_are_gone)
 	cr_assert_geq(run, 0, "fork");
 	if (run == 0)
 		_exit(harness_coordctl(NULL, 0,
-		                       "run --write key:bg -- sh -c '(read x < %s) & exit 3'", fifo));
+		                       "run --write key:bg -- sh -c 'timeout 30 cat %s >/dev/null & exit 3'",
+		                       fifo));
 	cr_assert(harness_wait_count(&h, "key:bg", COORD_WRITE, 0, 1), "the job holds the lease");
 	/* the command itself has exited by now, or soon: its child has not */
 	st = harness_coordctl(NULL, 0, "run --write key:bg --timeout 0.3 -- true");
 	cr_assert_eq(st, 75, "a second writer must not get in while the job's child runs (%d)", st);
 	{
-		FILE *f = fopen(fifo, "w"); /* the child reads, and exits */
+		FILE *f = fopen(fifo, "w"); /* the child reads EOF, and exits */
 		cr_assert(f, "open the fifo");
 		fclose(f);
 	}
