@@ -521,3 +521,24 @@ void actor_stop(struct actor *a)
 	if (a->pid > 0)
 		actor_end(a, write(a->cmd_fd, "exit\n", 5) == 5 ? 0 : SIGKILL);
 }
+
+long long harness_log_field(const char *line, const char *key)
+{
+	char pat[64];
+	const char *p;
+	snprintf(pat, sizeof pat, " %s=", key);
+	p = strstr(line, pat);
+	return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
+}
+
+int64_t harness_log_ms(const char *line)
+{
+	struct tm tm = { 0 };
+	int ms = 0;
+	cr_assert(sscanf(line, "ts=%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+	                 &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7,
+	          "a broker log line without a timestamp: %.80s", line);
+	tm.tm_year -= 1900;
+	tm.tm_mon -= 1;
+	return (int64_t)timegm(&tm) * 1000 + ms;
+}

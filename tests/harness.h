@@ -77,6 +77,12 @@ int harness_wait(int (*fn)(void *), void *arg, int deadline_ms);
  * through shared memory, is at least want; returns 1 if it got there. */
 int harness_wait_at_least(_Atomic long *counter, long want, int deadline_ms);
 
+/* Reading broker log lines (key=value, see broker/log.c): the number after
+ * " KEY=" in line, or -1; and the line's ts= time in milliseconds since
+ * the epoch (asserts it has one). */
+long long harness_log_field(const char *line, const char *key);
+int64_t harness_log_ms(const char *line);
+
 /* A plain SOCK_SEQPACKET connection to the broker socket of dir, without
  * a HELLO: the fd, or -1 with errno set. */
 int harness_dial(const char *dir);

@@ -89,27 +89,6 @@ static char *read_log(void)
 	return buf;
 }
 
-static long long field(const char *line, const char *key)
-{
-	char pat[64];
-	const char *p;
-	snprintf(pat, sizeof pat, " %s=", key);
-	p = strstr(line, pat);
-	return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
-}
-
-static int64_t line_ms(const char *line)
-{
-	struct tm tm = { 0 };
-	int ms = 0;
-	cr_assert(sscanf(line, "ts=%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	                 &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7,
-	          "a broker log line without a timestamp: %.80s", line);
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
 /* The lines of `event` holding `match`: how many, the sum of their
  * `count_key` fields, the shortest gap between two, the last line's
  * time. */
@@ -129,13 +108,13 @@ static struct log_scan scan_log(const char *event, const char *match, const char
 		if (end)
 			*end = 0;
 		if (strstr(line, ev) && strstr(line, match)) {
-			int64_t t = line_ms(line);
+			int64_t t = harness_log_ms(line);
 			if (r.lines && (r.min_gap_ms < 0 || t - r.last_ms < r.min_gap_ms))
 				r.min_gap_ms = t - r.last_ms;
 			r.last_ms = t;
 			r.lines++;
-			if (count_key[0] && field(line, count_key) > 0)
-				r.count += field(line, count_key);
+			if (count_key[0] && harness_log_field(line, count_key) > 0)
+				r.count += harness_log_field(line, count_key);
 		}
 		line = end ? end + 1 : line + strlen(line);
 	}

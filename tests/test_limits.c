@@ -70,29 +70,6 @@ static char *read_log(void)
 	return buf;
 }
 
-/* The value of " KEY=" in line, or -1. */
-static long long field(const char *line, const char *key)
-{
-	char pat[64];
-	const char *p;
-	snprintf(pat, sizeof pat, " %s=", key);
-	p = strstr(line, pat);
-	return p ? strtoll(p + strlen(pat), NULL, 10) : -1;
-}
-
-/* Milliseconds since the epoch of a line's ts=YYYY-MM-DDTHH:MM:SS.mmmZ. */
-static int64_t line_ms(const char *line)
-{
-	struct tm tm = { 0 };
-	int ms = 0;
-	cr_assert(sscanf(line, "ts=%d-%d-%dT%d:%d:%d.%dZ", &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
-	                 &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &ms) == 7,
-	          "a broker log line without a timestamp: %.80s", line);
-	tm.tm_year -= 1900;
-	tm.tm_mon -= 1;
-	return (int64_t)timegm(&tm) * 1000 + ms;
-}
-
 /* What the log says about one condition: the lines of `event` that hold
  * `match`, the sum of their `count_key` fields, and the shortest time
  * between two of them. */
@@ -117,13 +94,13 @@ static struct log_lines scan_log(const char *event, const char *match, const cha
 		if (strstr(line, " event=error op=accept"))
 			r.accept_errors++;
 		if (strstr(line, ev) && strstr(line, match)) {
-			int64_t t = line_ms(line);
+			int64_t t = harness_log_ms(line);
 			if (r.lines && (r.min_gap_ms < 0 || t - last < r.min_gap_ms))
 				r.min_gap_ms = t - last;
 			last = t;
 			r.lines++;
-			if (field(line, count_key) > 0)
-				r.count += field(line, count_key);
+			if (harness_log_field(line, count_key) > 0)
+				r.count += harness_log_field(line, count_key);
 		}
 		line = end ? end + 1 : line + strlen(line);
 	}
@@ -151,7 +128,7 @@ static long long start_field(const char *key)
 	long long v;
 	cr_assert(line && end, "the broker's log has no start line:\n%s", log);
 	*end = 0;
-	v = field(line, key);
+	v = harness_log_field(line, key);
 	free(log);
 	return v;
 }
