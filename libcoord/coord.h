@@ -331,11 +331,13 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
  * restart meanwhile costs the request its place in the queue, not the
  * request: the library sends it again with what is left of its time.
  *
- * It ends with exactly one of:
- *   - coord_pending_wait() returning 1 (granted: *lease set) or an error
- *     (COORD_ETIMEDOUT, COORD_EDEADLK, ... as coord_resource_acquire()),
- *   - coord_pending_cancel(),
- * after which the handle is freed and must not be used again. */
+ * The request ends when coord_pending_wait() returns 1 (granted: *lease
+ * set) or an error (COORD_ETIMEDOUT, COORD_EDEADLK, ... as
+ * coord_resource_acquire()); later calls of coord_pending_wait() return
+ * the same again.  Every handle is freed by exactly one
+ * coord_pending_cancel(), ended or not, after which it must not be used:
+ * so a caller that lost a return value (a signal handler that raised
+ * right after the call) can always finish cleanly by cancelling. */
 typedef struct coord_pending coord_pending_t;
 
 COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
@@ -353,11 +355,13 @@ COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
  * only on the descriptor.  COORD_EFORKED in a child. */
 COORD_API int coord_pending_wait(coord_pending_t *p, int wait_ms, coord_lease_t **lease);
 
-/* Gives the request up: the broker drops it from its queue at once (it
- * logs event=cancel), and a grant that crossed the cancel on the way is
- * released, so nothing is held afterwards and the queue is as if the
- * request had never been made.  Frees p.  Returns 0, or COORD_EINVAL,
- * COORD_EFORKED (a child leaves its parent's request alone). */
+/* Frees p.  A request still pending is given up first: the broker drops
+ * it from its queue at once (it logs event=cancel), and a grant that
+ * crossed the cancel on the way is released, so nothing is held
+ * afterwards and the queue is as if the request had never been made.  A
+ * request that ended granted keeps its lease: release it as usual.
+ * Returns 0, or COORD_EINVAL, COORD_EFORKED (a child leaves its parent's
+ * request alone). */
 COORD_API int coord_pending_cancel(coord_pending_t *p);
 
 /* A descriptor that turns readable when the broker may have answered:

@@ -165,6 +165,9 @@ struct coord_pending {
 	struct coord__lease *rec; /* taken at the start (see coord__acquire_locked()) */
 	struct coord__kfile *k;
 	size_t answer_len;      /* an answer kept by another call, 0: none */
+	int done;               /* ended: result is what wait returns from now */
+	int result;
+	coord_lease_t *lease;   /* with result 1 */
 	union coord__msg answer;
 	char label[COORD_LABEL_MAX + 1];
 };
@@ -2378,7 +2381,11 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
  * lease record taken at the start; it is c->pend until it ends, so that
  * another call reading the socket keeps its answer (8.4), and a second
  * acquire on c gets COORD_EBUSYCONN.  Each step runs under c->lock, held
- * only for the step: releases and admin calls on c go on meanwhile. */
+ * only for the step: releases and admin calls on c go on meanwhile.  An
+ * ended request keeps its handle, with its result, until
+ * coord_pending_cancel() frees it: a caller that lost the return value
+ * (a Python signal handler raising just after the call) can still end it
+ * exactly. */
 
 /* Ends p (c->lock held): gives back what it took, unless published. */
 static void coord__pending_end(struct coord_pending *p, int published)
@@ -2391,6 +2398,15 @@ static void coord__pending_end(struct coord_pending *p, int published)
 	}
 	if (c->pend == p)
 		c->pend = NULL;
+}
+
+/* Records how p ended (c->lock held) and returns it. */
+static int coord__pending_result(struct coord_pending *p, int rc, coord_lease_t *lease)
+{
+	p->done = 1;
+	p->result = rc;
+	p->lease = lease;
+	return rc;
 }
 
 /* Sends p's request (again, after a reconnect, with what is left of its
@@ -2552,23 +2568,27 @@ COORD_API int coord_pending_fd(coord_pending_t *p)
 COORD_API int coord_pending_wait(coord_pending_t *p, int wait_ms, coord_lease_t **lease)
 {
 	coord_t *c = p ? p->conn : NULL;
+	coord_lease_t *got = NULL;
 	int rc;
 	if (!c || !lease || wait_ms < -1)
 		return COORD_EINVAL;
 	if (c->pid != getpid())
 		return COORD_EFORKED;
 	pthread_mutex_lock(&c->lock);
-	if (c->closed) {
+	if (p->done) {
+		rc = p->result;
+		got = p->lease;
+	} else if (c->closed) {
 		coord__pending_end(p, 0);
-		rc = COORD_EIO;
+		rc = coord__pending_result(p, COORD_EIO, NULL);
 	} else {
-		rc = coord__pending_step(p, wait_ms, lease);
+		rc = coord__pending_step(p, wait_ms, &got);
+		if (rc != 0)
+			coord__pending_result(p, rc, got);
 	}
 	pthread_mutex_unlock(&c->lock);
-	if (rc != 0) {
-		coord__conn_unref(c);
-		free(p);
-	}
+	if (rc == 1)
+		*lease = got;
 	return rc;
 }
 
@@ -2581,7 +2601,9 @@ COORD_API int coord_pending_cancel(coord_pending_t *p)
 	if (c->pid != getpid())
 		return COORD_EFORKED; /* the parent's request: left alone */
 	pthread_mutex_lock(&c->lock);
-	if (!c->closed && !c->broken && p->conn_gen == c->gen) {
+	if (p->done) {
+		/* ended already: a granted lease stays the caller's */
+	} else if (!c->closed && !c->broken && p->conn_gen == c->gen) {
 		if (!p->granted) {
 			rc = c->backend->cancel(c, p->ticket, &p->g);
 			p->granted = rc == 1;
@@ -2590,7 +2612,8 @@ COORD_API int coord_pending_cancel(coord_pending_t *p)
 		if (p->granted) /* granted meanwhile: give it back at once */
 			rc = c->backend->release(c, &p->g);
 	}
-	coord__pending_end(p, 0);
+	if (!p->done)
+		coord__pending_end(p, 0);
 	pthread_mutex_unlock(&c->lock);
 	coord__conn_unref(c);
 	free(p);

@@ -66,8 +66,11 @@ Test(pending, a_free_resource_is_granted)
 	coord_lease_t *l = NULL;
 	int rc = coord_acquire_start(r, COORD_WRITE, 1000, "x", &l, &p);
 	cr_assert_geq(rc, 0, "start: %s", coord_strerror(rc));
-	if (rc == 0)
+	if (rc == 0) {
 		rc = coord_pending_wait(p, -1, &l);
+		cr_assert_eq(coord_pending_wait(p, 0, &l), rc, "an ended request answers the same again");
+		cr_assert_eq(coord_pending_cancel(p), 0, "and is freed by cancel, keeping its lease");
+	}
 	cr_assert_eq(rc, 1, "granted: %s", rc < 0 ? coord_strerror(rc) : "pending");
 	cr_assert_eq(coord_lease_valid(l), 1, "the lease is valid");
 	cr_assert_eq(coord_release(l), 0, "release");
@@ -98,6 +101,8 @@ Test(pending, the_descriptor_wakes_when_the_holder_lets_go)
 	cr_assert_str_eq(actor_reply(&a, 5000), "ok", "the holder lets go");
 	cr_assert(readable(fd, 5000), "the descriptor turns readable");
 	cr_assert_eq(coord_pending_wait(p, 5000, &l), 1, "granted");
+	cr_assert_eq(coord_pending_cancel(p), 0, "free the ended request");
+	cr_assert_eq(coord_lease_valid(l), 1, "the lease stays held after the handle is freed");
 	cr_assert(coord_lease_fd(l) >= 0, "with its kernel lock on the file");
 	cr_assert_eq(coord_release(l), 0, "release");
 	actor_stop(&a);
@@ -165,6 +170,8 @@ Test(pending, the_requests_own_timeout_ends_it)
 	r = open_res(c, "key:t");
 	p = start_queued(r, COORD_READ, 200);
 	cr_assert_eq(coord_pending_wait(p, -1, &l), COORD_ETIMEDOUT, "the broker's timeout answers");
+	cr_assert_eq(coord_pending_wait(p, 0, &l), COORD_ETIMEDOUT, "and again");
+	cr_assert_eq(coord_pending_cancel(p), 0, "free it");
 	cr_assert_eq(harness_count(&h, "key:t", 0, 1), 0, "and the queue is clean");
 	actor_stop(&a);
 	coord_resource_close(r);
@@ -227,6 +234,7 @@ Test(pending, the_connection_serves_other_calls_meanwhile)
 	cr_assert_eq(coord_list(c, &v, &n), 0, "coord_list on the same connection");
 	coord_free(v);
 	cr_assert_eq(coord_pending_wait(p, 5000, &l), 1, "the grant read by coord_list() is p's");
+	coord_pending_cancel(p);
 	cr_assert_eq(coord_lease_valid(l), 1, "and valid");
 	cr_assert_eq(coord_release(l), 0, "release");
 	actor_stop(&a);
@@ -259,6 +267,7 @@ Test(pending, a_broker_restart_sends_the_request_again)
 	cr_assert_str_eq(actor_reply(&a, 5000), "ok", "the adopted holder lets go");
 	rc = coord_pending_wait(p, 10000, &l);
 	cr_assert_eq(rc, 1, "granted by the new broker: %s", rc < 0 ? coord_strerror(rc) : "pending");
+	coord_pending_cancel(p);
 	cr_assert_eq(coord_release(l), 0, "release");
 	actor_stop(&a);
 	coord_resource_close(r);
