@@ -41,7 +41,8 @@ def test_timeout_is_a_timeouterror_with_a_hint(broker, key):
     assert e.name == "COORD_ETIMEDOUT" and e.code == -7005, f"{e.name} {e.code}"
     assert e.resource == key and e.lock_file == key, f"resource of {e!r}"
     assert "coordctl list" in str(e), f"the message should say what to do: {e}"
-    assert other.write(key, timeout=0).valid, "a timed-out request must leave nothing behind"
+    with other.write(key, timeout=0) as lease:
+        assert lease.valid, "a timed-out request must leave nothing behind"
     other.close()
 
 

@@ -46,6 +46,7 @@ def test_ctrl_c_during_a_wait_raises_at_once_and_leaves_no_waiter(broker, key):
     finally:
         child.stdin.close()
         child.wait(30)
+        child.stdout.close()
         lease.release()
         holder.close()
 
