@@ -99,7 +99,6 @@ class _Conn:
         self.resources = {}  # name -> coord_resource_t*, for keys and absolute paths
         self.leases = 0  # Lease objects of this connection not yet released
         self.pending = False
-        self.poisoned = False  # a request's fate is unknown: never reuse
         self.closed = False
         self.owner = _SYNC
         self._finalizer = weakref.finalize(self, _disconnect, self.handle, self.pid,
@@ -116,7 +115,7 @@ class _Conn:
         self.owner = owner if owner is _SYNC else weakref.ref(owner)
 
     def idle(self):
-        return not self.leases and not self.pending and not self.poisoned and not self.closed
+        return not self.leases and not self.pending and not self.closed
 
     # -- calls ----------------------------------------------------------
     def call(self, fn, *args):
@@ -226,20 +225,17 @@ class _Conn:
         lease = _lib.c_lease_p()
         lease_ref = ctypes.byref(lease)
         wait = _lib.coord_pending_wait
-        alive, known, granted = True, True, None
+        granted = None
         self.pending = True
         try:
             while True:
                 with self.lock:
-                    known = False
                     rc = wait(p, _STEP_MS, lease_ref)
-                    known = True
                     self._drain()
                 if rc == 1:
-                    alive, granted = False, lease.value
+                    granted = lease.value
                     break
                 if rc < 0:
-                    alive = False
                     raise error(rc, what, resource=os.fsdecode(name),
                                 detail=_detail(rc, timeout_ms))
                 if self.closed:
@@ -247,12 +243,13 @@ class _Conn:
                 if interrupted:
                     raise KeyboardInterrupt
         except BaseException:
-            self._give_up(p, alive, known, lease)
+            self._give_up(p, lease, granted)
             raise
         finally:
             self.pending = False
             if restore:
                 restore()
+        self._free(p)
         return Lease._new(self, granted)
 
     async def acquire_async(self, name, mode, timeout_ms, label, what):
@@ -271,20 +268,17 @@ class _Conn:
         lease_ref = ctypes.byref(lease)
         wake = asyncio.Event()
         fd = _lib.coord_pending_fd(p)
-        alive, known, granted = True, True, None
+        granted = None
         self.pending = True
         try:
             while True:
                 with self.lock:
-                    known = False
                     rc = _lib.coord_pending_wait(p, 0, lease_ref)
-                    known = True
                     self._drain()
                 if rc == 1:
-                    alive, granted = False, lease.value
+                    granted = lease.value
                     break
                 if rc < 0:
-                    alive = False
                     raise error(rc, what, resource=os.fsdecode(name),
                                 detail=_detail(rc, timeout_ms))
                 if self.closed:
@@ -300,26 +294,31 @@ class _Conn:
                     loop.remove_reader(fd)
                     tick.cancel()
         except BaseException:
-            self._give_up(p, alive, known, lease)
+            self._give_up(p, lease, granted)
             raise
         finally:
             self.pending = False
+        self._free(p)
         return Lease._new(self, granted)
 
-    def _give_up(self, p, alive, known, lease):
-        """Leaves the broker's queue clean after an exception in a wait."""
+    def _free(self, p):
+        """Frees an ended request (coord_pending_cancel() of an ended one
+        only frees it; its lease, if granted, stays ours)."""
         with self.lock:
-            if not known:
-                # The wait call returned and then a signal handler raised:
-                # a grant is in lease; otherwise p is either still pending
-                # or already freed with an error, which nothing tells apart.
-                if lease.value:
-                    _lib.coord_release(lease.value)
-                else:
-                    self.poisoned = True  # whatever p becomes dies with us
-                alive = False
-            if alive:
-                _lib.coord_pending_cancel(p)
+            _lib.coord_pending_cancel(p)
+            self._drain()
+
+    def _give_up(self, p, lease, granted):
+        """Leaves the broker's queue clean after an exception in a wait.
+        The handle lives until coord_pending_cancel(), whatever the wait
+        returned, so cancelling is always right: it gives a pending request
+        up, and only frees an ended one.  A grant that came back before the
+        exception (a signal handler raising just after the call returned)
+        is in lease, and nobody will get it: it is released."""
+        with self.lock:
+            _lib.coord_pending_cancel(p)
+            if lease.value:  # we raise: nobody gets this lease
+                _lib.coord_release(lease.value)
             self._drain()
 
 
@@ -508,7 +507,7 @@ class Client:
         if slot is None or slot.pid != os.getpid():
             slot = self._local.slot = _Slot()
         conns = slot.conns
-        conns[:] = [c for c in conns if not c.closed and not c.poisoned]
+        conns[:] = [c for c in conns if not c.closed]
         for c in conns:
             if c.owned_by(owner) and not c.pending:
                 return c
