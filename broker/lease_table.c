@@ -610,6 +610,13 @@ static void queue_unlink(struct lease_table *t, struct lt_waiter *w)
 	owner_remove_waiter(t, w);
 }
 
+static void recall_holders(struct lease_table *t, struct lt_resource *res, int mode,
+                           int64_t now_ms);
+
+/* Grants what the queue allows, in order.  A waiter left at the head
+ * then waits for the holders it conflicts with, some of them perhaps
+ * granted just now (readers let in after a checkpoint, while a writer
+ * waits behind them): they are recalled, as at a request. */
 static void dispatch(struct lease_table *t, struct lt_resource *res)
 {
 	struct lt_waiter *w;
@@ -629,6 +636,8 @@ static void dispatch(struct lease_table *t, struct lt_resource *res)
 		}
 		free(w);
 	}
+	if (res->head)
+		recall_holders(t, res, res->head->mode, now_ms);
 }
 
 /* A request for `mode` now waits on res: recall every holder it conflicts
@@ -664,7 +673,11 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 			if (h->owner != owner)
 				continue;
 			if (h->mode == COORD_READ && mode == COORD_READ) {
+				/* A nested read passes the queue (it cannot deadlock);
+				 * a writer waiting there waits for it too. */
 				rc = grant(t, res, owner, mode, now_ms, label, NULL, lease);
+				if (rc == 0 && res->head)
+					recall_holders(t, res, res->head->mode, now_ms);
 				goto done;
 			}
 			rc = COORD_EDEADLK;

@@ -730,3 +730,31 @@ Test(lease_table, limits_off_leave_the_heap_to_waiters)
 	cr_assert(seen.nfailed == 1 && seen.failed_err[0] == COORD_ETIMEDOUT && seen.nlimits == 0,
 	          "the waiter timed out, no limit fell due");
 }
+
+/* Readers let in when a checkpoint's block lifts, with a writer queued
+ * behind them, are recalled at once: the writer waits for them. */
+Test(lease_table, holders_granted_ahead_of_a_waiting_writer_are_recalled)
+{
+	struct lt_events ev = events;
+	struct lease_table *t2;
+	struct lt_lease *l = NULL;
+	struct lt_waiter *w = NULL;
+	int rc;
+	ev.recall = ev_recall;
+	nrecalled = 0;
+	t2 = lease_table_new(&ev, NULL, 16, 16, 1);
+	cr_assert(t2, "table");
+	rc = lease_table_request(t2, "db", OWNER(9), COORD_WRITE, now, -1, LT_FOR_CHECKPOINT, 0, NULL,
+	                         &l, &w);
+	cr_assert_eq(rc, 1, "the checkpoint's turn at once");
+	lease_table_block(t2, lease_table_find(t2, "db"), LT_BLOCK_READERS | LT_BLOCK_WRITERS);
+	rc = lease_table_request(t2, "db", OWNER(1), COORD_READ, now, -1, LT_FOR_CLIENT, 0, NULL, &l, &w);
+	cr_assert_eq(rc, 0, "a reader waits for the checkpoint");
+	rc = lease_table_request(t2, "db", OWNER(2), COORD_WRITE, now, -1, LT_FOR_CLIENT, 0, NULL, &l,
+	                         &w);
+	cr_assert_eq(rc, 0, "a writer queues behind it");
+	cr_assert_eq(nrecalled, 0, "nobody holds a lease yet");
+	lease_table_block(t2, lease_table_find(t2, "db"), 0);
+	cr_assert_eq(nrecalled, 1, "the reader granted after the checkpoint is recalled for the writer");
+	lease_table_free(t2);
+}
