@@ -825,10 +825,14 @@ COORD_API int coord_file_instance(const char *path, char *buf, size_t size);
  * that does not exec keeps the file locked until the parent releases or
  * the child exits).  So a broker restart can never let a second writer
  * into a file while the first one still holds it.
- *   - The library keeps one descriptor per connection and file open until
- *     coord_disconnect(), because closing any descriptor of a file drops
- *     every POSIX lock the process holds on it, SQLite's and DuckDB's
- *     included.  Close your database connections before you disconnect.
+ *   - The library never closes a descriptor of a file it locked (one per
+ *     connection and file while the connection lives; after
+ *     coord_disconnect() it is unlocked and kept for the next connection
+ *     on that file), because closing any descriptor of a file drops every
+ *     POSIX lock the process holds on it, SQLite's and DuckDB's included.
+ *     So connections may come and go (one per thread, say) while the
+ *     process keeps its databases open.  A forked child closes its copies
+ *     of the kept ones.
  *   - A key's kernel lock is a file of its own under the instance
  *     directory, DIR/keys/k-NAME for the key "key:NAME" (named without the
  *     prefix, so no ':' reaches a file name; created on first use, never

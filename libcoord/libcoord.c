@@ -75,9 +75,10 @@
  *                       coord_resource.conn, the connection's lists of
  *                       them, and coord_t.refs.  Never held across a
  *                       system call that can block.
- * coord__conns_lock and coord__maps_lock guard one list each and are held
- * with no other lock, but by the fork handler, which takes all three
- * global locks: conns, table, maps. */
+ * coord__conns_lock, coord__maps_lock and coord__spares_lock guard one
+ * list each and are held with no other lock (spares: under c->lock too),
+ * but by the fork handler, which takes all four global locks: conns,
+ * table, maps, spares. */
 
 /* ------------------------------------------------------------------------ */
 /* 8.1 State                                                                */
@@ -915,6 +916,10 @@ static void coord__conn_unref(coord_t *c)
 static pthread_mutex_t coord__conns_lock = PTHREAD_MUTEX_INITIALIZER;
 static coord_t *coord__conns;
 static pthread_mutex_t coord__maps_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Spare kernel-lock descriptors of closed connections (8.6). */
+static pthread_mutex_t coord__spares_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct coord__kfile *coord__spares;
+static void coord__spares_close_in_child(void);
 static pthread_once_t coord__atfork_once = PTHREAD_ONCE_INIT;
 
 /* fork() waits until no other thread is inside the library's lists, so
@@ -924,10 +929,12 @@ static void coord__atfork_prepare(void)
 	pthread_mutex_lock(&coord__conns_lock);
 	pthread_mutex_lock(&coord__table_lock);
 	pthread_mutex_lock(&coord__maps_lock);
+	pthread_mutex_lock(&coord__spares_lock);
 }
 
 static void coord__atfork_parent(void)
 {
+	pthread_mutex_unlock(&coord__spares_lock);
 	pthread_mutex_unlock(&coord__maps_lock);
 	pthread_mutex_unlock(&coord__table_lock);
 	pthread_mutex_unlock(&coord__conns_lock);
@@ -951,6 +958,7 @@ static void coord__atfork_child(void)
 			close(c->wait_ep);
 		c->recall_fd = c->recall_ep = c->wait_ep = -1;
 	}
+	coord__spares_close_in_child();
 	atomic_fetch_add_explicit(&coord__fork_epoch, 1, memory_order_relaxed);
 	coord__atfork_parent();
 }
@@ -1808,6 +1816,42 @@ struct coord__kfile {
 	char name[COORD_NAME_MAX + 1];
 };
 
+/* Descriptors of closed connections.  Closing one would drop every POSIX
+ * lock this process holds on the file, SQLite's included, and a process
+ * may close connections while it keeps the database open (a thread's
+ * connection, in a server that runs a thread per request).  So they are
+ * unlocked, kept for the process's life, and given to the next
+ * connection that needs the same file: at most as many per file as the
+ * process ever had connections on it at once.  A forked child closes its
+ * copies (it holds no POSIX lock yet) rather than share their open file
+ * descriptions, and with them their flocks, with its parent. */
+/* In a child just forked (the fork handler holds the lock). */
+static void coord__spares_close_in_child(void)
+{
+	while (coord__spares) {
+		struct coord__kfile *k = coord__spares;
+		coord__spares = k->next;
+		close(k->fd);
+		free(k);
+	}
+}
+
+/* Takes a spare descriptor of the file (dev, ino), or NULL. */
+static struct coord__kfile *coord__spare_take(dev_t dev, ino_t ino)
+{
+	struct coord__kfile **p, *k = NULL;
+	pthread_mutex_lock(&coord__spares_lock);
+	for (p = &coord__spares; *p; p = &(*p)->next) {
+		if ((*p)->dev == dev && (*p)->ino == ino) {
+			k = *p;
+			*p = k->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&coord__spares_lock);
+	return k;
+}
+
 /* 1 where flock(2) is emulated with POSIX byte-range locks. */
 static int coord__flock_emulated(int fd)
 {
@@ -1879,6 +1923,15 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 			return 0;
 		}
 	}
+	k = known ? coord__spare_take(st.st_dev, st.st_ino) : NULL;
+	if (k) {
+		snprintf(k->name, sizeof k->name, "%s", name);
+		k->holds = 0;
+		k->next = c->kfiles;
+		c->kfiles = k;
+		*out = k->unlocked ? NULL : k;
+		return 0;
+	}
 	/* O_NONBLOCK: a FIFO named as a resource must not block the open. */
 	/* A key's file: read-only is enough for flock(2), and 0640 lets the
 	 * other members of a shared instance (keys/ is setgid there) open the
@@ -1891,8 +1944,8 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 		fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0)
 		return 0;
-	/* From here the descriptor is never closed before coord_disconnect(),
-	 * not even when no lock is taken through it (see above). */
+	/* From here the descriptor is never closed, not even when no lock is
+	 * taken through it (see above): coord_disconnect() makes it a spare. */
 	k = calloc(1, sizeof *k);
 	if (!k) {
 		close(fd); /* nothing else to do; out of memory */
@@ -1958,8 +2011,13 @@ static void coord__kfiles_close(coord_t *c)
 	while (c->kfiles) {
 		struct coord__kfile *k = c->kfiles;
 		c->kfiles = k->next;
-		close(k->fd);
-		free(k);
+		if (k->holds > 0 && !k->unlocked)
+			flock(k->fd, LOCK_UN); /* what closing did, without closing */
+		k->holds = 0;
+		pthread_mutex_lock(&coord__spares_lock);
+		k->next = coord__spares;
+		coord__spares = k;
+		pthread_mutex_unlock(&coord__spares_lock);
 	}
 }
 

@@ -423,3 +423,50 @@ Test(kernel_lock, sqlite_locks_survive_acquire_and_release)
 	sqlite3_close(mine);
 	coord_disconnect(c);
 }
+
+/* The same across whole connections: a process that opens and closes
+ * connections while its database stays open (a thread's connection in a
+ * thread-per-request server) keeps SQLite's locks, because a closed
+ * connection's descriptor is kept for the next one, not closed. */
+Test(kernel_lock, sqlite_locks_survive_a_closed_connection)
+{
+	const char *db = harness_path(&h, "posix2.db");
+	sqlite3 *mine = sqlite_open(db);
+	char cmd[1200], said[512];
+	FILE *out;
+	size_t n;
+	int status;
+
+	sqlite_exec(mine, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x);");
+	sqlite_exec(mine, "BEGIN IMMEDIATE; INSERT INTO t VALUES (1);");
+	for (int i = 0; i < 4; i++) {
+		coord_t *c = connect_ok();
+		coord_lease_t *l;
+		cr_assert_eq(coord_acquire(c, db, i % 2 ? COORD_READ : COORD_WRITE, -1, NULL, &l), 0,
+		             "acquire on connection %d", i);
+		if (i < 3)
+			coord_release(l);
+		coord_disconnect(c); /* the last one with its lease still held */
+	}
+	snprintf(cmd, sizeof cmd, "sqlite3 -cmd '.timeout 0' '%s' 'BEGIN IMMEDIATE;' 2>&1", db);
+	out = popen(cmd, "r");
+	cr_assert(out, "popen(%s)", cmd);
+	n = fread(said, 1, sizeof said - 1, out);
+	said[n] = 0;
+	status = pclose(out);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0 && strstr(said, "locked"),
+	          "another process could start writing while this one is inside a SQLite write "
+	          "transaction: closing a connection closed a descriptor of the database "
+	          "(sqlite3 said '%s', status 0x%x)", said, status);
+	{
+		/* and the flock of the disconnected holder is gone */
+		coord_t *c = connect_ok();
+		coord_lease_t *l;
+		cr_assert_eq(coord_acquire(c, db, COORD_WRITE, 2000, NULL, &l), 0,
+		             "the next writer gets the file and its kernel lock");
+		coord_release(l);
+		coord_disconnect(c);
+	}
+	sqlite_exec(mine, "COMMIT");
+	sqlite3_close(mine);
+}
