@@ -79,6 +79,8 @@ def install(engine, *, client=None, lease_timeout=coord.sqlite.LEASE_TIMEOUT,
         cparams.pop("factory", None)
         database = cparams.pop("database", None) or cargs[0]
         cparams["timeout"] = busy_timeout
+        # The pool hands connections from thread to thread, one at a time.
+        cparams.setdefault("check_same_thread", False)
         return coord.sqlite.connect(database, client=client, lease_timeout=lease_timeout,
                                     label=label, **cparams)
 

@@ -60,7 +60,8 @@ def instance(tmp_path, monkeypatch):
     broker = subprocess.Popen([COORDD, "--dir", str(d)], stdout=log, stderr=subprocess.STDOUT)
     monkeypatch.setenv("COORD_DIR", str(d))
     monkeypatch.setenv("COORD_NO_AUTOSTART", "1")
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([PYTHON_DIR, HERE]))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [PYTHON_DIR, HERE] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
     wait_for(lambda: broker.poll() is not None or subprocess.run(
         [COORDCTL, "--dir", str(d), "status"], capture_output=True).returncode == 0,
         "coordd to accept connections")
