@@ -19,7 +19,7 @@ PROCESS_WRITER = r"""
 import sys, sqlalchemy, coord.sqlalchemy
 from sqlalchemy import text
 engine = coord.sqlalchemy.install(sqlalchemy.create_engine(f"sqlite:///{sys.argv[1]}",
-                                                           future=True))
+                                                           future=True), busy_timeout=0.01)
 errors = 0
 for i in range(int(sys.argv[3])):
     try:
@@ -39,7 +39,9 @@ def engine(tmp_path, client):
     e = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'app.db'}", future=True,
                                  poolclass=sqlalchemy.pool.QueuePool, pool_size=20,
                                  max_overflow=0)
-    coord.sqlalchemy.install(e, client=client, lease_timeout=30)
+    # SQLite's own busy timeout is 10 ms, so that any collision the leases
+    # did not prevent shows up as "database is locked".
+    coord.sqlalchemy.install(e, client=client, lease_timeout=30, busy_timeout=0.01)
     with e.begin() as conn:
         conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)"))
     yield e
