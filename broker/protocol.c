@@ -110,6 +110,16 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 	case COORD_MSG_LIST:
 	case COORD_MSG_NOTIFY:
 		return len == sizeof h ? 0 : COORD_EPROTO;
+	case COORD_MSG_CANCEL: {
+		coord_msg_cancel m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (m.acquire_seq == COORD_SEQ_NOTICE)
+			return COORD_EINVAL;
+		req->acquire_seq = m.acquire_seq;
+		return 0;
+	}
 	case COORD_MSG_LIMITS: {
 		coord_msg_limits m;
 		if (len < sizeof m)

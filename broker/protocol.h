@@ -21,6 +21,7 @@ struct request {
 	uint64_t pid;               /* REVOKE (with lease_id or name) */
 	uint32_t grace_ms;          /* REVOKE */
 	uint32_t max_hold_ms, recall_grace_ms; /* LIMITS */
+	uint32_t acquire_seq;       /* CANCEL */
 	char name[COORD_NAME_MAX + 1];
 	char label[COORD_LABEL_MAX + 1];
 	char command[COORD_COMMAND_MAX + 1];

@@ -1,5 +1,5 @@
-/* Request handlers: HELLO, ACQUIRE, RELEASE, STATUS, LIST, SHOW, POLICY, LIMITS, NOTIFY,
- * CHECKPOINT, REVOKE and ATTACH, and the answers that come later.
+/* Request handlers: HELLO, ACQUIRE, CANCEL, RELEASE, STATUS, LIST, SHOW, POLICY,
+ * LIMITS, NOTIFY, CHECKPOINT, REVOKE and ATTACH, and the answers that come later.
  *
  * Nothing read from a client is trusted: every packet goes through
  * proto_decode() before anything here looks at it, a lease id in RELEASE
@@ -184,6 +184,24 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
 		lease_table_release(b->table, l, "release");
 	if (!(req->flags & COORD_RELEASE_NO_REPLY))
 		client_reply(c, req->seq, l ? 0 : COORD_ENOLEASE);
+}
+
+/* CANCEL: the owner gives up its waiting client request numbered
+ * acquire_seq, which is answered REPLY{COORD_ECANCELED}.  A request that
+ * is not waiting any more (granted, timed out) has its answer on the way
+ * already, so nothing is sent. */
+static void handle_cancel(struct broker *b, struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	struct lt_waiter *w = o->waiter;
+	if (!w || w->purpose != LT_FOR_CLIENT || w->seq != req->acquire_seq)
+		return;
+	o->waiter = NULL;
+	log_event(&b->log, "cancel", "resource=%s mode=%s pid=%d comm=%s waited_ms=%lld",
+	          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid,
+	          log_quote(&b->log, o->comm), (long long)(now_ms() - w->since_ms));
+	lease_table_cancel(b->table, w);
+	client_reply(c, req->acquire_seq, COORD_ECANCELED);
 }
 
 /* After a broker restart: a lease of this process's earlier connection
@@ -616,6 +634,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_NOTIFY:
 		handle_notify(b, c, &req);
+		break;
+	case COORD_MSG_CANCEL:
+		handle_cancel(b, c, &req);
 		break;
 	}
 }

@@ -84,7 +84,19 @@ static size_t expected_length(const uint8_t *data, size_t size, uint32_t type)
 		return sizeof(coord_msg_release);
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
+	case COORD_MSG_NOTIFY:
 		return sizeof(coord_msg_hdr);
+	case COORD_MSG_ATTACH:
+		return sizeof(coord_msg_attach);
+	case COORD_MSG_CANCEL:
+		return sizeof(coord_msg_cancel);
+	case COORD_MSG_LIMITS: {
+		coord_msg_limits m;
+		if (size < sizeof m)
+			return 0;
+		memcpy(&m, data, sizeof m);
+		return sizeof m + m.name_len;
+	}
 	case COORD_MSG_ACQUIRE: {
 		coord_msg_acquire m;
 		if (size < sizeof m)
@@ -158,8 +170,37 @@ static void check_decoded(const uint8_t *data, size_t size, const struct request
 	}
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
+	case COORD_MSG_NOTIFY:
 		check_unused(req, 0, 0, 0);
 		break;
+	case COORD_MSG_ATTACH: {
+		coord_msg_attach m;
+		memcpy(&m, data, sizeof m);
+		FUZZ_CHECK(req->client_id == m.client_id && req->lease_id == m.lease_id &&
+		                   req->secret == m.secret,
+		           "ATTACH fields differ");
+		check_unused(req, 0, 0, 0);
+		break;
+	}
+	case COORD_MSG_CANCEL: {
+		coord_msg_cancel m;
+		memcpy(&m, data, sizeof m);
+		FUZZ_CHECK(req->acquire_seq == m.acquire_seq && m.acquire_seq != COORD_SEQ_NOTICE,
+		           "CANCEL seq differs, or names the notice seq");
+		check_unused(req, 0, 0, 0);
+		break;
+	}
+	case COORD_MSG_LIMITS: {
+		coord_msg_limits m;
+		memcpy(&m, data, sizeof m);
+		FUZZ_CHECK(req->max_hold_ms == m.max_hold_ms && req->recall_grace_ms == m.recall_grace_ms,
+		           "LIMITS fields differ");
+		FUZZ_CHECK(m.max_hold_ms <= COORD_LIMIT_MAX_MS && m.recall_grace_ms <= COORD_LIMIT_MAX_MS,
+		           "LIMITS out of range");
+		check_name(req, data + sizeof m, m.name_len);
+		check_unused(req, 1, 0, 0);
+		break;
+	}
 	case COORD_MSG_SHOW:
 	case COORD_MSG_CHECKPOINT: {
 		coord_msg_resource m;
@@ -223,7 +264,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		coord_msg_hdr h;
 		FUZZ_CHECK(size >= sizeof h, "a refusal that keeps the connection for a runt packet");
 		memcpy(&h, data, sizeof h);
-		FUZZ_CHECK(h.type != COORD_MSG_HELLO && h.type != COORD_MSG_STATUS && h.type != COORD_MSG_LIST,
+		FUZZ_CHECK(h.type != COORD_MSG_HELLO && h.type != COORD_MSG_STATUS && h.type != COORD_MSG_LIST &&
+		                   h.type != COORD_MSG_NOTIFY && h.type != COORD_MSG_ATTACH,
 		           "a request without variable fields was refused but not malformed");
 		FUZZ_CHECK(size == expected_length(data, size, h.type),
 		           "a refusal that keeps the connection for a packet of the wrong length");

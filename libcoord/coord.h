@@ -46,6 +46,8 @@
  *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
  *                               coord_acquire(), coord_release(),
  *                               coord_lease_token(), coord_lease_valid(),
+ *                               coord_acquire_start(), coord_pending_wait(),
+ *                               coord_pending_cancel(), coord_pending_fd(),
  *                               coord_lease_recalled(), coord_recall_fd(),
  *                               coord_recall_clear(), coord_lease_fd(), ...
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
@@ -127,7 +129,8 @@
 	X(EINSTANCE,  -7020, "another instance coordinates this file (see its directory's .coord-instance)") \
 	X(EFULL,      -7021, "the broker's database (state.mdb) is full: restart coordd with a larger --map-size (held leases are kept)") \
 	X(ENOSPC,     -7022, "no space left in the instance directory: free space on its filesystem; held leases are kept and grants resume by themselves") \
-	X(EREGION,    -7023, "the shared region coordd.shm is not the broker's (truncated, copied or replaced): the broker restores it within a second; try again")
+	X(EREGION,    -7023, "the shared region coordd.shm is not the broker's (truncated, copied or replaced): the broker restores it within a second; try again") \
+	X(ECANCELED,  -7024, "the request was given up (coord_pending_cancel())")
 
 enum {
 #define COORD__ERRENUM(name, value, text) COORD_##name = (value),
@@ -310,6 +313,59 @@ COORD_API int coord_resource_acquire(coord_resource_t *r, int mode, int timeout_
  * and coord_resource_close() in one call.  Returns what they return. */
 COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int timeout_ms,
                             const char *label, coord_lease_t **out);
+
+/* Waiting without blocking: for event loops (asyncio), and for callers
+ * that must react to a signal while they wait (Python's Ctrl+C).
+ *
+ * coord_acquire_start() sends the request and returns at once: 1 with
+ * *lease when the grant is back already (nothing is pending), 0 with
+ * *pending while the answer is to come (it may wait in the broker's
+ * queue, or be on its way), or an error as
+ * coord_resource_acquire() returns it.  timeout_ms is the request's own
+ * limit, as there.  r must stay open until the request ends.
+ *
+ * While it is pending, the connection serves other calls (releases,
+ * coord_list(), ...) from any thread, but a second acquire on it, blocking
+ * or not, gets COORD_EBUSYCONN: one waiting request per connection (use a
+ * connection per thread to wait for several resources at once).  A broker
+ * restart meanwhile costs the request its place in the queue, not the
+ * request: the library sends it again with what is left of its time.
+ *
+ * It ends with exactly one of:
+ *   - coord_pending_wait() returning 1 (granted: *lease set) or an error
+ *     (COORD_ETIMEDOUT, COORD_EDEADLK, ... as coord_resource_acquire()),
+ *   - coord_pending_cancel(),
+ * after which the handle is freed and must not be used again. */
+typedef struct coord_pending coord_pending_t;
+
+COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
+                                  const char *label, coord_lease_t **lease,
+                                  coord_pending_t **pending);
+
+/* Waits up to wait_ms for the answer (0: only looks; -1: until it comes)
+ * and returns 1 with *lease (granted), 0 (not yet: still pending; also
+ * when a signal interrupted the wait, so the caller can act on it at
+ * once), or a COORD_E* code (the request failed; nothing is held).  A
+ * granted lease on a file also takes its kernel lock here: if an outside
+ * holder keeps it (coord.h section 7), the request stays pending until the
+ * lock comes or its timeout ends, and the descriptor below does not turn
+ * readable for that, so keep waiting in slices (50 ms, say) rather than
+ * only on the descriptor.  COORD_EFORKED in a child. */
+COORD_API int coord_pending_wait(coord_pending_t *p, int wait_ms, coord_lease_t **lease);
+
+/* Gives the request up: the broker drops it from its queue at once (it
+ * logs event=cancel), and a grant that crossed the cancel on the way is
+ * released, so nothing is held afterwards and the queue is as if the
+ * request had never been made.  Frees p.  Returns 0, or COORD_EINVAL,
+ * COORD_EFORKED (a child leaves its parent's request alone). */
+COORD_API int coord_pending_cancel(coord_pending_t *p);
+
+/* A descriptor that turns readable when the broker may have answered:
+ * then call coord_pending_wait(p, 0, ...).  It is the same for every
+ * request of the connection and stays the same across reconnects; the
+ * library's: do not read or close it (coord_disconnect() does).  Returns
+ * it (>= 0), or COORD_EINVAL, COORD_EFORKED, COORD_EIO, COORD_ESYS. */
+COORD_API int coord_pending_fd(coord_pending_t *p);
 
 /* Releases the lease.  A lease handle is a checked value, not a pointer
  * to memory the caller owns: after the release it is stale, and every call

@@ -129,6 +129,7 @@ enum coord_msg_type {
 	COORD_MSG_REVOKE,       /* coord_msg_revoke + name */
 	COORD_MSG_ATTACH,       /* coord_msg_attach */
 	COORD_MSG_LIMITS,       /* coord_msg_limits + name */
+	COORD_MSG_CANCEL,       /* coord_msg_cancel: no answer of its own */
 	COORD_MSG_NOTIFY,       /* coord_msg_hdr: answered with REPLY{0} and,
 	                           in SCM_RIGHTS, the read end of a pipe the
 	                           broker writes a byte to at every recall of
@@ -278,6 +279,16 @@ typedef struct coord_msg_policy {
 	uint16_t command_len;
 	/* char name[name_len]; char command[command_len]; */
 } coord_msg_policy;
+
+/* Gives up the waiting ACQUIRE numbered acquire_seq: the broker drops it
+ * from the queue and answers that ACQUIRE with REPLY{COORD_ECANCELED}.  If
+ * its answer already went out (a GRANT, a timeout), nothing happens: the
+ * client reads that answer instead. */
+typedef struct coord_msg_cancel {
+	coord_msg_hdr h;
+	uint32_t acquire_seq;
+	uint32_t reserved;
+} coord_msg_cancel;
 
 /* A resource's hold limits, 0: none (coord_set_limits()). */
 typedef struct coord_msg_limits {

@@ -123,6 +123,15 @@ struct coord__grant {
  *   reconnect  after the transport was lost (c->broken): connects again
  *            and takes back c's leases, marking those it could not take
  *            back lost; c->lock is held.  Returns 0 or a COORD_E* code.
+ *   start    sends a request for a lease on r without waiting (c->lock
+ *            held); *ticket names it for poll and cancel.
+ *   poll     waits up to wait_ms (0: looks only; -1: until answered) for
+ *            the answer to ticket: 1 with *g (granted), 0 (not yet, or a
+ *            signal came), or a COORD_E* code (the broker's refusal, a
+ *            timeout, a lost connection); c->lock held.
+ *   cancel   gives ticket up and reads its final answer: 1 with *g when
+ *            a grant crossed the cancel (the caller releases it), 0, or a
+ *            COORD_E* code; c->lock held.
  *   recall_pipe  opens a descriptor that turns readable at every recall
  *            of c's leases, and reads end-of-file once the transport is
  *            gone; c->lock is held.  Returns 0 with *fd set (non-blocking,
@@ -134,7 +143,30 @@ struct coord__backend {
 	               struct coord__grant *g);
 	int (*release)(coord_t *c, const struct coord__grant *g);
 	int (*reconnect)(coord_t *c);
+	int (*start)(coord_t *c, coord_resource_t *r, int mode, int timeout_ms, const char *label,
+	             uint32_t *ticket);
+	int (*poll)(coord_t *c, uint32_t ticket, int wait_ms, struct coord__grant *g);
+	int (*cancel)(coord_t *c, uint32_t ticket, struct coord__grant *g);
 	int (*recall_pipe)(coord_t *c, int *fd);
+};
+
+/* A request started by coord_acquire_start() and not finished (8.8).
+ * Its answer may be read by another call on the connection (an admin
+ * call reading its own answer), which keeps it here for it (8.4). */
+struct coord_pending {
+	coord_t *conn;          /* one reference, dropped when p is freed */
+	coord_resource_t *r;
+	int mode;
+	int64_t deadline;       /* monotonic ms, -1: none */
+	uint32_t ticket;        /* the backend's name of the request */
+	unsigned conn_gen;      /* c->gen when it was sent */
+	int granted;            /* the broker granted; the kernel lock is next */
+	struct coord__grant g;
+	struct coord__lease *rec; /* taken at the start (see coord__acquire_locked()) */
+	struct coord__kfile *k;
+	size_t answer_len;      /* an answer kept by another call, 0: none */
+	union coord__msg answer;
+	char label[COORD_LABEL_MAX + 1];
 };
 
 struct coord {
@@ -164,6 +196,10 @@ struct coord {
 	struct coord_resource *resources;  /* open handles */
 	/* under lock: */
 	struct coord__kfile *kfiles;       /* files this connection has locked (8.6) */
+	struct coord_pending *pend;        /* the request coord_acquire_start() left
+	                                      waiting, or NULL */
+	unsigned gen;           /* connections made after a loss, so far */
+	int wait_ep;            /* coord_pending_fd()'s epoll set over fd, or -1 */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
 };
@@ -908,7 +944,9 @@ static void coord__atfork_child(void)
 			close(c->recall_fd);
 		if (c->recall_ep >= 0)
 			close(c->recall_ep);
-		c->recall_fd = c->recall_ep = -1;
+		if (c->wait_ep >= 0)
+			close(c->wait_ep);
+		c->recall_fd = c->recall_ep = c->wait_ep = -1;
 	}
 	atomic_fetch_add_explicit(&coord__fork_epoch, 1, memory_order_relaxed);
 	coord__atfork_parent();
@@ -995,9 +1033,12 @@ static int coord__msg_fd(struct msghdr *mh)
  * answer to a request given up on (a timeout) and is dropped.
  * timeout_ms < 0 waits forever.  With fd not NULL, *fd is the descriptor
  * the answer carried, or -1 (a descriptor on any other message is
- * closed); without, the kernel drops what a message carries.  Returns
+ * closed); without, the kernel drops what a message carries.  The answer
+ * of a pending request (c->pend) that is not the one waited for is kept
+ * in it.  With intr, a signal ends the wait like the timeout.  Returns
  * the length, COORD_ETIMEDOUT, COORD_EIO or COORD_EPROTO. */
-static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms, int *fd)
+static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms, int *fd,
+                          int intr)
 {
 	int64_t deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
 	union {
@@ -1017,6 +1058,8 @@ static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int tim
 			wait = left < 0 ? 0 : (int)left;
 		}
 		n = poll(&pfd, 1, wait);
+		if (n < 0 && errno == EINTR && intr)
+			return COORD_ETIMEDOUT;
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0) {
@@ -1050,12 +1093,17 @@ static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int tim
 		}
 		if (m->h.seq == seq)
 			return (int)n;
+		if (c->pend && m->h.seq == c->pend->ticket && c->pend->conn_gen == c->gen &&
+		    !c->pend->answer_len) {
+			memcpy(&c->pend->answer, m, (size_t)n);
+			c->pend->answer_len = (size_t)n;
+		}
 	}
 }
 
 static int coord__recv(coord_t *c, uint32_t seq, union coord__msg *m, int timeout_ms)
 {
-	return coord__recv_fd(c, seq, m, timeout_ms, NULL);
+	return coord__recv_fd(c, seq, m, timeout_ms, NULL, 0);
 }
 
 /* The number of the next request: never COORD_SEQ_NOTICE, even after
@@ -1417,13 +1465,12 @@ static void coord__broker_close(coord_t *c)
 	c->fd = -1;
 }
 
-static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
-                                 const char *label, struct coord__grant *g)
+/* Sends r's ACQUIRE (c->lock held); *seq is its number. */
+static int coord__broker_start(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
+                               const char *label, uint32_t *seq)
 {
 	coord_msg_acquire *a = &r->req.m;
-	const union coord__msg *m = &c->in;
 	size_t label_len = label ? strnlen(label, COORD_LABEL_MAX) : 0;
-	int n;
 
 	a->h.seq = coord__next_seq(c);
 	a->mode = (uint32_t)mode;
@@ -1431,17 +1478,17 @@ static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int 
 	a->label_len = (uint16_t)label_len;
 	if (label_len)
 		memcpy(r->req.raw + sizeof *a + r->name_len, label, label_len);
-	n = coord__send(c, &r->req, sizeof *a + r->name_len + label_len);
-	if (n < 0)
-		return n;
-	/* The broker enforces the timeout and always answers; wait for it
-	 * without a deadline of our own (a dead broker hangs up). */
-	n = coord__recv(c, a->h.seq, &c->in, -1);
-	if (n < 0)
-		return n;
-	if (m->h.type == COORD_MSG_REPLY && (size_t)n >= sizeof m->reply)
+	*seq = a->h.seq;
+	return coord__send(c, &r->req, sizeof *a + r->name_len + label_len);
+}
+
+/* The answer to an ACQUIRE, n bytes in *m: 1 with *g, or a COORD_E* code. */
+static int coord__broker_grant(coord_t *c, const union coord__msg *m, size_t n,
+                               struct coord__grant *g)
+{
+	if (m->h.type == COORD_MSG_REPLY && n >= sizeof m->reply)
 		return m->reply.status < 0 ? m->reply.status : COORD_EPROTO;
-	if (m->h.type != COORD_MSG_GRANT || (size_t)n < sizeof m->grant)
+	if (m->h.type != COORD_MSG_GRANT || n < sizeof m->grant)
 		return coord__proto_error(c);
 	if (m->grant.status < 0)
 		return m->grant.status;
@@ -1453,7 +1500,61 @@ static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int 
 	g->flags = &c->slots[m->grant.slot].flags;
 	g->secret = m->grant.secret;
 	g->client_id = c->client_id;
-	return 0;
+	return 1;
+}
+
+/* The answer to ACQUIRE seq: kept by another call (c->pend), or read now,
+ * waiting up to wait_ms; a signal ends the wait. */
+static int coord__broker_poll(coord_t *c, uint32_t seq, int wait_ms, struct coord__grant *g)
+{
+	struct coord_pending *p = c->pend;
+	int n;
+	if (p && p->ticket == seq && p->answer_len) {
+		n = (int)p->answer_len;
+		p->answer_len = 0;
+		memcpy(&c->in, &p->answer, (size_t)n);
+	} else {
+		n = coord__recv_fd(c, seq, &c->in, wait_ms, NULL, 1);
+		if (n == COORD_ETIMEDOUT)
+			return 0;
+		if (n < 0)
+			return n;
+	}
+	return coord__broker_grant(c, &c->in, (size_t)n, g);
+}
+
+/* CANCEL, then the final answer to ACQUIRE seq: the broker answers at once
+ * (REPLY{COORD_ECANCELED}) or already did (a GRANT, a refusal). */
+static int coord__broker_cancel(coord_t *c, uint32_t seq, struct coord__grant *g)
+{
+	coord_msg_cancel m = { { COORD_MSG_CANCEL, coord__next_seq(c) }, seq, 0 };
+	struct coord_pending *p = c->pend;
+	int n;
+	if (!(p && p->ticket == seq && p->answer_len)) {
+		n = coord__send(c, &m, sizeof m);
+		if (n < 0)
+			return n;
+	}
+	n = coord__broker_poll(c, seq, c->connect_timeout_ms, g);
+	if (n == 0)
+		return COORD_EIO; /* no answer in time: the connection cannot be trusted */
+	return n == 1 ? 1 : 0;
+}
+
+static int coord__broker_acquire(coord_t *c, coord_resource_t *r, int mode, int timeout_ms,
+                                 const char *label, struct coord__grant *g)
+{
+	uint32_t seq;
+	int n = coord__broker_start(c, r, mode, timeout_ms, label, &seq);
+	if (n < 0)
+		return n;
+	/* The broker enforces the timeout and always answers; wait for it
+	 * without a deadline of our own (a dead broker hangs up). */
+	n = coord__recv(c, seq, &c->in, -1);
+	if (n < 0)
+		return n;
+	n = coord__broker_grant(c, &c->in, (size_t)n, g);
+	return n == 1 ? 0 : n;
 }
 
 /* What the word of a lost lease points at: never a lease id. */
@@ -1491,7 +1592,7 @@ static int coord__broker_recall_pipe(coord_t *c, int *fd)
 	int n = coord__send(c, &req, sizeof req), got = -1;
 	if (n < 0)
 		return n;
-	n = coord__recv_fd(c, req.seq, &c->in, c->connect_timeout_ms, &got);
+	n = coord__recv_fd(c, req.seq, &c->in, c->connect_timeout_ms, &got, 0);
 	if (n < 0)
 		return n == COORD_ETIMEDOUT ? COORD_EIO : n;
 	if (m->h.type != COORD_MSG_REPLY || (size_t)n < sizeof m->reply || m->reply.status > 0 ||
@@ -1539,8 +1640,11 @@ static int coord__broker_reconnect(coord_t *c)
 	if (c->closed)
 		return COORD_EIO;
 	c->broken = 1;
-	if (c->fd >= 0)
+	if (c->fd >= 0) {
+		if (c->wait_ep >= 0)
+			epoll_ctl(c->wait_ep, EPOLL_CTL_DEL, c->fd, NULL);
 		close(c->fd);
+	}
 	c->fd = -1;
 	if (!c->lost_client_id)
 		c->lost_client_id = c->client_id;
@@ -1614,6 +1718,11 @@ static int coord__broker_reconnect(coord_t *c)
 	}
 	c->lost_client_id = 0;
 	c->broken = 0;
+	c->gen++; /* a pending request's ticket was the old connection's */
+	if (c->wait_ep >= 0) {
+		struct epoll_event ev = { .events = EPOLLIN, .data.fd = c->fd };
+		epoll_ctl(c->wait_ep, EPOLL_CTL_ADD, c->fd, &ev);
+	}
 	rc = 0;
 	if (coord__recall_renew(c) < 0)
 		coord__log(c, COORD_LOG_WARN, "no recall descriptor after the reconnect: recalls "
@@ -1659,6 +1768,9 @@ static const struct coord__backend coord__broker_backend = {
 	coord__broker_acquire,
 	coord__broker_release,
 	coord__broker_reconnect,
+	coord__broker_start,
+	coord__broker_poll,
+	coord__broker_cancel,
 	coord__broker_recall_pipe,
 };
 
@@ -1866,7 +1978,7 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 	if (!c)
 		return COORD_ENOMEM;
 	c->fd = -1;
-	c->recall_ep = c->recall_fd = -1;
+	c->recall_ep = c->recall_fd = c->wait_ep = -1;
 	c->pid = getpid();
 	c->refs = 1;
 	c->backend = &coord__broker_backend;
@@ -1942,6 +2054,9 @@ COORD_API void coord_disconnect(coord_t *c)
 	if (c->recall_ep >= 0)
 		close(c->recall_ep);
 	c->recall_fd = c->recall_ep = -1;
+	if (c->wait_ep >= 0)
+		close(c->wait_ep);
+	c->wait_ep = -1;
 	if (mine) {
 		pthread_mutex_unlock(&c->recall_lock);
 		pthread_mutex_unlock(&c->lock);
@@ -2176,6 +2291,8 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	struct coord__grant g;
 	int rc;
 
+	if (c->pend)
+		return COORD_EBUSYCONN; /* one waiting request per connection */
 	pthread_mutex_lock(&coord__table_lock);
 	rc = coord__lease_alloc_locked(&rec);
 	pthread_mutex_unlock(&coord__table_lock);
@@ -2254,6 +2371,230 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
 	rc = coord_resource_acquire(r, mode, timeout_ms, label, out);
 	coord_resource_close(r);
 	return rc;
+}
+
+/* Waiting without blocking (coord_acquire_start()).  A pending request
+ * holds a reference to its connection and, like a blocking acquire, a
+ * lease record taken at the start; it is c->pend until it ends, so that
+ * another call reading the socket keeps its answer (8.4), and a second
+ * acquire on c gets COORD_EBUSYCONN.  Each step runs under c->lock, held
+ * only for the step: releases and admin calls on c go on meanwhile. */
+
+/* Ends p (c->lock held): gives back what it took, unless published. */
+static void coord__pending_end(struct coord_pending *p, int published)
+{
+	coord_t *c = p->conn;
+	if (!published) {
+		pthread_mutex_lock(&coord__table_lock);
+		coord__lease_put_locked(p->rec);
+		pthread_mutex_unlock(&coord__table_lock);
+	}
+	if (c->pend == p)
+		c->pend = NULL;
+}
+
+/* Sends p's request (again, after a reconnect, with what is left of its
+ * timeout). */
+static int coord__pending_send(struct coord_pending *p)
+{
+	coord_t *c = p->conn;
+	int timeout_ms = -1;
+	if (p->deadline >= 0) {
+		int64_t left = p->deadline - coord__now_ms();
+		timeout_ms = left < 0 ? 0 : (int)left;
+	}
+	p->answer_len = 0;
+	p->conn_gen = c->gen;
+	return c->backend->start(c, p->r, p->mode, timeout_ms, p->label[0] ? p->label : NULL,
+	                         &p->ticket);
+}
+
+/* One step of p, waiting up to wait_ms (c->lock held): 1 with *out
+ * (granted, p ended), 0 (still pending), or a COORD_E* code (p ended). */
+static int coord__pending_step(struct coord_pending *p, int wait_ms, coord_lease_t **out)
+{
+	coord_t *c = p->conn;
+	int64_t until = wait_ms < 0 ? -1 : coord__now_ms() + wait_ms;
+	int rc;
+
+	for (int tries = 0; !p->granted;) {
+		/* A reconnect (by this call or another one) lost the request
+		 * with the old connection: it is sent again. */
+		rc = p->conn_gen == c->gen ? c->backend->poll(c, p->ticket, wait_ms, &p->g) : COORD_EIO;
+		if (rc == COORD_EIO && tries++ < 3 &&
+		    (p->conn_gen != c->gen || coord__retry(c, rc))) {
+			rc = coord__pending_send(p);
+			if (rc == 0)
+				continue;
+		}
+		if (rc == 0)
+			return 0;
+		if (rc < 0)
+			goto fail;
+		p->granted = 1;
+	}
+	if (p->k) {
+		int64_t limit = until;
+		if (p->deadline >= 0 && (limit < 0 || p->deadline < limit))
+			limit = p->deadline;
+		rc = coord__kernel_lock(p->k, p->mode, limit);
+		if ((rc == COORD_ETIMEDOUT || rc == COORD_EBUSY) &&
+		    !(p->deadline >= 0 && coord__now_ms() >= p->deadline))
+			return 0; /* an outside holder: the request's time is not up */
+		if (rc < 0) {
+			c->backend->release(c, &p->g);
+			goto fail;
+		}
+	}
+	pthread_mutex_lock(&coord__table_lock);
+	*out = coord__lease_publish_locked(p->rec, c, &p->g, p->mode, p->r, p->k,
+	                                   p->k ? p->k->fd : -1);
+	pthread_mutex_unlock(&coord__table_lock);
+	coord__pending_end(p, 1);
+	return 1;
+fail:
+	coord__pending_end(p, 0);
+	return rc;
+}
+
+COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
+                                  const char *label, coord_lease_t **lease,
+                                  coord_pending_t **pending)
+{
+	struct coord_pending *p;
+	coord_t *c;
+	int rc;
+
+	if (!r || !lease || !pending || (mode != COORD_READ && mode != COORD_WRITE) ||
+	    timeout_ms < -1)
+		return COORD_EINVAL;
+	p = calloc(1, sizeof *p);
+	if (!p)
+		return COORD_ENOMEM;
+	pthread_mutex_lock(&coord__table_lock);
+	c = r->conn;
+	if (c)
+		c->refs++;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!c) {
+		free(p);
+		return COORD_EIO;
+	}
+	rc = coord__lock(c);
+	if (rc < 0)
+		goto out;
+	p->conn = c;
+	p->r = r;
+	p->mode = mode;
+	p->deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
+	if (label)
+		snprintf(p->label, sizeof p->label, "%s", label);
+	rc = c->pend ? COORD_EBUSYCONN : 0;
+	if (rc == 0) {
+		pthread_mutex_lock(&coord__table_lock);
+		rc = coord__lease_alloc_locked(&p->rec);
+		pthread_mutex_unlock(&coord__table_lock);
+	}
+	if (rc == 0) {
+		rc = coord__kfile_get(c, r->name, &p->k);
+		if (rc < 0)
+			coord__pending_end(p, 0);
+	}
+	if (rc == 0) {
+		c->pend = p;
+		rc = coord__pending_send(p);
+		if (coord__retry(c, rc))
+			rc = coord__pending_send(p);
+		rc = rc < 0 ? (coord__pending_end(p, 0), rc) : coord__pending_step(p, 0, lease);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (rc == 0) {
+		*pending = p;
+		return 0;
+	}
+out:
+	coord__conn_unref(c);
+	free(p);
+	return rc;
+}
+
+COORD_API int coord_pending_fd(coord_pending_t *p)
+{
+	coord_t *c = p ? p->conn : NULL;
+	struct epoll_event ev = { .events = EPOLLIN };
+	int rc;
+	if (!c)
+		return COORD_EINVAL;
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	pthread_mutex_lock(&c->lock);
+	rc = c->wait_ep;
+	if (rc < 0 && !c->closed) {
+		/* An epoll set over the socket keeps the caller's descriptor
+		 * the same when a reconnect replaces the socket. */
+		rc = epoll_create1(EPOLL_CLOEXEC);
+		ev.data.fd = c->fd;
+		if (rc >= 0 && c->fd >= 0 && epoll_ctl(rc, EPOLL_CTL_ADD, c->fd, &ev) < 0) {
+			close(rc);
+			rc = -1;
+		}
+		if (rc < 0)
+			rc = COORD_ESYS;
+		else
+			c->wait_ep = rc;
+	} else if (rc < 0) {
+		rc = COORD_EIO;
+	}
+	pthread_mutex_unlock(&c->lock);
+	return rc;
+}
+
+COORD_API int coord_pending_wait(coord_pending_t *p, int wait_ms, coord_lease_t **lease)
+{
+	coord_t *c = p ? p->conn : NULL;
+	int rc;
+	if (!c || !lease || wait_ms < -1)
+		return COORD_EINVAL;
+	if (c->pid != getpid())
+		return COORD_EFORKED;
+	pthread_mutex_lock(&c->lock);
+	if (c->closed) {
+		coord__pending_end(p, 0);
+		rc = COORD_EIO;
+	} else {
+		rc = coord__pending_step(p, wait_ms, lease);
+	}
+	pthread_mutex_unlock(&c->lock);
+	if (rc != 0) {
+		coord__conn_unref(c);
+		free(p);
+	}
+	return rc;
+}
+
+COORD_API int coord_pending_cancel(coord_pending_t *p)
+{
+	coord_t *c = p ? p->conn : NULL;
+	int rc = 0;
+	if (!c)
+		return COORD_EINVAL;
+	if (c->pid != getpid())
+		return COORD_EFORKED; /* the parent's request: left alone */
+	pthread_mutex_lock(&c->lock);
+	if (!c->closed && !c->broken && p->conn_gen == c->gen) {
+		if (!p->granted) {
+			rc = c->backend->cancel(c, p->ticket, &p->g);
+			p->granted = rc == 1;
+			rc = rc < 0 ? rc : 0;
+		}
+		if (p->granted) /* granted meanwhile: give it back at once */
+			rc = c->backend->release(c, &p->g);
+	}
+	coord__pending_end(p, 0);
+	pthread_mutex_unlock(&c->lock);
+	coord__conn_unref(c);
+	free(p);
+	return rc == COORD_EIO ? 0 : rc; /* a lost connection gave it up anyway */
 }
 
 COORD_API int coord_release(coord_lease_t *l)
