@@ -38,6 +38,7 @@ release since 0.3 provides (tested against DuckDB 1.5's library).
 """
 
 import re
+import time
 
 import coord
 import coord.sqlite
@@ -49,7 +50,8 @@ _END = re.compile(r"\s*(COMMIT|ROLLBACK|ABORT|END)\b", re.I)
 class Connection:
     """A DuckDB connection and the lease it is open under."""
 
-    def __init__(self, path, write, connect, client, timeout, label, yield_on_recall):
+    def __init__(self, path, write, connect, client, timeout, label, yield_on_recall,
+                 max_age=None):
         self.path = path
         self.write = write
         self._connect = connect
@@ -57,6 +59,8 @@ class Connection:
         self._timeout = timeout
         self._label = label
         self._yield_on_recall = yield_on_recall
+        self._max_age = max_age
+        self._opened = 0.0
         self.lease = None          # the lease while open, else None
         self.raw = None            # the duckdb connection while open
         self.reopens = 0           # times it gave way to a recall
@@ -68,6 +72,7 @@ class Connection:
                                           self._label)
         try:
             self.raw = self._connect(self.path, read_only=not self.write)
+            self._opened = time.monotonic()
         except BaseException:
             self.lease.release()
             self.lease = None
@@ -89,13 +94,15 @@ class Connection:
 
     def yield_if_recalled(self):
         """Closes the file and releases the lease if the lease is recalled
-        (or no longer valid) and no explicit transaction is open; the next
+        (or no longer valid, or the file has been open longer than
+        max_age) and no explicit transaction is open; the next
         execute() takes the lease again and reopens.  Returns True if it
         gave way.  Call it from the thread that uses the connection, or
         hold your own lock around both."""
         if self.raw is None or self._in_transaction or not self._yield_on_recall:
             return False
-        if self.lease.valid and not self.lease.recalled:
+        old = self._max_age is not None and time.monotonic() - self._opened > self._max_age
+        if self.lease.valid and not self.lease.recalled and not old:
             return False
         self._shut()
         self.reopens += 1
@@ -129,7 +136,8 @@ class Connection:
 
 
 def connect(path, write=False, connect=None, *, client=None,
-            timeout=coord.sqlite.LEASE_TIMEOUT, label=None, yield_on_recall=True):
+            timeout=coord.sqlite.LEASE_TIMEOUT, label=None, yield_on_recall=True,
+            max_age=None):
     """Takes a lease on `path` and opens it with DuckDB to match.
 
       path             the database file.
@@ -141,6 +149,10 @@ def connect(path, write=False, connect=None, *, client=None,
       timeout          seconds to wait for the lease (0 tries once).
       label            shown by `coordctl list`.
       yield_on_recall  give way to a recall at safe points (above).
+      max_age          also give way at a safe point once the file has been
+                       open this many seconds (None: never).  A read-only
+                       DuckDB does not see what writers committed after it
+                       opened, so this bounds how stale a kept reader is.
 
     Returns a Connection (a context manager that closes it).  Raises
     coord.Timeout / coord.Busy when the lease is not granted, and what
@@ -148,4 +160,4 @@ def connect(path, write=False, connect=None, *, client=None,
     if connect is None:
         import duckdb
         connect = duckdb.connect
-    return Connection(path, write, connect, client, timeout, label, yield_on_recall)
+    return Connection(path, write, connect, client, timeout, label, yield_on_recall, max_age)
