@@ -435,9 +435,9 @@ class Lease:
             return
         if conn is None or conn.closed or os.getpid() != self._pid:
             return
+        conn.release_soon(self._handle)  # first: a warning may be an error
         warnings.warn(f"coord: {self.mode} lease of {self.resource} was never released; "
-                      "releasing it now", ResourceWarning, stacklevel=2)
-        conn.release_soon(self._handle)
+                      "released it now", ResourceWarning, stacklevel=2)
 
     def __repr__(self):
         state = "released" if self.released else ("valid" if self.valid else "invalid")
