@@ -15,6 +15,7 @@ py=/usr/bin/python3
 
 tmp=$(mktemp -d /tmp/coord-dashboard-XXXXXX)
 export COORD_DIR=$tmp/instance DATA_DIR=$tmp/data
+unset COORD_NO_AUTOSTART
 export COORD_BROKER=$build/broker/coordd COORD_LIBRARY=$build/libcoord/libcoord.so.0
 export PATH=$build/tools:$PATH PYTHONPATH=$root/bindings/python:$root/bindings/python/tests:$here
 mkdir -m 700 "$COORD_DIR"; mkdir "$DATA_DIR"

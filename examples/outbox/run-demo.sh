@@ -11,6 +11,7 @@ build=${COORD_BUILD:-$root/build}
 tmp=$(mktemp -d /tmp/coord-outbox-XXXXXX)
 chmod 755 "$tmp"    # PostgreSQL runs as postgres when we are root
 export COORD_DIR=$tmp/instance OUTBOX_DB=$tmp/outbox.db
+unset COORD_NO_AUTOSTART
 export COORD_BROKER=$build/broker/coordd COORD_LIBRARY=$build/libcoord/libcoord.so.0
 export PATH=$build/tools:$PATH PYTHONPATH=$root/bindings/python:$here
 mkdir -m 700 "$COORD_DIR"
