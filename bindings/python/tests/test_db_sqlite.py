@@ -150,9 +150,9 @@ def test_writer_killed_mid_transaction_loses_nothing_committed(db, tmp_path, ins
                                re.M), f"the broker to checkpoint {path} after the reclaim")
 
 
-@pytest.mark.xfail(strict=True, reason="pycore closes a thread's broker connection when the "
-                   "thread ends, and libcoord closes its descriptor of the file with it, which "
-                   "drops every POSIX lock SQLite holds on the file in this process")
+# A thread's broker connection closes when the thread ends; libcoord keeps
+# the connection's descriptor of the file (closing it would drop every
+# POSIX lock SQLite holds on the file in this process).
 def test_a_thread_that_ends_leaves_sqlite_locks_alone(db, tmp_path, client):
     import os
     import threading
