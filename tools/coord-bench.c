@@ -17,7 +17,14 @@
  *
  * By default it starts a private broker in a temporary directory (found
  * via $COORD_BROKER, next to this binary in a build tree, or on PATH) and
- * stops it at the end; --dir uses an existing instance instead. */
+ * stops it at the end; --dir uses an existing instance instead.
+ *
+ * Then, unless --no-python, it runs the Python binding's rows on the same
+ * instance: bindings/python/bench.py, under /usr/bin/python3 (--python
+ * names another), which times the coord package beside the filelock,
+ * fasteners and portalocker packages (see that file).  They are skipped,
+ * with a note, when the script, the interpreter or the package is not
+ * there.  Arguments after "--" go to the script. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -430,6 +437,83 @@ static void bench_recall(struct stats *to_release, struct stats *to_writer)
 	munmap(rt, sizeof *rt * (size_t)handoffs);
 }
 
+/* ---- the Python rows ---- */
+
+/* Where bench.py is, beside this binary: in a build tree, as
+ * ../bindings/python/bench.py (a link to the source tree's, so that Python
+ * finds the package beside the link's target); installed, as
+ * ../libexec/coord/coord-bench.py.  In a build tree, the package is told
+ * to load the build's libcoord.so.0 (COORD_LIBRARY).  0 when not found. */
+static int find_python_script(char *script, size_t size)
+{
+	char self[PATH_MAX], lib[PATH_MAX + 32];
+	const char *bindir;
+	ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+	if (n <= 0)
+		return 0;
+	self[n] = 0;
+	bindir = dirname(self);
+	snprintf(script, size, "%s/../bindings/python/bench.py", bindir);
+	if (access(script, R_OK) == 0) {
+		snprintf(lib, sizeof lib, "%s/../libcoord/libcoord.so.0", bindir);
+		if (access(lib, R_OK) == 0)
+			setenv("COORD_LIBRARY", lib, 0);
+		return 1;
+	}
+	snprintf(script, size, "%s/../libexec/coord/coord-bench.py", bindir);
+	return access(script, R_OK) == 0;
+}
+
+/* Runs the script on the instance dir, with the arguments after "--".
+ * Returns 0 when it ran or was skipped (with a note), 1 when it failed. */
+static int run_python_rows(const char *python, const char *dir, char **extra, int nextra)
+{
+	char script[PATH_MAX + 64];
+	char **argv;
+	int status, i;
+	pid_t pid;
+	if (!find_python_script(script, sizeof script)) {
+		printf("\n(no Python rows: bench.py is neither in this build tree nor installed)\n");
+		return 0;
+	}
+	if (access(python, X_OK) != 0) {
+		printf("\n(no Python rows: %s: %s)\n", python, strerror(errno));
+		return 0;
+	}
+	argv = calloc((size_t)nextra + 5, sizeof *argv);
+	if (!argv)
+		die("calloc", 0);
+	argv[0] = (char *)python;
+	argv[1] = script;
+	argv[2] = "--dir";
+	argv[3] = (char *)dir;
+	for (i = 0; i < nextra; i++)
+		argv[4 + i] = extra[i];
+	setenv("PYTHONDONTWRITEBYTECODE", "1", 1); /* nothing written into a source tree */
+	printf("\n");
+	fflush(stdout);
+	pid = fork();
+	if (pid < 0)
+		die("fork", 0);
+	if (pid == 0) {
+		execv(python, argv);
+		fprintf(stderr, "coord-bench: exec %s %s: %s\n", python, script, strerror(errno));
+		_exit(127);
+	}
+	free(argv);
+	if (waitpid(pid, &status, 0) < 0)
+		die("waitpid", 0);
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+		return 0;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+		printf("(no Python rows: the coord package cannot be imported; see above)\n");
+		return 0;
+	}
+	fprintf(stderr, "coord-bench: the Python rows failed: %s %s exited with status %d\n", python,
+	        script, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+	return 1;
+}
+
 /* ---- setup ---- */
 
 static char tmpdir[PATH_MAX];
@@ -479,13 +563,15 @@ int main(int argc, char **argv)
 		{ "dir", required_argument, NULL, 'd' },
 		{ "iterations", required_argument, NULL, 'n' },
 		{ "handoffs", required_argument, NULL, 'H' },
+		{ "python", required_argument, NULL, 'P' },
+		{ "no-python", no_argument, NULL, 'N' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *dir = NULL;
-	int opt, reclaims;
+	const char *dir = NULL, *python = "/usr/bin/python3";
+	int opt, reclaims, with_python = 1;
 	main_pid = getpid();
-	while ((opt = getopt_long(argc, argv, "d:n:h", opts, NULL)) != -1) {
+	while ((opt = getopt_long(argc, argv, "+d:n:h", opts, NULL)) != -1) {
 		switch (opt) {
 		case 'd':
 			dir = optarg;
@@ -496,13 +582,29 @@ int main(int argc, char **argv)
 		case 'H':
 			handoffs = atoi(optarg);
 			break;
+		case 'P':
+			python = optarg;
+			break;
+		case 'N':
+			with_python = 0;
+			break;
 		default:
 			fprintf(opt == 'h' ? stdout : stderr,
 			        "usage: coord-bench [--dir DIR] [--iterations N] [--handoffs N]\n"
+			        "                   [--python PYTHON | --no-python] [-- BENCH.PY-ARGS]\n"
 			        "Measures coord beside flock(2), fcntl(2) OFD locks and a Unix-socket\n"
-			        "round trip; prints p50/p99/mean in microseconds.\n");
+			        "round trip; prints p50/p99/mean in microseconds.  Then the Python rows:\n"
+			        "bindings/python/bench.py under PYTHON (default /usr/bin/python3), the\n"
+			        "coord package beside filelock, fasteners and portalocker, on the same\n"
+			        "instance; BENCH.PY-ARGS go to it (e.g. -- --iterations 2000).\n"
+			        "Exit status: 0; 1 when a measurement failed; 64 on a usage error.\n");
 			return opt == 'h' ? 0 : 64;
 		}
+	}
+	if (optind < argc && strcmp(argv[optind - 1], "--") != 0) {
+		fprintf(stderr, "coord-bench: unexpected argument '%s' (arguments for the Python rows "
+		                "come after --)\n", argv[optind]);
+		return 64;
 	}
 	if (iterations < 100 || handoffs < 10) {
 		fprintf(stderr, "coord-bench: --iterations >= 100 and --handoffs >= 10\n");
@@ -565,5 +667,7 @@ int main(int argc, char **argv)
 	printf("  the same through a resource handle:        write %.2fx, read %.2fx\n",
 	       chw.p50 / rtt.p50, chr.p50 / rtt.p50);
 	printf("  reclaim p99: %.0f us (target < 1000 us)\n", rc.p99);
-	return 0;
+	if (!with_python)
+		return 0;
+	return run_python_rows(python, dir, argv + optind, argc - optind);
 }
