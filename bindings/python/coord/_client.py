@@ -34,7 +34,7 @@ import warnings
 import weakref
 
 from . import _lib
-from ._errors import Error, error, BY_CODE
+from ._errors import error, BY_CODE
 
 READ = "read"
 WRITE = "write"
@@ -223,23 +223,13 @@ class _Conn:
         interrupted = []
         restore = _sigint_to_flag(interrupted)
         lease = _lib.c_lease_p()
-        lease_ref = ctypes.byref(lease)
-        wait = _lib.coord_pending_wait
         granted = None
         self.pending = True
         try:
             while True:
-                with self.lock:
-                    rc = wait(p, _STEP_MS, lease_ref)
-                    self._drain()
-                if rc == 1:
-                    granted = lease.value
+                granted = self._step(p, _STEP_MS, lease, name, timeout_ms, what)
+                if granted:
                     break
-                if rc < 0:
-                    raise error(rc, what, resource=os.fsdecode(name),
-                                detail=_detail(rc, timeout_ms))
-                if self.closed:
-                    raise ValueError("coord: the client was closed during the wait")
                 if interrupted:
                     raise KeyboardInterrupt
         except BaseException:
@@ -265,24 +255,15 @@ class _Conn:
     async def _wait_async(self, p, name, timeout_ms, what):
         loop = asyncio.get_running_loop()
         lease = _lib.c_lease_p()
-        lease_ref = ctypes.byref(lease)
         wake = asyncio.Event()
         fd = _lib.coord_pending_fd(p)
         granted = None
         self.pending = True
         try:
             while True:
-                with self.lock:
-                    rc = _lib.coord_pending_wait(p, 0, lease_ref)
-                    self._drain()
-                if rc == 1:
-                    granted = lease.value
+                granted = self._step(p, 0, lease, name, timeout_ms, what)
+                if granted:
                     break
-                if rc < 0:
-                    raise error(rc, what, resource=os.fsdecode(name),
-                                detail=_detail(rc, timeout_ms))
-                if self.closed:
-                    raise ValueError("coord: the client was closed during the wait")
                 wake.clear()
                 # The socket says when an answer may be there; the tick
                 # covers a grant that waits for the file's kernel lock.
@@ -300,6 +281,21 @@ class _Conn:
             self.pending = False
         self._free(p)
         return Lease._new(self, granted)
+
+    def _step(self, p, wait_ms, lease, name, timeout_ms, what):
+        """One coord_pending_wait(): the granted lease handle, or None while
+        the request is pending; raises the request's error, or ValueError
+        if the client was closed meanwhile."""
+        with self.lock:
+            rc = _lib.coord_pending_wait(p, wait_ms, ctypes.byref(lease))
+            self._drain()
+        if rc == 1:
+            return lease.value
+        if rc < 0:
+            raise error(rc, what, resource=os.fsdecode(name), detail=_detail(rc, timeout_ms))
+        if self.closed:
+            raise ValueError("coord: the client was closed during the wait")
+        return None
 
     def _free(self, p):
         """Frees an ended request (coord_pending_cancel() of an ended one
