@@ -168,14 +168,29 @@ class _Conn:
 
     # -- acquiring ------------------------------------------------------
     def acquire(self, name, mode, timeout_ms, label, what):
-        """Blocking acquire, interruptible: start, then 50 ms steps."""
-        r, temporary, lease, p = self._begin(name, mode, timeout_ms, label, what)
+        """Blocking acquire, interruptible: start, then 50 ms steps.  From
+        the request to the Lease object, Ctrl+C only sets a flag (main
+        thread), so KeyboardInterrupt is raised only where nothing can be
+        left behind: a pending request is cancelled, and a lease granted in
+        the same step as the Ctrl+C is released."""
+        interrupted = []
+        restore = _sigint_to_flag(interrupted)
         try:
-            if lease:
-                return Lease._new(self, lease)
-            return self._wait_blocking(p, name, timeout_ms, what)
+            r, temporary, lease, p = self._begin(name, mode, timeout_ms, label, what)
+            try:
+                if lease:
+                    result = Lease._new(self, lease)
+                else:
+                    result = self._wait_blocking(p, name, timeout_ms, what, interrupted)
+            finally:
+                self._end(r, temporary)
         finally:
-            self._end(r, temporary)
+            if restore:
+                restore()
+        if interrupted:
+            result.release()
+            raise KeyboardInterrupt
+        return result
 
     def _begin(self, name, mode, timeout_ms, label, what):
         """Opens the resource and sends the request: (r, temporary, lease, p)."""
@@ -219,9 +234,7 @@ class _Conn:
             raise
         return lease.value, pending.value, rc
 
-    def _wait_blocking(self, p, name, timeout_ms, what):
-        interrupted = []
-        restore = _sigint_to_flag(interrupted)
+    def _wait_blocking(self, p, name, timeout_ms, what, interrupted):
         lease = _lib.c_lease_p()
         granted = None
         self.pending = True
@@ -237,8 +250,6 @@ class _Conn:
             raise
         finally:
             self.pending = False
-            if restore:
-                restore()
         self._free(p)
         return Lease._new(self, granted)
 
@@ -256,10 +267,12 @@ class _Conn:
         loop = asyncio.get_running_loop()
         lease = _lib.c_lease_p()
         wake = asyncio.Event()
-        fd = _lib.coord_pending_fd(p)
         granted = None
         self.pending = True
         try:
+            fd = _lib.coord_pending_fd(p)
+            if fd < 0:
+                raise error(fd, what, resource=os.fsdecode(name))
             while True:
                 granted = self._step(p, 0, lease, name, timeout_ms, what)
                 if granted:
@@ -322,6 +335,9 @@ def _detail(rc, timeout_ms):
     if BY_CODE.get(rc) is not None and BY_CODE[rc].name == "COORD_ETIMEDOUT":
         return f"after {timeout_ms / 1000:g} s"
     return None
+
+
+_IDLE_MAX = 4  # idle connections a thread keeps (see Client._conn_for)
 
 
 def _sigint_to_flag(flag):
@@ -409,10 +425,15 @@ class Lease:
         Raises coord.NoLease or coord.LeaseLost if the broker had taken the
         lease back already (revoked, or lost in a broker restart): what was
         written under it must be treated as unfenced."""
-        conn = self._take_conn()
+        conn = self._conn
         if conn is None or conn.closed or os.getpid() != self._pid:
             return
+        # Released first, detached after: an exception in between (Ctrl+C)
+        # leaves a Lease whose second release the C library answers with
+        # COORD_ENOLEASE, never a lease held with no object to release it.
         rc = conn.call(_lib.coord_release, self._handle)
+        if self._take_conn() is None:
+            return  # another thread's release() came first
         if rc < 0 and rc != _EFORKED:
             raise error(rc, f"release {self.mode} lease of {self.resource}",
                         resource=self.resource)
@@ -420,7 +441,12 @@ class Lease:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, exc_type, exc, tb):
+        if os.getpid() != self._pid and exc_type is None:
+            # a fork()ed child ran the block: it never held the lease
+            raise error(_EFORKED, f"the {self.mode} lease of {self.resource} is the parent "
+                        "process's: this child ran the block without it",
+                        resource=self.resource)
         self.release()
 
     def __del__(self):
@@ -503,6 +529,10 @@ class Client:
         if slot is None or slot.pid != os.getpid():
             slot = self._local.slot = _Slot()
         conns = slot.conns
+        # Idle connections beyond a few are closed: many asyncio tasks that
+        # waited at once leave as many connections behind.
+        for c in [c for c in conns if c.idle()][_IDLE_MAX:]:
+            c.close()
         conns[:] = [c for c in conns if not c.closed]
         for c in conns:
             if c.owned_by(owner) and not c.pending:

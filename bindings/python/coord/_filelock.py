@@ -78,8 +78,9 @@ class FileLock(contextlib.ContextDecorator):
 
     @property
     def is_locked(self):
-        """True while this object holds the lease."""
-        return self._lease is not None
+        """True while this object holds the lease (never in a fork()ed
+        child: the lease is the parent's)."""
+        return self._lease is not None and self._lease._pid == os.getpid()
 
     @property
     def lock_counter(self):
@@ -113,6 +114,9 @@ class FileLock(contextlib.ContextDecorator):
         if blocking is False:
             timeout = 0
         with self._thread_lock:
+            if self._lease is not None and self._lease._pid != os.getpid():
+                # a fork()ed child: the lease is the parent's, not ours
+                self._lease, self._lock_counter = None, 0
             self._lock_counter += 1
             try:
                 if self._lease is None:

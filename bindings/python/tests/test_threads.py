@@ -136,3 +136,51 @@ def test_fork_child_gets_a_fresh_client_and_not_the_parents_lease(broker, key):
                        "parent's resource, 4 own lease invalid, 8 exception)")
     assert lease.valid, "the parent's lease must survive the child"
     lease.release()
+
+
+def test_fork_inside_a_with_block_and_a_filelock(broker, key):
+    """A child forked inside `with coord.write()` is told at the block's end
+    that it never held the lease, and a FileLock the parent holds is not
+    the child's to re-enter."""
+    lock = coord.FileLock(key)
+    with coord.write(key + "-with"):
+        with lock:
+            pid = os.fork()
+            if pid == 0:
+                status = 0
+                try:
+                    try:
+                        with coord.write(key + "-inner-never"):
+                            pass
+                    except coord.Error:
+                        status |= 16
+                    if lock.is_locked:
+                        status |= 1
+                    try:
+                        lock.acquire(timeout=0)
+                        status |= 2  # re-entered the parent's lease
+                    except coord.Timeout:
+                        pass
+                except BaseException:
+                    status |= 8
+                os._exit(status)
+            _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    assert code == 0, (f"child failed: {code} (1 the parent's FileLock looked held, 2 the child "
+                       "re-entered it, 8 exception, 16 its own lease failed)")
+
+    lease = coord.write(key + "-exit")
+    pid = os.fork()
+    if pid == 0:
+        try:
+            lease.__exit__(None, None, None)
+            os._exit(1)  # no error: the child would believe it held it
+        except coord.Forked:
+            os._exit(0)
+        except BaseException:
+            os._exit(2)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, \
+        "leaving a parent's lease's block in a child must raise coord.Forked"
+    assert lease.valid, "and the parent's lease stays held"
+    lease.release()
