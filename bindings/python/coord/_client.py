@@ -91,7 +91,8 @@ class _Conn:
         handle = _lib.c_coord_p()
         rc = _lib.coord_connect(ctypes.byref(handle), ctypes.byref(client._options))
         if rc < 0:
-            raise error(rc, f"connect to the broker of {client.dir or 'the default instance'}")
+            where = client.dir or os.environ.get("COORD_DIR") or "the default instance"
+            raise error(rc, f"connect to the broker of {where}")
         self.handle = handle.value
         self.pid = os.getpid()
         self.lock = threading.RLock()

@@ -137,6 +137,8 @@ class CheckpointFailed(Error):
 
 class ConnectionBusy(Error):
     """COORD_EBUSYCONN"""
+    hint = ("a connection waits for one lease at a time: wait in another thread (each "
+            "thread has its own connection) or give the first request up")
 
 
 class NotFound(Error):
