@@ -62,7 +62,8 @@ from . import _client
 __version__ = "0.2.0"
 
 __all__ = [
-    "Client", "Lease", "READ", "WRITE", "acquire", "write", "read", "write_async",
+    "Client", "Lease", "READ", "WRITE", "acquire", "write", "read", "try_read", "try_write",
+    "write_async",
     "read_async", "recalled", "default_client", "FileLock", "ReadWriteLock", "Error",
     "Timeout", "Busy", "Deadlock", "ERRORS",
 ] + [cls.__name__ for cls in ERRORS.values()]
@@ -98,6 +99,30 @@ def write(path, timeout=None, label=None):
 def read(path, timeout=None, label=None):
     """A shared lease: ``with coord.read(path):``."""
     return default_client().acquire(path, READ, timeout, label)
+
+
+def try_read(path, label=None):
+    """A read lease if the resource is free for readers now, else None:
+    for checks that must never wait.
+
+        lease = coord.try_read("/srv/shop.db")
+        if lease is None:
+            sys.exit("busy, skipped")
+        with lease:
+            ...
+    """
+    try:
+        return default_client().acquire(path, READ, 0, label)
+    except Busy:
+        return None
+
+
+def try_write(path, label=None):
+    """A write lease if the resource is free now, else None."""
+    try:
+        return default_client().acquire(path, WRITE, 0, label)
+    except Busy:
+        return None
 
 
 def write_async(path, timeout=None, label=None):

@@ -142,3 +142,17 @@ def test_client_close_releases_its_leases(broker, key):
     # the next writer waits for it rather than trying once.
     with coord.write(key, timeout=5):
         pass
+
+
+def test_try_read_and_try_write_never_wait(broker, key):
+    other_client = coord.Client()  # another holder, as another process would be
+    with other_client.write(key):
+        assert coord.try_read(key) is None, "a held write lease: try_read says busy at once"
+        assert coord.try_write(key) is None, "and so does try_write"
+    lease = coord.try_read(key)
+    assert lease is not None and lease.mode == "read", "free: a read lease"
+    with lease:
+        other = coord.try_read(key)
+        assert other is not None, "readers share"
+        other.release()
+    other_client.close()
