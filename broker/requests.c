@@ -429,7 +429,7 @@ static size_t build_resource_info(struct broker *b, union resource_info_msg *mu,
                                   const struct store_resource *rec, int kind, int status)
 {
 	union resource_info_msg m;
-	const struct ckpt_jobs *j = &b->jobs;
+	struct ckpt_jobs *j = &b->jobs;
 	size_t nl = strlen(name), cl = strlen(rec->command), ml = strlen(rec->message);
 	char *p = m.raw + sizeof m.i;
 	memset(&m.i, 0, sizeof m.i);
@@ -452,6 +452,8 @@ static size_t build_resource_info(struct broker *b, union resource_info_msg *mu,
 	m.i.last_at_ms = rec->last_at_ms;
 	m.i.last_duration_us = rec->last_duration_us;
 	m.i.last_result = rec->last_result;
+	if (kind == COORD_KIND_DUCKDB || rec->policy == COORD_POLICY_DUCKDB)
+		ckpt_jobs_duckdb_check(j); /* the library may have come or gone */
 	m.i.duckdb_available = (uint32_t)j->duckdb_ok;
 	m.i.wal_before = rec->checkpoints ? rec->wal_before : -1;
 	m.i.wal_after = rec->checkpoints ? rec->wal_after : -1;
