@@ -248,6 +248,52 @@ int checkpoint_duckdb_probe(const char *lib, char *why, size_t whysize)
 	return 1;
 }
 
+/* 1 if path is a regular file we may read, with it in st. */
+static int readable_file(const char *path, struct stat *st)
+{
+	return stat(path, st) == 0 && S_ISREG(st->st_mode) && access(path, R_OK) == 0;
+}
+
+int checkpoint_duckdb_locate(const char *lib, struct stat *st, char *why, size_t whysize)
+{
+	static const char *const usual[] = { "/usr/local/lib", "/usr/lib/x86_64-linux-gnu",
+		                             "/usr/lib/aarch64-linux-gnu", "/usr/lib64", "/usr/lib",
+		                             "/lib/x86_64-linux-gnu", "/lib64", "/lib" };
+	const char *name = lib ? lib : "libduckdb.so", *env = getenv("LD_LIBRARY_PATH");
+	char path[4096];
+	if (strchr(name, '/')) {
+		errno = 0;
+		if (readable_file(name, st)) {
+			snprintf(why, whysize, "%s", name);
+			return 1;
+		}
+		snprintf(why, whysize,
+		         "%s not loadable: %s (install it with scripts/install-duckdb.sh, "
+		         "or point --duckdb-lib or COORD_DUCKDB_LIB at it)",
+		         name, errno ? strerror(errno) : "not a regular file");
+		return 0;
+	}
+	for (const char *p = env; p && *p;) {
+		size_t n = strcspn(p, ":");
+		if (n && snprintf(path, sizeof path, "%.*s/%s", (int)n, p, name) < (int)sizeof path &&
+		    readable_file(path, st)) {
+			snprintf(why, whysize, "%s", path);
+			return 1;
+		}
+		p += n + (p[n] == ':');
+	}
+	for (size_t i = 0; i < sizeof usual / sizeof usual[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", usual[i], name);
+		if (readable_file(path, st)) {
+			snprintf(why, whysize, "%s", path);
+			return 1;
+		}
+	}
+	snprintf(why, whysize, "%s not in $LD_LIBRARY_PATH or the usual directories; "
+	         "the checkpoint child asks the dynamic loader", name);
+	return -1;
+}
+
 static void run_duckdb(const struct ckpt_request *req, struct ckpt_result *res)
 {
 	struct ckpt_duckdb api;

@@ -19,6 +19,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/stat.h>
 
 #include "coord_proto.h"
 
@@ -135,8 +136,19 @@ int ckpt_duckdb_load(struct ckpt_duckdb *api, const char *lib, char *why, size_t
 void ckpt_duckdb_unload(struct ckpt_duckdb *api);
 
 /* 1 if lib can be loaded with every function coord uses, with its version
- * in why (e.g. "libduckdb.so v1.5.6"); else 0 with the reason in why.  The
- * broker calls it once at startup to say why DuckDB checkpoints are off. */
+ * in why (e.g. "libduckdb.so v1.5.6"); else 0 with the reason in why.
+ * It maps the library: for the checkpoint child and the tests, never the
+ * broker (see checkpoint_duckdb_locate()). */
 int checkpoint_duckdb_probe(const char *lib, char *why, size_t whysize);
+
+/* Where lib (NULL: "libduckdb.so") is, without loading it, for the broker,
+ * which must not map DuckDB: a name with a '/' is that file; a bare name
+ * is looked for in $LD_LIBRARY_PATH, then /usr/local/lib, /usr/lib64,
+ * /usr/lib, /lib64, /lib and their multiarch directories.  Returns 1 with
+ * the file in st and its path in why (a regular file the broker may
+ * read), 0 if the file is missing or unreadable (the reason in why), or
+ * -1 for a bare name found nowhere (only the dynamic loader, in the
+ * checkpoint child, can tell: why says so). */
+int checkpoint_duckdb_locate(const char *lib, struct stat *st, char *why, size_t whysize);
 
 #endif

@@ -49,10 +49,37 @@ struct ckpt_job {
 	struct ckpt_job *next;
 };
 
+/* The identity of a library file, to notice it was replaced. */
+static void duckdb_identity(struct ckpt_jobs *j, const struct stat *st, int found)
+{
+	j->duckdb_file.dev = found ? (long long)st->st_dev : 0;
+	j->duckdb_file.ino = found ? (long long)st->st_ino : 0;
+	j->duckdb_file.size = found ? (long long)st->st_size : 0;
+	j->duckdb_file.mtime_ns =
+	        found ? (long long)st->st_mtim.tv_sec * 1000000000LL + st->st_mtim.tv_nsec : 0;
+}
+
+int ckpt_jobs_duckdb_check(struct ckpt_jobs *j)
+{
+	struct stat st;
+	char where[sizeof j->duckdb_why];
+	int found = checkpoint_duckdb_locate(j->duckdb_lib, &st, where, sizeof where);
+	if (j->duckdb_load_failed) {
+		long long dev = j->duckdb_file.dev, ino = j->duckdb_file.ino;
+		long long size = j->duckdb_file.size, mtime = j->duckdb_file.mtime_ns;
+		duckdb_identity(j, &st, found > 0);
+		if (dev == j->duckdb_file.dev && ino == j->duckdb_file.ino &&
+		    size == j->duckdb_file.size && mtime == j->duckdb_file.mtime_ns)
+			return j->duckdb_ok = 0; /* the child's reason stays in duckdb_why */
+		j->duckdb_load_failed = 0;
+	}
+	snprintf(j->duckdb_why, sizeof j->duckdb_why, "%s", where);
+	return j->duckdb_ok = found != 0;
+}
+
 void ckpt_jobs_init(struct ckpt_jobs *j)
 {
-	j->duckdb_ok = checkpoint_duckdb_probe(j->duckdb_lib, j->duckdb_why, sizeof j->duckdb_why);
-	if (!j->duckdb_ok)
+	if (!ckpt_jobs_duckdb_check(j))
 		log_event(j->log, "warning", "component=duckdb checkpoints=off reason=%s",
 		          log_quote(j->log, j->duckdb_why));
 }
@@ -97,7 +124,7 @@ static int plan(struct ckpt_jobs *j, struct lt_resource *res, int *kind, int *po
 			return 0;
 		}
 	}
-	if (*kind == COORD_KIND_DUCKDB && !j->duckdb_ok) {
+	if (*kind == COORD_KIND_DUCKDB && !ckpt_jobs_duckdb_check(j)) {
 		*why = j->duckdb_why;
 		return 0;
 	}
@@ -283,6 +310,18 @@ static void finish_job(struct ckpt_job *job)
 	struct ckpt_result r;
 
 	collect_result(job, &r);
+	if (job->kind == COORD_KIND_DUCKDB && r.status == COORD_ENOTSUP &&
+	    job->policy != COORD_POLICY_EXEC) {
+		/* The child could not load the library: say why from now on,
+		 * until the file changes. */
+		struct stat st;
+		char where[sizeof j->duckdb_why];
+		int found = checkpoint_duckdb_locate(j->duckdb_lib, &st, where, sizeof where);
+		duckdb_identity(j, &st, found > 0);
+		j->duckdb_load_failed = 1;
+		j->duckdb_ok = 0;
+		snprintf(j->duckdb_why, sizeof j->duckdb_why, "%s", r.message);
+	}
 	x->rec.checkpoints++;
 	x->rec.last_at_ms = (uint64_t)wall_ms();
 	x->rec.last_duration_us = (uint64_t)(now_us() - job->started_us);

@@ -27,14 +27,26 @@ struct ckpt_jobs {
 	void (*done)(void *ud, struct lt_resource *res, void *requester, uint32_t seq, int status);
 	void *ud;
 	/* own state */
-	int duckdb_ok;
-	char duckdb_why[256];        /* why DuckDB checkpoints are off, or its version */
+	int duckdb_ok;               /* as last seen (ckpt_jobs_duckdb_check()) */
+	char duckdb_why[256];        /* why DuckDB checkpoints are off, or where the
+	                                library is */
+	int duckdb_load_failed;      /* a child could not load it: off until the
+	                                file changes (duckdb_file) */
+	struct { long long dev, ino, size, mtime_ns; } duckdb_file;
 	struct ckpt_job *running;
 	int shutting_down;
 };
 
-/* Probes libduckdb.so once and logs if DuckDB checkpoints are off. */
+/* Looks for libduckdb.so (ckpt_jobs_duckdb_check()) and logs if DuckDB
+ * checkpoints are off.  The broker never loads DuckDB: only the
+ * checkpoint child does. */
 void ckpt_jobs_init(struct ckpt_jobs *j);
+/* Whether DuckDB checkpoints can run, as far as the broker can tell
+ * without mapping the library: the file is there and readable, and no
+ * checkpoint child failed to load that same file (dev, inode, size,
+ * mtime).  Sets duckdb_ok and duckdb_why; done at start, before each
+ * DuckDB checkpoint and for `coordctl show`. */
+int ckpt_jobs_duckdb_check(struct ckpt_jobs *j);
 
 /* Detects the kind of res's file now (plain for keys) into its ext and
  * returns it. */

@@ -72,6 +72,44 @@ static void want_output(struct client *c, int on)
 	loop_mod(c->set->loop, c->fd, &c->sock_watch, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
 }
 
+static void end_stream(struct client *c)
+{
+	void (*done)(void *) = c->stream_done;
+	void *arg = c->stream_arg;
+	c->stream_fill = NULL;
+	c->stream_done = NULL;
+	c->stream_arg = NULL;
+	if (done)
+		done(arg);
+}
+
+/* Lets the stream add messages while nothing is queued: up to
+ * CLIENT_STREAM_BURST now, the rest at the next EPOLLOUT. */
+static void pump_stream(struct client *c)
+{
+	for (int i = 0; i < CLIENT_STREAM_BURST && c->stream_fill; i++) {
+		if (c->dead || c->out_head)
+			return; /* client_send() asked for EPOLLOUT */
+		if (!c->stream_fill(c, c->stream_arg))
+			end_stream(c);
+	}
+	if (c->stream_fill && !c->dead && !c->out_head)
+		want_output(c, 1); /* writable: the next burst comes next turn */
+}
+
+int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
+                  void (*done)(void *arg), void *arg)
+{
+	if (c->stream_fill)
+		return COORD_EBUSYCONN;
+	c->stream_fill = fill;
+	c->stream_done = done;
+	c->stream_arg = arg;
+	if (!c->out_head)
+		pump_stream(c);
+	return 0;
+}
+
 static void flush(struct client *c)
 {
 	while (c->out_head) {
@@ -89,7 +127,10 @@ static void flush(struct client *c)
 		c->out_bytes -= o->len;
 		free(o);
 	}
-	want_output(c, 0);
+	if (c->stream_fill)
+		pump_stream(c);
+	else
+		want_output(c, 0);
 }
 
 void client_send(struct client *c, const void *msg, size_t len)
@@ -683,6 +724,7 @@ static void destroy(struct clients *cs, struct client *c)
 	close(c->pidfd);
 	if (c->notify_fd >= 0)
 		close(c->notify_fd);
+	end_stream(c);
 	while (c->out_head) {
 		struct outbuf *o = c->out_head;
 		c->out_head = o->next;

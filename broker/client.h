@@ -33,6 +33,10 @@ struct client {
 	int notify_fd;             /* write end of the NOTIFY pipe, or -1 */
 	struct outbuf *out_head, *out_tail;
 	size_t out_bytes;
+	/* A long answer produced as the socket drains (client_stream()) */
+	int (*stream_fill)(struct client *c, void *arg);
+	void (*stream_done)(void *arg);
+	void *stream_arg;
 	struct client *next, *prev;
 	struct client *dead_next;
 	void *user;                /* the broker's owner of this connection */
@@ -126,6 +130,17 @@ void client_send(struct client *c, const void *msg, size_t len);
  * when nothing is queued before it.  Returns 0, or COORD_ESYS (c's socket
  * is full or gone; c is killed if gone). */
 int client_send_fd(struct client *c, const void *msg, size_t len, int fd);
+/* Starts a long answer that is produced as c's socket drains, so that it
+ * never queues more than one message: whenever nothing is queued for c,
+ * fill(c, arg) is called to send the next message with client_send(); it
+ * returns 1 if it sent one, 0 when it has nothing left.  At most
+ * CLIENT_STREAM_BURST messages go per wakeup, so one reader cannot starve
+ * the others.  done(arg) is called once, when fill returns 0 or when c is
+ * destroyed first.  One stream per client: returns 0, or COORD_EBUSYCONN
+ * if c has one already (fill and done are not called then). */
+int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
+                  void (*done)(void *arg), void *arg);
+#define CLIENT_STREAM_BURST 4096
 /* Sends COORD_MSG_REPLY{seq, status}. */
 void client_reply(struct client *c, uint32_t seq, int status);
 /* Marks c dead; it is destroyed by the next clients_reap(). */

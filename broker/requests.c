@@ -13,6 +13,7 @@
 #include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -253,7 +254,94 @@ struct info_entry {
 	int adopted;
 };
 
-static void send_info(struct client *to, uint32_t seq, const struct info_entry *e)
+/* A listing's answer, built whole when the request comes and sent as the
+ * client's socket drains (client_stream()): each message as a 16-bit
+ * length and its bytes.  Building it at once makes the listing a snapshot
+ * of the table at the request, whatever happens while it is sent.  Every
+ * snapshot being sent counts against LISTINGS_MAX_BYTES, so clients that
+ * ask and do not read cannot make the broker hold more than that. */
+struct listing {
+	char *buf;
+	size_t len, cap, sent;
+};
+
+#define LISTINGS_MAX_BYTES ((size_t)256 << 20)
+static size_t listings_bytes; /* capacity of every listing alive */
+
+/* Appends message msg (len bytes).  Returns 0, or COORD_ELIMIT /
+ * COORD_ENOMEM. */
+static int listing_add(struct listing *ls, const void *msg, size_t len)
+{
+	uint16_t l16 = (uint16_t)len;
+	if (ls->len + sizeof l16 + len > ls->cap) {
+		size_t cap = ls->cap ? ls->cap * 2 : 16384;
+		char *buf;
+		while (cap < ls->len + sizeof l16 + len)
+			cap *= 2;
+		if (listings_bytes - ls->cap + cap > LISTINGS_MAX_BYTES)
+			return COORD_ELIMIT;
+		buf = realloc(ls->buf, cap);
+		if (!buf)
+			return COORD_ENOMEM;
+		listings_bytes += cap - ls->cap;
+		ls->buf = buf;
+		ls->cap = cap;
+	}
+	memcpy(ls->buf + ls->len, &l16, sizeof l16);
+	memcpy(ls->buf + ls->len + sizeof l16, msg, len);
+	ls->len += sizeof l16 + len;
+	return 0;
+}
+
+static void listing_free(void *arg)
+{
+	struct listing *ls = arg;
+	listings_bytes -= ls->cap;
+	free(ls->buf);
+	free(ls);
+}
+
+/* client_stream()'s fill: the next message. */
+static int listing_fill(struct client *c, void *arg)
+{
+	struct listing *ls = arg;
+	uint16_t l16;
+	if (ls->sent >= ls->len)
+		return 0;
+	memcpy(&l16, ls->buf + ls->sent, sizeof l16);
+	client_send(c, ls->buf + ls->sent + sizeof l16, l16);
+	ls->sent += sizeof l16 + l16;
+	return 1;
+}
+
+/* Sends ls (which ends with END) to c as the socket drains, or, if it
+ * could not be completed (rc < 0), REPLY{rc}. */
+static void listing_send(struct client *c, uint32_t seq, struct listing *ls, int rc)
+{
+	if (rc == 0)
+		rc = client_stream(c, listing_fill, listing_free, ls);
+	if (rc < 0) {
+		listing_free(ls);
+		client_reply(c, seq, rc);
+	}
+}
+
+/* A new listing, or NULL if c has one being sent (REPLY{COORD_EBUSYCONN}
+ * sent) or memory is short (REPLY{COORD_ENOMEM}). */
+static struct listing *listing_new(struct client *c, uint32_t seq)
+{
+	struct listing *ls;
+	if (c->stream_fill) {
+		client_reply(c, seq, COORD_EBUSYCONN);
+		return NULL;
+	}
+	ls = calloc(1, sizeof *ls);
+	if (!ls)
+		client_reply(c, seq, COORD_ENOMEM);
+	return ls;
+}
+
+static int add_info(struct listing *ls, uint32_t seq, const struct info_entry *e, int64_t now)
 {
 	union {
 		coord_msg_lease_info i;
@@ -261,7 +349,6 @@ static void send_info(struct client *to, uint32_t seq, const struct info_entry *
 	} m;
 	size_t nl = strlen(e->name), cl = strlen(e->who->comm), ll = strlen(e->label);
 	char *p = m.raw + sizeof m.i;
-	int64_t now = now_ms();
 	memset(&m.i, 0, sizeof m.i);
 	m.i.h = (coord_msg_hdr){ COORD_MSG_LEASE_INFO, seq };
 	m.i.kind = (uint32_t)e->kind;
@@ -279,56 +366,70 @@ static void send_info(struct client *to, uint32_t seq, const struct info_entry *
 	memcpy(p, e->name, nl);
 	memcpy(p + nl, e->who->comm, cl);
 	memcpy(p + nl + cl, e->label, ll);
-	client_send(to, &m, sizeof m.i + nl + cl + ll);
+	return listing_add(ls, &m, sizeof m.i + nl + cl + ll);
 }
 
 struct list_walk {
-	struct client *to;
+	struct listing *ls;
 	uint32_t seq;
+	int64_t now;
+	int rc;                    /* the first failure; the rest is skipped */
 };
 
 /* A LEASE_INFO for every holder, then every waiter, of res. */
 static void list_resource(struct lt_resource *res, void *arg)
 {
 	struct list_walk *lw = arg;
-	for (struct lt_lease *l = res->holders; l; l = l->res_next) {
+	for (struct lt_lease *l = res->holders; l && !lw->rc; l = l->res_next) {
 		struct info_entry e = { COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
 			                l->granted_ms, l->recalled_ms, res->name, l->label,
 			                l->adopted };
-		send_info(lw->to, lw->seq, &e);
+		lw->rc = add_info(lw->ls, lw->seq, &e, lw->now);
 	}
-	for (struct lt_waiter *w = res->head; w; w = w->next) {
+	for (struct lt_waiter *w = res->head; w && !lw->rc; w = w->next) {
 		struct info_entry e = { COORD_INFO_WAITER, w->mode, 0, 0, w->owner, w->since_ms, -1,
 			                res->name,
 			                w->purpose == LT_FOR_CHECKPOINT ? "checkpoint" : w->label, 0 };
-		send_info(lw->to, lw->seq, &e);
+		lw->rc = add_info(lw->ls, lw->seq, &e, lw->now);
 	}
 }
 
-static void send_end(struct client *c, uint32_t seq)
+static int add_end(struct listing *ls, uint32_t seq)
 {
 	coord_msg_reply end = { { COORD_MSG_END, seq }, 0, 0 };
-	client_send(c, &end, sizeof end);
+	return listing_add(ls, &end, sizeof end);
 }
 
+/* LIST: the snapshot is whole before its first message goes, so a
+ * listing shows every lease and waiter exactly as they were when the
+ * request was read, each once, however long the client takes to read it
+ * (see docs/design.md, "Protocol"). */
 static void handle_list(struct broker *b, struct client *c, const struct request *req)
 {
-	struct list_walk lw = { c, req->seq };
+	struct listing *ls = listing_new(c, req->seq);
+	struct list_walk lw = { ls, req->seq, now_ms(), 0 };
+	if (!ls)
+		return;
 	lease_table_foreach(b->table, list_resource, &lw);
-	send_end(c, req->seq);
+	if (!lw.rc)
+		lw.rc = add_end(ls, req->seq);
+	listing_send(c, req->seq, ls, lw.rc);
 }
 
 /* ---- show, policy, checkpoint ---- */
 
-static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
-                               struct lt_resource *res, const char *name,
-                               const struct store_resource *rec, int kind, int status)
+union resource_info_msg {
+	coord_msg_resource_info i;
+	char raw[COORD_MSG_MAX];
+};
+
+/* RESOURCE_INFO of res (NULL: not in memory) in m; returns its length. */
+static size_t build_resource_info(struct broker *b, union resource_info_msg *mu, uint32_t seq,
+                                  struct lt_resource *res, const char *name,
+                                  const struct store_resource *rec, int kind, int status)
 {
-	union {
-		coord_msg_resource_info i;
-		char raw[COORD_MSG_MAX];
-	} m;
-	const struct ckpt_jobs *j = &b->jobs;
+	union resource_info_msg m;
+	struct ckpt_jobs *j = &b->jobs;
 	size_t nl = strlen(name), cl = strlen(rec->command), ml = strlen(rec->message);
 	char *p = m.raw + sizeof m.i;
 	memset(&m.i, 0, sizeof m.i);
@@ -351,6 +452,8 @@ static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
 	m.i.last_at_ms = rec->last_at_ms;
 	m.i.last_duration_us = rec->last_duration_us;
 	m.i.last_result = rec->last_result;
+	if (kind == COORD_KIND_DUCKDB || rec->policy == COORD_POLICY_DUCKDB)
+		ckpt_jobs_duckdb_check(j); /* the library may have come or gone */
 	m.i.duckdb_available = (uint32_t)j->duckdb_ok;
 	m.i.wal_before = rec->checkpoints ? rec->wal_before : -1;
 	m.i.wal_after = rec->checkpoints ? rec->wal_after : -1;
@@ -369,28 +472,52 @@ static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
 		memcpy(p + nl + cl, rec->message, ml);
 	}
 	m.i.message_len = (uint16_t)ml;
-	client_send(c, &m, sizeof m.i + nl + cl + ml);
+	memcpy(mu, &m, sizeof m.i + nl + cl + ml);
+	return sizeof m.i + nl + cl + ml;
 }
 
+static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
+                               struct lt_resource *res, const char *name,
+                               const struct store_resource *rec, int kind, int status)
+{
+	union resource_info_msg m;
+	client_send(c, &m, build_resource_info(b, &m, seq, res, name, rec, kind, status));
+}
+
+/* SHOW: like LIST, a snapshot sent as the socket drains, however many
+ * hold or wait for the resource. */
 static void handle_show(struct broker *b, struct client *c, const struct request *req)
 {
 	struct lt_resource *res = lease_table_find(b->table, req->name);
+	union resource_info_msg m;
+	struct listing *ls;
+	struct list_walk lw;
+	size_t len;
+	struct store_resource rec;
 	if (res) {
 		struct resource_ext *x = res->ext;
-		struct list_walk lw = { c, req->seq };
-		list_resource(res, &lw);
-		send_resource_info(b, c, req->seq, res, req->name, &x->rec, ckpt_jobs_detect_kind(res), 0);
+		len = build_resource_info(b, &m, req->seq, res, req->name, &x->rec,
+		                          ckpt_jobs_detect_kind(res), 0);
 	} else {
-		struct store_resource rec;
 		int rc = store_resource_load(b->store, req->name, &rec);
 		int kind = req->name[0] == '/' ? checkpoint_detect_kind(req->name) : COORD_KIND_PLAIN;
 		if (rc < 0 && rc != COORD_ENOENT) {
 			client_reply(c, req->seq, rc);
 			return;
 		}
-		send_resource_info(b, c, req->seq, NULL, req->name, &rec, kind, 0);
+		len = build_resource_info(b, &m, req->seq, NULL, req->name, &rec, kind, 0);
 	}
-	send_end(c, req->seq);
+	ls = listing_new(c, req->seq);
+	if (!ls)
+		return;
+	lw = (struct list_walk){ ls, req->seq, now_ms(), 0 };
+	if (res)
+		list_resource(res, &lw);
+	if (!lw.rc)
+		lw.rc = listing_add(ls, &m, len);
+	if (!lw.rc)
+		lw.rc = add_end(ls, req->seq);
+	listing_send(c, req->seq, ls, lw.rc);
 }
 
 /* The durable record of a resource, for a change: the table's copy if the
