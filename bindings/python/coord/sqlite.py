@@ -86,6 +86,7 @@ class Connection(sqlite3.Connection):
         self.coord_label = None
         self._coord_block = None          # "read"/"write" inside a block
         self._coord_auto = None           # (mode, lease) of an auto lease
+        self._coord_query_only = False    # PRAGMA query_only set for a declared reader
 
     # ---- blocks ----
 
@@ -171,12 +172,21 @@ class Connection(sqlite3.Connection):
         keeps coord writers out, so consecutive reads see one state.  The
         first write takes the write lease (giving up the read lease first,
         since one connection cannot hold both) and runs BEGIN IMMEDIATE.
-        commit() or rollback() ends the transaction, then releases."""
+        A statement declared "read" makes the connection query-only (PRAGMA
+        query_only) until the transaction ends: a write in it raises
+        sqlite3.OperationalError ("attempt to write a readonly database")
+        instead of running under the read lease, whatever it declares.
+        commit() or rollback() ends the transaction (and query-only), then
+        releases."""
         if self._coord_block:
             return
         mode = declared or ("write" if statement_writes(sql) else "read")
         held = self._coord_auto[0] if self._coord_auto else None
-        if held == "write" or held == mode:
+        if held == "write" or self._coord_query_only:
+            return
+        if held == mode:
+            if declared == "read":
+                self._coord_set_query_only()
             return
         if self.in_transaction:
             raise sqlite3.ProgrammingError(
@@ -186,17 +196,28 @@ class Connection(sqlite3.Connection):
             self._coord_release_auto()
         lease = self._coord_acquire(mode == "write", None, None)
         self._coord_auto = (mode, lease)
-        if mode == "write":
-            try:
+        try:
+            if mode == "write":
                 self.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self._coord_release_auto()
-                raise
+            elif declared == "read":
+                self._coord_set_query_only()
+        except BaseException:
+            self._coord_release_auto()
+            raise
+
+    def _coord_set_query_only(self):
+        self.execute("PRAGMA query_only = 1")
+        self._coord_query_only = True
 
     def _coord_release_auto(self):
         auto, self._coord_auto = self._coord_auto, None
-        if auto:
-            auto[1].release()
+        try:
+            if self._coord_query_only:
+                self._coord_query_only = False
+                self.execute("PRAGMA query_only = 0")
+        finally:
+            if auto:
+                auto[1].release()
 
     @property
     def coord_lease(self):
