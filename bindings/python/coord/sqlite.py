@@ -14,8 +14,22 @@ connect() returns a sqlite3.Connection (the subclass Connection below)
 in WAL mode, with a busy timeout, and with Python's implicit transactions
 off (isolation_level=None): transactions are the write() and read()
 blocks, and statements outside them run in autocommit mode without a
-lease.  Writers then take turns in the broker's FIFO order instead of
+lease (a write there is not exclusive: put every write in a write()
+block).  Writers then take turns in the broker's FIFO order instead of
 colliding, so coord users never see "database is locked".
+
+Two timeouts: connect(lease_timeout=) is how long write() and read()
+wait for a lease (their timeout= overrides it per block; 0 tries once
+and raises coord.Busy); connect(timeout=) is SQLite's busy timeout,
+which only programs outside coord make it wait for.  connect() itself
+takes the write lease once to switch a file to WAL mode if it is not
+yet, so it too can wait up to lease_timeout, or raise coord.Busy at 0.
+
+Threads: use one connection per thread.  sqlite3 refuses another thread
+by default (check_same_thread); a block's transaction and lease belong
+to the connection, so a connection shared with check_same_thread=False
+would run other threads' statements inside a block.  (SQLAlchemy's pool
+hands a connection to one thread at a time, which is fine.)
 
 What must not happen, and does not: closing a descriptor of the database
 file drops every POSIX lock the process holds on it, SQLite's included.
