@@ -33,8 +33,14 @@ How a transaction is known to write (the rule):
         with engine.connect().execution_options(coord="write") as conn:
         session = Session(engine.execution_options(coord="write"))
 
-    coord="read" declares a reader (a write in it raises
-    sqlite3.OperationalError: the connection is not switched).
+    coord="read" declares a reader: it holds a read lease and the
+    connection is query-only (PRAGMA query_only) until COMMIT or ROLLBACK,
+    so a write in it raises sqlite3.OperationalError "attempt to write a
+    readonly database" (sqlalchemy.exc.OperationalError, .orig the
+    sqlite3 error) instead of writing under the read lease; the lease is
+    not traded for the write lease.  query_only is turned off again before
+    the connection goes back to the pool.  A transaction one of whose
+    statements was declared read stays read-only until it ends.
   * The lease is released right after COMMIT or ROLLBACK, including the
     pool's rollback when a connection goes back to the pool.  A statement
     run outside any transaction (1.4's legacy autocommit) holds its lease

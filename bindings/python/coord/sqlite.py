@@ -14,8 +14,22 @@ connect() returns a sqlite3.Connection (the subclass Connection below)
 in WAL mode, with a busy timeout, and with Python's implicit transactions
 off (isolation_level=None): transactions are the write() and read()
 blocks, and statements outside them run in autocommit mode without a
-lease.  Writers then take turns in the broker's FIFO order instead of
+lease (a write there is not exclusive: put every write in a write()
+block).  Writers then take turns in the broker's FIFO order instead of
 colliding, so coord users never see "database is locked".
+
+Two timeouts: connect(lease_timeout=) is how long write() and read()
+wait for a lease (their timeout= overrides it per block; 0 tries once
+and raises coord.Busy); connect(timeout=) is SQLite's busy timeout,
+which only programs outside coord make it wait for.  connect() itself
+takes the write lease once to switch a file to WAL mode if it is not
+yet, so it too can wait up to lease_timeout, or raise coord.Busy at 0.
+
+Threads: use one connection per thread.  sqlite3 refuses another thread
+by default (check_same_thread); a block's transaction and lease belong
+to the connection, so a connection shared with check_same_thread=False
+would run other threads' statements inside a block.  (SQLAlchemy's pool
+hands a connection to one thread at a time, which is fine.)
 
 What must not happen, and does not: closing a descriptor of the database
 file drops every POSIX lock the process holds on it, SQLite's included.
@@ -86,6 +100,7 @@ class Connection(sqlite3.Connection):
         self.coord_label = None
         self._coord_block = None          # "read"/"write" inside a block
         self._coord_auto = None           # (mode, lease) of an auto lease
+        self._coord_query_only = False    # PRAGMA query_only set for a declared reader
 
     # ---- blocks ----
 
@@ -171,12 +186,21 @@ class Connection(sqlite3.Connection):
         keeps coord writers out, so consecutive reads see one state.  The
         first write takes the write lease (giving up the read lease first,
         since one connection cannot hold both) and runs BEGIN IMMEDIATE.
-        commit() or rollback() ends the transaction, then releases."""
+        A statement declared "read" makes the connection query-only (PRAGMA
+        query_only) until the transaction ends: a write in it raises
+        sqlite3.OperationalError ("attempt to write a readonly database")
+        instead of running under the read lease, whatever it declares.
+        commit() or rollback() ends the transaction (and query-only), then
+        releases."""
         if self._coord_block:
             return
         mode = declared or ("write" if statement_writes(sql) else "read")
         held = self._coord_auto[0] if self._coord_auto else None
-        if held == "write" or held == mode:
+        if held == "write" or self._coord_query_only:
+            return
+        if held == mode:
+            if declared == "read":
+                self._coord_set_query_only()
             return
         if self.in_transaction:
             raise sqlite3.ProgrammingError(
@@ -186,17 +210,28 @@ class Connection(sqlite3.Connection):
             self._coord_release_auto()
         lease = self._coord_acquire(mode == "write", None, None)
         self._coord_auto = (mode, lease)
-        if mode == "write":
-            try:
+        try:
+            if mode == "write":
                 self.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self._coord_release_auto()
-                raise
+            elif declared == "read":
+                self._coord_set_query_only()
+        except BaseException:
+            self._coord_release_auto()
+            raise
+
+    def _coord_set_query_only(self):
+        self.execute("PRAGMA query_only = 1")
+        self._coord_query_only = True
 
     def _coord_release_auto(self):
         auto, self._coord_auto = self._coord_auto, None
-        if auto:
-            auto[1].release()
+        try:
+            if self._coord_query_only:
+                self._coord_query_only = False
+                self.execute("PRAGMA query_only = 0")
+        finally:
+            if auto:
+                auto[1].release()
 
     @property
     def coord_lease(self):

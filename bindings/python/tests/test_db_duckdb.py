@@ -128,3 +128,111 @@ def test_writer_killed_mid_transaction_loses_nothing_committed(path, client, ins
     assert sorted(counts) == list(range(len(counts))), f"batches missing: {sorted(counts)}"
     show = coordctl(instance, "show", path)
     assert "kind:       duckdb" in show, show
+
+
+# A writer that takes the write lease, appends one row and leaves.
+ONE_WRITE = r"""
+import sys, coord.duckdb, duckdb_ctypes
+with coord.duckdb.connect(sys.argv[1], write=True, connect=duckdb_ctypes.connect) as db:
+    db.execute(f"INSERT INTO t VALUES ({sys.argv[2]}, 0)")
+print("wrote", flush=True)
+"""
+
+
+def test_a_writer_keeps_its_lease_for_the_whole_block_when_another_writer_queues(path, client):
+    """A1: the block is one critical section; a queued writer gets in after it."""
+    with duck(path, client, write=True) as db:
+        lease = db.lease
+        db.execute("INSERT INTO t VALUES (1, 1)")
+        db.execute("DELETE FROM t")
+        other = Child(ONE_WRITE, path, 2)
+        wait_for(lambda: lease.recalled, "the other writer to queue (and recall our lease)")
+        db.execute("INSERT INTO t VALUES (1, 2)")
+        assert db.lease is lease and lease.valid and db.reopens == 0, \
+            "a writer must not give its lease away inside its block"
+        assert not db.yield_if_recalled(), "yield_if_recalled() must not yield a writer"
+        assert db.execute("SELECT batch, n FROM t ORDER BY batch").fetchall() == [(1, 2)], \
+            "another writer's row landed inside our block"
+    other.expect("wrote")
+    other.finish()
+    with duck(path, client) as db:
+        assert db.execute("SELECT batch, n FROM t ORDER BY batch").fetchall() == [(1, 2), (2, 0)]
+
+
+def test_a_writer_cannot_be_asked_to_yield(path, client):
+    with pytest.raises(ValueError, match="readers"):
+        duck(path, client, write=True, yield_on_recall=True)
+    with pytest.raises(ValueError, match="readers"):
+        duck(path, client, write=True, max_age=1.0)
+    with duck(path, client, write=True, yield_on_recall=False) as db:   # what it does anyway
+        assert db.lease.mode == "write"
+
+
+class Slow:
+    """A duckdb_ctypes connection whose execute() of a statement containing
+    'slow' first waits for `go` (a long query), and which notes a close()
+    that happens while a statement runs."""
+
+    def __init__(self, database, read_only, go, log):
+        self.raw = duckdb_ctypes.connect(database, read_only=read_only)
+        self.go, self.log, self.running = go, log, 0
+
+    def execute(self, sql, parameters=None):
+        self.running += 1
+        try:
+            if "slow" in sql:
+                self.log.append("slow query started")
+                self.go.wait(20)
+            return self.raw.execute(sql) and self
+        finally:
+            self.running -= 1
+
+    def fetchone(self):
+        return self.raw.fetchone()
+
+    def fetchall(self):
+        return self.raw.fetchall()
+
+    def close(self):
+        if self.running:
+            self.log.append("closed while a query ran")
+        self.raw.close()
+
+
+def test_a_reader_shared_by_threads_reopens_only_between_queries(path, client):
+    """A2: a recall seen by one thread waits for the query another thread runs."""
+    go, log, results = threading.Event(), [], {}
+    db = coord.duckdb.connect(path, client=client,
+                              connect=lambda p, read_only: Slow(p, read_only, go, log))
+
+    def run(name, sql):
+        try:
+            results[name] = db.fetchall(sql)
+        except Exception as e:  # noqa: BLE001 (reported below)
+            results[name] = e
+    first = threading.Thread(target=run, args=("slow", "SELECT count(*) FROM t -- slow"))
+    first.start()
+    wait_for(lambda: log, "the slow query to start")
+    writer = Child(HOLDER, path, "write")
+    wait_for(lambda: db.lease is not None and db.lease.recalled, "the writer to queue")
+    second = threading.Thread(target=run, args=("quick", "SELECT 42"))
+    second.start()
+    second.join(0.5)          # it must wait for the slow query, not close under it
+    go.set()
+    first.join(20)
+    writer.expect("holding")
+    writer.close_stdin()
+    second.join(20)
+    writer.finish()
+    db.close()
+    assert "closed while a query ran" not in log, log
+    assert results == {"slow": [(0,)], "quick": [(42,)]}, results
+    assert db.reopens == 1, "the reader must give way once, between the two queries"
+
+
+def test_without_the_duckdb_module_connect_says_to_pass_connect(path, client, monkeypatch,
+                                                                 instance):
+    monkeypatch.setitem(__import__("sys").modules, "duckdb", None)   # "not installed"
+    with pytest.raises(ImportError, match=r"pass connect= \(a function like duckdb.connect"):
+        coord.duckdb.connect(path, client=client)
+    assert "(no leases)" in coordctl(instance, "list"), "no lease may be left behind"

@@ -153,3 +153,36 @@ def test_the_orm_session_commits_under_the_write_lease(engine, instance):
 def test_install_refuses_what_it_cannot_coordinate():
     with pytest.raises(ValueError, match="file"):
         coord.sqlalchemy.install(sqlalchemy.create_engine("sqlite://"))
+
+
+def test_a_declared_reader_cannot_write_and_leaves_the_connection_writable(tmp_path, client,
+                                                                           instance):
+    """A3: coord="read" holds a read lease, so the transaction must not write."""
+    path = tmp_path / "one.db"
+    # One pooled connection, so that the later checkouts get the same one.
+    e = sqlalchemy.create_engine(f"sqlite:///{path}", future=True,
+                                 poolclass=sqlalchemy.pool.QueuePool, pool_size=1, max_overflow=0)
+    coord.sqlalchemy.install(e, client=client, lease_timeout=30, busy_timeout=0.01)
+    with e.begin() as conn:
+        conn.execute(text("CREATE TABLE t (id INTEGER PRIMARY KEY, who TEXT, seen INTEGER)"))
+    for first_reads in (True, False):
+        with e.connect().execution_options(coord="read") as conn:
+            dbapi = coord.sqlalchemy._dbapi(conn)
+            if first_reads:
+                assert conn.execute(text("SELECT count(*) FROM t")).scalar() == 0
+                assert leases(instance) == ["read"], "coord='read' takes a read lease"
+            with pytest.raises(sqlalchemy.exc.OperationalError, match="readonly"):
+                conn.execute(text("INSERT INTO t (who) VALUES ('sneaky')"))
+            assert leases(instance) == ["read"], "the write must not have traded the lease"
+            conn.rollback()
+            assert leases(instance) == [], "rollback releases the read lease"
+    child = Child(PROCESS_WRITER, path, "p", 1)
+    assert child.finish()[-1] == "done 0", "another process must be able to write afterwards"
+    with e.connect() as conn:
+        assert coord.sqlalchemy._dbapi(conn) is dbapi, "the test needs the same DBAPI connection"
+        conn.execute(text("INSERT INTO t (who) VALUES ('later')"))
+        conn.commit()
+        assert conn.execute(text("SELECT who FROM t ORDER BY id")).scalars().all() == \
+            ["p", "later"], "only the writes outside the declared readers may stick"
+    assert dbapi.execute("PRAGMA query_only").fetchone()[0] == 0
+    e.dispose()

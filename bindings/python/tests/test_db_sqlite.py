@@ -180,3 +180,44 @@ def test_a_thread_that_ends_leaves_sqlite_locks_alone(db, tmp_path, client):
     assert posix_locks() == before, "a thread's lease and exit dropped SQLite's POSIX locks"
     reader.rollback()
     reader.close()
+
+
+
+# Holds the file's write lease (coord's core API, the file untouched) until
+# its stdin closes.
+LEASE_HOLDER = r"""
+import sys, coord
+with coord.write(sys.argv[1]):
+    print("holding", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_a_check_with_lease_timeout_0_never_waits_even_in_connect(tmp_path, client):
+    """What the README's check script relies on: connect() may need the write
+    lease (to switch a new file to WAL), and raises coord.Busy at 0 too."""
+    path = tmp_path / "new.db"
+    plain = sqlite3.connect(path)
+    plain.execute("CREATE TABLE t (x)")                       # not in WAL mode yet
+    plain.close()
+    holder = Child(LEASE_HOLDER, path)
+    holder.expect("holding")
+    with pytest.raises(coord.Busy):
+        coord.sqlite.connect(path, client=client, lease_timeout=0)
+    holder.finish()
+    db = coord.sqlite.connect(path, client=client, lease_timeout=0)   # now WAL
+    holder = Child(LEASE_HOLDER, path)
+    holder.expect("holding")
+    try:
+        assert coord.sqlite.connect(path, client=client, lease_timeout=0).close() is None, \
+            "a file in WAL mode needs no lease to connect"
+        with pytest.raises(coord.Busy):
+            with db.read():                 # the connection's lease_timeout=0
+                pass
+        db.coord_lease_timeout = 30
+        with pytest.raises(coord.Busy):
+            with db.read(timeout=0):        # per block
+                pass
+    finally:
+        holder.finish()
+    db.close()
