@@ -1064,28 +1064,33 @@ static int coord__recv_fd(coord_t *c, uint32_t seq, union coord__msg *m, int tim
 		struct pollfd pfd = { .fd = c->fd, .events = POLLIN };
 		int wait = -1, rc;
 		ssize_t n;
-		if (deadline >= 0) {
-			int64_t left = deadline - coord__now_ms();
-			wait = left < 0 ? 0 : (int)left;
-		}
-		n = poll(&pfd, 1, wait);
-		if (n < 0 && errno == EINTR && intr)
-			return COORD_ETIMEDOUT;
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0) {
-			c->broken = 1;
-			return COORD_EIO;
-		}
-		if (n == 0)
-			return COORD_ETIMEDOUT;
 		if (fd) {
 			mh.msg_control = ctl.buf;
 			mh.msg_controllen = sizeof ctl.buf;
 		}
-		n = recvmsg(c->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC);
+		/* What is there already is read without a poll() first: a
+		 * listing's many messages cost one system call each. */
+		n = recvmsg(c->fd, &mh, MSG_TRUNC | MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
 		if (n < 0 && errno == EINTR)
 			continue;
+		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+			if (deadline >= 0) {
+				int64_t left = deadline - coord__now_ms();
+				wait = left < 0 ? 0 : (int)left;
+			}
+			n = poll(&pfd, 1, wait);
+			if (n < 0 && errno == EINTR && intr)
+				return COORD_ETIMEDOUT;
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n < 0) {
+				c->broken = 1;
+				return COORD_EIO;
+			}
+			if (n == 0)
+				return COORD_ETIMEDOUT;
+			continue;
+		}
 		if (n <= 0) {
 			c->broken = 1;
 			return COORD_EIO;
