@@ -9,7 +9,8 @@
  *               rarely (once per 1024 write grants of a resource, once per
  *               65536 grants in all, on policy changes and checkpoints).
  *   leases.mdb  MDB_NOSYNC.  One record per held lease, written at every
- *               grant and release.  It must survive a broker crash (the
+ *               grant and release, batched: one commit per loop
+ *               iteration (store_commit()).  It must survive a broker crash (the
  *               page cache does that) but not a machine crash: after a
  *               reboot every holder is dead anyway, so a boot id stored in
  *               it tells stale tables apart and they are dropped.  If a
