@@ -12,7 +12,15 @@
  * when the broker stops: then the leases stay recorded, for the next
  * broker to adopt (adopt.c).
  * Clients are destroyed only after each batch of events, never inside a
- * lease table callback. */
+ * lease table callback.
+ *
+ * After each batch of events (after_events()), in this order: the lease
+ * records the batch changed are committed in one LMDB transaction
+ * (grants_commit(); grants refused if it fails), the buffered log lines
+ * are written, and only then the queued answers are sent, so no GRANT
+ * leaves before its record (docs/design.md, "Group commit"); then dead
+ * clients are reaped, and what their leases' ends changed is committed
+ * and sent the same way. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <signal.h>
@@ -98,6 +106,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		return;
 	o->client = NULL;
 	o->pidfd = -1;
+	grants_forget(b, o);
 	if (o->waiter) {
 		struct lt_waiter *w = o->waiter;
 		o->waiter = NULL;
@@ -135,11 +144,22 @@ static int64_t earliest(int64_t a, int64_t b)
 	return a < 0 ? b : (b < 0 || a < b ? a : b);
 }
 
+/* Commits the iteration's lease records, then writes its log lines, then
+ * sends its answers: each step only after the one before. */
+static void commit_and_send(struct broker *b)
+{
+	grants_commit(b);
+	log_flush(&b->log);
+	clients_flush(&b->clients);
+}
+
 static void after_events(void *ud)
 {
 	struct broker *b = ud;
 	int64_t next;
+	commit_and_send(b);
 	clients_reap(&b->clients);
+	commit_and_send(b);
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
 	next = earliest(next, revoke_next_deadline(b));
 	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
@@ -221,12 +241,23 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 
 int broker_listen(struct broker *b, char *err, size_t errsize)
 {
+	/* What adoption changed (records of dead holders dropped) first. */
+	grants_commit(b);
 	return clients_listen(&b->clients, b->cfg.dir, err, errsize);
 }
 
 int broker_run(struct broker *b)
 {
-	return loop_run(&b->loop, after_events, b) < 0 ? COORD_ESYS : 0;
+	int rc;
+	b->log.buffered = 1;
+	log_flush_on_crash(&b->log);
+	rc = loop_run(&b->loop, after_events, b);
+	log_flush_on_crash(NULL);
+	log_flush(&b->log);
+	b->log.buffered = 0;
+	free(b->log.buf);
+	b->log.buf = NULL;
+	return rc < 0 ? COORD_ESYS : 0;
 }
 
 void broker_fini(struct broker *b)
@@ -237,6 +268,9 @@ void broker_fini(struct broker *b)
 	revoke_fini(b);
 	lease_table_free(b->table);
 	b->table = NULL;
+	free(b->answers);
+	b->answers = NULL;
+	b->nanswers = b->answers_cap = 0;
 	if (b->signal_fd >= 0)
 		close(b->signal_fd);
 	loop_fini(&b->loop);

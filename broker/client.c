@@ -9,6 +9,12 @@
  * Nothing read from a client is interpreted here: packets go up through
  * client_events.packet, whose handler decodes them.  A client that does not
  * read its replies is disconnected rather than buffered for without bound.
+ *
+ * Output is queued, never sent at once: clients_flush() sends it after the
+ * loop iteration's commit of lease records (docs/design.md, "Group
+ * commit"), so no GRANT reaches a client before the record that lets a
+ * restarted broker adopt its lease.  Messages to one client keep their
+ * order.
  * Clients are never freed while others may still point at them: they are
  * marked dead and destroyed by clients_reap() at the end of the loop
  * iteration.
@@ -69,9 +75,23 @@ void client_kill(struct client *c, const char *reason)
 
 static void want_output(struct client *c, int on)
 {
+	if (c->out_watched == on)
+		return;
+	c->out_watched = on;
 	loop_mod(c->set->loop, c->fd, &c->sock_watch, EPOLLIN | EPOLLRDHUP | (on ? EPOLLOUT : 0));
 }
 
+/* Puts c on the list clients_flush() sends for. */
+static void flush_later(struct client *c)
+{
+	if (c->flush_listed)
+		return;
+	c->flush_listed = 1;
+	c->flush_next = c->set->flush_list;
+	c->set->flush_list = c;
+}
+
+/* Sends what is queued for c, as far as its socket takes it. */
 static void end_stream(struct client *c)
 {
 	void (*done)(void *) = c->stream_done;
@@ -83,18 +103,20 @@ static void end_stream(struct client *c)
 		done(arg);
 }
 
-/* Lets the stream add messages while nothing is queued: up to
- * CLIENT_STREAM_BURST now, the rest at the next EPOLLOUT. */
+/* Lets the stream queue up to CLIENT_STREAM_BURST messages (less once
+ * CLIENT_STREAM_QUEUED bytes wait), sent by clients_flush(); the next
+ * burst comes when the socket has taken them (flush()) or is writable
+ * again (EPOLLOUT). */
 static void pump_stream(struct client *c)
 {
-	for (int i = 0; i < CLIENT_STREAM_BURST && c->stream_fill; i++) {
-		if (c->dead || c->out_head)
-			return; /* client_send() asked for EPOLLOUT */
+	for (int i = 0; i < CLIENT_STREAM_BURST && c->stream_fill && !c->dead; i++) {
+		if (c->out_bytes >= CLIENT_STREAM_QUEUED)
+			break;
 		if (!c->stream_fill(c, c->stream_arg))
 			end_stream(c);
 	}
-	if (c->stream_fill && !c->dead && !c->out_head)
-		want_output(c, 1); /* writable: the next burst comes next turn */
+	if (c->stream_fill && !c->dead)
+		want_output(c, 1);
 }
 
 int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
@@ -105,8 +127,7 @@ int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
 	c->stream_fill = fill;
 	c->stream_done = done;
 	c->stream_arg = arg;
-	if (!c->out_head)
-		pump_stream(c);
+	pump_stream(c);
 	return 0;
 }
 
@@ -115,8 +136,10 @@ static void flush(struct client *c)
 	while (c->out_head) {
 		struct outbuf *o = c->out_head;
 		ssize_t n = send(c->fd, o->data, o->len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n < 0 && errno == EAGAIN)
+		if (n < 0 && errno == EAGAIN) {
+			want_output(c, 1);
 			return;
+		}
 		if (n < 0) {
 			client_kill(c, "hangup");
 			return;
@@ -133,30 +156,32 @@ static void flush(struct client *c)
 		want_output(c, 0);
 }
 
-void client_send(struct client *c, const void *msg, size_t len)
+void clients_flush(struct clients *cs)
+{
+	while (cs->flush_list) {
+		struct client *c = cs->flush_list;
+		cs->flush_list = c->flush_next;
+		c->flush_listed = 0;
+		if (!c->dead)
+			flush(c);
+	}
+}
+
+struct outbuf *client_send_held(struct client *c, const void *msg, size_t len)
 {
 	struct outbuf *o;
 	if (c->dead)
-		return;
-	if (!c->out_head) {
-		ssize_t n = send(c->fd, msg, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (n == (ssize_t)len)
-			return;
-		if (n >= 0 || errno != EAGAIN) {
-			client_kill(c, "hangup");
-			return;
-		}
-	}
+		return NULL;
 	if (c->out_bytes + len > OUT_MAX_BYTES) {
 		log_event(c->set->log, "drop-client", "client=%llu pid=%d reason=not-reading-replies",
 		          (unsigned long long)c->id, (int)c->pid);
 		client_kill(c, "not-reading");
-		return;
+		return NULL;
 	}
 	o = malloc(sizeof *o + len);
 	if (!o) {
 		client_kill(c, "out-of-memory");
-		return;
+		return NULL;
 	}
 	o->next = NULL;
 	o->len = len;
@@ -167,7 +192,22 @@ void client_send(struct client *c, const void *msg, size_t len)
 		c->out_head = o;
 	c->out_tail = o;
 	c->out_bytes += len;
-	want_output(c, 1);
+	flush_later(c);
+	return o;
+}
+
+void client_rewrite(struct client *c, struct outbuf *o, const void *msg, size_t len)
+{
+	if (len > o->len)
+		return; /* callers only shorten: see client.h */
+	c->out_bytes -= o->len - len;
+	o->len = len;
+	memcpy(o->data, msg, len);
+}
+
+void client_send(struct client *c, const void *msg, size_t len)
+{
+	client_send_held(c, msg, len);
 }
 
 int client_send_fd(struct client *c, const void *msg, size_t len, int fd)
@@ -223,8 +263,9 @@ static void socket_event(struct watch *w, uint32_t events)
 	struct client *c = w->obj;
 	if (c->dead)
 		return;
+	/* Sent after this iteration's commit, with what it queues. */
 	if (events & EPOLLOUT)
-		flush(c);
+		flush_later(c);
 	if (events & EPOLLIN)
 		readable(c);
 	else if (events & (EPOLLHUP | EPOLLERR | EPOLLRDHUP))
@@ -717,6 +758,12 @@ int clients_rebind(struct clients *cs, char *err, size_t errsize)
 
 static void destroy(struct clients *cs, struct client *c)
 {
+	if (c->flush_listed) {
+		struct client **p = &cs->flush_list;
+		while (*p != c)
+			p = &(*p)->flush_next;
+		*p = c->flush_next;
+	}
 	cs->ev.gone(cs->ud, c, c->dead_reason ? c->dead_reason : "hangup");
 	loop_del(cs->loop, c->fd);
 	loop_del(cs->loop, c->pidfd);

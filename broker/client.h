@@ -37,6 +37,9 @@ struct client {
 	int (*stream_fill)(struct client *c, void *arg);
 	void (*stream_done)(void *arg);
 	void *stream_arg;
+	int out_watched;           /* EPOLLOUT is on: its socket was full */
+	int flush_listed;          /* on clients.flush_list */
+	struct client *flush_next;
 	struct client *next, *prev;
 	struct client *dead_next;
 	void *user;                /* the broker's owner of this connection */
@@ -95,6 +98,7 @@ struct clients {
 	struct watch listen_watch;
 	struct client *list;
 	struct client *dead;       /* killed, not yet destroyed */
+	struct client *flush_list; /* with output queued since the last flush */
 	char sock_path[108];
 	dev_t sock_dev;            /* the socket file bound at sock_path */
 	ino_t sock_ino;
@@ -123,9 +127,22 @@ void clients_reap(struct clients *cs);
 /* Destroys every client and removes the socket. */
 void clients_close(struct clients *cs);
 
-/* Queues msg for c: sent at once if the socket takes it, else buffered
- * (up to a limit; a client that does not read its replies is dropped). */
+/* Queues msg for c, to be sent by the next clients_flush() (or later if
+ * c's socket is full; a client that does not read its replies is dropped
+ * past a limit). */
 void client_send(struct client *c, const void *msg, size_t len);
+/* The same, returning the queued message, which client_rewrite() may
+ * change until the next clients_flush(); or NULL if c is dead or was
+ * dropped. */
+struct outbuf *client_send_held(struct client *c, const void *msg, size_t len);
+/* Replaces queued message o of c by msg, of at most o's length (a GRANT
+ * by a REPLY with the error that refused it).  Only before the next
+ * clients_flush(). */
+void client_rewrite(struct client *c, struct outbuf *o, const void *msg, size_t len);
+/* Sends what was queued for every client since the last call, as far as
+ * their sockets take it.  The broker calls it once per loop iteration,
+ * after the iteration's commit. */
+void clients_flush(struct clients *cs);
 /* Sends msg with descriptor fd (SCM_RIGHTS), at once or not at all: only
  * when nothing is queued before it.  Returns 0, or COORD_ESYS (c's socket
  * is full or gone; c is killed if gone). */
@@ -141,6 +158,7 @@ int client_send_fd(struct client *c, const void *msg, size_t len, int fd);
 int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
                   void (*done)(void *arg), void *arg);
 #define CLIENT_STREAM_BURST 4096
+#define CLIENT_STREAM_QUEUED (1u << 20) /* bytes queued before a burst stops */
 /* Sends COORD_MSG_REPLY{seq, status}. */
 void client_reply(struct client *c, uint32_t seq, int status);
 /* Marks c dead; it is destroyed by the next clients_reap(). */

@@ -7,13 +7,20 @@
  *   2. the fencing token: if it is above the resource's durable ceiling,
  *      the next 1024 tokens are reserved in state.mdb (a synced commit)
  *      first, so no token is ever handed out twice, across crashes too;
- *   3. the lease record in leases.mdb, with a random secret (for tools,
- *      and for adoption by a restarted broker, adopt.c);
+ *   3. the lease record, with a random secret (for tools, and for
+ *      adoption by a restarted broker, adopt.c), added to the store's
+ *      batch for this loop iteration;
  *   4. the slot word set to the lease id: from here coord_lease_valid()
  *      is true;
  *   5. a `grant` log line.
- * The GRANT message itself is sent by the caller afterwards.  A failure in
- * 1-3 refuses the grant and undoes what was done.
+ * The caller then queues the GRANT message through grants_send(), and
+ * grants_commit(), once per loop iteration, commits the batch before any
+ * queued answer goes out (docs/design.md, "Group commit").  A failure in
+ * 1-3 refuses the grant and undoes what was done; a failed commit refuses
+ * every grant of its batch the same way, after the fact: the lease is
+ * taken back (event=reclaim reason=record-failed) and its GRANT becomes a
+ * REPLY with the error.  An ATTACH answer waits for the commit of the
+ * rewritten record just like a GRANT.
  *
  * A recall (someone conflicting now waits) sets COORD_SLOT_RECALL in the
  * lease's slot, which its holder reads with one load, and logs it.
@@ -30,6 +37,16 @@
 
 #include "state.h"
 #include "grants.h"
+
+/* A GRANT (or ATTACH answer) queued this iteration, not sent before the
+ * iteration's commit. */
+struct grant_answer {
+	struct owner *owner;       /* NULL: its connection went meanwhile */
+	uint64_t lease_id;
+	uint32_t seq;
+	int attach;                /* the record existed before (adopted) */
+	struct outbuf *msg;        /* queued for owner->client, or NULL */
+};
 #include "resource.h"
 
 #define TOKEN_RESERVE 1024
@@ -221,7 +238,9 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	/* Clear the slot first: from here on the old holder's
 	 * coord_lease_valid() is false, before anyone else is granted. */
 	region_slot_free(b->region, l->slot);
-	rc = store_lease_del(b->store, l->id);
+	/* A refused grant's record never reached the file: nothing to
+	 * delete, and no write was done under it to checkpoint. */
+	rc = b->undoing ? 0 : store_lease_del(b->store, l->id);
 	if (rc < 0 && !store_condition(rc))
 		log_event(&b->log, "error", "op=lease-record-delete lease=%llu code=%s",
 		          (unsigned long long)l->id, coord_proto_errname(rc));
@@ -231,7 +250,93 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
 	          log_quote(&b->log, o->comm), (long long)(now_ms() - l->granted_ms), why);
-	if (l->mode == COORD_WRITE)
+	if (l->mode == COORD_WRITE && !b->undoing)
 		return ckpt_jobs_on_write_release(&b->jobs, l->res);
 	return 0;
+}
+
+/* ---- answers after the commit ---- */
+
+void grants_send(struct broker *b, struct owner *o, uint32_t seq, const struct lt_lease *l)
+{
+	coord_msg_grant g = { { COORD_MSG_GRANT, seq }, 0, (uint32_t)l->mode, l->id, l->token, l->slot,
+		              l->secret };
+	struct grant_answer *a;
+	if (b->nanswers == b->answers_cap) {
+		size_t cap = b->answers_cap ? 2 * b->answers_cap : 64;
+		struct grant_answer *v = realloc(b->answers, cap * sizeof *v);
+		if (!v) {
+			/* A grant that could not be undone must not be sent: its
+			 * connection goes, and with it (at the reap) the lease. */
+			if (o->client)
+				client_kill(o->client, "out-of-memory");
+			return;
+		}
+		b->answers = v;
+		b->answers_cap = cap;
+	}
+	a = &b->answers[b->nanswers++];
+	*a = (struct grant_answer){ o, l->id, seq, l->adopted, NULL };
+	if (o->client)
+		a->msg = client_send_held(o->client, &g, sizeof g);
+}
+
+void grants_forget(struct broker *b, struct owner *o)
+{
+	for (size_t i = 0; i < b->nanswers; i++)
+		if (b->answers[i].owner == o)
+			b->answers[i].owner = NULL;
+}
+
+/* The batch with these answers' records failed with rc: each lease is
+ * taken back and its answer becomes REPLY{rc}. */
+static void refuse_answers(struct broker *b, struct grant_answer *v, size_t n, int rc)
+{
+	if (!store_condition(rc))
+		log_event(&b->log, "error", "op=lease-record-commit grants=%zu code=%s", n,
+		          coord_proto_errname(rc));
+	for (size_t i = 0; i < n; i++) {
+		struct owner *o = v[i].owner;
+		struct lt_lease *l;
+		if (!o)
+			continue;
+		for (l = o->leases; l; l = l->own_next)
+			if (l->id == v[i].lease_id)
+				break;
+		if (l) {
+			/* A re-attached lease's old record is still there: it
+			 * goes like any other. */
+			b->undoing = !v[i].attach;
+			lease_table_release(b->table, l, "record-failed");
+			b->undoing = 0;
+		}
+		if (o->client && v[i].msg) {
+			coord_msg_reply r = { { COORD_MSG_REPLY, v[i].seq }, rc, 0 };
+			client_rewrite(o->client, v[i].msg, &r, sizeof r);
+		}
+	}
+}
+
+void grants_commit(struct broker *b)
+{
+	/* Taking leases back grants their waiters, whose records make a new
+	 * batch; each round refuses at least one answer, so this ends. */
+	while (store_pending(b->store) || b->nanswers) {
+		int rc = store_commit(b->store);
+		struct grant_answer *v = b->answers;
+		size_t n = b->nanswers;
+		if (rc == 0) {
+			b->nanswers = 0;
+			if (!store_pending(b->store))
+				return;
+			continue;
+		}
+		/* Refusing may queue new answers: they go into a fresh list. */
+		b->answers = NULL;
+		b->nanswers = b->answers_cap = 0;
+		refuse_answers(b, v, n, rc);
+		free(v);
+		if (!n && !store_pending(b->store))
+			return;
+	}
 }

@@ -29,6 +29,18 @@ int grants_record(struct broker *b, const struct lt_lease *l);
 void grants_link(struct owner *o, struct lt_lease *l);
 void grants_unlink(struct owner *o, struct lt_lease *l);
 
+/* Queues the GRANT of l (granted now, or re-attached) for o's connection,
+ * as the answer to request seq; it goes out only after this iteration's
+ * grants_commit(), which refuses it instead if l's record fails. */
+void grants_send(struct broker *b, struct owner *o, uint32_t seq, const struct lt_lease *l);
+/* o is going (its connection closed): its queued answers are dropped. */
+void grants_forget(struct broker *b, struct owner *o);
+/* Commits the iteration's lease records (store_commit()); if that fails,
+ * the grants and re-attachments they record are refused: taken back,
+ * their answers turned into the error.  Called once per loop iteration,
+ * before the queued output is flushed. */
+void grants_commit(struct broker *b);
+
 /* "read" or "write", for log lines. */
 const char *grants_mode_name(int mode);
 

@@ -31,14 +31,6 @@ static void answer(struct owner *o, uint32_t seq, int status)
 		client_reply(o->client, seq, status);
 }
 
-static void send_grant(struct owner *o, uint32_t seq, const struct lt_lease *l)
-{
-	coord_msg_grant g = { { COORD_MSG_GRANT, seq }, 0, (uint32_t)l->mode, l->id, l->token, l->slot,
-		              l->secret };
-	if (o->client)
-		client_send(o->client, &g, sizeof g);
-}
-
 /* ---- answers that come later ---- */
 
 static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
@@ -52,7 +44,7 @@ int requests_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
 	int bits, status;
 	o->waiter = NULL;
 	if (w->purpose != LT_FOR_CHECKPOINT) {
-		send_grant(o, w->seq, l);
+		grants_send(b, o, w->seq, l); /* sent after the commit */
 		return 0;
 	}
 	bits = ckpt_jobs_start_requested(&b->jobs, w->res, o, w->seq, &status);
@@ -162,7 +154,7 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 	rc = lease_table_request(b->table, req->name, o, req->mode, now, deadline, LT_FOR_CLIENT,
 	                         req->seq, req->label, &l, &w);
 	if (rc > 0) {
-		send_grant(o, req->seq, l);
+		grants_send(b, o, req->seq, l); /* sent after the commit */
 	} else if (rc == 0) {
 		o->waiter = w;
 		log_event(&b->log, "wait", "resource=%s mode=%s pid=%d comm=%s timeout_ms=%d",
@@ -213,7 +205,7 @@ static void handle_attach(struct broker *b, struct client *c, const struct reque
 	struct lt_lease *l = NULL;
 	int rc = adopt_attach(b, o, req->client_id, req->lease_id, req->secret, &l);
 	if (rc == 0 && l)
-		send_grant(o, req->seq, l);
+		grants_send(b, o, req->seq, l); /* after the rewritten record's commit */
 	else
 		client_reply(c, req->seq, rc);
 }

@@ -52,6 +52,8 @@ struct owner {
 	struct owner *det_next, *det_prev; /* broker.detached */
 };
 
+struct grant_answer;
+
 struct broker {
 	struct broker_config cfg;
 	struct log log;
@@ -65,6 +67,10 @@ struct broker {
 	struct owner *detached;    /* adopted owners not attached yet (adopt.c) */
 	size_t ndetached;
 	uint64_t first_lease_id;   /* from the store */
+	struct grant_answer *answers; /* GRANTs queued this iteration, for
+	                                 grants_commit() (grants.c) */
+	size_t nanswers, answers_cap;
+	int undoing;               /* grants_commit() undoes refused grants */
 	size_t kept_resources;     /* idle resources kept in memory */
 	int64_t started_ms;
 	int signal_fd;

@@ -9,7 +9,8 @@
  *               rarely (once per 1024 write grants of a resource, once per
  *               65536 grants in all, on policy changes and checkpoints).
  *   leases.mdb  MDB_NOSYNC.  One record per held lease, written at every
- *               grant and release.  It must survive a broker crash (the
+ *               grant and release, batched: one commit per loop
+ *               iteration (store_commit()).  It must survive a broker crash (the
  *               page cache does that) but not a machine crash: after a
  *               reboot every holder is dead anyway, so a boot id stored in
  *               it tells stale tables apart and they are dropped.  If a
@@ -66,6 +67,12 @@ struct store_condition_log {
 	int err;                   /* errno of the last failure */
 };
 
+/* A lease-record change of the batch. */
+struct store_op {
+	int del;                   /* 1: delete rec.id; 0: put rec */
+	struct store_lease rec;
+};
+
 struct store {
 	MDB_env *state, *leases;
 	MDB_dbi resources, state_meta, meta, table;
@@ -76,6 +83,8 @@ struct store {
 	uint64_t *undeleted;       /* lease records whose delete failed */
 	size_t nundeleted, undeleted_cap;
 	int64_t retry_ms;          /* when they are tried again */
+	struct store_op *ops;      /* the batch: changes not committed yet */
+	size_t nops, ops_cap;
 	struct store_condition_log cond[STORE_CONDITIONS];
 };
 
@@ -362,9 +371,12 @@ void store_close(struct store *s)
 {
 	if (!s)
 		return;
+	if (s->leases && s->nops)
+		store_commit(s);
 	if (s->leases && s->nundeleted)
 		delete_undeleted(s);
 	free(s->undeleted);
+	free(s->ops);
 	if (s->leases) {
 		mdb_env_sync(s->leases, 1);
 		mdb_env_close(s->leases);
@@ -522,49 +534,80 @@ void store_expire(struct store *s, int64_t now)
 		delete_undeleted(s);
 }
 
+/* ---- the batch: one transaction per loop iteration ---- */
+
+/* Appends a put (rec) or a delete (id) to the batch.  Returns 0 or
+ * COORD_ENOMEM. */
+static int batch_add(struct store *s, int del, const struct store_lease *rec, uint64_t id)
+{
+	struct store_op *op;
+	if (s->nops == s->ops_cap) {
+		size_t cap = s->ops_cap ? 2 * s->ops_cap : 64;
+		struct store_op *v = realloc(s->ops, cap * sizeof *v);
+		if (!v)
+			return COORD_ENOMEM;
+		s->ops = v;
+		s->ops_cap = cap;
+	}
+	op = &s->ops[s->nops++];
+	op->del = del;
+	if (del)
+		op->rec.id = id;
+	else
+		op->rec = *rec;
+	return 0;
+}
+
 int store_lease_put(struct store *s, const struct store_lease *l)
 {
-	MDB_txn *txn = NULL;
-	MDB_val k = { sizeof l->id, (void *)&l->id }, v = { sizeof *l, (void *)l };
 	int rc = l->id >= s->id_reserved ? reserve_ids(s, l->id) : 0;
 	if (rc < 0)
 		return rc;
 	if (!s->leases)
 		return COORD_ESYS;
-	rc = mdb_txn_begin(s->leases, NULL, 0, &txn);
-	if (rc)
-		goto fail;
-	rc = del_undeleted_in(s, txn);
-	if (rc)
-		goto fail;
-	rc = mdb_put(txn, s->table, &k, &v, 0);
-	if (rc)
-		goto fail;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc)
-		goto fail;
-	succeeded(s, s->leases);
-	s->nundeleted = 0;
-	return 0;
-fail:
-	if (txn)
-		mdb_txn_abort(txn);
-	return failed(s, s->leases, rc);
+	return batch_add(s, 0, l, 0);
 }
 
 int store_lease_del(struct store *s, uint64_t id)
 {
+	if (batch_add(s, 1, NULL, id) < 0) {
+		/* Out of memory for the batch: remembered instead, and done
+		 * with the next transaction or at the retry. */
+		remember_undeleted(s, id);
+		return COORD_ENOMEM;
+	}
+	return 0;
+}
+
+int store_pending(const struct store *s)
+{
+	return s->nops > 0;
+}
+
+int store_commit(struct store *s)
+{
 	MDB_txn *txn = NULL;
-	MDB_val k = { sizeof id, &id };
-	int rc = s->leases ? mdb_txn_begin(s->leases, NULL, 0, &txn) : EIO;
+	int rc;
+	if (!s->nops)
+		return 0;
+	rc = s->leases ? mdb_txn_begin(s->leases, NULL, 0, &txn) : EIO;
 	if (rc)
 		goto fail;
 	rc = del_undeleted_in(s, txn);
 	if (rc)
 		goto fail;
-	rc = mdb_del(txn, s->table, &k, NULL);
-	if (rc && rc != MDB_NOTFOUND)
+	for (size_t i = 0; i < s->nops && !rc; i++) {
+		struct store_op *op = &s->ops[i];
+		MDB_val k = { sizeof op->rec.id, &op->rec.id }, v = { sizeof op->rec, &op->rec };
+		if (op->del) {
+			rc = mdb_del(txn, s->table, &k, NULL);
+			if (rc == MDB_NOTFOUND)
+				rc = 0; /* put and deleted in one batch, or never put */
+		} else {
+			rc = mdb_put(txn, s->table, &k, &v, 0);
+		}
+	}
+	if (rc)
 		goto fail;
 	rc = mdb_txn_commit(txn);
 	txn = NULL;
@@ -572,11 +615,19 @@ int store_lease_del(struct store *s, uint64_t id)
 		goto fail;
 	succeeded(s, s->leases);
 	s->nundeleted = 0;
+	s->nops = 0;
 	return 0;
 fail:
 	if (txn)
 		mdb_txn_abort(txn);
-	remember_undeleted(s, id);
+	/* Nothing of the batch is in the file.  Its puts are the caller's to
+	 * undo; its deletes are remembered and done again. */
+	for (size_t i = 0; i < s->nops; i++)
+		if (s->ops[i].del)
+			remember_undeleted(s, s->ops[i].rec.id);
+	s->nops = 0;
+	if (s->nundeleted)
+		s->retry_ms = now_ms() + STORE_LOG_INTERVAL_MS;
 	return failed(s, s->leases, rc);
 }
 

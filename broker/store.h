@@ -69,7 +69,8 @@ struct store_options {
 int store_open(struct store **out, const char *dir, const struct store_options *opts,
                void (*old)(void *ud, const struct store_lease *l), void *ud,
                uint64_t *next_lease_id, char *err, size_t errsize);
-/* Deletes what store_lease_del() could not (see below), then closes. */
+/* Commits the batch, deletes what store_lease_del() could not (see
+ * below), then closes. */
 void store_close(struct store *s);
 
 /* Every write below fails with COORD_EFULL when the environment's map is
@@ -90,13 +91,32 @@ int store_resource_load(struct store *s, const char *name, struct store_resource
 /* Durable: returns only once the record is on disk. */
 int store_resource_save(struct store *s, const char *name, const struct store_resource *r);
 
+/* Lease records are changed in batches (docs/design.md, "Group commit"):
+ * store_lease_put() and store_lease_del() only add to the batch, and
+ * store_commit() writes it to leases.mdb in one transaction, once per
+ * loop iteration.  A crash before the commit loses the whole batch, never
+ * part of it, and batches are committed in order, so leases.mdb always
+ * holds the records as they were at the end of some iteration.
+ *
+ * store_lease_put() adds a put: 0, or COORD_ENOMEM; or the error of the
+ * synced commit of state.mdb that reserves lease ids (when l->id reaches
+ * the reservation), which is done at once, before the record is. */
 int store_lease_put(struct store *s, const struct store_lease *l);
-/* Deletes a lease record.  A delete needs free pages too; one that fails
- * is remembered and done again before the next put or delete and at
- * every store_expire(), so a record of a released lease never outlives
- * the shortage (a broker restarted meanwhile would adopt it for its
- * holder, whose next call gives it back). */
+/* Adds the delete of a lease record to the batch.  A delete that fails
+ * (deletes need free pages too) is remembered and done again with every
+ * later commit and at every store_expire(), so a record of a released
+ * lease never outlives the shortage (a broker restarted meanwhile would
+ * adopt it for its holder, whose next call gives it back).  Returns 0, or
+ * COORD_ENOMEM (remembered as failed then). */
 int store_lease_del(struct store *s, uint64_t id);
+/* 1 while the batch holds changes not committed yet. */
+int store_pending(const struct store *s);
+/* Commits the batch (with the deletes that failed before) in one write
+ * transaction, and empties it.  Returns 0, or the error (COORD_EFULL,
+ * COORD_ENOSPC, ... logged as above): then nothing of the batch is in the
+ * file; its deletes are remembered and done again, and the puts are the
+ * caller's to undo (the grants they record must be refused). */
+int store_commit(struct store *s);
 
 /* The earliest time something of the store's is due (a condition's count
  * logged, a failed delete done again), or -1; and doing it. */

@@ -318,7 +318,7 @@ Test(badstates, disk_full_refuses_with_enospc_keeps_leases_and_recovers_without_
 	coord_lease_t *held, *after;
 	coord_t *a, *b;
 	pid_t pid;
-	int n = 0, rc, refused;
+	int n = 0, rc, refused, refused_at = -1;
 
 	mount_small_tmpfs("8m");
 	harness_start_broker(&h, NULL);
@@ -345,6 +345,22 @@ Test(badstates, disk_full_refuses_with_enospc_keeps_leases_and_recovers_without_
 	/* Before the releases: a delete that fails on the full disk is a
 	 * failure of its own, counted too. */
 	assert_logged_once_per_interval("no-space", "file=", refused);
+	/* A read lease needs no state.mdb record: it is refused only by the
+	 * failed commit of its iteration's lease records, after the table
+	 * granted it, so the broker must undo it there. */
+	for (int i = 0; i < MORE && refused_at < 0; i++) {
+		char key[64];
+		coord_lease_t *r = NULL;
+		snprintf(key, sizeof key, "key:bs-ghost-%d", i);
+		rc = coord_acquire(b, key, COORD_READ, 0, "ghost", &r);
+		cr_assert(rc == 0 || rc == COORD_ENOSPC, "a read on a full disk must be granted or "
+		          "fail with COORD_ENOSPC, got %s", coord_errname(rc));
+		if (rc == 0)
+			coord_release(r);
+		else
+			refused_at = i;
+	}
+	cr_assert_geq(refused_at, 0, "no read lease was refused on a full disk");
 	for (int i = 0; i < n; i++)
 		cr_assert_eq(coord_release(got[i]), 0, "lease %d must release on a full disk", i);
 	cr_assert(harness_wait_count(&h, "key:bs-space-0", 0, 0, 0),
@@ -361,6 +377,17 @@ Test(badstates, disk_full_refuses_with_enospc_keeps_leases_and_recovers_without_
 	cr_assert_gt(scan_log("store-writable", "", "").lines, 0,
 	             "the broker must log that it can write again");
 	coord_release(after);
+	/* A grant refused because its batch's commit failed was undone in
+	 * full (lease, slot, queue): its key is free, not held by a ghost. */
+	{
+		char key[64];
+		coord_lease_t *ghost = NULL;
+		snprintf(key, sizeof key, "key:bs-ghost-%d", refused_at);
+		rc = coord_acquire(a, key, COORD_WRITE, 0, "after", &ghost);
+		cr_assert_eq(rc, 0, "%s was refused with COORD_ENOSPC, so nobody holds it and a "
+		             "writer must get it now: %s", key, coord_strerror(rc));
+		coord_release(ghost);
+	}
 
 	/* No record of a released lease may outlive the shortage: a
 	 * restarted broker adopts what is recorded, and only key:bs-held

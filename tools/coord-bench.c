@@ -24,7 +24,10 @@
  * names another), which times the coord package beside the filelock,
  * fasteners and portalocker packages (see that file).  They are skipped,
  * with a note, when the script, the interpreter or the package is not
- * there.  Arguments after "--" go to the script. */
+ * there.  Arguments after "--" go to the script.
+ *
+ * --load CLIENTS:RESOURCES:READ_SHARE:SECONDS measures the broker under
+ * load instead (run_load()): throughput, latency and its CPU per grant. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -514,6 +517,180 @@ static int run_python_rows(const char *python, const char *dir, char **extra, in
 	return 1;
 }
 
+/* ---- load: many clients, many resources, the broker's cost ---- */
+
+/* --load CLIENTS:RESOURCES:READ_SHARE:SECONDS.  CLIENTS processes, each
+ * with its own connection and a handle on each of RESOURCES keys, loop
+ * acquire+release on a random one (a read with probability READ_SHARE,
+ * else a write) for SECONDS.  Latencies go to a histogram in shared
+ * memory (1 us buckets up to LOAD_BUCKETS us); the broker's CPU time
+ * (utime+stime of /proc/PID/stat) is read before and after. */
+#define LOAD_BUCKETS 200000
+
+struct load_shared {
+	volatile int go;
+	uint64_t grants[64];
+	uint64_t errors[64];
+	uint32_t hist[64][LOAD_BUCKETS + 1];
+};
+
+static void load_client(struct load_shared *sh, int me, int nres, double read_share,
+                        int seconds, int ready_fd)
+{
+	coord_t *c = connect_or_die();
+	coord_resource_t **r = calloc((size_t)nres, sizeof *r);
+	unsigned seed = (unsigned)getpid();
+	char name[64];
+	for (int i = 0; i < nres; i++) {
+		snprintf(name, sizeof name, "key:load-%d", i);
+		int rc = coord_resource_open(c, name, &r[i]);
+		if (rc < 0)
+			die("coord_resource_open", rc);
+	}
+	if (write(ready_fd, "r", 1) != 1)
+		_exit(1);
+	close(ready_fd);
+	while (!sh->go)
+		usleep(1000);
+	int64_t end_ns = now_ns() + (int64_t)seconds * 1000000000;
+	for (;;) {
+		int64_t t0 = now_ns();
+		coord_lease_t *l;
+		int mode = (double)rand_r(&seed) / RAND_MAX < read_share ? COORD_READ : COORD_WRITE;
+		int rc;
+		if (t0 >= end_ns)
+			break;
+		rc = coord_resource_acquire(r[rand_r(&seed) % (unsigned)nres], mode, 10000, NULL, &l);
+		if (rc < 0) {
+			sh->errors[me]++;
+			continue;
+		}
+		coord_release(l);
+		int64_t us = (now_ns() - t0) / 1000;
+		sh->hist[me][us < LOAD_BUCKETS ? us : LOAD_BUCKETS]++;
+		sh->grants[me]++;
+	}
+	for (int i = 0; i < nres; i++)
+		coord_resource_close(r[i]);
+	coord_disconnect(c);
+	_exit(0);
+}
+
+/* utime+stime of pid, in clock ticks; -1 if unreadable. */
+static long long proc_cpu_ticks(int pid)
+{
+	char path[64], buf[2048], *p;
+	unsigned long long ut, st;
+	FILE *f;
+	size_t n;
+	snprintf(path, sizeof path, "/proc/%d/stat", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = 0;
+	p = strrchr(buf, ')');
+	/* fields 14 and 15; field 3 follows ") " */
+	if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+		return -1;
+	return (long long)(ut + st);
+}
+
+static int broker_pid(const char *dir)
+{
+	char path[PATH_MAX + 32];
+	int pid = 0;
+	FILE *f;
+	snprintf(path, sizeof path, "%s/coordd.lock", dir);
+	f = fopen(path, "r");
+	if (f) {
+		if (fscanf(f, "%d", &pid) != 1)
+			pid = 0;
+		fclose(f);
+	}
+	return pid;
+}
+
+static double load_percentile(const uint64_t *h, uint64_t total, double q)
+{
+	uint64_t want = (uint64_t)(q * (double)total), seen = 0;
+	for (int i = 0; i <= LOAD_BUCKETS; i++) {
+		seen += h[i];
+		if (seen > want)
+			return i;
+	}
+	return LOAD_BUCKETS;
+}
+
+static int run_load(const char *spec, const char *dir)
+{
+	int nclients, nres, seconds, p[2], bpid;
+	double share;
+	struct load_shared *sh;
+	uint64_t grants = 0, errors = 0, *h;
+	long long cpu0, cpu1;
+	int64_t t0, t1;
+	char ch;
+	if (sscanf(spec, "%d:%d:%lf:%d", &nclients, &nres, &share, &seconds) != 4 || nclients < 1 ||
+	    nclients > 64 || nres < 1 || share < 0 || share > 1 || seconds < 1) {
+		fprintf(stderr, "coord-bench: --load CLIENTS:RESOURCES:READ_SHARE:SECONDS, e.g. "
+		                "10:100:1.0:10 (CLIENTS 1-64, READ_SHARE 0-1)\n");
+		return 64;
+	}
+	bpid = broker_pid(dir);
+	if (bpid <= 0) {
+		fprintf(stderr, "coord-bench: no broker pid in %s/coordd.lock\n", dir);
+		return 1;
+	}
+	sh = mmap(NULL, sizeof *sh, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	h = calloc(LOAD_BUCKETS + 1, sizeof *h);
+	if (sh == MAP_FAILED || !h || pipe(p) < 0)
+		die("load setup", 0);
+	for (int i = 0; i < nclients; i++) {
+		pid_t pid = fork();
+		if (pid < 0)
+			die("fork", 0);
+		if (pid == 0) {
+			close(p[0]);
+			load_client(sh, i, nres, share, seconds, p[1]);
+		}
+	}
+	close(p[1]);
+	/* Everyone connected, with its handles open: start the clock. */
+	for (int i = 0; i < nclients; i++)
+		if (read(p[0], &ch, 1) != 1)
+			die("a load client failed to start", 0);
+	close(p[0]);
+	t0 = now_ns();
+	cpu0 = proc_cpu_ticks(bpid);
+	sh->go = 1;
+	for (int i = 0; i < nclients; i++)
+		wait(NULL);
+	t1 = now_ns();
+	cpu1 = proc_cpu_ticks(bpid);
+	for (int i = 0; i < nclients; i++) {
+		grants += sh->grants[i];
+		errors += sh->errors[i];
+		for (int k = 0; k <= LOAD_BUCKETS; k++)
+			h[k] += sh->hist[i][k];
+	}
+	double secs = (double)(t1 - t0) / 1e9;
+	double cpu_us = (double)(cpu1 - cpu0) * 1e6 / (double)sysconf(_SC_CLK_TCK);
+	printf("coord-bench --load %d clients, %d resources, read share %.2f, %d s\n", nclients, nres,
+	       share, seconds);
+	printf("  grants %llu (errors %llu) in %.2f s: %.0f grants/s\n", (unsigned long long)grants,
+	       (unsigned long long)errors, secs, (double)grants / secs);
+	printf("  acquire+release us: p50 %.0f  p99 %.0f  p99.9 %.0f\n",
+	       load_percentile(h, grants, 0.50), load_percentile(h, grants, 0.99),
+	       load_percentile(h, grants, 0.999));
+	printf("  broker pid %d CPU %.2f s (%.0f%% of one core): %.2f us per grant\n", bpid,
+	       cpu_us / 1e6, cpu_us / 1e4 / secs, grants ? cpu_us / (double)grants : 0.0);
+	munmap(sh, sizeof *sh);
+	free(h);
+	return 0;
+}
+
 /* ---- setup ---- */
 
 static char tmpdir[PATH_MAX];
@@ -565,10 +742,11 @@ int main(int argc, char **argv)
 		{ "handoffs", required_argument, NULL, 'H' },
 		{ "python", required_argument, NULL, 'P' },
 		{ "no-python", no_argument, NULL, 'N' },
+		{ "load", required_argument, NULL, 'L' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
-	const char *dir = NULL, *python = "/usr/bin/python3";
+	const char *dir = NULL, *python = "/usr/bin/python3", *load = NULL;
 	int opt, reclaims, with_python = 1;
 	main_pid = getpid();
 	while ((opt = getopt_long(argc, argv, "+d:n:h", opts, NULL)) != -1) {
@@ -588,15 +766,22 @@ int main(int argc, char **argv)
 		case 'N':
 			with_python = 0;
 			break;
+		case 'L':
+			load = optarg;
+			break;
 		default:
 			fprintf(opt == 'h' ? stdout : stderr,
 			        "usage: coord-bench [--dir DIR] [--iterations N] [--handoffs N]\n"
 			        "                   [--python PYTHON | --no-python] [-- BENCH.PY-ARGS]\n"
+			        "       coord-bench [--dir DIR] --load CLIENTS:RESOURCES:READ_SHARE:SECONDS\n"
 			        "Measures coord beside flock(2), fcntl(2) OFD locks and a Unix-socket\n"
 			        "round trip; prints p50/p99/mean in microseconds.  Then the Python rows:\n"
 			        "bindings/python/bench.py under PYTHON (default /usr/bin/python3), the\n"
 			        "coord package beside filelock, fasteners and portalocker, on the same\n"
 			        "instance; BENCH.PY-ARGS go to it (e.g. -- --iterations 2000).\n"
+			        "--load: CLIENTS processes loop acquire+release on random keys of\n"
+			        "RESOURCES (reads with probability READ_SHARE) for SECONDS; prints\n"
+			        "grants/s, p50/p99/p99.9 and the broker's CPU time per grant.\n"
 			        "Exit status: 0; 1 when a measurement failed; 64 on a usage error.\n");
 			return opt == 'h' ? 0 : 64;
 		}
@@ -633,6 +818,8 @@ int main(int argc, char **argv)
 		close(fd);
 	}
 	coord_disconnect(connect_or_die()); /* start the broker before timing */
+	if (load)
+		return run_load(load, dir);
 
 	printf("coord-bench: %d iterations, %d handoffs, %d reclaims; times in microseconds\n",
 	       iterations, handoffs, reclaims);
