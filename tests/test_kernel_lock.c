@@ -384,6 +384,26 @@ Test(kernel_lock, list_names_the_surviving_descendant_not_the_dead_taker)
 	actor_stop(&b);
 }
 
+/* A fresh process (exec, not a fork: a forked child would inherit this
+ * process's SQLite lock bookkeeping and never ask the kernel) cannot start
+ * writing db: this process's SQLite write transaction still holds it. */
+static void assert_sqlite_write_locked(const char *db, const char *otherwise)
+{
+	char cmd[1200], said[512];
+	FILE *out;
+	size_t n;
+	int status;
+	snprintf(cmd, sizeof cmd, "sqlite3 -cmd '.timeout 0' '%s' 'BEGIN IMMEDIATE;' 2>&1", db);
+	out = popen(cmd, "r");
+	cr_assert(out, "popen(%s)", cmd);
+	n = fread(said, 1, sizeof said - 1, out);
+	said[n] = 0;
+	status = pclose(out);
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0 && strstr(said, "locked"),
+	          "another process could start writing while this one is inside a SQLite write "
+	          "transaction: %s (sqlite3 said '%s', status 0x%x)", otherwise, said, status);
+}
+
 /* Closing any descriptor of a file drops the process's POSIX locks on it.
  * A SQLite write transaction open across an acquire and a release must
  * keep its lock: another process still cannot start writing. */
@@ -393,10 +413,6 @@ Test(kernel_lock, sqlite_locks_survive_acquire_and_release)
 	sqlite3 *mine = sqlite_open(db);
 	coord_t *c = connect_ok();
 	coord_lease_t *l;
-	char cmd[1200], said[512];
-	FILE *out;
-	size_t n;
-	int status;
 
 	/* A rollback journal: its write lock (RESERVED) is a POSIX lock on the
 	 * database file itself, the one a close() would drop. */
@@ -407,18 +423,8 @@ Test(kernel_lock, sqlite_locks_survive_acquire_and_release)
 		             "acquire %d", i);
 		coord_release(l);
 	}
-	/* A fresh process (exec, not a fork: a forked child would inherit this
-	 * process's SQLite lock bookkeeping and never ask the kernel). */
-	snprintf(cmd, sizeof cmd, "sqlite3 -cmd '.timeout 0' '%s' 'BEGIN IMMEDIATE;' 2>&1", db);
-	out = popen(cmd, "r");
-	cr_assert(out, "popen(%s)", cmd);
-	n = fread(said, 1, sizeof said - 1, out);
-	said[n] = 0;
-	status = pclose(out);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0 && strstr(said, "locked"),
-	          "another process could start writing while this one is inside a SQLite write "
-	          "transaction: the library closed a descriptor of the database and so dropped "
-	          "SQLite's POSIX locks (sqlite3 said '%s', status 0x%x)", said, status);
+	assert_sqlite_write_locked(db, "the library closed a descriptor of the database and so "
+	                               "dropped SQLite's POSIX locks");
 	sqlite_exec(mine, "COMMIT");
 	sqlite3_close(mine);
 	coord_disconnect(c);
@@ -432,10 +438,6 @@ Test(kernel_lock, sqlite_locks_survive_a_closed_connection)
 {
 	const char *db = harness_path(&h, "posix2.db");
 	sqlite3 *mine = sqlite_open(db);
-	char cmd[1200], said[512];
-	FILE *out;
-	size_t n;
-	int status;
 
 	sqlite_exec(mine, "PRAGMA journal_mode=DELETE; CREATE TABLE t(x);");
 	sqlite_exec(mine, "BEGIN IMMEDIATE; INSERT INTO t VALUES (1);");
@@ -448,16 +450,7 @@ Test(kernel_lock, sqlite_locks_survive_a_closed_connection)
 			coord_release(l);
 		coord_disconnect(c); /* the last one with its lease still held */
 	}
-	snprintf(cmd, sizeof cmd, "sqlite3 -cmd '.timeout 0' '%s' 'BEGIN IMMEDIATE;' 2>&1", db);
-	out = popen(cmd, "r");
-	cr_assert(out, "popen(%s)", cmd);
-	n = fread(said, 1, sizeof said - 1, out);
-	said[n] = 0;
-	status = pclose(out);
-	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) != 0 && strstr(said, "locked"),
-	          "another process could start writing while this one is inside a SQLite write "
-	          "transaction: closing a connection closed a descriptor of the database "
-	          "(sqlite3 said '%s', status 0x%x)", said, status);
+	assert_sqlite_write_locked(db, "closing a connection closed a descriptor of the database");
 	{
 		/* and the flock of the disconnected holder is gone */
 		coord_t *c = connect_ok();
