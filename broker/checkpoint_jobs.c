@@ -329,8 +329,10 @@ static void finish_job(struct ckpt_job *job)
 	x->rec.wal_before = r.wal_before;
 	x->rec.wal_after = r.wal_after;
 	snprintf(x->rec.message, sizeof x->rec.message, "%s", r.message);
-	if (store_resource_save(j->store, res->name, &x->rec) == 0)
-		x->stored = 1;
+	if (res->token > x->rec.token_ceiling)
+		x->rec.token_ceiling = res->token; /* its last write token, lazily */
+	x->rec.version = STORE_RESOURCE_VERSION;
+	store_resource_save(j->store, res->name, &x->rec);
 	log_event(log, r.status ? "checkpoint-failed" : "checkpoint",
 	          "resource=%s kind=%s mode=%s result=%s duration_us=%llu wal_before=%lld "
 	          "wal_after=%lld message=%s",

@@ -4,9 +4,11 @@
  *
  * A grant, in this order:
  *   1. a slot of the shared region;
- *   2. the fencing token: if it is above the resource's durable ceiling,
- *      the next 1024 tokens are reserved in state.mdb (a synced commit)
- *      first, so no token is ever handed out twice, across crashes too;
+ *   2. a write lease's fencing token, from the directory's one counter
+ *      (store_token_take()): above the resource's last token and above
+ *      every token handed out before; a synced commit of state.mdb only
+ *      once per STORE_TOKEN_BLOCK tokens, when the counter passes the
+ *      durable ceiling, never per resource or per grant;
  *   3. the lease record, with a random secret (for tools, and for
  *      adoption by a restarted broker, adopt.c), added to the store's
  *      batch for this loop iteration;
@@ -49,7 +51,6 @@ struct grant_answer {
 };
 #include "resource.h"
 
-#define TOKEN_RESERVE 1024
 #define KEEP_RESOURCES_MAX 100000
 
 const char *grants_mode_name(int mode)
@@ -74,20 +75,21 @@ int grants_resource_open(void *ud, struct lt_resource *res)
 			rc = store_resource_save(b->store, res->name, &x->rec);
 	}
 	if (rc == 0) {
-		x->stored = 1;
+		x->kept = 1;
 	} else if (rc == COORD_ENOENT) {
 		x->rec.version = STORE_RESOURCE_VERSION;
 	} else {
 		free(x);
 		return rc;
 	}
-	/* Tokens up to the ceiling may have been granted by an earlier
-	 * broker; the next write token is above it. */
+	/* The record's token is a lower bound: an older broker (records of
+	 * version 1-2) may have granted tokens up to it on this resource, above
+	 * the directory's counter; the next write token is above both. */
 	res->token = x->rec.token_ceiling;
 	res->max_hold_ms = x->rec.max_hold_ms;
 	res->recall_grace_ms = x->rec.recall_grace_ms;
 	res->ext = x;
-	if (x->stored)
+	if (x->kept)
 		b->kept_resources++;
 	ckpt_jobs_detect_kind(res);
 	return 0;
@@ -97,40 +99,45 @@ int grants_resource_keep(void *ud, struct lt_resource *res)
 {
 	struct broker *b = ud;
 	struct resource_ext *x = res->ext;
-	/* Keep resources that have a durable record in memory, so an idle
-	 * resource's next write grant does not need a synced commit. */
-	return x->job != NULL || (x->stored && b->kept_resources <= KEEP_RESOURCES_MAX);
+	/* Keep resources that have a durable record or were granted a write
+	 * token in memory, so `coordctl show` says their last token and
+	 * their next open needs no read of state.mdb. */
+	return x->job != NULL || (x->kept && b->kept_resources <= KEEP_RESOURCES_MAX);
 }
 
 void grants_resource_close(void *ud, struct lt_resource *res)
 {
 	struct broker *b = ud;
 	struct resource_ext *x = res->ext;
-	if (x && x->stored)
+	if (x && x->kept)
 		b->kept_resources--;
 	free(x);
 	res->ext = NULL;
 }
 
-/* Step 2: makes sure l->token is below the durable ceiling. */
-static int reserve_token(struct broker *b, struct lt_lease *l)
+/* Step 2: a write lease's token, above the resource's (l->token - 1:
+ * the lease table proposes the resource's token + 1).  A read lease
+ * carries the resource's last write token and takes none. */
+static int take_token(struct broker *b, struct lt_lease *l)
 {
 	struct resource_ext *x = l->res->ext;
+	uint64_t token;
 	int rc;
-	if (l->token <= x->rec.token_ceiling)
+	if (l->mode != COORD_WRITE)
 		return 0;
-	x->rec.token_ceiling = l->token + TOKEN_RESERVE - 1;
-	rc = store_resource_save(b->store, l->res->name, &x->rec);
+	rc = store_token_take(b->store, l->token - 1, &token);
 	if (rc < 0) {
-		x->rec.token_ceiling = l->token - 1;
 		if (!store_condition(rc))
 			log_event(&b->log, "error", "op=token-reserve resource=%s code=%s",
 			          log_quote(&b->log, l->res->name), coord_proto_errname(rc));
 		return rc;
 	}
-	if (!x->stored)
+	l->token = token;
+	/* Its record learns the token at its next save (policy, limits,
+	 * checkpoint); until then the resource stays in memory. */
+	if (!x->kept)
 		b->kept_resources++;
-	x->stored = 1;
+	x->kept = 1;
 	return 0;
 }
 
@@ -190,7 +197,7 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	rc = region_slot_alloc(b->region, &l->slot);
 	if (rc < 0)
 		return rc;
-	rc = reserve_token(b, l);
+	rc = take_token(b, l);
 	if (rc < 0)
 		goto fail;
 	l->granted_wall_ms = wall_ms();

@@ -536,12 +536,14 @@ static int record_save(struct broker *b, const char *name, struct lt_resource *r
 {
 	int rc;
 	r->version = STORE_RESOURCE_VERSION;
+	if (res && res->token > r->token_ceiling)
+		r->token_ceiling = res->token; /* its last write token, lazily */
 	rc = store_resource_save(b->store, name, r);
 	if (rc == 0 && res) {
 		struct resource_ext *x = res->ext;
-		if (!x->stored)
+		if (!x->kept)
 			b->kept_resources++;
-		x->stored = 1;
+		x->kept = 1;
 	}
 	return rc;
 }

@@ -9,7 +9,9 @@ struct ckpt_job;
 
 struct resource_ext {
 	struct store_resource rec; /* as stored in state.mdb */
-	int stored;                /* rec exists in state.mdb */
+	int kept;                  /* rec exists in state.mdb, or a write token
+	                              was granted: counted in kept_resources,
+	                              and kept in memory when idle */
 	int kind;                  /* COORD_KIND_*, detected when last looked at */
 	struct ckpt_job *job;      /* running checkpoint, or NULL */
 };

@@ -3,11 +3,12 @@
  * Two environments live in the instance directory, because they need
  * different durability:
  *
- *   state.mdb   synced on every commit.  Per-resource records: the fencing
- *               token ceiling, the checkpoint policy and the last
- *               checkpoint's result; and the lease-id ceiling.  Written
- *               rarely (once per 1024 write grants of a resource, once per
- *               65536 grants in all, on policy changes and checkpoints).
+ *   state.mdb   synced on every commit.  Per-resource records (compact,
+ *               well under a page: the checkpoint policy, hold limits, the
+ *               last checkpoint's result, a token lower bound); the
+ *               fencing-token ceiling and the lease-id ceiling.  Written
+ *               rarely (once per STORE_TOKEN_BLOCK write grants in all,
+ *               once per 65536 grants, on policy changes and checkpoints).
  *   leases.mdb  MDB_NOSYNC.  One record per held lease, written at every
  *               grant and release, batched: one commit per loop
  *               iteration (store_commit()).  It must survive a broker crash (the
@@ -30,8 +31,10 @@
  * the broker, store_restore() copies the open environments back into
  * place. */
 #define _GNU_SOURCE
+#include <assert.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <stddef.h>
 #include <lmdb.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -77,6 +80,8 @@ struct store {
 	MDB_env *state, *leases;
 	MDB_dbi resources, state_meta, meta, table;
 	uint64_t id_reserved;      /* no lease id at or above this was handed out */
+	uint64_t token_ceiling;    /* durable: no token above it was handed out */
+	uint64_t token_next;       /* the next token to hand out */
 	char dir[4096];
 	size_t state_map, leases_map;
 	struct log *log;
@@ -328,6 +333,13 @@ int store_open(struct store **out, const char *dir, const struct store_options *
 		*next_lease_id = 1;
 		if (mdb_get(txn, s->state_meta, &k, &v) == 0 && v.mv_size == sizeof(uint64_t))
 			memcpy(next_lease_id, v.mv_data, sizeof *next_lease_id);
+		/* An earlier broker may have handed out every token up to the
+		 * ceiling; none above (0: none recorded, as before version 3,
+		 * when each record held its own, a lower bound of its own). */
+		k = key("token_ceiling");
+		if (mdb_get(txn, s->state_meta, &k, &v) == 0 && v.mv_size == sizeof(uint64_t))
+			memcpy(&s->token_ceiling, v.mv_data, sizeof s->token_ceiling);
+		s->token_next = s->token_ceiling + 1;
 		rc = mdb_txn_commit(txn);
 		txn = NULL;
 	}
@@ -386,6 +398,114 @@ void store_close(struct store *s)
 	free(s);
 }
 
+/* ---- resource records ----
+ *
+ * Version 3 on disk: struct resource_v3 (numbers only), then command_len
+ * bytes of command and message_len bytes of message, unterminated.
+ * Versions 1 and 2: struct resource_fixed, the fixed layout of earlier
+ * brokers, 2 with the hold limits at the end and 1 without them.  Each
+ * is known by its version field (first, in every layout) and its size.
+ * Native byte order, like every record here: the files never leave the
+ * machine. */
+
+struct resource_v3 {
+	uint32_t version, policy, sqlite_mode, timeout_ms;
+	uint64_t token_ceiling, checkpoints, last_at_ms, last_duration_us;
+	int64_t wal_before, wal_after;
+	int32_t last_result;
+	uint32_t max_hold_ms, recall_grace_ms;
+	uint16_t command_len, message_len;
+};
+
+struct resource_fixed {
+	uint32_t version, policy, sqlite_mode, timeout_ms;
+	uint64_t token_ceiling, checkpoints, last_at_ms, last_duration_us;
+	int32_t last_result;
+	uint32_t reserved;
+	int64_t wal_before, wal_after;
+	char command[1024];
+	char message[256];
+	uint32_t max_hold_ms, recall_grace_ms; /* version 2 */
+};
+#define RESOURCE_V1_SIZE offsetof(struct resource_fixed, max_hold_ms)
+#define RESOURCE_V2_SIZE sizeof(struct resource_fixed)
+/* The sizes records of versions 1 and 2 were written with. */
+static_assert(RESOURCE_V1_SIZE == 1352 && RESOURCE_V2_SIZE == 1360, "old record layouts moved");
+static_assert(STORE_COMMAND_MAX < 1024 && STORE_MESSAGE_MAX < 256, "fields outgrew the old layouts");
+static_assert(STORE_COMMAND_MAX <= UINT16_MAX && STORE_MESSAGE_MAX <= UINT16_MAX,
+              "lengths are 16 bits");
+
+/* Decodes the record v of n bytes into out (zeroed).  0 or COORD_EPROTO. */
+static int resource_decode(const void *v, size_t n, struct store_resource *out)
+{
+	uint32_t version;
+	memset(out, 0, sizeof *out);
+	if (n < sizeof version)
+		return COORD_EPROTO;
+	memcpy(&version, v, sizeof version);
+	if (version == 3 && n >= sizeof(struct resource_v3)) {
+		struct resource_v3 h;
+		memcpy(&h, v, sizeof h);
+		if (h.command_len > STORE_COMMAND_MAX || h.message_len > STORE_MESSAGE_MAX ||
+		    n != sizeof h + h.command_len + h.message_len)
+			return COORD_EPROTO;
+		*out = (struct store_resource){
+			.version = 3, .policy = h.policy, .sqlite_mode = h.sqlite_mode,
+			.timeout_ms = h.timeout_ms, .token_ceiling = h.token_ceiling,
+			.checkpoints = h.checkpoints, .last_at_ms = h.last_at_ms,
+			.last_duration_us = h.last_duration_us, .last_result = h.last_result,
+			.wal_before = h.wal_before, .wal_after = h.wal_after,
+			.max_hold_ms = h.max_hold_ms, .recall_grace_ms = h.recall_grace_ms,
+		};
+		memcpy(out->command, (const char *)v + sizeof h, h.command_len);
+		memcpy(out->message, (const char *)v + sizeof h + h.command_len, h.message_len);
+		return 0;
+	}
+	if ((version == 1 && n == RESOURCE_V1_SIZE) || (version == 2 && n == RESOURCE_V2_SIZE)) {
+		struct resource_fixed f = { 0 }; /* version 1: the limits stay 0 */
+		memcpy(&f, v, n);
+		*out = (struct store_resource){
+			.version = version, .policy = f.policy, .sqlite_mode = f.sqlite_mode,
+			.timeout_ms = f.timeout_ms, .token_ceiling = f.token_ceiling,
+			.checkpoints = f.checkpoints, .last_at_ms = f.last_at_ms,
+			.last_duration_us = f.last_duration_us, .last_result = f.last_result,
+			.wal_before = f.wal_before, .wal_after = f.wal_after,
+			.max_hold_ms = f.max_hold_ms, .recall_grace_ms = f.recall_grace_ms,
+		};
+		snprintf(out->command, sizeof out->command, "%.*s", (int)(sizeof f.command - 1),
+		         f.command);
+		snprintf(out->message, sizeof out->message, "%.*s", (int)(sizeof f.message - 1),
+		         f.message);
+		return 0;
+	}
+	return COORD_EPROTO;
+}
+
+/* Encodes r as version 3 into buf (of at least sizeof(struct resource_v3)
+ * + STORE_COMMAND_MAX + STORE_MESSAGE_MAX bytes).  Returns its length, or
+ * 0 if a string is not terminated within its array. */
+static size_t resource_encode(const struct store_resource *r, char *buf)
+{
+	size_t cl = strnlen(r->command, sizeof r->command);
+	size_t ml = strnlen(r->message, sizeof r->message);
+	struct resource_v3 h = {
+		.version = 3, .policy = r->policy, .sqlite_mode = r->sqlite_mode,
+		.timeout_ms = r->timeout_ms, .token_ceiling = r->token_ceiling,
+		.checkpoints = r->checkpoints, .last_at_ms = r->last_at_ms,
+		.last_duration_us = r->last_duration_us, .wal_before = r->wal_before,
+		.wal_after = r->wal_after, .last_result = r->last_result,
+		.max_hold_ms = r->max_hold_ms, .recall_grace_ms = r->recall_grace_ms,
+	};
+	if (cl > STORE_COMMAND_MAX || ml > STORE_MESSAGE_MAX)
+		return 0;
+	h.command_len = (uint16_t)cl;
+	h.message_len = (uint16_t)ml;
+	memcpy(buf, &h, sizeof h);
+	memcpy(buf + sizeof h, r->command, cl);
+	memcpy(buf + sizeof h + cl, r->message, ml);
+	return sizeof h + cl + ml;
+}
+
 int store_resource_load(struct store *s, const char *name, struct store_resource *out)
 {
 	MDB_txn *txn;
@@ -399,22 +519,27 @@ int store_resource_load(struct store *s, const char *name, struct store_resource
 		return lmdb_err(rc);
 	rc = mdb_get(txn, s->resources, &k, &v);
 	if (rc == 0) {
-		/* Older, shorter records load with the new fields zeroed. */
-		memcpy(out, v.mv_data, v.mv_size < sizeof *out ? v.mv_size : sizeof *out);
-		out->command[STORE_COMMAND_MAX] = 0;
-		out->message[STORE_MESSAGE_MAX] = 0;
+		rc = resource_decode(v.mv_data, v.mv_size, out);
+		mdb_txn_abort(txn);
+		if (rc < 0 && s->log)
+			log_event(s->log, "error", "op=resource-load resource=%s size=%zu code=%s",
+			          log_quote(s->log, name), v.mv_size, coord_proto_errname(rc));
+		return rc;
 	}
 	mdb_txn_abort(txn);
 	if (rc == MDB_NOTFOUND)
 		return COORD_ENOENT;
-	return rc ? lmdb_err(rc) : 0;
+	return lmdb_err(rc);
 }
 
 int store_resource_save(struct store *s, const char *name, const struct store_resource *r)
 {
 	MDB_txn *txn = NULL;
-	MDB_val k = { strlen(name), (void *)name }, v = { sizeof *r, (void *)r };
+	char buf[sizeof(struct resource_v3) + STORE_COMMAND_MAX + STORE_MESSAGE_MAX];
+	MDB_val k = { strlen(name), (void *)name }, v = { resource_encode(r, buf), buf };
 	int rc;
+	if (!v.mv_size)
+		return COORD_EINVAL;
 	if (!s->state)
 		return COORD_ESYS;
 	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
@@ -433,6 +558,54 @@ fail:
 	if (txn)
 		mdb_txn_abort(txn);
 	return failed(s, s->state, rc);
+}
+
+/* ---- fencing tokens ---- */
+
+/* Durably raises the token ceiling to `ceiling` (a synced commit of
+ * state.mdb). */
+static int reserve_tokens(struct store *s, uint64_t ceiling)
+{
+	MDB_val k = key("token_ceiling"), v = { sizeof ceiling, &ceiling };
+	MDB_txn *txn = NULL;
+	int rc;
+	if (!s->state)
+		return COORD_ESYS;
+	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
+	if (rc)
+		goto fail;
+	rc = mdb_put(txn, s->state_meta, &k, &v, 0);
+	if (rc)
+		goto fail;
+	rc = mdb_txn_commit(txn);
+	txn = NULL;
+	if (rc)
+		goto fail;
+	succeeded(s, s->state);
+	s->token_ceiling = ceiling;
+	return 0;
+fail:
+	if (txn)
+		mdb_txn_abort(txn);
+	return failed(s, s->state, rc);
+}
+
+int store_token_take(struct store *s, uint64_t above, uint64_t *token)
+{
+	uint64_t t = s->token_next > above ? s->token_next : above + 1;
+	if (t > s->token_ceiling) {
+		int rc = reserve_tokens(s, t + STORE_TOKEN_BLOCK - 1);
+		if (rc < 0)
+			return rc;
+	}
+	s->token_next = t + 1;
+	*token = t;
+	return 0;
+}
+
+uint64_t store_token_ceiling(const struct store *s)
+{
+	return s->token_ceiling;
 }
 
 /* Durably reserves lease ids up to past `id` (a synced commit of

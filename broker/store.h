@@ -12,13 +12,21 @@
 #define STORE_COMMAND_MAX COORD_COMMAND_MAX
 #define STORE_MESSAGE_MAX 255
 
-/* Value of the "resources" database of state.mdb (durable). */
+/* A record of the "resources" database of state.mdb (durable), in memory.
+ * On disk it is version 3, a fixed header and then the command and the
+ * message only as long as they are (encoded and decoded in store.c only;
+ * docs/design.md, "LMDB schema"); versions 1 and 2, this struct's fixed
+ * layout without and with the hold limits, still load. */
 struct store_resource {
-	uint32_t version;          /* STORE_RESOURCE_VERSION */
+	uint32_t version;          /* STORE_RESOURCE_VERSION once saved */
 	uint32_t policy;           /* COORD_POLICY_* */
 	uint32_t sqlite_mode;      /* COORD_SQLITE_* */
 	uint32_t timeout_ms;       /* checkpoint time limit, 0: default */
-	uint64_t token_ceiling;    /* no token above this was ever granted */
+	uint64_t token_ceiling;    /* a lower bound: every write token ever granted
+	                              on it is at most max(this, the directory's
+	                              token ceiling).  Versions 1-2: the resource's
+	                              own reservation; version 3: its last write
+	                              token as of this save (see grants.c) */
 	uint64_t checkpoints;
 	uint64_t last_at_ms;       /* wall clock */
 	uint64_t last_duration_us;
@@ -31,7 +39,7 @@ struct store_resource {
 	uint32_t max_hold_ms;
 	uint32_t recall_grace_ms;
 };
-#define STORE_RESOURCE_VERSION 2
+#define STORE_RESOURCE_VERSION 3
 
 /* A lease record of leases.mdb, as recorded (for adoption and tools). */
 struct store_lease {
@@ -86,10 +94,29 @@ static inline int store_condition(int rc)
 	return rc == COORD_EFULL || rc == COORD_ENOSPC;
 }
 
-/* 0 and *out filled, COORD_ENOENT if never stored (out zeroed), or error. */
+/* 0 and *out filled (any version; out->version says which), COORD_ENOENT
+ * if never stored (out zeroed), COORD_EPROTO for a record of no known
+ * layout (a newer broker's, or damaged), or another error. */
 int store_resource_load(struct store *s, const char *name, struct store_resource *out);
-/* Durable: returns only once the record is on disk. */
+/* Durable: returns only once the record is on disk, as version 3
+ * (whatever r->version says).  COORD_EINVAL if r's command or message is
+ * not terminated within its array. */
 int store_resource_save(struct store *s, const char *name, const struct store_resource *r);
+
+/* Fencing tokens: one counter for the whole directory, so tokens rise
+ * across resources, brokers, crashes and reboots.  The meta record
+ * `token_ceiling` of state.mdb is durable before any token above its old
+ * value is handed out: a broker starts counting above it. */
+#define STORE_TOKEN_BLOCK 4096
+/* Takes the next token: the smallest above `above` (the resource's own
+ * lower bound) and above every token taken before in this directory.
+ * When it is above the durable ceiling, the ceiling is first raised to
+ * it + STORE_TOKEN_BLOCK - 1 with one synced commit; otherwise nothing is
+ * written.  Returns 0 and *token, or COORD_EFULL, COORD_ENOSPC, COORD_ESYS
+ * with nothing taken. */
+int store_token_take(struct store *s, uint64_t above, uint64_t *token);
+/* The durable ceiling: no token above it was ever handed out. */
+uint64_t store_token_ceiling(const struct store *s);
 
 /* Lease records are changed in batches (docs/design.md, "Group commit"):
  * store_lease_put() and store_lease_del() only add to the batch, and

@@ -297,8 +297,8 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r);
  *                    Readers sharing a resource never form a cycle; waits
  *                    outside coord are not seen.
  *   COORD_ELIMIT     the broker's lease or waiter table is full.
- *   COORD_EFULL      the broker's state.mdb is full (a first write grant
- *                    of a resource needs a record there): held leases are
+ *   COORD_EFULL      the broker's state.mdb is full (one write grant in
+ *                    4096 records a new token ceiling there): held leases are
  *                    kept; restart coordd with a larger --map-size.
  *   COORD_ENOSPC     the instance directory's filesystem is full: held
  *                    leases are kept, and grants resume once space is
