@@ -157,6 +157,7 @@ static void after_events(void *ud)
 {
 	struct broker *b = ud;
 	int64_t next;
+	requests_decide_tries(b);
 	commit_and_send(b);
 	clients_reap(&b->clients);
 	commit_and_send(b);

@@ -138,6 +138,14 @@ static void log_refusal(struct broker *b, const struct owner *o, const char *nam
 	}
 }
 
+/* A try-once request refused for now, decided again at the end of the
+ * batch of events it came in (requests_decide_tries()). */
+struct deferred_try {
+	struct deferred_try *next;
+	struct client *client;
+	struct request req;
+};
+
 static void handle_acquire(struct broker *b, struct client *c, const struct request *req)
 {
 	struct owner *o = c->user;
@@ -153,6 +161,20 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 	deadline = req->timeout_ms < 0 ? -1 : now + req->timeout_ms;
 	rc = lease_table_request(b->table, req->name, o, req->mode, now, deadline, LT_FOR_CLIENT,
 	                         req->seq, req->label, &l, &w);
+	if (rc == COORD_EBUSY && !b->deciding_tries) {
+		/* A release needs no answer, so one its process sent before
+		 * this request, on another connection, may come later in this
+		 * same batch of events: decide once the batch is read. */
+		struct deferred_try *t = malloc(sizeof *t);
+		if (t) {
+			t->next = NULL;
+			t->client = c;
+			t->req = *req;
+			*(b->tries_tail ? &b->tries_tail->next : &b->tries) = t;
+			b->tries_tail = t;
+			return;
+		}
+	}
 	if (rc > 0) {
 		grants_send(b, o, req->seq, l); /* sent after the commit */
 	} else if (rc == 0) {
@@ -164,6 +186,20 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 		log_refusal(b, o, req->name, req->mode, rc);
 		client_reply(c, req->seq, rc);
 	}
+}
+
+void requests_decide_tries(struct broker *b)
+{
+	struct deferred_try *t = b->tries, *next;
+	b->tries = b->tries_tail = NULL;
+	b->deciding_tries = 1;
+	for (; t; t = next) {
+		next = t->next;
+		if (!t->client->dead) /* freed only by clients_reap(), after this */
+			handle_acquire(b, t->client, &t->req);
+		free(t);
+	}
+	b->deciding_tries = 0;
 }
 
 static void handle_release(struct broker *b, struct client *c, const struct request *req)

@@ -11,6 +11,10 @@
 
 /* One packet from c: decoded, checked, acted on and answered. */
 void requests_handle(struct broker *b, struct client *c, const void *buf, size_t len);
+/* Decides the try-once requests (timeout 0) of this batch of events that
+ * found their resource held: once the whole batch is read, so that a
+ * release read after them in it counts.  Called before the commit. */
+void requests_decide_tries(struct broker *b);
 
 /* struct lt_events.granted and .waiter_failed (ud is the broker). */
 int requests_granted(void *ud, struct lt_waiter *w, struct lt_lease *l);

@@ -64,6 +64,8 @@ struct broker {
 	struct region *region;
 	struct lease_table *table;
 	struct revocation *revocations; /* revoke.c */
+	struct deferred_try *tries, *tries_tail; /* requests.c */
+	int deciding_tries;
 	struct owner *detached;    /* adopted owners not attached yet (adopt.c) */
 	size_t ndetached;
 	uint64_t first_lease_id;   /* from the store */

@@ -304,3 +304,32 @@ Test(broker, concurrent_autostart_yields_one_broker)
 	kill(broker_pid, SIGTERM);
 	setenv("COORD_NO_AUTOSTART", "1", 1);
 }
+
+/* A release sends no answer.  A try-once request the same process sends
+ * right after it on another connection (another thread) must see the
+ * resource free: the broker decides a try-once refusal only after the
+ * whole batch of events it read with the request. */
+Test(broker, a_try_once_after_a_release_on_another_connection_is_granted)
+{
+	coord_t *a = connect_ok(), *b = connect_ok();
+	coord_resource_t *ra, *rb;
+	int busy = 0;
+	cr_assert_eq(coord_resource_open(a, "key:order", &ra), 0, "open");
+	cr_assert_eq(coord_resource_open(b, "key:order", &rb), 0, "open");
+	for (int i = 0; i < 300; i++) {
+		coord_lease_t *l, *m;
+		cr_assert_eq(coord_resource_acquire(ra, COORD_WRITE, 1000, NULL, &l), 0, "a's lease");
+		coord_release(l);
+		if (coord_resource_acquire(rb, COORD_WRITE, 0, NULL, &m) == 0)
+			coord_release(m);
+		else
+			busy++;
+		/* b's release must reach the broker before a's next request is
+		 * read, for the same reason: a's next acquire waits for it */
+	}
+	cr_assert_eq(busy, 0, "%d of 300 try-once requests saw a lease released before them", busy);
+	coord_resource_close(ra);
+	coord_resource_close(rb);
+	coord_disconnect(a);
+	coord_disconnect(b);
+}
