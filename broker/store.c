@@ -562,11 +562,11 @@ fail:
 
 /* ---- fencing tokens ---- */
 
-/* Durably raises the token ceiling to `ceiling` (a synced commit of
- * state.mdb). */
-static int reserve_tokens(struct store *s, uint64_t ceiling)
+/* Durably writes one 64-bit value of state.mdb's meta (a synced
+ * commit). */
+static int meta_put(struct store *s, const char *name, uint64_t value)
 {
-	MDB_val k = key("token_ceiling"), v = { sizeof ceiling, &ceiling };
+	MDB_val k = key(name), v = { sizeof value, &value };
 	MDB_txn *txn = NULL;
 	int rc;
 	if (!s->state)
@@ -582,12 +582,20 @@ static int reserve_tokens(struct store *s, uint64_t ceiling)
 	if (rc)
 		goto fail;
 	succeeded(s, s->state);
-	s->token_ceiling = ceiling;
 	return 0;
 fail:
 	if (txn)
 		mdb_txn_abort(txn);
 	return failed(s, s->state, rc);
+}
+
+/* Durably raises the token ceiling to `ceiling`. */
+static int reserve_tokens(struct store *s, uint64_t ceiling)
+{
+	int rc = meta_put(s, "token_ceiling", ceiling);
+	if (rc == 0)
+		s->token_ceiling = ceiling;
+	return rc;
 }
 
 int store_token_take(struct store *s, uint64_t above, uint64_t *token)
@@ -614,28 +622,10 @@ uint64_t store_token_ceiling(const struct store *s)
 static int reserve_ids(struct store *s, uint64_t id)
 {
 	uint64_t next = id + ID_RESERVE;
-	MDB_val k = key("next_lease_id"), v = { sizeof next, &next };
-	MDB_txn *txn = NULL;
-	int rc;
-	if (!s->state)
-		return COORD_ESYS;
-	rc = mdb_txn_begin(s->state, NULL, 0, &txn);
-	if (rc)
-		goto fail;
-	rc = mdb_put(txn, s->state_meta, &k, &v, 0);
-	if (rc)
-		goto fail;
-	rc = mdb_txn_commit(txn);
-	txn = NULL;
-	if (rc)
-		goto fail;
-	succeeded(s, s->state);
-	s->id_reserved = next;
-	return 0;
-fail:
-	if (txn)
-		mdb_txn_abort(txn);
-	return failed(s, s->state, rc);
+	int rc = meta_put(s, "next_lease_id", next);
+	if (rc == 0)
+		s->id_reserved = next;
+	return rc;
 }
 
 /* Deletes the records of txn's undeleted leases (in the same transaction

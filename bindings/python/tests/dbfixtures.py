@@ -6,6 +6,7 @@ Paths come from the environment meson test sets (COORD_TEST_COORDD,
 COORD_TEST_COORDCTL, COORD_LIBRARY), else from ../../../build, so
 `pytest bindings/python/tests` works after `ninja -C build` too.
 """
+from conftest import wait_until
 import os
 import select
 import signal
@@ -32,14 +33,7 @@ import coord  # noqa: E402  (needs the path above)
 def wait_for(condition, what, timeout=10.0):
     """Polls `condition` until it returns a true value, which it returns;
     fails the test after `timeout` seconds, naming `what`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
+    return wait_until(condition, timeout, what)
 
 
 def coordctl(instance, *args, check=True):
