@@ -32,7 +32,6 @@
 
 #include "lease_table.h"
 
-#define NO_HEAP ((size_t)-1)
 
 /* An owner with queued waiters, in the table's index by owner pointer: the
  * deadlock walk goes from an owner to what it waits for.  The walk_*
@@ -55,8 +54,7 @@ struct lease_table {
 	size_t nresources, nleases, nwaiters;
 	size_t max_leases, max_waiters;
 	uint64_t next_id;
-	struct lt_timer **heap;     /* every armed deadline, min-heap */
-	size_t heap_len, heap_cap;
+	struct lt_heap heap;        /* every armed deadline */
 	uint64_t walk_epoch;        /* one per deadlock walk */
 	struct lt_cycle cycle;      /* the last refusal's; len 0: none */
 };
@@ -66,93 +64,7 @@ static int resource_cmp(const void *a, const void *b)
 	return strcmp(((const struct lt_resource *)a)->name, ((const struct lt_resource *)b)->name);
 }
 
-/* ---- deadline heap ---- */
-
-static void heap_swap(struct lease_table *t, size_t i, size_t j)
-{
-	struct lt_timer *tmp = t->heap[i];
-	t->heap[i] = t->heap[j];
-	t->heap[j] = tmp;
-	t->heap[i]->heap_index = i;
-	t->heap[j]->heap_index = j;
-}
-
-static void heap_up(struct lease_table *t, size_t i)
-{
-	while (i > 0) {
-		size_t p = (i - 1) / 2;
-		if (t->heap[p]->deadline_ms <= t->heap[i]->deadline_ms)
-			break;
-		heap_swap(t, i, p);
-		i = p;
-	}
-}
-
-static void heap_down(struct lease_table *t, size_t i)
-{
-	for (;;) {
-		size_t l = 2 * i + 1, r = l + 1, m = i;
-		if (l < t->heap_len && t->heap[l]->deadline_ms < t->heap[m]->deadline_ms)
-			m = l;
-		if (r < t->heap_len && t->heap[r]->deadline_ms < t->heap[m]->deadline_ms)
-			m = r;
-		if (m == i)
-			return;
-		heap_swap(t, i, m);
-		i = m;
-	}
-}
-
-/* Makes room for n timers in all, so pushes up to there cannot fail.
- * Returns 0 or COORD_ENOMEM. */
-static int heap_reserve(struct lease_table *t, size_t n)
-{
-	size_t cap = t->heap_cap ? t->heap_cap : 64;
-	struct lt_timer **h;
-	if (n <= t->heap_cap)
-		return 0;
-	while (cap < n)
-		cap *= 2;
-	h = realloc(t->heap, cap * sizeof *h);
-	if (!h)
-		return COORD_ENOMEM;
-	t->heap = h;
-	t->heap_cap = cap;
-	return 0;
-}
-
-static int heap_push(struct lease_table *t, struct lt_timer *w)
-{
-	if (heap_reserve(t, t->heap_len + 1) < 0)
-		return COORD_ENOMEM;
-	w->heap_index = t->heap_len;
-	t->heap[t->heap_len++] = w;
-	heap_up(t, w->heap_index);
-	return 0;
-}
-
-static void heap_remove(struct lease_table *t, struct lt_timer *w)
-{
-	size_t i = w->heap_index;
-	if (i == NO_HEAP)
-		return;
-	t->heap_len--;
-	if (i != t->heap_len) {
-		t->heap[i] = t->heap[t->heap_len];
-		t->heap[i]->heap_index = i;
-		heap_down(t, i);
-		heap_up(t, t->heap[i]->heap_index);
-	}
-	w->heap_index = NO_HEAP;
-}
-
-/* Moves an armed timer to its new deadline. */
-static void heap_move(struct lease_table *t, struct lt_timer *w, int64_t deadline_ms)
-{
-	w->deadline_ms = deadline_ms;
-	heap_down(t, w->heap_index);
-	heap_up(t, w->heap_index);
-}
+/* ---- timers (deadline_heap.c) ---- */
 
 static struct lt_waiter *waiter_of(struct lt_timer *tm)
 {
@@ -193,15 +105,15 @@ static int64_t limit_due(const struct lt_lease *l)
 static void limit_arm(struct lease_table *t, struct lt_lease *l)
 {
 	if (!limited(l->res) || l->limit_fired) {
-		heap_remove(t, &l->timer);
+		lt_heap_remove(&t->heap, &l->timer);
 		return;
 	}
-	if (l->timer.heap_index == NO_HEAP) {
+	if (l->timer.heap_index == LT_HEAP_NONE) {
 		l->timer.deadline_ms = limit_due(l);
-		heap_push(t, &l->timer); /* room was made */
+		lt_heap_push(&t->heap, &l->timer); /* room was made */
 		return;
 	}
-	heap_move(t, &l->timer, limit_due(l));
+	lt_heap_move(&t->heap, &l->timer, limit_due(l));
 }
 
 int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint32_t max_hold_ms,
@@ -210,7 +122,7 @@ int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint3
 	size_t n = 0;
 	for (struct lt_lease *l = res->holders; l; l = l->res_next)
 		n++;
-	if (heap_reserve(t, t->heap_len + n) < 0)
+	if (lt_heap_reserve(&t->heap, t->heap.len + n) < 0)
 		return COORD_ENOMEM;
 	res->max_hold_ms = max_hold_ms;
 	res->recall_grace_ms = recall_grace_ms;
@@ -514,12 +426,12 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	int rc;
 	if (t->nleases >= t->max_leases)
 		return COORD_ELIMIT;
-	if (limited(res) && heap_reserve(t, t->heap_len + 1) < 0)
+	if (limited(res) && lt_heap_reserve(&t->heap, t->heap.len + 1) < 0)
 		return COORD_ENOMEM;
 	l = calloc(1, sizeof *l);
 	if (!l)
 		return COORD_ENOMEM;
-	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, NO_HEAP };
+	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, LT_HEAP_NONE };
 	l->id = t->next_id;
 	l->mode = mode;
 	l->token = mode == COORD_WRITE ? res->token + 1 : res->token;
@@ -561,7 +473,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 		rc = COORD_EBUSY;
 		goto done;
 	}
-	if (limited(res) && heap_reserve(t, t->heap_len + 1) < 0) {
+	if (limited(res) && lt_heap_reserve(&t->heap, t->heap.len + 1) < 0) {
 		rc = COORD_ENOMEM;
 		goto done;
 	}
@@ -570,7 +482,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 		rc = COORD_ENOMEM;
 		goto done;
 	}
-	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, NO_HEAP };
+	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, LT_HEAP_NONE };
 	l->id = a->id;
 	l->mode = a->mode;
 	l->token = a->token;
@@ -606,7 +518,7 @@ static void queue_unlink(struct lease_table *t, struct lt_waiter *w)
 	w->next = w->prev = NULL;
 	res->nwaiters--;
 	t->nwaiters--;
-	heap_remove(t, &w->timer);
+	lt_heap_remove(&t->heap, &w->timer);
 	owner_remove_waiter(t, w);
 }
 
@@ -714,12 +626,12 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	w->seq = seq;
 	w->purpose = purpose;
 	w->since_ms = now_ms;
-	w->timer = (struct lt_timer){ LT_TIMER_WAITER, deadline_ms, NO_HEAP };
+	w->timer = (struct lt_timer){ LT_TIMER_WAITER, deadline_ms, LT_HEAP_NONE };
 	w->res = res;
 	if (label)
 		strncpy(w->label, label, sizeof w->label - 1);
 	if (deadline_ms >= 0) {
-		rc = heap_push(t, &w->timer);
+		rc = lt_heap_push(&t->heap, &w->timer);
 		if (rc < 0) {
 			free(w);
 			goto done;
@@ -727,7 +639,7 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	}
 	rc = owner_add_waiter(t, w);
 	if (rc < 0) {
-		heap_remove(t, &w->timer);
+		lt_heap_remove(&t->heap, &w->timer);
 		free(w);
 		goto done;
 	}
@@ -765,7 +677,7 @@ void lease_table_release(struct lease_table *t, struct lt_lease *l, const char *
 	else
 		res->readers--;
 	t->nleases--;
-	heap_remove(t, &l->timer);
+	lt_heap_remove(&t->heap, &l->timer);
 	if (t->ev.released)
 		res->blocked |= t->ev.released(t->ud, l, why);
 	free(l);
@@ -786,22 +698,23 @@ void lease_table_cancel(struct lease_table *t, struct lt_waiter *w)
 void lease_table_expire(struct lease_table *t, int64_t now_ms)
 {
 	t->cycle.len = 0;
-	while (t->heap_len && t->heap[0]->deadline_ms <= now_ms) {
+	struct lt_timer *top;
+	while ((top = lt_heap_top(&t->heap)) && top->deadline_ms <= now_ms) {
 		struct lt_waiter *w;
 		struct lt_resource *res;
-		if (t->heap[0]->kind == LT_TIMER_LEASE) {
-			struct lt_lease *l = lease_of(t->heap[0]);
+		if (top->kind == LT_TIMER_LEASE) {
+			struct lt_lease *l = lease_of(top);
 			int why = l->recalled_ms >= 0 && l->res->recall_grace_ms &&
 			                  l->recalled_ms + l->res->recall_grace_ms <= now_ms
 			          ? LT_LIMIT_RECALL_GRACE
 			          : LT_LIMIT_MAX_HOLD;
-			heap_remove(t, &l->timer);
+			lt_heap_remove(&t->heap, &l->timer);
 			l->limit_fired = 1;
 			if (t->ev.limit)
 				t->ev.limit(t->ud, l, why);
 			continue;
 		}
-		w = waiter_of(t->heap[0]);
+		w = waiter_of(top);
 		res = w->res;
 		queue_unlink(t, w);
 		if (t->ev.waiter_failed)
@@ -814,7 +727,8 @@ void lease_table_expire(struct lease_table *t, int64_t now_ms)
 
 int64_t lease_table_next_deadline(const struct lease_table *t)
 {
-	return t->heap_len && t->heap[0]->deadline_ms != LT_NEVER ? t->heap[0]->deadline_ms : -1;
+	const struct lt_timer *top = lt_heap_top(&t->heap);
+	return top && top->deadline_ms != LT_NEVER ? top->deadline_ms : -1;
 }
 
 void lease_table_block(struct lease_table *t, struct lt_resource *res, int bits)
@@ -889,7 +803,7 @@ void lease_table_free(struct lease_table *t)
 	lease_table_foreach(t, close_resource, t);
 	tdestroy(t->root, free_resource);
 	tdestroy(t->owners, free);
-	free(t->heap);
+	lt_heap_free(&t->heap);
 	free(t);
 }
 

@@ -11,18 +11,9 @@
 #include <stdint.h>
 
 #include "coord.h"
+#include "deadline_heap.h"
 
 struct lt_resource;
-
-/* A deadline in the table's heap.  Waiters embed one (their timeout),
- * and so do leases of resources with hold limits (when the limit falls
- * due), in the same heap, so one timerfd serves both. */
-enum { LT_TIMER_WAITER = 1, LT_TIMER_LEASE = 2 };
-struct lt_timer {
-	int kind;                   /* LT_TIMER_* */
-	int64_t deadline_ms;        /* monotonic; -1: none, not in the heap */
-	size_t heap_index;
-};
 
 struct lt_lease {
 	uint64_t id;
