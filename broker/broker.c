@@ -32,6 +32,7 @@
 
 #include "adopt.h"
 #include "broker.h"
+#include "cache.h"
 #include "grants.h"
 #include "instance.h"
 #include "requests.h"
@@ -120,6 +121,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		lease_table_release(b->table, o->leases, why);
 	ckpt_jobs_forget(&b->jobs, o);
 	revoke_forget(b, o);
+	cache_client_gone(c);
 	c->user = NULL;
 	free(o);
 }
@@ -158,8 +160,10 @@ static void after_events(void *ud)
 	struct broker *b = ud;
 	int64_t next;
 	requests_decide_tries(b);
+	cache_drops_run(b);
 	commit_and_send(b);
 	clients_reap(&b->clients);
+	cache_drops_run(b);
 	commit_and_send(b);
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
 	next = earliest(next, revoke_next_deadline(b));

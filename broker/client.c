@@ -50,6 +50,7 @@
 #endif
 
 #include "client.h"
+#include "ufd.h"
 
 #ifndef SO_PEERPIDFD
 #define SO_PEERPIDFD 77
@@ -242,12 +243,51 @@ void client_reply(struct client *c, uint32_t seq, int status)
 	client_send(c, &r, sizeof r);
 }
 
+/* One packet into buf, with the first descriptor that came with it in
+ * c->rx_fd.  Before c has a cache page nothing is received but bytes: the
+ * kernel drops the descriptors a client sends without the broker ever
+ * holding them.  Afterwards every descriptor is received, and all but the
+ * first closed (ufd.c: never waiting on a filesystem daemon). */
+static ssize_t receive(struct client *c, char *buf, size_t size)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(4 * sizeof(int))];
+	} ctl;
+	struct iovec iov = { buf, size };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+		             .msg_controllen = sizeof ctl.buf };
+	ssize_t n;
+	if (!c->cache)
+		return recv(c->fd, buf, size, MSG_DONTWAIT | MSG_TRUNC);
+	n = recvmsg(c->fd, &mh, MSG_DONTWAIT | MSG_TRUNC | MSG_CMSG_CLOEXEC);
+	if (n < 0)
+		return n;
+	if (mh.msg_flags & MSG_TRUNC)
+		n = (ssize_t)size + 1;
+	for (struct cmsghdr *cm = CMSG_FIRSTHDR(&mh); cm; cm = CMSG_NXTHDR(&mh, cm)) {
+		size_t nfd;
+		if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+			continue;
+		nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+		for (size_t i = 0; i < nfd; i++) {
+			int fd;
+			memcpy(&fd, CMSG_DATA(cm) + i * sizeof(int), sizeof fd);
+			if (c->rx_fd < 0)
+				c->rx_fd = fd;
+			else
+				ufd_close(fd);
+		}
+	}
+	return n;
+}
+
 static void readable(struct client *c)
 {
 	char buf[COORD_MSG_MAX];
 	/* Bounded per wakeup, so one busy client cannot starve the others. */
 	for (int i = 0; i < 64 && !c->dead; i++) {
-		ssize_t n = recv(c->fd, buf, sizeof buf, MSG_DONTWAIT | MSG_TRUNC);
+		ssize_t n = receive(c, buf, sizeof buf);
 		if (n < 0 && (errno == EAGAIN || errno == EINTR))
 			return;
 		if (n <= 0) {
@@ -255,6 +295,11 @@ static void readable(struct client *c)
 			return;
 		}
 		c->set->ev.packet(c->set->ud, c, buf, (size_t)n);
+		if (c->rx_fd >= 0) {
+			/* nobody wanted it */
+			ufd_close(c->rx_fd);
+			c->rx_fd = -1;
+		}
 	}
 }
 
@@ -632,6 +677,7 @@ static int accept_one(struct clients *cs)
 	c->fd = fd;
 	c->pidfd = pidfd;
 	c->notify_fd = -1;
+	c->rx_fd = -1;
 	c->pid = cred.pid;
 	c->uid = cred.uid;
 	c->admin = admin;

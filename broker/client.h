@@ -15,6 +15,7 @@
 
 struct outbuf;
 struct clients;
+struct cache_page;
 
 struct client {
 	struct clients *set;
@@ -31,6 +32,11 @@ struct client {
 	const char *dead_reason;
 	struct watch sock_watch, pid_watch;
 	int notify_fd;             /* write end of the NOTIFY pipe, or -1 */
+	struct cache_page *cache;  /* its cache page (cache.c), or NULL; from
+	                              then on its packets may carry descriptors */
+	int rx_fd;                 /* the descriptor that came with the packet
+	                              being handled, or -1; a handler that
+	                              keeps it sets -1 */
 	struct outbuf *out_head, *out_tail;
 	size_t out_bytes;
 	/* A long answer produced as the socket drains (client_stream()) */

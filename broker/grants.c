@@ -38,6 +38,7 @@
 #include <unistd.h>
 
 #include "state.h"
+#include "cache.h"
 #include "grants.h"
 
 /* A GRANT (or ATTACH answer) queued this iteration, not sent before the
@@ -230,6 +231,7 @@ void grants_recall(void *ud, struct lt_lease *l)
 	struct owner *o = l->owner;
 	region_slot_flag(b->region, l->slot, COORD_SLOT_RECALL);
 	grants_notify(o->client);
+	cache_recalled(b, l); /* a cached grant nobody is inside goes at once */
 	log_event(&b->log, "recall", "lease=%llu resource=%s mode=%s pid=%d comm=%s held_ms=%lld",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm),
@@ -242,6 +244,9 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	struct owner *o = l->owner;
 	int rc;
 
+	/* A cached grant's kernel lock goes first: its holder reuses the
+	 * descriptor once it sees the slot cleared. */
+	cache_unbind(b, l);
 	/* Clear the slot first: from here on the old holder's
 	 * coord_lease_valid() is false, before anyone else is granted. */
 	region_slot_free(b->region, l->slot);
@@ -252,7 +257,7 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 		log_event(&b->log, "error", "op=lease-record-delete lease=%llu code=%s",
 		          (unsigned long long)l->id, coord_proto_errname(rc));
 	grants_unlink(o, l);
-	log_event(&b->log, strcmp(why, "release") ? "reclaim" : "release",
+	log_event(&b->log, strcmp(why, "release") && strcmp(why, "cached-idle") ? "reclaim" : "release",
 	          "lease=%llu resource=%s mode=%s token=%llu pid=%d comm=%s held_ms=%lld reason=%s",
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,

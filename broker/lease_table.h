@@ -14,6 +14,7 @@
 #include "deadline_heap.h"
 
 struct lt_resource;
+struct cache_page;
 
 struct lt_lease {
 	uint64_t id;
@@ -36,6 +37,13 @@ struct lt_lease {
 	                               none is due yet */
 	struct lt_lease *res_next, *res_prev;
 	struct lt_lease *own_next, *own_prev; /* the broker's per-owner list */
+	/* The broker's, for a cached read grant (cache.c): */
+	int cached;                 /* bound to an entry of a cache page */
+	int cache_drop;             /* queued to be taken back */
+	uint32_t cache_entry;
+	int cache_fd;               /* its kernel lock, or -1 (when cached) */
+	struct cache_page *cache_page; /* its connection's, NULL once gone */
+	struct lt_lease *drop_next, *drop_prev;
 	char label[COORD_LABEL_MAX + 1];
 };
 

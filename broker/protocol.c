@@ -100,15 +100,17 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		if (len != sizeof m)
 			return COORD_EPROTO;
 		memcpy(&m, p, sizeof m);
-		if (m.flags & ~(uint32_t)COORD_RELEASE_NO_REPLY)
+		if (m.flags & ~(uint32_t)(COORD_RELEASE_NO_REPLY | COORD_RELEASE_CACHE))
 			return COORD_EINVAL;
 		req->lease_id = m.lease_id;
 		req->flags = m.flags;
+		req->entry = m.entry; /* checked against the page by cache.c */
 		return 0;
 	}
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
 	case COORD_MSG_NOTIFY:
+	case COORD_MSG_CACHE:
 		return len == sizeof h ? 0 : COORD_EPROTO;
 	case COORD_MSG_CANCEL: {
 		coord_msg_cancel m;

@@ -17,6 +17,7 @@ struct request {
 	uint64_t lease_id;          /* RELEASE, ATTACH (0: done) */
 	uint64_t client_id, secret; /* ATTACH */
 	uint32_t flags;             /* RELEASE */
+	uint32_t entry;             /* RELEASE with COORD_RELEASE_CACHE */
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	uint64_t pid;               /* REVOKE (with lease_id or name) */
 	uint32_t grace_ms;          /* REVOKE */

@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include "adopt.h"
+#include "cache.h"
 #include "checkpoint_child.h"
 #include "grants.h"
 #include "protocol.h"
@@ -209,6 +210,21 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
 	for (l = o->leases; l; l = l->own_next)
 		if (l->id == req->lease_id)
 			break;
+	if (req->flags & COORD_RELEASE_CACHE) {
+		/* Kept as a cached grant, or (not qualifying) released. */
+		int rc = cache_bind(b, c, l, req->entry, &c->rx_fd);
+		if (rc == COORD_EPROTO) {
+			client_kill(c, "protocol-error");
+			return;
+		}
+		if (rc == 0)
+			l = NULL;
+		else if (l)
+			lease_table_release(b->table, l, "release");
+		if (!(req->flags & COORD_RELEASE_NO_REPLY))
+			client_reply(c, req->seq, rc == 0 || l ? 0 : COORD_ENOLEASE);
+		return;
+	}
 	if (l)
 		lease_table_release(b->table, l, "release");
 	if (!(req->flags & COORD_RELEASE_NO_REPLY))
@@ -279,7 +295,7 @@ struct info_entry {
 	int64_t since_ms;          /* granted or queued, monotonic */
 	int64_t recalled_ms;       /* monotonic, or -1 */
 	const char *name, *label;
-	int adopted;
+	int flags;                 /* COORD_INFO_ADOPTED, ... */
 };
 
 /* A listing's answer, built whole when the request comes and sent as the
@@ -369,6 +385,13 @@ static struct listing *listing_new(struct client *c, uint32_t seq)
 	return ls;
 }
 
+/* COORD_INFO_* of a holder. */
+static int info_flags(const struct lt_lease *l)
+{
+	return (l->adopted ? COORD_INFO_ADOPTED : 0) | (l->cached ? COORD_INFO_CACHED : 0) |
+	       (cache_in_use(l) ? COORD_INFO_IN_USE : 0);
+}
+
 static int add_info(struct listing *ls, uint32_t seq, const struct info_entry *e, int64_t now)
 {
 	union {
@@ -390,7 +413,7 @@ static int add_info(struct listing *ls, uint32_t seq, const struct info_entry *e
 	m.i.name_len = (uint16_t)nl;
 	m.i.comm_len = (uint16_t)cl;
 	m.i.label_len = (uint16_t)ll;
-	m.i.flags = e->adopted ? COORD_INFO_ADOPTED : 0;
+	m.i.flags = (uint16_t)e->flags;
 	memcpy(p, e->name, nl);
 	memcpy(p + nl, e->who->comm, cl);
 	memcpy(p + nl + cl, e->label, ll);
@@ -411,7 +434,7 @@ static void list_resource(struct lt_resource *res, void *arg)
 	for (struct lt_lease *l = res->holders; l && !lw->rc; l = l->res_next) {
 		struct info_entry e = { COORD_INFO_HOLDER, l->mode, l->id, l->token, l->owner,
 			                l->granted_ms, l->recalled_ms, res->name, l->label,
-			                l->adopted };
+			                info_flags(l) };
 		lw->rc = add_info(lw->ls, lw->seq, &e, lw->now);
 	}
 	for (struct lt_waiter *w = res->head; w && !lw->rc; w = w->next) {
@@ -685,6 +708,27 @@ static void handle_notify(struct broker *b, struct client *c, const struct reque
 	}
 }
 
+/* CACHE: the connection's cache page (cache.c), a sealed memfd whose
+ * descriptor goes to the client with the reply. */
+static void handle_cache(struct broker *b, struct client *c, const struct request *req)
+{
+	coord_msg_reply r = { { COORD_MSG_REPLY, req->seq }, 0, 0 };
+	int fd = -1, rc = cache_page_make(c, &fd);
+	if (rc < 0) {
+		if (rc != COORD_EINVAL)
+			log_event(&b->log, "error", "op=cache-page pid=%d code=%s", (int)c->pid,
+			          coord_proto_errname(rc));
+		client_reply(c, req->seq, rc);
+		return;
+	}
+	rc = client_send_fd(c, &r, sizeof r, fd);
+	close(fd);
+	if (rc < 0) {
+		/* Answers are queued before it: the page stays unused. */
+		client_reply(c, req->seq, COORD_ESYS);
+	}
+}
+
 static void handle_checkpoint(struct broker *b, struct client *c, const struct request *req)
 {
 	struct owner *o = c->user;
@@ -791,6 +835,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_NOTIFY:
 		handle_notify(b, c, &req);
+		break;
+	case COORD_MSG_CACHE:
+		handle_cache(b, c, &req);
 		break;
 	case COORD_MSG_CANCEL:
 		handle_cancel(b, c, &req);

@@ -65,6 +65,7 @@ struct broker {
 	struct lease_table *table;
 	struct revocation *revocations; /* revoke.c */
 	struct deferred_try *tries, *tries_tail; /* requests.c */
+	struct lt_lease *cache_drops; /* idle cached grants recalled (cache.c) */
 	int deciding_tries;
 	struct owner *detached;    /* adopted owners not attached yet (adopt.c) */
 	size_t ndetached;

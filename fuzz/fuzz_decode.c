@@ -85,6 +85,7 @@ static size_t expected_length(const uint8_t *data, size_t size, uint32_t type)
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
 	case COORD_MSG_NOTIFY:
+	case COORD_MSG_CACHE:
 		return sizeof(coord_msg_hdr);
 	case COORD_MSG_ATTACH:
 		return sizeof(coord_msg_attach);
@@ -164,7 +165,7 @@ static void check_decoded(const uint8_t *data, size_t size, const struct request
 		coord_msg_release m;
 		memcpy(&m, data, sizeof m);
 		FUZZ_CHECK(req->lease_id == m.lease_id && req->flags == m.flags, "RELEASE fields differ");
-		FUZZ_CHECK((req->flags & ~(uint32_t)COORD_RELEASE_NO_REPLY) == 0, "RELEASE flags out of range");
+		FUZZ_CHECK((req->flags & ~(uint32_t)(COORD_RELEASE_NO_REPLY | COORD_RELEASE_CACHE)) == 0, "RELEASE flags out of range");
 		check_unused(req, 0, 0, 0);
 		break;
 	}

@@ -168,6 +168,9 @@ typedef struct coord_options {
 	 * (autostart, lost connection) here.  NULL: silent. */
 	void (*log)(void *userdata, int level, const char *message);
 	void *log_userdata;
+	int no_cache;           /* 1: no cached read grants: every read through a
+	                           resource handle asks the broker (also with
+	                           COORD_NO_CACHE=1); see coord_resource_acquire() */
 } coord_options_t;
 
 /* ------------------------------------------------------------------------ */

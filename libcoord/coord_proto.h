@@ -112,7 +112,7 @@ static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t siz
  * never include a NUL.  The broker checks every length and value; see
  * docs/design.md. */
 
-#define COORD_PROTO_VERSION 5
+#define COORD_PROTO_VERSION 6
 #define COORD_MSG_MAX 8192
 #define COORD_SEQ_NOTICE 0u
 
@@ -134,6 +134,10 @@ enum coord_msg_type {
 	                           in SCM_RIGHTS, the read end of a pipe the
 	                           broker writes a byte to at every recall of
 	                           this connection's leases */
+	COORD_MSG_CACHE,        /* coord_msg_hdr (protocol 6): answered with
+	                           REPLY{0} and, in SCM_RIGHTS, this
+	                           connection's cache page (a sealed memfd of
+	                           COORD_CACHE_PAGE_SIZE bytes, section 3) */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -199,13 +203,19 @@ typedef struct coord_msg_attach {
 	uint64_t secret;
 } coord_msg_attach;
 
-enum { COORD_RELEASE_NO_REPLY = 1 };
+/* COORD_RELEASE_CACHE (protocol 6): the holder keeps the read lease as
+ * a cached grant in entry `entry` of its cache page; with it, in
+ * SCM_RIGHTS, may come the descriptor of the lease's kernel lock, which
+ * the broker unlocks when it takes the grant back (docs/design.md,
+ * "Cached read leases").  Refused quietly (a plain release) when the
+ * lease, the entry or the descriptor do not qualify. */
+enum { COORD_RELEASE_NO_REPLY = 1, COORD_RELEASE_CACHE = 2 };
 
 typedef struct coord_msg_release {
 	coord_msg_hdr h;
 	uint64_t lease_id;
-	uint32_t flags;         /* COORD_RELEASE_NO_REPLY: send no REPLY */
-	uint32_t reserved;
+	uint32_t flags;         /* COORD_RELEASE_* */
+	uint32_t entry;         /* COORD_RELEASE_CACHE: the cache page entry */
 } coord_msg_release;
 
 typedef struct coord_msg_reply {
@@ -230,7 +240,9 @@ typedef struct coord_msg_status_reply {
 } coord_msg_status_reply;
 
 enum { COORD_INFO_HOLDER = 1, COORD_INFO_WAITER = 2 };
-enum { COORD_INFO_ADOPTED = 1 }; /* lease_info.flags: a restarted broker adopted it */
+/* lease_info.flags: a restarted broker adopted it; a cached read grant
+ * (COORD_INFO_CACHED), in use at the listing (COORD_INFO_IN_USE) */
+enum { COORD_INFO_ADOPTED = 1, COORD_INFO_CACHED = 2, COORD_INFO_IN_USE = 4 };
 
 #define COORD_COMM_MAX 15       /* a process's comm, as in /proc/PID/stat */
 
@@ -247,7 +259,7 @@ typedef struct coord_msg_lease_info {
 	uint16_t name_len;
 	uint16_t comm_len;      /* at most COORD_COMM_MAX */
 	uint16_t label_len;
-	uint16_t flags;         /* COORD_INFO_ADOPTED */
+	uint16_t flags;         /* COORD_INFO_ADOPTED, _CACHED, _IN_USE */
 	/* char name[]; char comm[]; char label[]; */
 } coord_msg_lease_info;
 
@@ -379,6 +391,25 @@ typedef struct coord_shm_slot {
  * lease; let go when you can.  Set once, cleared when the slot is freed. */
 enum { COORD_SLOT_RECALL = 1 };
 
+/* A connection's cache page (COORD_MSG_CACHE): a memfd the broker makes,
+ * sealed at this size, mapped read-write by the client and read-only by
+ * the broker, and by nobody else.  Entry i describes the cached read
+ * grant the client bound to it with RELEASE{COORD_RELEASE_CACHE, entry
+ * i}: `lease` its id (the client writes it before the release, 0 when
+ * free), `inside` nonzero while the client reads under it.  The broker
+ * trusts neither: a wrong value can only keep the client's own grant
+ * held, or let the client read unprotected, never stop anyone else's
+ * lease from being exclusive.  Protocol and memory order: docs/design.md,
+ * "Cached read leases". */
+#define COORD_CACHE_PAGE_SIZE 4096
+
+typedef struct coord_cache_entry {
+	_Atomic uint64_t lease;
+	_Atomic uint64_t inside;
+} coord_cache_entry;
+
+#define COORD_CACHE_ENTRIES (COORD_CACHE_PAGE_SIZE / sizeof(coord_cache_entry))
+
 /* ------------------------------------------------------------------------ */
 /* 4. Pure helpers                                                          */
 /* ------------------------------------------------------------------------ */
@@ -438,6 +469,28 @@ static inline int coord_proto_flock_emulated(unsigned long f_type)
 	case 0x517BUL:     /* SMB */
 	case 0xFF534D42UL: /* CIFS */
 	case 0xFE534D42UL: /* SMB2 */
+		return 1;
+	}
+	return 0;
+}
+
+/* 1 for filesystems whose flock(2) and close(2) never wait for anyone
+ * outside the kernel (statfs f_type): where the library passes a cached
+ * grant's kernel lock to the broker, which makes both calls on it.  The
+ * broker checks the same by name (broker/ufd.c). */
+static inline int coord_proto_fs_local(unsigned long f_type)
+{
+	switch (f_type) {
+	case 0xEF53UL:     /* ext2, ext3, ext4 */
+	case 0x58465342UL: /* XFS */
+	case 0x9123683EUL: /* Btrfs */
+	case 0x01021994UL: /* tmpfs */
+	case 0xF2F52010UL: /* F2FS */
+	case 0xCA451A4EUL: /* bcachefs */
+	case 0x3153464AUL: /* JFS */
+	case 0x2FC12FC1UL: /* ZFS */
+	case 0x858458F6UL: /* ramfs */
+	case 0x794C7630UL: /* overlay */
 		return 1;
 	}
 	return 0;

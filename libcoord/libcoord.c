@@ -204,12 +204,50 @@ struct coord {
 	                                      waiting, or NULL */
 	unsigned gen;           /* connections made after a loss, so far */
 	int wait_ep;            /* coord_pending_fd()'s epoll set over fd, or -1 */
+	/* the cache page (8.10): the pointers under lock, cache_used under
+	 * coord__table_lock */
+	coord_cache_entry *cache; /* this connection's page, mapped, or NULL */
+	int cache_state;        /* 0: not asked yet; 1: mapped; -1: none on this
+	                           connection (refused, or turned off) */
+	int no_cache;           /* coord_options_t.no_cache or COORD_NO_CACHE=1 */
+	struct coord__old_page *old_pages; /* earlier connections' pages, unmapped
+	                                      with c (reads may still use them) */
+	unsigned char cache_used[COORD_CACHE_ENTRIES];
+	uint64_t broker_pid;    /* of the broker connected to */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
 };
 
+/* A page of an earlier connection, kept mapped while c lives. */
+struct coord__old_page {
+	struct coord__old_page *next;
+	coord_cache_entry *page;
+};
+
+/* A resource handle's cached read grant (8.10).  Every field is under
+ * coord__table_lock. */
+struct coord__cached {
+	uint64_t lease;         /* the grant's lease id; 0: none */
+	uint64_t token, secret, client_id;
+	const coord_shm_slot *slot; /* its slot of the shared region */
+	coord_cache_entry *e;   /* its entry of `page` */
+	coord_cache_entry *page; /* the connection's page it is bound in */
+	unsigned entry;
+	unsigned fork_epoch;
+	int busy;               /* a read under it is under way (one at a time) */
+	int orphan;             /* its connection was made again: no new read
+	                           under it, and it goes once none is under way */
+	int quarantine;         /* the broker that holds a copy of k may still
+	                           run: k must never lock anything again */
+	int closing;            /* coord_resource_close() came during a read */
+	struct coord__kfile *k; /* the descriptor its kernel lock is on, or
+	                           NULL; kept with the handle when unbound */
+};
+
 struct coord_resource {
 	coord_t *conn;          /* NULL once the connection is closed */
+	int nocache;            /* coord_acquire()'s own: never caches */
+	struct coord__cached cache;
 	struct coord_resource *next, *prev; /* conn->resources */
 	size_t name_len;
 	char name[COORD_NAME_MAX + 1];
@@ -238,6 +276,10 @@ struct coord__lease {
 	int lost;               /* a restarted broker did not give it back;
 	                           conn->lock */
 	struct coord__kfile *kfile; /* the kernel lock, or NULL; conn->lock */
+	struct coord_resource *via; /* the handle it came through, if it may
+	                               become its cached grant; table lock */
+	struct coord_resource *cached_r; /* a read under this handle's cached
+	                                    grant; table lock */
 	uintptr_t index;        /* this record's place in the table, never 0 */
 	coord_t *conn;          /* NULL while free */
 	struct coord__lease *next, *prev; /* conn->leases, or the free list */
@@ -862,6 +904,8 @@ static coord_lease_t *coord__lease_publish_locked(struct coord__lease *rec, coor
 	rec->secret = g->secret;
 	rec->client_id = g->client_id;
 	rec->lost = 0;
+	rec->via = mode == COORD_READ && !r->nocache ? (coord_resource_t *)r : NULL;
+	rec->cached_r = NULL;
 	memcpy(rec->resource, r->name, r->name_len + 1);
 	rec->conn = c;
 	rec->prev = NULL;
@@ -907,6 +951,14 @@ static void coord__conn_unref(coord_t *c)
 	if (c->pid == getpid()) { /* in a child the locks may be copies held by nobody */
 		pthread_mutex_destroy(&c->lock);
 		pthread_mutex_destroy(&c->recall_lock);
+	}
+	if (c->cache)
+		munmap(c->cache, COORD_CACHE_PAGE_SIZE);
+	while (c->old_pages) {
+		struct coord__old_page *o = c->old_pages;
+		c->old_pages = o->next;
+		munmap(o->page, COORD_CACHE_PAGE_SIZE);
+		free(o);
 	}
 	free(c);
 }
@@ -1346,6 +1398,7 @@ static int coord__hello(coord_t *c, int timeout_ms)
 	if (w->version != COORD_PROTO_VERSION)
 		return COORD_EPROTO;
 	c->client_id = w->client_id;
+	c->broker_pid = w->broker_pid;
 	return 0;
 }
 
@@ -1628,6 +1681,8 @@ static int coord__broker_recall_pipe(coord_t *c, int *fd)
 }
 
 static int coord__recall_renew(coord_t *c);
+static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done, size_t *ndone);
+static void coord__cache_orphans_settle(coord_t *c);
 
 /* A lease of c as it stood when the reconnect began. */
 struct coord__held {
@@ -1648,7 +1703,7 @@ struct coord__held {
 static int coord__broker_reconnect(coord_t *c)
 {
 	struct coord__held *v = NULL;
-	uint64_t *done = NULL, slot;
+	uint64_t *done = NULL, slot, old_broker = c->broker_pid;
 	size_t n = 0, ndone = 0, i, j;
 	int64_t deadline = coord__now_ms() + c->connect_timeout_ms;
 	int rc;
@@ -1686,13 +1741,19 @@ static int coord__broker_reconnect(coord_t *c)
 	pthread_mutex_lock(&coord__table_lock);
 	for (struct coord__lease *rec = c->leases; rec; rec = rec->next)
 		n++;
+	for (coord_resource_t *r = c->resources; r; r = r->next)
+		n += r->cache.lease != 0;
 	v = calloc(n + 1, sizeof *v);
 	done = calloc(n + 1, sizeof *done);
 	i = 0;
-	for (struct coord__lease *rec = c->leases; v && done && rec; rec = rec->next, i++)
-		v[i] = (struct coord__held){ rec, atomic_load_explicit(&rec->gen, memory_order_relaxed),
-			                     atomic_load_explicit(&rec->id, memory_order_relaxed),
-			                     rec->secret, rec->client_id };
+	/* Reads under cached grants are attached with their grant (below). */
+	for (struct coord__lease *rec = c->leases; v && done && rec; rec = rec->next)
+		if (!rec->cached_r)
+			v[i++] = (struct coord__held){ rec,
+				                       atomic_load_explicit(&rec->gen, memory_order_relaxed),
+				                       atomic_load_explicit(&rec->id, memory_order_relaxed),
+				                       rec->secret, rec->client_id };
+	n = i;
 	pthread_mutex_unlock(&coord__table_lock);
 	rc = COORD_ENOMEM;
 	if (!v || !done)
@@ -1727,6 +1788,9 @@ static int coord__broker_reconnect(coord_t *c)
 		if (j == ndone)
 			done[ndone++] = v[i].client_id;
 	}
+	rc = coord__cache_reattach(c, old_broker, done, &ndone);
+	if (rc < 0)
+		goto out;
 	for (j = 0; j < ndone; j++) {
 		rc = coord__attach(c, done[j], 0, 0, &slot);
 		if (rc < 0)
@@ -1740,6 +1804,7 @@ static int coord__broker_reconnect(coord_t *c)
 		epoll_ctl(c->wait_ep, EPOLL_CTL_ADD, c->fd, &ev);
 	}
 	rc = 0;
+	coord__cache_orphans_settle(c);
 	if (coord__recall_renew(c) < 0)
 		coord__log(c, COORD_LOG_WARN, "no recall descriptor after the reconnect: recalls "
 		                              "show only in coord_lease_recalled()");
@@ -2027,6 +2092,528 @@ static void coord__kfiles_close(coord_t *c)
 }
 
 /* ------------------------------------------------------------------------ */
+/* 8.10 Cached read grants                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* docs/design.md, "Cached read leases", has the protocol and its proof.
+ * A read lease acquired through a resource handle is, at its release,
+ * kept as the handle's cached grant (RELEASE{COORD_RELEASE_CACHE}): still
+ * held by the broker, bound to an entry of the connection's cache page,
+ * and its kernel lock moved to a descriptor of its own, which the broker
+ * gets a copy of.  The handle's next read is then taken and dropped in
+ * the page alone: entry.inside 0 -> 1, a look at the lease's slot (the
+ * lease still there, not recalled), and at the release inside 1 -> 0 and
+ * the same look.  No message, no system call: one lock of the lease
+ * table (the handle's record), two sequentially consistent
+ * read-modify-writes and a few loads.
+ *
+ * A grant the look finds recalled or taken back is settled under
+ * c->lock at the next call that needs the broker anyway
+ * (coord__cache_settle()): released if it is still held, forgotten if
+ * the broker took it back (it unlocked the kernel lock first).  Its
+ * descriptor stays with the handle and is locked again only for the
+ * handle's next grant, which the broker answers after it has read the
+ * release (one connection's requests are handled in order), so the
+ * broker's copy can never unlock a later lock.  When the connection
+ * ends, the broker's copies are closed before the descriptors go to the
+ * spares (a round trip after the releases). */
+
+static int coord__cache_usable(const struct coord__cached *k)
+{
+	uint64_t a, f, b;
+	if (k->orphan)
+		return 0;
+	/* The lease, its flags, the lease again: the flags are this lease's
+	 * only if it held the slot before and after (ids are never reused). */
+	a = atomic_load_explicit(&k->slot->lease, memory_order_seq_cst);
+	f = atomic_load_explicit(&k->slot->flags, memory_order_seq_cst);
+	b = atomic_load_explicit(&k->slot->lease, memory_order_seq_cst);
+	return a == k->lease && b == k->lease && !(f & COORD_SLOT_RECALL);
+}
+
+/* A read through r's cached grant.  Returns 0 with *out, 1 when the grant
+ * cannot serve it (none, a read under it already, recalled, taken back:
+ * ask the broker), or COORD_ELIMIT / COORD_ENOMEM (the lease table). */
+static int coord__cache_enter(coord_resource_t *r, coord_lease_t **out)
+{
+	struct coord__cached *k = &r->cache;
+	struct coord__lease *rec;
+	struct coord__grant g;
+	coord_t *c;
+	int rc = 1;
+
+	pthread_mutex_lock(&coord__table_lock);
+	c = r->conn;
+	if (!c || !k->lease || k->busy ||
+	    k->fork_epoch != atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed))
+		goto out;
+	/* Inside first, then the look at the slot, both sequentially
+	 * consistent: the broker stores the recall, fences, then reads
+	 * inside, so one of the two sees the other. */
+	atomic_fetch_add_explicit(&k->e->inside, 1, memory_order_seq_cst);
+	if (!coord__cache_usable(k))
+		goto leave;
+	rc = coord__lease_alloc_locked(&rec);
+	if (rc < 0)
+		goto leave;
+	g = (struct coord__grant){ k->lease, k->token, &k->slot->lease, &k->slot->flags, k->secret,
+		                   k->client_id };
+	*out = coord__lease_publish_locked(rec, c, &g, COORD_READ, r, NULL, k->k ? k->k->fd : -1);
+	rec->via = NULL;
+	rec->cached_r = r;
+	k->busy = 1;
+	c->refs++; /* the page stays mapped while the read is under way */
+	rc = 0;
+	goto out;
+leave:
+	atomic_fetch_sub_explicit(&k->e->inside, 1, memory_order_seq_cst);
+out:
+	pthread_mutex_unlock(&coord__table_lock);
+	return rc;
+}
+
+/* Ends the read under r's grant (coord__table_lock held).  Returns 1 if
+ * the grant must be settled now (recalled, taken back, orphaned, or the
+ * handle closing). */
+static int coord__cache_exit_locked(coord_resource_t *r)
+{
+	struct coord__cached *k = &r->cache;
+	atomic_fetch_sub_explicit(&k->e->inside, 1, memory_order_seq_cst);
+	k->busy = 0;
+	return k->closing || !coord__cache_usable(k);
+}
+
+/* Frees r's entry and forgets the grant (coord__table_lock held). */
+static void coord__cache_unbind_locked(coord_t *c, coord_resource_t *r)
+{
+	struct coord__cached *k = &r->cache;
+	atomic_store_explicit(&k->e->lease, 0, memory_order_release);
+	if (c && k->page == c->cache)
+		c->cache_used[k->entry] = 0;
+	k->lease = 0;
+	k->e = k->page = NULL;
+}
+
+static int coord__send_fd(coord_t *c, const void *msg, size_t len, int fd)
+{
+	union {
+		struct cmsghdr h;
+		char buf[CMSG_SPACE(sizeof(int))];
+	} ctl;
+	struct iovec iov = { (void *)msg, len };
+	struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1 };
+	ssize_t n;
+	if (fd >= 0) {
+		struct cmsghdr *cm;
+		memset(&ctl, 0, sizeof ctl);
+		mh.msg_control = ctl.buf;
+		mh.msg_controllen = sizeof ctl.buf;
+		cm = CMSG_FIRSTHDR(&mh);
+		cm->cmsg_level = SOL_SOCKET;
+		cm->cmsg_type = SCM_RIGHTS;
+		cm->cmsg_len = CMSG_LEN(sizeof(int));
+		memcpy(CMSG_DATA(cm), &fd, sizeof fd);
+	}
+	do
+		n = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+	while (n < 0 && errno == EINTR);
+	if (n != (ssize_t)len) {
+		c->broken = 1;
+		return COORD_EIO;
+	}
+	return 0;
+}
+
+/* Lets r's cached grant go if it must (recalled, taken back, orphaned) or
+ * if `force`, unless a read under it is under way (whose release settles
+ * it).  c->lock held.  Returns 1 if a RELEASE was sent. */
+static int coord__cache_settle(coord_t *c, coord_resource_t *r, int force)
+{
+	struct coord__cached *k = &r->cache;
+	coord_msg_release m;
+	uint64_t id;
+	int held;
+
+	pthread_mutex_lock(&coord__table_lock);
+	id = k->lease;
+	if (!id || k->busy || (!force && coord__cache_usable(k))) {
+		pthread_mutex_unlock(&coord__table_lock);
+		return 0;
+	}
+	/* Still in its slot: ours to release.  Gone: the broker took it back
+	 * and unlocked the kernel lock before it cleared the slot. */
+	held = atomic_load_explicit(&k->slot->lease, memory_order_acquire) == id;
+	coord__cache_unbind_locked(c, r);
+	if (k->orphan && k->quarantine)
+		k->k = NULL; /* never closed (POSIX locks), never locked again */
+	k->orphan = k->quarantine = 0;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!held)
+		return 0;
+	if (k->k)
+		flock(k->k->fd, LOCK_UN); /* before the broker hears */
+	if (coord__check(c) < 0)
+		return 0; /* the broker reclaims it with the connection */
+	memset(&m, 0, sizeof m);
+	m.h.type = COORD_MSG_RELEASE;
+	m.h.seq = coord__next_seq(c);
+	m.lease_id = id;
+	m.flags = COORD_RELEASE_NO_REPLY;
+	return coord__send(c, &m, sizeof m) == 0;
+}
+
+/* Settles every cached grant of c on resource `name` (c->lock held), so
+ * that a write request of c does not find its own idle read in the way. */
+static void coord__cache_settle_name(coord_t *c, const char *name)
+{
+	for (;;) {
+		coord_resource_t *r;
+		pthread_mutex_lock(&coord__table_lock);
+		for (r = c->resources; r; r = r->next)
+			if (r->cache.lease && !r->cache.busy && !strcmp(r->name, name))
+				break;
+		pthread_mutex_unlock(&coord__table_lock);
+		if (!r)
+			return;
+		coord__cache_settle(c, r, 1);
+	}
+}
+
+/* c's cache page (CACHE), mapped read-write (c->lock held).  Returns 0,
+ * or a COORD_E* code with cache_state -1: this connection caches nothing. */
+static int coord__cache_page(coord_t *c)
+{
+	coord_msg_hdr req = { COORD_MSG_CACHE, coord__next_seq(c) };
+	const union coord__msg *m = &c->in;
+	struct stat st;
+	void *map;
+	int n, fd = -1;
+
+	c->cache_state = -1;
+	n = coord__send(c, &req, sizeof req);
+	if (n < 0)
+		return n;
+	n = coord__recv_fd(c, req.seq, &c->in, c->connect_timeout_ms, &fd, 0);
+	if (n < 0)
+		return n == COORD_ETIMEDOUT ? COORD_EIO : n;
+	if (m->h.type != COORD_MSG_REPLY || (size_t)n < sizeof m->reply || m->reply.status > 0 ||
+	    (m->reply.status == 0) != (fd >= 0)) {
+		if (fd >= 0)
+			close(fd);
+		return coord__proto_error(c);
+	}
+	if (m->reply.status < 0)
+		return m->reply.status;
+	map = fstat(fd, &st) == 0 && st.st_size >= COORD_CACHE_PAGE_SIZE
+	              ? mmap(NULL, COORD_CACHE_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+	              : MAP_FAILED;
+	close(fd);
+	if (map == MAP_FAILED)
+		return COORD_ESYS;
+	c->cache = map;
+	c->cache_state = 1;
+	return 0;
+}
+
+/* The descriptor a grant of r on k's file keeps its shared lock on,
+ * locked: the handle's own if it is open on that file, else a spare or a
+ * new one.  NULL when there is none to be had, or the file is not on a
+ * local filesystem (the broker will make calls on it). */
+static struct coord__kfile *coord__cache_lockfd(struct coord__cached *ch, const struct coord__kfile *k)
+{
+	struct coord__kfile *own = ch->k;
+	char path[64];
+	struct statfs sf;
+	struct stat st;
+	int fd;
+
+	if (own && (own->dev != k->dev || own->ino != k->ino)) {
+		/* The file was replaced: the old descriptor may still have a
+		 * copy in the broker; it is left alone for good. */
+		own = ch->k = NULL;
+	}
+	if (!own)
+		own = coord__spare_take(k->dev, k->ino);
+	if (!own) {
+		/* A second open file description of the same file. */
+		snprintf(path, sizeof path, "/proc/self/fd/%d", k->fd);
+		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0 && errno == EACCES)
+			fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+		if (fd < 0 || fstat(fd, &st) < 0 || !(own = calloc(1, sizeof *own))) {
+			if (fd >= 0)
+				close(fd); /* fstat() or calloc() failed: rare enough */
+			return NULL;
+		}
+		own->fd = fd;
+		own->dev = st.st_dev;
+		own->ino = st.st_ino;
+		snprintf(own->name, sizeof own->name, "%s", k->name);
+		if (st.st_dev != k->dev || st.st_ino != k->ino) {
+			/* Replaced meanwhile: a descriptor of a file is never
+			 * closed (8.6), so it becomes a spare of that file. */
+			pthread_mutex_lock(&coord__spares_lock);
+			own->next = coord__spares;
+			coord__spares = own;
+			pthread_mutex_unlock(&coord__spares_lock);
+			return NULL;
+		}
+	}
+	ch->k = own;
+	if (fstatfs(own->fd, &sf) < 0 || !coord_proto_fs_local((unsigned long)sf.f_type))
+		return NULL;
+	while (flock(own->fd, LOCK_SH | LOCK_NB) < 0) {
+		if (errno != EINTR)
+			return NULL;
+	}
+	return own;
+}
+
+/* At the release of read lease g, acquired through r: keeps it as r's
+ * cached grant instead (c->lock held, g's record retired; k, its kernel
+ * lock, still taken).  Returns 0 (kept: k's hold is given up here), or 1
+ * when it is not kept (nothing changed; the caller releases it). */
+static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord__grant *g,
+                             struct coord__kfile *k)
+{
+	struct coord__cached *ch = &r->cache;
+	struct coord__kfile *own = NULL;
+	coord_msg_release m;
+	unsigned entry;
+
+	if (c->no_cache || c->cache_state < 0 || !g->flags || coord__check(c) < 0)
+		return 1;
+	if (atomic_load_explicit(g->word, memory_order_acquire) != g->id ||
+	    (atomic_load_explicit(g->flags, memory_order_acquire) & COORD_SLOT_RECALL))
+		return 1; /* taken back, or wanted by someone: release it */
+	if (!c->cache && coord__cache_page(c) < 0)
+		return 1;
+	pthread_mutex_lock(&coord__table_lock);
+	for (entry = 0; entry < COORD_CACHE_ENTRIES && c->cache_used[entry]; entry++)
+		;
+	if (entry == COORD_CACHE_ENTRIES || ch->lease || ch->closing) {
+		pthread_mutex_unlock(&coord__table_lock);
+		return 1;
+	}
+	c->cache_used[entry] = 1;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (k && !(own = coord__cache_lockfd(ch, k)))
+		goto undo;
+	atomic_store_explicit(&c->cache[entry].inside, 0, memory_order_relaxed);
+	atomic_store_explicit(&c->cache[entry].lease, g->id, memory_order_release);
+	memset(&m, 0, sizeof m);
+	m.h.type = COORD_MSG_RELEASE;
+	m.h.seq = coord__next_seq(c);
+	m.lease_id = g->id;
+	m.flags = COORD_RELEASE_NO_REPLY | COORD_RELEASE_CACHE;
+	m.entry = entry;
+	if (coord__send_fd(c, &m, sizeof m, own ? own->fd : -1) < 0) {
+		atomic_store_explicit(&c->cache[entry].lease, 0, memory_order_release);
+		goto undo;
+	}
+	/* The own descriptor holds the shared lock now. */
+	if (k)
+		coord__kernel_unlock(k);
+	pthread_mutex_lock(&coord__table_lock);
+	*ch = (struct coord__cached){ g->id, g->token, g->secret, c->client_id,
+		                      (const coord_shm_slot *)(const void *)g->word, &c->cache[entry],
+		                      c->cache, entry,
+		                      atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed),
+		                      0, 0, 0, 0, own };
+	pthread_mutex_unlock(&coord__table_lock);
+	return 0;
+undo:
+	if (own)
+		flock(own->fd, LOCK_UN);
+	pthread_mutex_lock(&coord__table_lock);
+	c->cache_used[entry] = 0;
+	pthread_mutex_unlock(&coord__table_lock);
+	return 1;
+}
+
+/* One round trip on c (STATUS; c->lock held): afterwards the broker has
+ * read every request sent before.  Returns 0 or a COORD_E* code. */
+static int coord__sync(coord_t *c)
+{
+	coord_msg_hdr req = { COORD_MSG_STATUS, coord__next_seq(c) };
+	int n = coord__check(c);
+	if (n == 0)
+		n = coord__send(c, &req, sizeof req);
+	if (n == 0)
+		n = coord__recv(c, req.seq, &c->in, c->connect_timeout_ms);
+	return n < 0 ? n : 0;
+}
+
+/* r's grant goes for good (c->lock held): the handle closes.  Its
+ * descriptor becomes a spare once the broker has closed its copy. */
+static void coord__cache_finish(coord_t *c, coord_resource_t *r)
+{
+	struct coord__kfile *k;
+	int synced = !coord__cache_settle(c, r, 1) || coord__sync(c) == 0;
+	pthread_mutex_lock(&coord__table_lock);
+	k = synced && !r->cache.busy ? r->cache.k : NULL;
+	r->cache.k = NULL;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (k) {
+		pthread_mutex_lock(&coord__spares_lock);
+		k->next = coord__spares;
+		coord__spares = k;
+		pthread_mutex_unlock(&coord__spares_lock);
+	}
+}
+
+/* The slow end of a read under r's grant: settles the grant, frees r if
+ * it was closed during the read, and drops the read's reference on c. */
+static void coord__cache_ended(coord_t *c, coord_resource_t *r)
+{
+	int closing;
+	pthread_mutex_lock(&coord__table_lock);
+	closing = r->cache.closing;
+	pthread_mutex_unlock(&coord__table_lock);
+	pthread_mutex_lock(&c->lock);
+	if (closing)
+		coord__cache_finish(c, r);
+	else
+		coord__cache_settle(c, r, 0);
+	pthread_mutex_unlock(&c->lock);
+	if (closing)
+		free(r);
+	coord__conn_unref(c);
+}
+
+/* In a reconnect (c->lock held), after the leases: every cached grant is
+ * attached to the new connection like a held lease, then orphaned: the
+ * new connection has no page yet, so no new read goes under it, and it is
+ * released once no read is under way (coord__cache_orphans_settle(), or
+ * the read's release).  Its connection's id goes to done[] (room for
+ * one per grant).  A broker that may still have a copy of its descriptor
+ * (the same broker: the connection broke, the broker did not restart)
+ * leaves that descriptor unusable for good.  Returns 0 or a COORD_E*
+ * code from the broker. */
+static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done, size_t *ndone)
+{
+	for (coord_resource_t *r = c->resources; r; r = r->next) {
+		uint64_t id, secret, client_id, slot;
+		size_t j;
+		int rc;
+		pthread_mutex_lock(&coord__table_lock);
+		id = r->cache.lease;
+		secret = r->cache.secret;
+		client_id = r->cache.client_id;
+		pthread_mutex_unlock(&coord__table_lock);
+		if (!id)
+			continue;
+		rc = coord__attach(c, client_id, id, secret, &slot);
+		if (rc < 0 && rc != COORD_ENOLEASE)
+			return rc;
+		pthread_mutex_lock(&coord__table_lock);
+		if (r->cache.lease == id) {
+			if (rc == 1) {
+				r->cache.slot = &c->slots[slot];
+				r->cache.client_id = c->client_id;
+				for (struct coord__lease *rec = c->leases; rec; rec = rec->next) {
+					if (rec->cached_r != r)
+						continue;
+					atomic_store_explicit(&rec->word, &c->slots[slot].lease,
+					                      memory_order_release);
+					atomic_store_explicit(&rec->flags, &c->slots[slot].flags,
+					                      memory_order_release);
+					rec->client_id = c->client_id;
+				}
+			}
+			r->cache.orphan = 1;
+			r->cache.quarantine = old_broker == c->broker_pid;
+		}
+		pthread_mutex_unlock(&coord__table_lock);
+		for (j = 0; j < *ndone && done[j] != client_id; j++)
+			;
+		if (j == *ndone)
+			done[(*ndone)++] = client_id;
+	}
+	/* The old page stays mapped for reads still under way in it. */
+	if (c->cache) {
+		struct coord__old_page *o = malloc(sizeof *o);
+		if (o) {
+			o->page = c->cache;
+			o->next = c->old_pages;
+			c->old_pages = o;
+		} /* else it stays mapped for good */
+	}
+	pthread_mutex_lock(&coord__table_lock);
+	c->cache = NULL;
+	c->cache_state = 0;
+	memset(c->cache_used, 0, sizeof c->cache_used);
+	pthread_mutex_unlock(&coord__table_lock);
+	return 0;
+}
+
+/* After a reconnect (c->lock held): the orphaned grants no read is under
+ * go now. */
+static void coord__cache_orphans_settle(coord_t *c)
+{
+	for (coord_resource_t *r = c->resources; r; r = r->next)
+		if (r->cache.orphan)
+			coord__cache_settle(c, r, 1);
+}
+
+/* Before a request of c for r in `mode` goes to the broker (c->lock
+ * held): r's grant, recalled or taken back, is settled, so the request
+ * queues behind whoever recalled it; and before a write, every idle grant
+ * of c on the resource goes, since the broker would refuse a write to the
+ * holder of a read (COORD_EDEADLK). */
+static void coord__cache_prepare(coord_t *c, coord_resource_t *r, int mode)
+{
+	if (mode == COORD_WRITE)
+		coord__cache_settle_name(c, r->name);
+	else
+		coord__cache_settle(c, r, 0);
+}
+
+/* Before c's connection closes: releases every cached grant, then waits
+ * for one answer (STATUS), after which the broker has read the releases
+ * and closed its copies of their descriptors, which may then serve
+ * other connections (c->lock held). */
+static void coord__cache_end(coord_t *c)
+{
+	coord_msg_hdr req;
+	int sent = 0;
+	for (coord_resource_t *r = c->resources; r; r = r->next) {
+		int busy;
+		pthread_mutex_lock(&coord__table_lock);
+		busy = r->cache.busy;
+		if (busy) {
+			/* Its read ends on a closed connection: the broker's copy
+			 * may outlive it, so its descriptor is never reused. */
+			r->cache.orphan = r->cache.quarantine = 1;
+		}
+		pthread_mutex_unlock(&coord__table_lock);
+		if (!busy)
+			sent |= coord__cache_settle(c, r, 1);
+	}
+	if (sent && coord__check(c) == 0) {
+		req = (coord_msg_hdr){ COORD_MSG_STATUS, coord__next_seq(c) };
+		if (coord__send(c, &req, sizeof req) < 0 ||
+		    coord__recv(c, req.seq, &c->in, c->connect_timeout_ms) < 0)
+			sent = -1;
+	}
+	/* The descriptors go with their handles' grants, or to the spares. */
+	for (coord_resource_t *r = c->resources; r; r = r->next) {
+		struct coord__kfile *k;
+		pthread_mutex_lock(&coord__table_lock);
+		k = r->cache.busy || sent < 0 ? NULL : r->cache.k;
+		if (k)
+			r->cache.k = NULL;
+		pthread_mutex_unlock(&coord__table_lock);
+		if (k) {
+			pthread_mutex_lock(&coord__spares_lock);
+			k->next = coord__spares;
+			coord__spares = k;
+			pthread_mutex_unlock(&coord__spares_lock);
+		}
+	}
+}
+
+/* ------------------------------------------------------------------------ */
 /* 8.7 Connections                                                          */
 /* ------------------------------------------------------------------------ */
 
@@ -2050,6 +2637,7 @@ COORD_API int coord_connect(coord_t **out, const coord_options_t *opts)
 	c->backend = &coord__broker_backend;
 	c->log = opts->log;
 	c->log_userdata = opts->log_userdata;
+	c->no_cache = opts->no_cache || (getenv("COORD_NO_CACHE") && !strcmp(getenv("COORD_NO_CACHE"), "1"));
 	pthread_mutex_init(&c->lock, NULL);
 	pthread_mutex_init(&c->recall_lock, NULL);
 	rc = coord_proto_resolve_dir(opts->dir, c->dir, sizeof c->dir);
@@ -2074,10 +2662,25 @@ fail:
 static void coord__detach_locked(coord_t *c)
 {
 	coord_resource_t *r, *next;
-	while (c->leases)
-		coord__lease_retire_locked(c->leases);
+	while (c->leases) {
+		struct coord__lease *rec = c->leases;
+		r = rec->cached_r;
+		coord__lease_retire_locked(rec);
+		if (r) {
+			/* A read under a cached grant, ended here: its release
+			 * finds a stale handle. */
+			coord__cache_exit_locked(r);
+			c->refs--; /* the caller still holds one */
+			if (r->cache.lease)
+				coord__cache_unbind_locked(c, r);
+			if (r->cache.closing)
+				free(r);
+		}
+	}
 	for (r = c->resources; r; r = next) {
 		next = r->next;
+		if (r->cache.lease)
+			coord__cache_unbind_locked(c, r); /* coord__cache_end() could not */
 		r->conn = NULL;
 		r->next = r->prev = NULL;
 	}
@@ -2103,6 +2706,8 @@ COORD_API void coord_disconnect(coord_t *c)
 		if (held)
 			c->backend->reconnect(c);
 	}
+	if (mine)
+		coord__cache_end(c);
 	c->closed = 1;
 	pthread_mutex_lock(&coord__table_lock);
 	coord__detach_locked(c);
@@ -2321,20 +2926,51 @@ COORD_API int coord_resource_open(coord_t *c, const char *name, coord_resource_t
 	return 0;
 }
 
+/* A handle is unlinked under its connection's lock too, so that calls
+ * holding it (coord__cache_end(), coord__cache_settle_name()) may use the
+ * handles they find. */
 COORD_API void coord_resource_close(coord_resource_t *r)
 {
+	coord_t *c, *locked = NULL;
 	if (!r)
 		return;
 	pthread_mutex_lock(&coord__table_lock);
-	if (r->conn) {
+	c = r->conn;
+	if (c && c->pid == getpid()) {
+		c->refs++;
+		locked = c;
+	}
+	pthread_mutex_unlock(&coord__table_lock);
+	if (locked)
+		pthread_mutex_lock(&locked->lock);
+	pthread_mutex_lock(&coord__table_lock);
+	c = r->conn; /* NULL if coord_disconnect() came first */
+	if (c) {
 		if (r->prev)
 			r->prev->next = r->next;
 		else
-			r->conn->resources = r->next;
+			c->resources = r->next;
 		if (r->next)
 			r->next->prev = r->prev;
+		r->next = r->prev = NULL;
+		/* Its leases stay held, but none becomes its cached grant. */
+		for (struct coord__lease *rec = c->leases; rec; rec = rec->next)
+			if (rec->via == r)
+				rec->via = NULL;
+	}
+	if (r->cache.busy) {
+		/* A read under its cached grant is under way: its release
+		 * frees the handle (coord__cache_ended()). */
+		r->cache.closing = 1;
+		r = NULL;
 	}
 	pthread_mutex_unlock(&coord__table_lock);
+	if (r && c && locked && r->cache.lease)
+		coord__cache_finish(c, r);
+	if (locked) {
+		pthread_mutex_unlock(&locked->lock);
+		coord__conn_unref(locked);
+	}
 	free(r);
 }
 
@@ -2359,6 +2995,7 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 
 	if (c->pend)
 		return COORD_EBUSYCONN; /* one waiting request per connection */
+	coord__cache_prepare(c, r, mode);
 	pthread_mutex_lock(&coord__table_lock);
 	rc = coord__lease_alloc_locked(&rec);
 	pthread_mutex_unlock(&coord__table_lock);
@@ -2407,6 +3044,11 @@ COORD_API int coord_resource_acquire(coord_resource_t *r, int mode, int timeout_
 
 	if (!r || !out || (mode != COORD_READ && mode != COORD_WRITE) || timeout_ms < -1)
 		return COORD_EINVAL;
+	if (mode == COORD_READ) {
+		rc = coord__cache_enter(r, out);
+		if (rc <= 0)
+			return rc;
+	}
 	pthread_mutex_lock(&coord__table_lock);
 	c = r->conn;
 	if (c)
@@ -2434,6 +3076,7 @@ COORD_API int coord_acquire(coord_t *c, const char *resource, int mode, int time
 	rc = coord_resource_open(c, resource, &r);
 	if (rc < 0)
 		return rc;
+	r->nocache = 1; /* closed at once: a grant cached in it would go at once */
 	rc = coord_resource_acquire(r, mode, timeout_ms, label, out);
 	coord_resource_close(r);
 	return rc;
@@ -2569,6 +3212,8 @@ COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
 	if (label)
 		snprintf(p->label, sizeof p->label, "%s", label);
 	rc = c->pend ? COORD_EBUSYCONN : 0;
+	if (rc == 0)
+		coord__cache_prepare(c, r, mode);
 	if (rc == 0) {
 		pthread_mutex_lock(&coord__table_lock);
 		rc = coord__lease_alloc_locked(&p->rec);
@@ -2688,6 +3333,7 @@ COORD_API int coord_release(coord_lease_t *l)
 	struct coord__kfile *k = NULL;
 	struct coord__lease *rec;
 	struct coord__grant g;
+	coord_resource_t *via = NULL;
 	uintptr_t gen;
 	coord_t *c;
 	int rc, lost = 0;
@@ -2702,6 +3348,19 @@ COORD_API int coord_release(coord_lease_t *l)
 		coord__lease_retire_locked(rec);
 		pthread_mutex_unlock(&coord__table_lock);
 		return COORD_EFORKED;
+	}
+	if (c && rec->cached_r) {
+		/* A read under a cached grant ends in the page (8.10). */
+		coord_resource_t *r = rec->cached_r;
+		coord__lease_retire_locked(rec);
+		if (!coord__cache_exit_locked(r) && c->refs > 1) {
+			c->refs--; /* the read's, from coord__cache_enter() */
+			pthread_mutex_unlock(&coord__table_lock);
+			return 0;
+		}
+		pthread_mutex_unlock(&coord__table_lock);
+		coord__cache_ended(c, r);
+		return 0;
 	}
 	if (c)
 		c->refs++;
@@ -2718,11 +3377,21 @@ COORD_API int coord_release(coord_lease_t *l)
 		g.id = atomic_load_explicit(&rec->id, memory_order_relaxed);
 		g.token = atomic_load_explicit(&rec->token, memory_order_relaxed);
 		g.word = atomic_load_explicit(&rec->word, memory_order_relaxed);
+		g.flags = atomic_load_explicit(&rec->flags, memory_order_relaxed);
+		g.secret = rec->secret;
+		g.client_id = rec->client_id;
 		k = rec->kfile;
 		lost = rec->lost;
+		via = rec->via;
 		coord__lease_retire_locked(rec);
 	}
 	pthread_mutex_unlock(&coord__table_lock);
+	/* A read through a handle may stay as its cached grant (8.10). */
+	if (rec && via && !lost && coord__cache_bind(c, via, &g, k) == 0) {
+		pthread_mutex_unlock(&c->lock);
+		coord__conn_unref(c);
+		return 0;
+	}
 	/* The kernel lock goes first: once the broker hears of the release it
 	 * grants the next holder, who then finds the file unlocked. */
 	if (k)
