@@ -552,7 +552,15 @@ typedef struct coord_lease_info {
 	                                             coord_checkpoint() */
 	int adopted;             /* holders: 1 if a restarted broker took the
 	                            lease over from the one that granted it */
+	int cached;              /* holders: 0 a lease its program holds;
+	                            COORD_CACHED_IDLE a cached read grant (the
+	                            program released the read, its library kept
+	                            it: coord_resource_acquire()) nobody reads
+	                            under now; COORD_CACHED_IN_USE one a read is
+	                            under right now */
 } coord_lease_info_t;
+
+enum { COORD_CACHED_IDLE = 1, COORD_CACHED_IN_USE = 2 };
 
 /* A resource's hold limits (coord_set_limits()); 0 turns one off.  Both
  * at most COORD_LIMIT_MAX_SECONDS (30 days). */

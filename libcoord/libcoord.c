@@ -234,6 +234,9 @@ struct coord__cached {
 	coord_cache_entry *page; /* the connection's page it is bound in */
 	unsigned entry;
 	unsigned fork_epoch;
+	const _Atomic uint64_t *epoch_word; /* the region's broker epoch */
+	uint64_t epoch;         /* its value at the bind: a restarted broker
+	                           has no page, so a grant it adopted is let go */
 	int busy;               /* a read under it is under way (one at a time) */
 	int orphan;             /* its connection was made again: no new read
 	                           under it, and it goes once none is under way */
@@ -2118,10 +2121,18 @@ static void coord__kfiles_close(coord_t *c)
  * ends, the broker's copies are closed before the descriptors go to the
  * spares (a round trip after the releases). */
 
+/* The broker epoch word of the region whose slots start at `slots`. */
+static const _Atomic uint64_t *coord__region_epoch(const coord_shm_slot *slots)
+{
+	const coord_shm_header *h =
+	        (const coord_shm_header *)(const void *)((const char *)slots - COORD_SHM_HEADER_SIZE);
+	return (const _Atomic uint64_t *)(const void *)&h->broker_epoch;
+}
+
 static int coord__cache_usable(const struct coord__cached *k)
 {
 	uint64_t a, f, b;
-	if (k->orphan)
+	if (k->orphan || atomic_load_explicit(k->epoch_word, memory_order_relaxed) != k->epoch)
 		return 0;
 	/* The lease, its flags, the lease again: the flags are this lease's
 	 * only if it held the slot before and after (ids are never reused). */
@@ -2226,7 +2237,9 @@ static int coord__send_fd(coord_t *c, const void *msg, size_t len, int fd)
 
 /* Lets r's cached grant go if it must (recalled, taken back, orphaned) or
  * if `force`, unless a read under it is under way (whose release settles
- * it).  c->lock held.  Returns 1 if a RELEASE was sent. */
+ * it).  c->lock held.  Returns 1 if a RELEASE was sent, 0 if none was
+ * needed, -1 if the connection is lost (the next reconnect gives the
+ * lease back: it is not attached any more). */
 static int coord__cache_settle(coord_t *c, coord_resource_t *r, int force)
 {
 	struct coord__cached *k = &r->cache;
@@ -2253,13 +2266,13 @@ static int coord__cache_settle(coord_t *c, coord_resource_t *r, int force)
 	if (k->k)
 		flock(k->k->fd, LOCK_UN); /* before the broker hears */
 	if (coord__check(c) < 0)
-		return 0; /* the broker reclaims it with the connection */
+		return -1;
 	memset(&m, 0, sizeof m);
 	m.h.type = COORD_MSG_RELEASE;
 	m.h.seq = coord__next_seq(c);
 	m.lease_id = id;
 	m.flags = COORD_RELEASE_NO_REPLY;
-	return coord__send(c, &m, sizeof m) == 0;
+	return coord__send(c, &m, sizeof m) == 0 ? 1 : -1;
 }
 
 /* Settles every cached grant of c on resource `name` (c->lock held), so
@@ -2419,6 +2432,9 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 		                      (const coord_shm_slot *)(const void *)g->word, &c->cache[entry],
 		                      c->cache, entry,
 		                      atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed),
+		                      coord__region_epoch(c->slots),
+		                      atomic_load_explicit(coord__region_epoch(c->slots),
+		                                           memory_order_relaxed),
 		                      0, 0, 0, 0, own };
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
@@ -2449,7 +2465,7 @@ static int coord__sync(coord_t *c)
 static void coord__cache_finish(coord_t *c, coord_resource_t *r)
 {
 	struct coord__kfile *k;
-	int synced = !coord__cache_settle(c, r, 1) || coord__sync(c) == 0;
+	int sent = coord__cache_settle(c, r, 1), synced = !sent || (sent > 0 && coord__sync(c) == 0);
 	pthread_mutex_lock(&coord__table_lock);
 	k = synced && !r->cache.busy ? r->cache.k : NULL;
 	r->cache.k = NULL;
@@ -2473,8 +2489,8 @@ static void coord__cache_ended(coord_t *c, coord_resource_t *r)
 	pthread_mutex_lock(&c->lock);
 	if (closing)
 		coord__cache_finish(c, r);
-	else
-		coord__cache_settle(c, r, 0);
+	else if (coord__cache_settle(c, r, 0) < 0 && !c->closed)
+		c->backend->reconnect(c); /* whose "done" gives the lease back */
 	pthread_mutex_unlock(&c->lock);
 	if (closing)
 		free(r);
@@ -2587,8 +2603,8 @@ static void coord__cache_end(coord_t *c)
 			r->cache.orphan = r->cache.quarantine = 1;
 		}
 		pthread_mutex_unlock(&coord__table_lock);
-		if (!busy)
-			sent |= coord__cache_settle(c, r, 1);
+		if (!busy && coord__cache_settle(c, r, 1) > 0)
+			sent = 1;
 	}
 	if (sent && coord__check(c) == 0) {
 		req = (coord_msg_hdr){ COORD_MSG_STATUS, coord__next_seq(c) };
@@ -3343,8 +3359,10 @@ COORD_API int coord_release(coord_lease_t *l)
 	pthread_mutex_lock(&coord__table_lock);
 	rec = coord__lease_find(l, &gen);
 	c = rec ? rec->conn : NULL;
-	if (c && c->pid != getpid()) {
-		/* the parent's lease: stale in this child from now on */
+	/* A lease granted before a fork() (its epoch, not getpid(), which is
+	 * a system call) is the parent's: stale in this child from now on. */
+	if (c && atomic_load_explicit(&rec->fork_epoch, memory_order_relaxed) !=
+	                 atomic_load_explicit(&coord__fork_epoch, memory_order_relaxed)) {
 		coord__lease_retire_locked(rec);
 		pthread_mutex_unlock(&coord__table_lock);
 		return COORD_EFORKED;
@@ -3511,6 +3529,9 @@ static int coord__decode_lease_info(const union coord__msg *m, size_t n, coord_l
 	out->age_ms = i->age_ms;
 	out->recalled_ms = i->kind == COORD_INFO_HOLDER && i->recalled_ms >= 0 ? i->recalled_ms : -1;
 	out->adopted = i->kind == COORD_INFO_HOLDER && (i->flags & COORD_INFO_ADOPTED);
+	out->cached = i->kind != COORD_INFO_HOLDER || !(i->flags & COORD_INFO_CACHED) ? 0
+	              : i->flags & COORD_INFO_IN_USE                                ? COORD_CACHED_IN_USE
+	                                                                            : COORD_CACHED_IDLE;
 	coord__take_text(out->resource, &at, i->name_len);
 	coord__take_text(out->command, &at, i->comm_len);
 	coord__take_text(out->label, &at, i->label_len);

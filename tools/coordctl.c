@@ -298,6 +298,9 @@ static void print_json(const coord_lease_info_t *v, size_t n, const struct kerne
 		else
 			printf(",\"recalled_ms\":null");
 		printf(",\"adopted\":%s", v[i].adopted ? "true" : "false");
+		printf(",\"cached\":%s", v[i].cached == COORD_CACHED_IDLE     ? "\"idle\""
+		                         : v[i].cached == COORD_CACHED_IN_USE ? "\"in-use\""
+		                                                               : "null");
 		json_kernel_lock(kernel_locks_waits_for(k, i));
 		printf("}");
 		first = 0;
@@ -338,6 +341,10 @@ static void print_table(const coord_lease_info_t *v, size_t n, const struct kern
 			if (e->adopted)
 				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
 				         " (adopted)");
+			if (e->cached)
+				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
+				         e->cached == COORD_CACHED_IDLE ? " (cached, idle)"
+				                                        : " (cached, in use)");
 			if (o) {
 				char note[240];
 				kernel_locks_describe(o, note, sizeof note);

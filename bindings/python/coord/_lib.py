@@ -94,6 +94,7 @@ class LeaseInfo(ctypes.Structure):
         ("command", ctypes.c_char * (COORD_COMMAND_NAME_MAX + 1)),
         ("label", ctypes.c_char * (COORD_LABEL_MAX + 1)),
         ("adopted", ctypes.c_int),
+        ("cached", ctypes.c_int),
     ]
 
 
