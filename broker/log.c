@@ -267,14 +267,27 @@ struct journal_batch {
 	size_t used;               /* of log->jbuf */
 };
 
+/* Connects the journal's socket, so that a datagram costs no path
+ * lookup.  Returns 0 or -1. */
+static int journal_connect(struct log *log)
+{
+	return connect(log->journal_fd, (struct sockaddr *)&log->journal_addr,
+	               sizeof log->journal_addr);
+}
+
 static void journal_send(struct log *log, struct journal_batch *b)
 {
+	int retried = 0;
 	for (int i = 0; i < b->n;) {
 		int r = sendmmsg(log->journal_fd, b->msg + i, (unsigned)(b->n - i), MSG_NOSIGNAL);
 		if (r > 0) {
 			i += r;
+			retried = 0;
 		} else if (r < 0 && errno == EINTR) {
 			continue;
+		} else if (!retried && (errno == ECONNREFUSED || errno == ENOTCONN) &&
+		           journal_connect(log) == 0) {
+			retried = 1; /* journald restarted: its new socket, once */
 		} else {
 			journal_to_stderr(log, b->line[i], b->len[i]);
 			i++;
@@ -307,12 +320,7 @@ static void journal_write(struct log *log, const char *p, size_t n)
 		}
 		b.iov[b.n] = (struct iovec){ log->jbuf + b.used,
 			                     journal_datagram(log->jbuf + b.used, p, len) };
-		b.msg[b.n] = (struct mmsghdr){ .msg_hdr = {
-			.msg_name = &log->journal_addr,
-			.msg_namelen = sizeof log->journal_addr,
-			.msg_iov = &b.iov[b.n],
-			.msg_iovlen = 1,
-		} };
+		b.msg[b.n] = (struct mmsghdr){ .msg_hdr = { .msg_iov = &b.iov[b.n], .msg_iovlen = 1 } };
 		b.line[b.n] = p;
 		b.len[b.n] = len;
 		b.used += b.iov[b.n].iov_len;
@@ -354,6 +362,12 @@ int log_open_journal(struct log *log, const char *socket_path)
 	log->journal_addr.sun_family = AF_UNIX;
 	strcpy(log->journal_addr.sun_path, path);
 	log->journal_fd = fd;
+	if (journal_connect(log) < 0) {
+		err = errno;
+		close(fd);
+		errno = err;
+		return -1;
+	}
 	log->stderr_is_journal = log_stderr_is_journal();
 	log->target = LOG_JOURNAL;
 	return 0;

@@ -41,7 +41,7 @@ struct log {
 	int rotate_errno;          /* the failure of the last rotation, 0: none */
 	int64_t rotate_retry_ms;   /* when a failed rotation is tried again */
 	/* LOG_JOURNAL */
-	int journal_fd;            /* SOCK_DGRAM, unconnected */
+	int journal_fd;            /* SOCK_DGRAM, connected to journal_addr */
 	struct sockaddr_un journal_addr;
 	int stderr_is_journal;     /* stderr is a journal stream (JOURNAL_STREAM):
 	                              a line the socket refused goes there, with
