@@ -21,6 +21,17 @@
  * directory the broker may no longer write is logged once
  * (event=instance-unwritable) and served as it is.
  *
+ * Socket activation: a broker systemd starts for coordd.socket is passed
+ * the listening socket at fd 3 (LISTEN_PID, LISTEN_FDS).  It is checked
+ * before anything else is touched (a listening SOCK_SEQPACKET unix socket
+ * bound at DIR/coordd.sock, else refused with the coordd.socket line to
+ * write) and served instead of a bound one, but only once the lock above
+ * is taken, exactly like a bound one: an activated broker and one started
+ * by hand or by a client's autostart exclude each other whichever comes
+ * first, and the one refused exits 3 without touching the socket.  At
+ * exit the passed socket's file stays, for systemd to start the next
+ * broker on the next connection.
+ *
  * This file never decides about leases: held leases stay held through all
  * of it, in the table and in the region the holders map. */
 #define _GNU_SOURCE
