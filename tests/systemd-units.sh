@@ -86,6 +86,28 @@ check() { # MODE-ARGS... -- UNITS...
 check verify --root="$root" --man=no $(names "${system[@]}")
 check --user verify --man=no $(for f in "${user[@]}"; do echo "$root/etc/systemd/user/$(basename "$f")"; done)
 
+# Each service's --dir is where its socket listens: coordd refuses any other
+# socket.  The system pair's directory is the one tmpfiles.d makes.
+pair() { # WHICH FILES...
+	local which=$1 dir sock
+	shift
+	dir=$(sed -n 's/^ExecStart=.* --dir \([^ ]*\).*/\1/p' "$@")
+	sock=$(sed -n 's/^ListenSequentialPacket=//p' "$@")
+	if [ -z "$dir" ] || [ "$sock" != "$dir/coordd.sock" ]; then
+		echo "FAIL: $which units: coordd.service --dir '$dir', coordd.socket listens on '$sock'"
+		status=1
+	else
+		echo "ok: $which units: coordd --dir $dir, socket $sock"
+	fi
+	[ "$which" = system ] && system_dir=$dir
+}
+pair system "${system[@]}"
+pair user "${user[@]}"
+if ! grep -q "^d $system_dir 2770 root coord " "$tmpfiles"; then
+	echo "FAIL: $tmpfiles does not make $system_dir 2770 root:coord"
+	status=1
+fi
+
 mkdir -p "$root/usr/lib/sysusers.d" "$root/usr/lib/tmpfiles.d"
 cp "$sysusers" "$root/usr/lib/sysusers.d/coord.conf"
 cp "$tmpfiles" "$root/usr/lib/tmpfiles.d/coord.conf"
