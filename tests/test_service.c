@@ -368,6 +368,47 @@ Test(service, an_activated_broker_serves_a_client_that_connected_before_it_start
 	close(nfd);
 }
 
+static int socket_file_exists(void *arg)
+{
+	(void)arg;
+	return inode_of(COORD_SOCKET_NAME) != 0;
+}
+
+/* The same with systemd's own implementation of the protocol:
+ * systemd-socket-activate listens, and execs coordd with the socket at
+ * the first connection (Accept=no), as systemd does for coordd.socket. */
+Test(service, systemd_socket_activate_starts_coordd_at_the_first_connection)
+{
+	const char *tool = "/usr/bin/systemd-socket-activate";
+	char listen_arg[600], reply[64];
+	pid_t pid, client;
+	int rfd;
+	if (access(tool, X_OK) < 0)
+		cr_skip_test("%s is missing: scripts/setup.sh installs systemd", tool);
+	snprintf(listen_arg, sizeof listen_arg, "--listen=%s", harness_path(&h, COORD_SOCKET_NAME));
+	pid = fork();
+	cr_assert(pid >= 0, "fork");
+	if (pid == 0) {
+		int fd = open(harness_path(&h, "broker.log"), O_WRONLY | O_CREAT | O_APPEND, 0600);
+		dup2(fd, 2);
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		execl(tool, tool, "--seqpacket", listen_arg, "--fdname=coordd.sock",
+		      getenv("COORD_TEST_COORDD"), "--dir", h.dir, (char *)NULL);
+		_exit(127);
+	}
+	children[nchildren++] = pid;
+	cr_assert(harness_wait(socket_file_exists, NULL, 10000), "systemd-socket-activate listens");
+	cr_assert_eq(brokers_of_dir(), 0, "no coordd before the first connection");
+	rfd = client_in_child(&client);
+	read_reply(rfd, reply, sizeof reply);
+	cr_assert_str_eq(reply, "ok 1", "the first client starts coordd and is granted: %s (see "
+	                                "broker.log)", reply);
+	cr_assert_eq(serving_pid(0), pid, "coordd runs in the process systemd-socket-activate "
+	                                  "exec'd, on the socket it passed");
+	cr_assert(wait_log("broker.log", " socket=systemd"), "coordd took the passed socket");
+	waitpid(client, NULL, 0);
+}
+
 Test(service, no_second_broker_beside_an_activated_one)
 {
 	static const char *const daemon_args[] = { "--daemon", NULL };
