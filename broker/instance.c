@@ -476,7 +476,9 @@ out:
 int instance_socket_answers(const char *dir)
 {
 	struct sockaddr_un sa = { .sun_family = AF_UNIX };
-	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0), ok;
+	/* Non-blocking: with the queue full of clients that came before us
+	 * (EAGAIN), a blocking connect would wait for us to accept. */
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), ok;
 	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, COORD_SOCKET_NAME);
 	if (fd < 0)
 		return 1; /* cannot tell */

@@ -492,6 +492,34 @@ Test(service, an_activated_broker_and_autostarted_ones_racing_leave_exactly_one)
 	}
 }
 
+/* Clients that came before the broker can fill the socket's queue: the
+ * broker must still start (nothing of it may wait for a place there). */
+Test(service, an_activated_broker_starts_with_the_socket_queue_full)
+{
+	int lfd = bind_at(SOCK_SEQPACKET, COORD_SOCKET_NAME, 1), queued[16], n = 0;
+	pid_t broker;
+	cr_assert_eq(listen(lfd, 2), 0, "a short queue");
+	for (; n < 16; n++) {
+		struct sockaddr_un sa = { .sun_family = AF_UNIX };
+		queued[n] = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+		snprintf(sa.sun_path, sizeof sa.sun_path, "%s", harness_path(&h, COORD_SOCKET_NAME));
+		if (connect(queued[n], (struct sockaddr *)&sa, sizeof sa) < 0) {
+			cr_assert_eq(errno, EAGAIN, "a full queue refuses with EAGAIN: %s", strerror(errno));
+			close(queued[n]);
+			break;
+		}
+	}
+	cr_assert(n > 0 && n < 16, "the queue filled up after %d connections", n);
+	broker = spawn(lfd, 1, NULL, NULL);
+	cr_assert(wait_log("broker.log", " event=start "),
+	          "coordd starts with its socket's queue full (see broker.log)");
+	cr_assert(harness_wait(answers, NULL, 10000), "and serves");
+	cr_assert_eq(serving_pid(0), broker, "the activated coordd serves");
+	while (n--)
+		close(queued[n]);
+	close(lfd);
+}
+
 Test(service, a_passed_socket_replaced_at_its_path_is_dropped_for_one_of_our_own)
 {
 	int lfd = bind_at(SOCK_SEQPACKET, COORD_SOCKET_NAME, 1), stale;
