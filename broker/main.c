@@ -417,7 +417,8 @@ int main(int argc, char **argv)
 		}
 		dup2(devnull, 0);
 		dup2(devnull, 1);
-		if (log_to != LOG_FILE && !log_stderr_is_journal())
+		/* stderr stays for --log stderr, and when it is the journal's */
+		if (log_to == LOG_JOURNAL && !log_stderr_is_journal())
 			dup2(devnull, 2);
 		close(devnull);
 	}
