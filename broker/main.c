@@ -64,7 +64,7 @@ static void usage(FILE *f)
 	        "                     $XDG_STATE_HOME/coord, ~/.local/state/coord, or\n"
 	        "                     /var/lib/coord for root)\n"
 	        "  --daemon           detach; return once the broker accepts connections and\n"
-	        "                     log to DIR/coordd.log\n"
+	        "                     log to DIR/coordd.log (unless --log says otherwise)\n"
 	        "  --max-leases N     lease table size (default 65536)\n"
 	        "  --max-clients N    connected clients (default 16384; lowered to what the\n"
 	        "                     descriptor limit, ulimit -n, allows: 2 per client)\n"
