@@ -180,6 +180,8 @@ static void signal_event(struct watch *w, uint32_t events)
 		if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
 			log_event(&b->log, "shutdown", "signal=%s", si.ssi_signo == SIGTERM ? "TERM" : "INT");
 			b->loop.stopping = 1;
+		} else if (si.ssi_signo == SIGHUP) {
+			log_reopen(&b->log); /* logrotate, systemctl reload */
 		}
 	}
 }
@@ -190,6 +192,7 @@ static int watch_signals(struct broker *b)
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGTERM);
 	sigaddset(&mask, SIGINT);
+	sigaddset(&mask, SIGHUP);
 	sigaddset(&mask, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &mask, NULL);
 	signal(SIGPIPE, SIG_IGN);

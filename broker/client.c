@@ -754,8 +754,7 @@ int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsiz
 		         dir, COORD_SOCKET_NAME, sizeof path - 1);
 		return COORD_EINVAL;
 	}
-	cs->listen_fd = bind_socket(cs, path, &st);
-	if (cs->listen_fd < 0)
+	if (cs->passed ? stat(path, &st) < 0 : (cs->listen_fd = bind_socket(cs, path, &st)) < 0)
 		goto sys;
 	snprintf(cs->sock_path, sizeof cs->sock_path, "%s", path);
 	cs->sock_dev = st.st_dev;
@@ -797,6 +796,7 @@ int clients_rebind(struct clients *cs, char *err, size_t errsize)
 	loop_del(cs->loop, cs->listen_fd);
 	close(cs->listen_fd);
 	cs->listen_fd = fd;
+	cs->passed = 0; /* ours now, removed at exit */
 	cs->sock_dev = st.st_dev;
 	cs->sock_ino = st.st_ino;
 	return 0;
@@ -854,6 +854,6 @@ void clients_close(struct clients *cs)
 		close(cs->spare_fd);
 	cs->listen_fd = cs->spare_fd = -1;
 	/* Only our own socket: the name may lead to another's by now. */
-	if (cs->sock_path[0] && clients_socket_ok(cs))
+	if (cs->sock_path[0] && !cs->passed && clients_socket_ok(cs))
 		unlink(cs->sock_path);
 }

@@ -94,6 +94,10 @@ struct clients {
 	                              connect; (gid_t)-1: anyone who can */
 	const char *group_name;
 	gid_t admin_group;         /* members may revoke anyone's leases; or -1 */
+	int passed;                /* listen_fd is set already: a socket systemd
+	                              bound at DIR/coordd.sock (socket
+	                              activation), served as it is and its file
+	                              left in place at exit */
 	/* own state */
 	uint64_t n, next_id;
 	int listen_fd;
@@ -111,7 +115,8 @@ struct clients {
 };
 
 /* Binds and listens on DIR/coordd.sock, replacing a dead broker's socket
- * (the caller holds the instance lock), and opens the spare descriptor.
+ * (the caller holds the instance lock), or serves the passed listen_fd,
+ * and opens the spare descriptor.
  * Returns 0 or COORD_E* with the reason in err. */
 int clients_listen(struct clients *cs, const char *dir, char *err, size_t errsize);
 /* 1 while sock_path still names the socket we listen on.  It does not

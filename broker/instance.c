@@ -21,6 +21,17 @@
  * directory the broker may no longer write is logged once
  * (event=instance-unwritable) and served as it is.
  *
+ * Socket activation: a broker systemd starts for coordd.socket is passed
+ * the listening socket at fd 3 (LISTEN_PID, LISTEN_FDS).  It is checked
+ * before anything else is touched (a listening SOCK_SEQPACKET unix socket
+ * bound at DIR/coordd.sock, else refused with the coordd.socket line to
+ * write) and served instead of a bound one, but only once the lock above
+ * is taken, exactly like a bound one: an activated broker and one started
+ * by hand or by a client's autostart exclude each other whichever comes
+ * first, and the one refused exits 3 without touching the socket.  At
+ * exit the passed socket's file stays, for systemd to start the next
+ * broker on the next connection.
+ *
  * This file never decides about leases: held leases stay held through all
  * of it, in the table and in the region the holders map. */
 #define _GNU_SOURCE
@@ -362,4 +373,125 @@ void instance_expire(struct broker *b, int64_t now)
 	in.failure[0] = 0;
 	if (in.restoring)
 		log_restored(b);
+}
+
+/* ---- a socket passed by systemd ---- */
+
+/* What fd is, for a message: "" if it is a listening SOCK_SEQPACKET
+ * unix socket bound to a path (put in path), else why not. */
+static const char *passed_socket_kind(int fd, char *path, size_t pathsize)
+{
+	struct sockaddr_un sa;
+	socklen_t len = sizeof sa;
+	struct stat st;
+	int domain = 0, type = 0, listening = 0;
+	socklen_t ilen = sizeof domain;
+	if (fstat(fd, &st) < 0)
+		return "not an open descriptor";
+	if (!S_ISSOCK(st.st_mode))
+		return "not a socket";
+	if (getsockopt(fd, SOL_SOCKET, SO_DOMAIN, &domain, &ilen) < 0 || domain != AF_UNIX)
+		return "not a unix socket (ListenStream= of a port or ListenDatagram=?)";
+	ilen = sizeof type;
+	if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ilen) < 0 || type != SOCK_SEQPACKET)
+		return type == SOCK_STREAM ? "a SOCK_STREAM socket (ListenStream=)"
+		       : type == SOCK_DGRAM ? "a SOCK_DGRAM socket (ListenDatagram=)"
+		                            : "a unix socket of another type";
+	ilen = sizeof listening;
+	if (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &ilen) < 0 || !listening)
+		return "a socket that does not listen (Accept=yes passes connections)";
+	memset(&sa, 0, sizeof sa);
+	if (getsockname(fd, (struct sockaddr *)&sa, &len) < 0 ||
+	    len <= offsetof(struct sockaddr_un, sun_path) || !sa.sun_path[0])
+		return "an unnamed or abstract socket";
+	snprintf(path, pathsize, "%.*s", (int)(len - offsetof(struct sockaddr_un, sun_path)),
+	         sa.sun_path);
+	return "";
+}
+
+/* 1 if path names dir/COORD_SOCKET_NAME, dir being canonical. */
+static int is_socket_of(const char *path, const char *dir)
+{
+	char parent[PATH_MAX], real[PATH_MAX];
+	const char *slash = strrchr(path, '/');
+	if (!slash || strcmp(slash + 1, COORD_SOCKET_NAME) ||
+	    (size_t)(slash - path) >= sizeof parent)
+		return 0;
+	memcpy(parent, path, (size_t)(slash - path));
+	parent[slash - path] = 0;
+	return realpath(parent[0] ? parent : "/", real) && !strcmp(real, dir);
+}
+
+int instance_passed_socket(const char *dir, int *fd_out, char *err, size_t errsize)
+{
+	const char *pid = getenv("LISTEN_PID"), *fds = getenv("LISTEN_FDS");
+	const char *names = getenv("LISTEN_FDNAMES");
+	char path[sizeof ((struct sockaddr_un *)0)->sun_path + 1] = "", name[256];
+	const char *kind;
+	int rc = 0;
+	*fd_out = -1;
+	snprintf(name, sizeof name, "%s", names && *names ? names : "unnamed");
+	if (!pid || !fds || strtol(pid, NULL, 10) != (long)getpid())
+		goto out; /* none, or meant for another process */
+	if (strcmp(fds, "1")) {
+		if (!strcmp(fds, "0"))
+			goto out;
+		snprintf(err, errsize,
+		         "systemd passed %s sockets (%s); coordd serves one: "
+		         "ListenSequentialPacket=%s/%s alone in coordd.socket",
+		         fds, name, dir, COORD_SOCKET_NAME);
+		rc = COORD_EINVAL;
+		goto out;
+	}
+	kind = passed_socket_kind(INSTANCE_LISTEN_FD, path, sizeof path);
+	if (!*kind && !is_socket_of(path, dir))
+		kind = "bound to another path";
+	if (*kind) {
+		snprintf(err, errsize,
+		         "the socket systemd passed (fd %d, %s%s%s) is %s, not a listening "
+		         "SOCK_SEQPACKET unix socket at %s/%s: coordd.socket needs "
+		         "ListenSequentialPacket=%s/%s",
+		         INSTANCE_LISTEN_FD, name, path[0] ? ", " : "", path, kind, dir,
+		         COORD_SOCKET_NAME, dir, COORD_SOCKET_NAME);
+		rc = COORD_EINVAL;
+		goto out;
+	}
+	if (fcntl(INSTANCE_LISTEN_FD, F_SETFD, FD_CLOEXEC) < 0 ||
+	    fcntl(INSTANCE_LISTEN_FD, F_SETFL, O_RDWR | O_NONBLOCK) < 0) {
+		snprintf(err, errsize, "the socket systemd passed (fd %d): %s", INSTANCE_LISTEN_FD,
+		         strerror(errno));
+		rc = COORD_ESYS;
+		goto out;
+	}
+	*fd_out = INSTANCE_LISTEN_FD;
+	rc = 1;
+out:
+	/* Not for the checkpoint commands this broker runs. */
+	unsetenv("LISTEN_PID");
+	unsetenv("LISTEN_FDS");
+	unsetenv("LISTEN_FDNAMES");
+	return rc;
+}
+
+int instance_socket_answers(const char *dir)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	/* Non-blocking: with the queue full of clients that came before us
+	 * (EAGAIN), a blocking connect would wait for us to accept. */
+	int fd = socket(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC | SOCK_NONBLOCK, 0), ok;
+	snprintf(sa.sun_path, sizeof sa.sun_path, "%s/%s", dir, COORD_SOCKET_NAME);
+	if (fd < 0)
+		return 1; /* cannot tell */
+	ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0 ||
+	     (errno != ECONNREFUSED && errno != ENOENT && errno != ENOTSOCK);
+	close(fd);
+	return ok;
+}
+
+void instance_drop_socket(int fd)
+{
+	/* Connections queued on it see a hang-up now, not at their timeout. */
+	for (int c; (c = accept4(fd, NULL, NULL, SOCK_CLOEXEC)) >= 0;)
+		close(c);
+	close(fd);
 }

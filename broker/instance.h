@@ -30,6 +30,26 @@ int instance_lock(const char *dir, char *err, size_t errsize);
 /* Drops the lock (at exit). */
 void instance_unlock(void);
 
+/* The listening socket systemd passes (socket activation, sd_listen_fds(3)). */
+#define INSTANCE_LISTEN_FD 3
+
+/* The socket systemd passed for dir (canonical), read from LISTEN_PID,
+ * LISTEN_FDS and LISTEN_FDNAMES, which are then unset: one listening
+ * SOCK_SEQPACKET unix socket bound at DIR/coordd.sock, made non-blocking
+ * and close-on-exec, in *fd.  Touches nothing else, so it may be called
+ * before the lock is taken.  Returns 1 (passed), 0 (none for this
+ * process), or COORD_EINVAL (another kind of socket, another path, or
+ * several: the reason, naming the coordd.socket line to write, in err)
+ * or COORD_ESYS. */
+int instance_passed_socket(const char *dir, int *fd, char *err, size_t errsize);
+/* 0 if a connect() to DIR/coordd.sock finds no listening socket there
+ * (none, or a killed broker's): a passed socket then cannot be the one
+ * at that path.  1 otherwise.  The test connection is left in the
+ * listening socket's queue, and is a client that hangs up at once. */
+int instance_socket_answers(const char *dir);
+/* Refuses the connections queued on listening socket fd and closes it. */
+void instance_drop_socket(int fd);
+
 /* When the next look at the directory is due (monotonic ms). */
 int64_t instance_next_deadline(void);
 /* If due: puts back what was removed or replaced under the broker, the

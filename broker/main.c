@@ -10,6 +10,13 @@
  * to its group (group.c), and hands over to the wired-up broker in
  * broker.c.
  *
+ * Under systemd: a listening socket passed by coordd.socket (socket
+ * activation, instance.c) is served instead of one bound here, and taken
+ * only after the lock, like a bound one; readiness goes to
+ * $NOTIFY_SOCKET (Type=notify); and the log goes to the journal when
+ * stderr is a journal stream (log.c).  Both protocols are a few lines of
+ * socket code, written here rather than linking libsystemd.
+ *
  * Exit status: 0 clean shutdown (or --daemon launcher: broker ready),
  * 1 startup failure, 3 another broker already owns the directory,
  * 64 usage error. */
@@ -24,7 +31,9 @@
 #include <string.h>
 #include <sys/file.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "adopt.h"
@@ -46,6 +55,8 @@ static void usage(FILE *f)
 	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
 	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS] [--map-size MB]\n"
 	        "              [--group NAME] [--admin-group NAME]\n"
+	        "              [--log journal|file|stderr] [--log-max-bytes N]\n"
+	        "              [--journal-socket PATH]\n"
 	        "\n"
 	        "The coord lease broker for one instance directory.\n"
 	        "  --dir DIR          instance directory (default: $COORD_DIR, else\n"
@@ -53,7 +64,7 @@ static void usage(FILE *f)
 	        "                     $XDG_STATE_HOME/coord, ~/.local/state/coord, or\n"
 	        "                     /var/lib/coord for root)\n"
 	        "  --daemon           detach; return once the broker accepts connections and\n"
-	        "                     log to DIR/coordd.log\n"
+	        "                     log to DIR/coordd.log (unless --log says otherwise)\n"
 	        "  --max-leases N     lease table size (default 65536)\n"
 	        "  --max-clients N    connected clients (default 16384; lowered to what the\n"
 	        "                     descriptor limit, ulimit -n, allows: 2 per client)\n"
@@ -71,6 +82,18 @@ static void usage(FILE *f)
 	        "                     instance)\n"
 	        "  --admin-group NAME members may revoke anyone's leases (signalling another\n"
 	        "                     user's process needs coordd to run as root)\n"
+	        "  --log WHERE        where the event log goes: journal (the systemd journal,\n"
+	        "                     each key=value a field COORD_KEY), file (DIR/coordd.log)\n"
+	        "                     or stderr; default: journal when stderr is a journal\n"
+	        "                     stream ($JOURNAL_STREAM), else file with --daemon, else\n"
+	        "                     stderr.  SIGHUP reopens the file (after logrotate)\n"
+	        "  --log-max-bytes N  before the log file would grow past N bytes it is\n"
+	        "                     renamed to coordd.log.1 (the old one replaced) and a new\n"
+	        "                     one is begun (default 67108864, 64 MiB; 0: never)\n"
+	        "  --journal-socket PATH  the journal's socket for --log journal (default\n"
+	        "                     " LOG_JOURNAL_SOCKET ")\n"
+	        "Under systemd, a listening socket passed by coordd.socket (LISTEN_FDS) is\n"
+	        "served, and readiness is sent to $NOTIFY_SOCKET.\n"
 	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
 }
 
@@ -119,6 +142,41 @@ static void tell_launcher(int *ready_fd, char status)
 	}
 	close(*ready_fd);
 	*ready_fd = -1;
+}
+
+/* systemd's readiness protocol (sd_notify(3)): a datagram to the socket
+ * named by $NOTIFY_SOCKET (a path, or '@' for an abstract name), read
+ * and unset at start so that checkpoint commands do not see it. */
+static struct sockaddr_un notify_addr;
+static socklen_t notify_len;
+
+static void notify_init(void)
+{
+	const char *e = getenv("NOTIFY_SOCKET");
+	size_t n = e ? strlen(e) : 0;
+	if (n >= 2 && n < sizeof notify_addr.sun_path && (e[0] == '/' || e[0] == '@')) {
+		notify_addr.sun_family = AF_UNIX;
+		memcpy(notify_addr.sun_path, e, n);
+		if (e[0] == '@')
+			notify_addr.sun_path[0] = 0;
+		notify_len = (socklen_t)(offsetof(struct sockaddr_un, sun_path) + n + (e[0] == '/'));
+	}
+	unsetenv("NOTIFY_SOCKET");
+}
+
+static void notify(const char *state)
+{
+	int fd;
+	if (!notify_len)
+		return;
+	fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return;
+	if (sendto(fd, state, strlen(state), MSG_NOSIGNAL, (struct sockaddr *)&notify_addr,
+	           notify_len) < 0) {
+		/* systemd is gone or never asked: nothing to tell */
+	}
+	close(fd);
 }
 
 /* How many clients fit in RLIMIT_NOFILE, two descriptors each (socket and
@@ -173,18 +231,22 @@ int main(int argc, char **argv)
 		{ "group", required_argument, NULL, 'g' },
 		{ "admin-group", required_argument, NULL, 'a' },
 		{ "map-size", required_argument, NULL, 'm' },
+		{ "log", required_argument, NULL, 'L' },
+		{ "log-max-bytes", required_argument, NULL, 'B' },
+		{ "journal-socket", required_argument, NULL, 'J' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
 	};
 	static struct broker b;
 	char dirbuf[PATH_MAX], real[PATH_MAX], path[PATH_MAX + 64], err[PATH_MAX * 2 + 256] = "";
-	const char *dir = NULL, *group_opt = NULL, *admin_opt = NULL;
+	const char *dir = NULL, *group_opt = NULL, *admin_opt = NULL, *journal_socket = NULL;
 	char group_buf[64];
 	int daemon_mode = 0, ready_fd = -1, locked = 0, opt, rc, status = EXIT_STARTUP;
-	uint64_t v, fit, nofile;
+	int log_chosen = 0, passed_fd = -1;
+	enum log_target log_to = LOG_STDERR;
+	uint64_t v, fit, nofile, log_max = LOG_DEFAULT_MAX_BYTES;
 	char lowered[64] = "";
-	FILE *logf = NULL;
 	struct rlimit rl;
 	struct adopt_records old_leases = { 0 };
 	struct store_options store_opts = { .log = &b.log };
@@ -231,6 +293,27 @@ int main(int argc, char **argv)
 				goto bad_number;
 			b.cfg.checkpoint_timeout_ms = (uint32_t)v;
 			break;
+		case 'L':
+			log_chosen = 1;
+			if (!strcmp(optarg, "journal"))
+				log_to = LOG_JOURNAL;
+			else if (!strcmp(optarg, "file"))
+				log_to = LOG_FILE;
+			else if (!strcmp(optarg, "stderr"))
+				log_to = LOG_STDERR;
+			else {
+				fprintf(stderr, "coordd: --log takes journal, file or stderr, not %s\n",
+				        optarg);
+				return EXIT_USAGE;
+			}
+			break;
+		case 'B':
+			if (parse_u64(optarg, 0, UINT64_MAX >> 1, &log_max) < 0)
+				goto bad_number;
+			break;
+		case 'J':
+			journal_socket = optarg;
+			break;
 		case 'h':
 			usage(stdout);
 			return 0;
@@ -249,6 +332,19 @@ int main(int argc, char **argv)
 	}
 	if (!b.cfg.duckdb_lib)
 		b.cfg.duckdb_lib = getenv("COORD_DUCKDB_LIB");
+	notify_init();
+	/* The journal first, so that even a refused start is logged there;
+	 * it touches nothing in the directory. */
+	if (!log_chosen)
+		log_to = log_stderr_is_journal() ? LOG_JOURNAL : daemon_mode ? LOG_FILE : LOG_STDERR;
+	if (log_to == LOG_JOURNAL && log_open_journal(&b.log, journal_socket) < 0) {
+		if (log_chosen) {
+			fprintf(stderr, "coordd: --log journal: no journal socket at %s: %s\n",
+			        journal_socket ? journal_socket : LOG_JOURNAL_SOCKET, strerror(errno));
+			return EXIT_STARTUP;
+		}
+		log_to = LOG_STDERR; /* stderr is the journal's stream all the same */
+	}
 	if (coord_proto_resolve_dir(dir, dirbuf, sizeof dirbuf) < 0) {
 		fprintf(stderr, "coordd: no instance directory: set COORD_DIR or HOME, or pass --dir\n");
 		return EXIT_USAGE;
@@ -267,6 +363,13 @@ int main(int argc, char **argv)
 		return EXIT_STARTUP;
 	}
 	b.cfg.dir = real;
+	/* Socket activation: only looked at here; taken after the lock. */
+	rc = instance_passed_socket(real, &passed_fd, err, sizeof err);
+	if (rc < 0) {
+		fprintf(stderr, "coordd: %s\n", err);
+		log_event(&b.log, "error", "op=startup reason=%s", log_quote(&b.log, err));
+		return EXIT_STARTUP;
+	}
 	/* A shared instance: --group, or the group of a directory that is
 	 * shared already (what a client's autostart finds). */
 	if (b.cfg.group == GROUP_NONE)
@@ -284,8 +387,13 @@ int main(int argc, char **argv)
 		daemonize(&ready_fd);
 
 	rc = instance_lock(real, err, sizeof err);
-	if (rc == COORD_EBUSY)
+	if (rc == COORD_EBUSY) {
 		status = EXIT_RUNNING;
+		if (passed_fd >= 0)
+			snprintf(err + strlen(err), sizeof err - strlen(err),
+			         " (this coordd was started by systemd for coordd.socket; the other was "
+			         "started by hand or by a client's autostart)");
+	}
 	if (rc < 0)
 		goto fail;
 	locked = 1;
@@ -293,19 +401,45 @@ int main(int argc, char **argv)
 	if (b.cfg.group != GROUP_NONE && group_share_dir(real, b.cfg.group, err, sizeof err) < 0)
 		goto fail;
 
+	/* The log file only once the directory is ours: a second broker
+	 * must never rotate the first one's log. */
+	snprintf(path, sizeof path, "%s/%s", real, COORD_LOG_NAME);
+	if (log_to == LOG_FILE && log_open_file(&b.log, path, log_max, daemon_mode) < 0) {
+		snprintf(err, sizeof err, "cannot open %s: %s", path,
+		         errno == EINVAL ? "not a regular file" : strerror(errno));
+		goto fail;
+	}
 	if (daemon_mode) {
 		int devnull = open("/dev/null", O_RDWR | O_CLOEXEC);
-		snprintf(path, sizeof path, "%s/%s", real, COORD_LOG_NAME);
-		logf = fopen(path, "ae");
-		if (!logf || devnull < 0) {
-			snprintf(err, sizeof err, "cannot open %s: %s", path, strerror(errno));
+		if (devnull < 0) {
+			snprintf(err, sizeof err, "cannot open /dev/null: %s", strerror(errno));
 			goto fail;
 		}
 		dup2(devnull, 0);
 		dup2(devnull, 1);
-		dup2(fileno(logf), 2);
+		/* stderr stays for --log stderr, and when it is the journal's */
+		if (log_to == LOG_JOURNAL && !log_stderr_is_journal())
+			dup2(devnull, 2);
 		close(devnull);
-		b.log.f = logf;
+	}
+	if (passed_fd >= 0 && !instance_socket_answers(real)) {
+		/* What systemd passed was replaced at its path (by a broker
+		 * started by hand, killed since): nobody can reach it. */
+		log_event(&b.log, "warning",
+		          "what=socket-activation dir=%s reason=%s hint=%s", log_quote(&b.log, real),
+		          "\"the socket systemd passed is not the one at its path; serving a socket of "
+		          "our own\"",
+		          "\"systemctl restart coordd.socket once this broker has stopped\"");
+		instance_drop_socket(passed_fd);
+		passed_fd = -1;
+	}
+	if (passed_fd >= 0 && b.cfg.group != GROUP_NONE) {
+		snprintf(path, sizeof path, "%s/%s", real, COORD_SOCKET_NAME);
+		if (chown(path, (uid_t)-1, b.cfg.group) < 0 || chmod(path, 0660) < 0) {
+			snprintf(err, sizeof err, "cannot give %s to group %s: %s", path,
+			         b.cfg.group_name ? b.cfg.group_name : "?", strerror(errno));
+			goto fail;
+		}
 	}
 
 	store_opts.max_leases = b.cfg.max_leases;
@@ -323,6 +457,11 @@ int main(int argc, char **argv)
 	rc = broker_init(&b, err, sizeof err);
 	if (rc < 0)
 		goto fail;
+	if (passed_fd >= 0) {
+		b.clients.listen_fd = passed_fd;
+		b.clients.passed = 1;
+		passed_fd = -1; /* the broker's now */
+	}
 	/* Before anyone can connect: the leases of live holders go on. */
 	adopted = adopt_leases(&b, &old_leases);
 	rc = broker_listen(&b, err, sizeof err);
@@ -348,23 +487,24 @@ int main(int argc, char **argv)
 	}
 	log_event(&b.log, "start",
 	          "dir=%s pid=%d max_leases=%llu max_clients=%llu%s fd_limit=%llu adopted=%zu "
-	          "duckdb=%s group=%s admin_group=%s",
+	          "duckdb=%s group=%s admin_group=%s log=%s socket=%s",
 	          log_quote(&b.log, real), (int)getpid(), (unsigned long long)b.cfg.max_leases,
 	          (unsigned long long)b.cfg.max_clients, lowered, (unsigned long long)nofile, adopted,
 	          b.jobs.duckdb_ok ? "yes" : log_quote(&b.log, b.jobs.duckdb_why),
 	          b.cfg.group_name ? log_quote(&b.log, b.cfg.group_name) : "none",
-	          admin_opt ? log_quote(&b.log, admin_opt) : "none");
+	          admin_opt ? log_quote(&b.log, admin_opt) : "none", log_target_name(b.log.target),
+	          b.clients.passed ? "systemd" : "bound");
 	tell_launcher(&ready_fd, 0);
+	notify("READY=1");
 
 	rc = broker_run(&b);
+	notify("STOPPING=1");
 	status = rc < 0 ? EXIT_STARTUP : 0;
 	broker_fini(&b);
 	region_close(b.region);
 	store_close(b.store);
 	log_event(&b.log, "stop", "pid=%d", (int)getpid());
 	instance_unlock();
-	if (logf)
-		fclose(logf);
 	return status;
 
 bad_number:
@@ -383,6 +523,8 @@ fail:
 	if (b.store)
 		store_close(b.store);
 	free(old_leases.v);
+	if (passed_fd >= 0)
+		close(passed_fd);
 	if (locked)
 		instance_unlock();
 	return status;

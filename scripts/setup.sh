@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(build-essential meson ninja-build pkg-config python3 liblmdb-dev lmdb-utils
+packages=(build-essential meson ninja-build pkg-config python3 systemd liblmdb-dev lmdb-utils
           libsqlite3-dev sqlite3 libcriterion-dev npm faketime
           python3-pytest python3-filelock python3-fasteners python3-portalocker
           python3-sqlalchemy python3-flask python3-psycopg2 postgresql)
