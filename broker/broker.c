@@ -32,8 +32,10 @@
 
 #include "adopt.h"
 #include "broker.h"
+#include "events.h"
 #include "grants.h"
 #include "instance.h"
+#include "metrics_http.h"
 #include "requests.h"
 #include "revoke.h"
 
@@ -112,6 +114,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		o->waiter = NULL;
 		log_event(&b->log, "cancel", "resource=%s mode=%s pid=%d reason=%s",
 		          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid, why);
+		events_cancel(w, why);
 		lease_table_cancel(b->table, w);
 	}
 	/* A broker that stops leaves its leases recorded and their slots
@@ -120,6 +123,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		lease_table_release(b->table, o->leases, why);
 	ckpt_jobs_forget(&b->jobs, o);
 	revoke_forget(b, o);
+	events_unwatch(c);
 	c->user = NULL;
 	free(o);
 }
@@ -161,6 +165,7 @@ static void after_events(void *ud)
 	commit_and_send(b);
 	clients_reap(&b->clients);
 	commit_and_send(b);
+	events_publish(); /* the batch's events, for coordctl watch */
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
 	next = earliest(next, revoke_next_deadline(b));
 	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
@@ -237,6 +242,7 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 	};
 	b->started_ms = now_ms();
 	ckpt_jobs_init(&b->jobs);
+	events_open(b);
 	return 0;
 }
 
@@ -244,6 +250,8 @@ int broker_listen(struct broker *b, char *err, size_t errsize)
 {
 	/* What adoption changed (records of dead holders dropped) first. */
 	grants_commit(b);
+	if (metrics_http_listen(b, err, errsize) < 0)
+		return COORD_ESYS;
 	return clients_listen(&b->clients, b->cfg.dir, err, errsize);
 }
 
@@ -264,6 +272,8 @@ int broker_run(struct broker *b)
 void broker_fini(struct broker *b)
 {
 	ckpt_jobs_shutdown(&b->jobs);
+	metrics_http_close();
+	events_close();
 	clients_close(&b->clients);
 	adopt_fini(b);
 	revoke_fini(b);

@@ -32,6 +32,7 @@
 #include "group.h"
 #include "instance.h"
 #include "log.h"
+#include "metrics_http.h"
 
 enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
 
@@ -45,7 +46,7 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
 	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS] [--map-size MB]\n"
-	        "              [--group NAME] [--admin-group NAME]\n"
+	        "              [--group NAME] [--admin-group NAME] [--metrics-listen ADDR:PORT]\n"
 	        "\n"
 	        "The coord lease broker for one instance directory.\n"
 	        "  --dir DIR          instance directory (default: $COORD_DIR, else\n"
@@ -71,6 +72,8 @@ static void usage(FILE *f)
 	        "                     instance)\n"
 	        "  --admin-group NAME members may revoke anyone's leases (signalling another\n"
 	        "                     user's process needs coordd to run as root)\n"
+	        "  --metrics-listen ADDR:PORT  serve the metrics (coordctl metrics) over HTTP\n"
+	        "                     on ADDR:PORT, e.g. 127.0.0.1:9464 (default: off)\n"
 	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
 }
 
@@ -173,6 +176,7 @@ int main(int argc, char **argv)
 		{ "group", required_argument, NULL, 'g' },
 		{ "admin-group", required_argument, NULL, 'a' },
 		{ "map-size", required_argument, NULL, 'm' },
+		{ "metrics-listen", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -230,6 +234,10 @@ int main(int argc, char **argv)
 			if (parse_u64(optarg, 1, 24u * 3600 * 1000, &v) < 0)
 				goto bad_number;
 			b.cfg.checkpoint_timeout_ms = (uint32_t)v;
+			break;
+		case 'M':
+			if (metrics_http_parse(optarg) < 0)
+				goto bad_address;
 			break;
 		case 'h':
 			usage(stdout);
@@ -369,6 +377,9 @@ int main(int argc, char **argv)
 
 bad_number:
 	fprintf(stderr, "coordd: bad number: %s (see coordd --help)\n", optarg);
+	return EXIT_USAGE;
+bad_address:
+	fprintf(stderr, "coordd: --metrics-listen: not ADDR:PORT (e.g. 127.0.0.1:9464): %s\n", optarg);
 	return EXIT_USAGE;
 fail:
 	if (status == EXIT_RUNNING)
