@@ -248,9 +248,29 @@ static int prom_answers(void *arg)
 	return http_get(q->port, path, buf, sizeof buf) > 0 && strstr(buf, q->want);
 }
 
+static const char readme_rules[] =
+        "groups:\n"
+        "  - name: coord\n"
+        "    rules:\n"
+        "      - alert: CoordWriterWaitingTooLong\n"
+        "        expr: coord_longest_wait_seconds{mode=\"write\"} > 30\n"
+        "        labels:\n"
+        "          severity: warning\n"
+        "        annotations:\n"
+        "          summary: \"a writer has waited {{ $value }}s for a coord lease ({{ $labels.instance "
+        "}}); see coordctl list\"\n"
+        "      - alert: CoordWalTooLarge\n"
+        "        expr: coord_wal_bytes > 100 * 1024 * 1024\n"
+        "        for: 10m\n"
+        "        labels:\n"
+        "          severity: warning\n"
+        "        annotations:\n"
+        "          summary: \"the WAL of {{ $labels.resource }} is {{ $value | humanize1024 }}B; see "
+        "coordctl show\"\n";
+
 Test(observe, prometheus_scrapes_the_broker)
 {
-	char addr[400], cfg[300], data[300], web[64], body[1 << 16];
+	char addr[400], cfg[300], data[300], rules[300], check[400], web[64], body[1 << 16];
 	coord_t *c;
 	coord_lease_t *l;
 	int port, prom;
@@ -265,13 +285,22 @@ Test(observe, prometheus_scrapes_the_broker)
 	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
 	cr_assert_eq(coord_acquire(c, "key:scraped", COORD_WRITE, 1000, "p", &l), 0, "acquire");
 
+	/* The README's two alert rules, word for word. */
+	snprintf(rules, sizeof rules, "%s/coord-alerts.yml", h.dir);
+	f = fopen(rules, "w");
+	cr_assert(f, "cannot write %s", rules);
+	fputs(readme_rules, f);
+	fclose(f);
+	snprintf(check, sizeof check, "promtool check rules %s >/dev/null", rules);
+	cr_assert_eq(system(check), 0, "promtool check rules refuses the README's rules");
 	snprintf(cfg, sizeof cfg, "%s/prometheus.yml", h.dir);
 	snprintf(data, sizeof data, "%s/prometheus-data", h.dir);
 	f = fopen(cfg, "w");
 	cr_assert(f, "cannot write %s", cfg);
 	fprintf(f, "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
 	           "scrape_configs:\n  - job_name: coord\n    static_configs:\n"
-	           "      - targets: ['127.0.0.1:%d']\n", port);
+	           "      - targets: ['127.0.0.1:%d']\n"
+	           "rule_files: ['%s']\n", port, rules);
 	fclose(f);
 	prom = free_port();
 	snprintf(web, sizeof web, "--web.listen-address=127.0.0.1:%d", prom);
@@ -289,6 +318,11 @@ Test(observe, prometheus_scrapes_the_broker)
 	struct prom_query held = { prom, "coord_leases%7Bmode%3D%22write%22%7D", "\"1\"]" };
 	cr_assert(harness_wait(prom_answers, &held, 30000),
 	          "Prometheus did not scrape coord_leases{mode=\"write\"} 1 within 30 s");
+	struct prom_query alerts = { prom, "ALERTS", "\"status\":\"success\"" };
+	cr_assert(harness_wait(prom_answers, &alerts, 10000), "Prometheus answers queries");
+	cr_assert(http_get(prom, "/api/v1/rules", body, sizeof body) > 0 &&
+	          strstr(body, "CoordWriterWaitingTooLong") && strstr(body, "CoordWalTooLarge"),
+	          "Prometheus loaded the two alert rules: %s", body);
 	coord_release(l);
 	coord_disconnect(c);
 }
