@@ -21,6 +21,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "protocol.h"
 
 static struct harness h;
 static pid_t helper = 0; /* a watch or a Prometheus started by the test */
@@ -101,6 +102,21 @@ static int command_ok(void *cmd)
 }
 
 /* ---- metrics ---- */
+
+Test(observe, metrics_request_decoding)
+{
+	coord_msg_metrics m = { { COORD_MSG_METRICS, 9 }, COORD_METRICS_WATCH, 0 };
+	struct request r;
+	cr_assert_eq(proto_decode(&m, sizeof m, &r), 0, "METRICS{WATCH} decodes");
+	cr_assert_eq(r.flags, COORD_METRICS_WATCH, "its flags are kept");
+	m.flags = 0;
+	cr_assert_eq(proto_decode(&m, sizeof m, &r), 0, "METRICS{0} decodes");
+	cr_assert_eq(r.flags, 0, "no flags");
+	m.flags = 2;
+	cr_assert_eq(proto_decode(&m, sizeof m, &r), COORD_EINVAL, "an unknown flag is refused");
+	cr_assert_eq(proto_decode(&m, sizeof m - 1, &r), COORD_EPROTO, "a short METRICS is malformed");
+	cr_assert_eq(proto_decode(&m, sizeof m.h, &r), COORD_EPROTO, "a bare header is malformed");
+}
 
 Test(observe, metrics_pass_promtool_and_count)
 {
