@@ -20,6 +20,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "dbutil.h"
 #include "harness.h"
 #include "protocol.h"
 
@@ -486,6 +487,40 @@ Test(observe, watch_survives_a_broker_restart)
 	                               "zip(events, events[1:])) and "
 	                               "events[1]['epoch'] > events[0]['epoch']"),
 	             0, "one sequence across the restart, a new epoch: %s", slurp(out));
+}
+
+Test(observe, checkpoints_are_events_and_metrics)
+{
+	char out[300], db[300];
+	coord_t *c;
+	coord_lease_t *l;
+	sqlite3 *w;
+	snprintf(out, sizeof out, "%s/watch.json", h.dir);
+	snprintf(db, sizeof db, "%s/ck.db", h.dir);
+	/* A WAL database with frames in it; the open connection keeps its WAL. */
+	w = sqlite_open(db);
+	sqlite_exec(w, "PRAGMA journal_mode=WAL; PRAGMA wal_autocheckpoint=0; CREATE TABLE t(i);"
+	               "WITH RECURSIVE s(v) AS (SELECT 1 UNION ALL SELECT v + 1 FROM s WHERE v < 2000)"
+	               " INSERT INTO t SELECT v FROM s");
+	harness_start_broker(&h, NULL);
+	start_watch_json(out);
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
+	cr_assert_eq(coord_acquire(c, db, COORD_WRITE, 1000, "", &l), 0, "acquire the database");
+	coord_release(l); /* the checkpoint runs after the last write lease */
+	struct file_has done = { out, "\"event\":\"checkpoint\"" };
+	cr_assert(harness_wait(file_has, &done, 20000), "no checkpoint event: %s", slurp(out));
+	cr_assert_eq(python_check(out, "any(e['event'] == 'checkpoint-start' and e['kind'] == 'sqlite'"
+	                               " for e in events) and "
+	                               "any(e['event'] == 'checkpoint' and e['code'] is None and "
+	                               "e['kind'] == 'sqlite' and e['wal_before'] > 0 and "
+	                               "e['duration_us'] > 0 for e in events)"),
+	             0, "a checkpoint-start and a successful checkpoint with its WAL: %s", slurp(out));
+	cr_assert(harness_wait(metrics_say, "coord_checkpoints_total{result=\"ok\"} 1\n", 5000),
+	          "the checkpoint is counted");
+	cr_assert(metrics_say("coord_checkpoint_duration_seconds_count 1\n"), "and timed");
+	cr_assert(metrics_say("kind=\"sqlite\"} "), "its WAL has a gauge");
+	sqlite3_close(w);
+	coord_disconnect(c);
 }
 
 Test(observe, a_lapped_reader_is_told)
