@@ -566,8 +566,10 @@ static int pane_has(void *arg)
 
 Test(observe, watch_screen_in_tmux)
 {
-	char sock[300], cmd[1024], pane[300];
+	char sock[300], cmd[1024], pane[300], resize[400];
 	struct actor a;
+	coord_t *c;
+	coord_lease_t *l, *many[15];
 	snprintf(sock, sizeof sock, "%s/tmux.sock", h.dir);
 	snprintf(pane, sizeof pane, "%s/pane.txt", h.dir);
 	harness_start_broker(&h, NULL);
@@ -585,6 +587,36 @@ Test(observe, watch_screen_in_tmux)
 	cr_assert(harness_wait(pane_has, &shown, 10000), "the lease never showed on the screen: %s",
 	          slurp(pane));
 	cr_assert(strstr(slurp(pane), "write  held"), "shown as a held write lease: %s", slurp(pane));
+	/* A label that would clear the screen is shown as text. */
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect");
+	cr_assert_eq(coord_acquire(c, "key:evil", COORD_READ, 1000, "L\x1b[2J\xffx", &l), 0,
+	             "acquire with a hostile label");
+	struct pane_has escaped = { cmd, { pane, "L\\x1b[2J\\xffx" } };
+	cr_assert(harness_wait(pane_has, &escaped, 10000), "the label is not shown escaped: %s",
+	          slurp(pane));
+	/* 15 more leases fit in 30 lines, not in 12: a smaller terminal gets a
+	 * shorter list, and no line wider than it. */
+	for (int i = 0; i < 15; i++) {
+		char key[32];
+		snprintf(key, sizeof key, "key:many-%02d", i);
+		cr_assert_eq(coord_acquire(c, key, COORD_READ, 1000, "", &many[i]), 0, "acquire %s", key);
+	}
+	struct pane_has all = { cmd, { pane, "key:many-14" } };
+	cr_assert(harness_wait(pane_has, &all, 10000), "17 leases fit in 30 lines: %s", slurp(pane));
+	snprintf(resize, sizeof resize, "tmux -S %s resize-window -x 40 -y 12", sock);
+	cr_assert_eq(system(resize), 0, "resize-window failed");
+	struct pane_has narrow = { cmd, { pane, "... 9 more" } };
+	cr_assert(harness_wait(pane_has, &narrow, 10000), "no redraw for 12 lines: %s", slurp(pane));
+	for (const char *at = slurp(pane), *nl; *at; at = nl + 1) {
+		nl = strchrnul(at, '\n');
+		cr_assert_leq(nl - at, 40, "a line wider than the 40 columns: %.*s", (int)(nl - at), at);
+		if (!*nl)
+			break;
+	}
+	for (int i = 0; i < 15; i++)
+		coord_release(many[i]);
+	coord_release(l);
+	coord_disconnect(c);
 	actor_stop(&a);
 	struct pane_has gone = { cmd, { pane, "0 held, 0 waiting" } };
 	cr_assert(harness_wait(pane_has, &gone, 10000),

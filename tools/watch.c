@@ -35,6 +35,9 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
+#include <wchar.h>
+#include <langinfo.h>
+#include <locale.h>
 
 #include "coord.h"
 #include "watch.h"
@@ -107,40 +110,84 @@ static void json_string(FILE *f, const char *str)
 	putc('"', f);
 }
 
-/* Appends str to buf (size bytes, *len used) safe for a terminal, at most
- * `cols` columns (one per character), padded with spaces to `pad`. */
-static void screen_text(char *buf, size_t size, size_t *len, const char *str, int cols, int pad)
+/* The screen being drawn: bytes for one write(), and the columns left on
+ * the current line, so no line is longer than the terminal is wide. */
+struct out {
+	char *buf;
+	size_t size, len;
+	int cols, room;
+};
+
+/* 1 if the terminal's character set is UTF-8; else every byte above
+ * 0x7f is shown escaped too (an 8-bit terminal could take one for a C1
+ * control). */
+static int utf8_terminal;
+
+/* Escape sequences: no columns. */
+static void out_raw(struct out *o, const char *s)
+{
+	size_t n = strlen(s);
+	if (o->len + n < o->size) {
+		memcpy(o->buf + o->len, s, n);
+		o->len += n;
+	}
+}
+
+/* str made safe for a terminal, in at most `max` columns of what is left
+ * on the line, padded with spaces to `pad`: a control character or a byte
+ * that is not valid UTF-8 is shown as \xHH. */
+static void out_text(struct out *o, const char *str, int max, int pad)
 {
 	const unsigned char *s = (const unsigned char *)str;
 	size_t n = strlen(str);
 	int used = 0;
-	while (n && used < cols) {
+	if (max > o->room)
+		max = o->room;
+	if (pad > max)
+		pad = max;
+	while (n && o->len + 8 < o->size) {
 		size_t k = utf8_seq(s, n);
-		if (k == 0 || is_control(s, k)) {
+		int w = 1;
+		if (k > 1) {
+			wchar_t wc;
+			if (mbtowc(&wc, (const char *)s, k) == (int)k)
+				w = wcwidth(wc);
+			if (w < 0)
+				w = 1;
+		}
+		if (k == 0 || is_control(s, k) || (k > 1 && !utf8_terminal)) {
 			size_t bytes = k ? k : 1;
-			for (size_t i = 0; i < bytes && used + 4 <= cols && *len + 5 < size; i++) {
-				*len += (size_t)snprintf(buf + *len, size - *len, "\\x%02x", s[i]);
-				used += 4;
-			}
-			if (used + 4 > cols)
-				used = cols;
+			if (used + 4 * (int)bytes > max)
+				break;
+			for (size_t i = 0; i < bytes; i++)
+				o->len += (size_t)snprintf(o->buf + o->len, o->size - o->len, "\\x%02x",
+				                           s[i]);
+			used += 4 * (int)bytes;
 			s += bytes;
 			n -= bytes;
 			continue;
 		}
-		if (*len + k + 1 >= size)
+		if (used + w > max)
 			break;
-		memcpy(buf + *len, s, k);
-		*len += k;
-		used++;
+		memcpy(o->buf + o->len, s, k);
+		o->len += k;
+		used += w;
 		s += k;
 		n -= k;
 	}
-	while (used < pad && *len + 2 < size) {
-		buf[(*len)++] = ' ';
+	while (used < pad && o->len + 1 < o->size) {
+		o->buf[o->len++] = ' ';
 		used++;
 	}
-	buf[*len] = 0;
+	o->room -= used;
+}
+
+/* Ends the line: clears the rest of it, then (unless it is the last) goes
+ * to the next one. */
+static void out_eol(struct out *o, int last)
+{
+	out_raw(o, last ? "\x1b[K" : "\x1b[K\r\n");
+	o->room = o->cols;
 }
 
 static const char *mode_name(int mode)
@@ -228,14 +275,16 @@ struct row {
 };
 
 #define RECENT_MAX 64
+#define RECENT_LINE 800
 
 struct view {
 	coord_t *c;
 	struct row *rows;
 	size_t nrows, cap;
-	char recent[RECENT_MAX][256]; /* ring of lines, already made safe */
+	char recent[RECENT_MAX][RECENT_LINE]; /* ring of lines */
 	size_t nrecent;
 	char status[160];
+	int64_t listed_ms;         /* wall time of the last coord_list() */
 	uint64_t broker_pid;
 	int rows_on_screen, cols;
 };
@@ -298,6 +347,7 @@ static void resync(struct view *v)
 	}
 	if (coord_status(v->c, &st) == 0)
 		v->broker_pid = st.broker_pid;
+	v->listed_ms = now;
 	v->nrows = 0;
 	for (size_t i = 0; i < n; i++) {
 		struct row *r = row_add(v);
@@ -330,7 +380,8 @@ static void fmt_age(char *buf, size_t size, int64_t ms)
 		snprintf(buf, size, "%" PRId64 "h%02" PRId64 "m", ms / 3600000, ms / 60000 % 60);
 }
 
-/* A line of the "recent" pane: time, what, resource (made safe). */
+/* A line of the "recent" pane: time, what, resource, more (raw; made
+ * safe when drawn). */
 static void recent_add(struct view *v, const coord_event_t *e, const char *fmt, ...)
         __attribute__((format(printf, 3, 4)));
 static void recent_add(struct view *v, const coord_event_t *e, const char *fmt, ...)
@@ -344,10 +395,9 @@ static void recent_add(struct view *v, const coord_event_t *e, const char *fmt, 
 	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
 	localtime_r(&t, &tm);
-	len = strftime(line, 256, "%H:%M:%S ", &tm);
-	len += (size_t)snprintf(line + len, 256 - len, "%-16s ", coord_event_name(e->type));
-	screen_text(line, 256, &len, e->resource, 60, 0);
-	snprintf(line + len, 256 - len, " %s", what);
+	len = strftime(line, RECENT_LINE, "%H:%M:%S ", &tm);
+	snprintf(line + len, RECENT_LINE - len, "%-16s %s %s", coord_event_name(e->type), e->resource,
+	         what);
 }
 
 static void apply(struct view *v, const coord_event_t *e)
@@ -389,6 +439,9 @@ static void apply(struct view *v, const coord_event_t *e)
 		memcpy(r->label, e->label, sizeof r->label);
 		break;
 	case COORD_EVENT_WAIT:
+		/* Queued before the listing, which shows it already. */
+		if (e->wall_ms <= v->listed_ms && find_waiter(v, e->pid, e->resource, e->mode) >= 0)
+			break;
 		if (!(r = row_add(v)))
 			break;
 		r->waiting = 1;
@@ -451,53 +504,47 @@ static int row_order(const void *a, const void *b)
 	return x->since_ms < y->since_ms ? -1 : x->since_ms > y->since_ms;
 }
 
-/* One screen line into out (at *len): text, clear to its end, newline. */
-static void line_end(char *out, size_t size, size_t *len, int last)
-{
-	*len += (size_t)snprintf(out + *len, size - *len, "\x1b[K%s", last ? "" : "\r\n");
-}
-
 static void draw(struct view *v, const char *dir)
 {
-	size_t size = (size_t)(v->rows_on_screen + 2) * (size_t)(v->cols * 6 + 16) + 64, len = 0;
-	char *out = malloc(size), line[128], age[32], rec[32];
+	struct out o = { .cols = v->cols, .room = v->cols };
+	char line[160], age[32], rec[32];
 	int64_t now = wall_now();
-	int y = 0, list_lines, recent_lines, cols = v->cols;
+	int y = 0, list_lines, recent_lines, rows = v->rows_on_screen;
 	size_t held = 0, waiting = 0;
-	if (!out)
+	o.size = (size_t)(rows + 2) * (size_t)(v->cols * 8 + 32) + 64;
+	o.buf = malloc(o.size);
+	if (!o.buf)
 		return;
 	qsort(v->rows, v->nrows, sizeof v->rows[0], row_order);
 	for (size_t i = 0; i < v->nrows; i++)
 		v->rows[i].waiting ? waiting++ : held++;
-	len += (size_t)snprintf(out + len, size - len, "\x1b[H\x1b[7m");
+	out_raw(&o, "\x1b[H\x1b[7m");
 	snprintf(line, sizeof line, "coord watch  %zu held, %zu waiting  broker pid %" PRIu64 "  ",
 	         held, waiting, v->broker_pid);
-	screen_text(out, size, &len, line, cols, 0);
-	screen_text(out, size, &len, dir, cols - (int)strlen(line), cols - (int)strlen(line));
-	len += (size_t)snprintf(out + len, size - len, "\x1b[m");
-	line_end(out, size, &len, 0);
-	y++;
-	screen_text(out, size, &len, v->status[0] ? v->status : "q quits", cols, 0);
-	line_end(out, size, &len, 0);
-	y++;
+	out_text(&o, line, o.room, 0);
+	out_text(&o, dir, o.room, o.room);
+	out_raw(&o, "\x1b[m");
+	out_eol(&o, ++y >= rows);
+	out_text(&o, v->status[0] ? v->status : "q quits", o.room, 0);
+	out_eol(&o, ++y >= rows);
 	snprintf(line, sizeof line, "%-6s %-8s %-8s %-16s %-9s %-9s %-16s %s", "MODE", "STATE",
 	         "PID", "COMMAND", "AGE", "RECALLED", "LABEL", "RESOURCE");
-	len += (size_t)snprintf(out + len, size - len, "\x1b[1m");
-	screen_text(out, size, &len, line, cols, 0);
-	len += (size_t)snprintf(out + len, size - len, "\x1b[m");
-	line_end(out, size, &len, 0);
-	y++;
-	recent_lines = v->nrecent ? (v->rows_on_screen - y) / 3 : 0;
+	out_raw(&o, "\x1b[1m");
+	out_text(&o, line, o.room, 0);
+	out_raw(&o, "\x1b[m");
+	out_eol(&o, ++y >= rows);
+	recent_lines = v->nrecent ? (rows - y) / 3 : 0;
 	if (recent_lines > (int)v->nrecent + 1)
 		recent_lines = (int)v->nrecent + 1;
-	list_lines = v->rows_on_screen - y - recent_lines;
-	for (size_t i = 0; i < v->nrows && list_lines > 0; i++, list_lines--, y++) {
+	if (recent_lines > RECENT_MAX + 1)
+		recent_lines = RECENT_MAX + 1;
+	list_lines = rows - y - recent_lines;
+	for (size_t i = 0; i < v->nrows && list_lines > 0; i++, list_lines--) {
 		const struct row *r = &v->rows[i];
 		if (list_lines == 1 && i + 1 < v->nrows) {
 			snprintf(line, sizeof line, "... %zu more", v->nrows - i);
-			screen_text(out, size, &len, line, cols, 0);
-			line_end(out, size, &len, 0);
-			y++;
+			out_text(&o, line, o.room, 0);
+			out_eol(&o, ++y >= rows);
 			break;
 		}
 		fmt_age(age, sizeof age, now - r->since_ms);
@@ -507,36 +554,31 @@ static void draw(struct view *v, const char *dir)
 			snprintf(rec, sizeof rec, "-");
 		snprintf(line, sizeof line, "%-6s %-8s %-8" PRIu64 " ", mode_name(r->mode),
 		         r->waiting ? "waiting" : "held", r->pid);
-		screen_text(out, size, &len, line, cols, 0);
-		screen_text(out, size, &len, r->command, 16, 17);
+		out_text(&o, line, o.room, 0);
+		out_text(&o, r->command, 16, 17);
 		snprintf(line, sizeof line, "%-9s %-9s ", age, rec);
-		screen_text(out, size, &len, line, cols - 41, 0);
-		screen_text(out, size, &len, r->label, 16, 17);
-		if (cols > 78)
-			screen_text(out, size, &len, r->resource, cols - 78, 0);
-		line_end(out, size, &len, 0);
+		out_text(&o, line, o.room, 0);
+		out_text(&o, r->label, 16, 17);
+		out_text(&o, r->resource, o.room, 0);
+		out_eol(&o, ++y >= rows);
 	}
-	while (y < v->rows_on_screen - recent_lines) {
-		line_end(out, size, &len, 0);
-		y++;
-	}
+	while (y < rows - recent_lines)
+		out_eol(&o, ++y >= rows);
 	if (recent_lines > 0) {
-		len += (size_t)snprintf(out + len, size - len, "\x1b[1m");
-		screen_text(out, size, &len, "recent", cols, 0);
-		len += (size_t)snprintf(out + len, size - len, "\x1b[m");
-		line_end(out, size, &len, y + 1 >= v->rows_on_screen);
-		y++;
-		for (int k = recent_lines - 1; k > 0 && y < v->rows_on_screen; k--, y++) {
-			size_t idx = v->nrecent - (size_t)k;
-			screen_text(out, size, &len, v->recent[idx % RECENT_MAX], cols, 0);
-			line_end(out, size, &len, y + 1 >= v->rows_on_screen);
+		out_raw(&o, "\x1b[1m");
+		out_text(&o, "recent", o.room, 0);
+		out_raw(&o, "\x1b[m");
+		out_eol(&o, ++y >= rows);
+		for (int k = recent_lines - 1; k > 0 && y < rows; k--) {
+			out_text(&o, v->recent[(v->nrecent - (size_t)k) % RECENT_MAX], o.room, 0);
+			out_eol(&o, ++y >= rows);
 		}
 	}
-	len += (size_t)snprintf(out + len, size - len, "\x1b[J");
-	if (write(STDOUT_FILENO, out, len) < 0) {
+	out_raw(&o, "\x1b[J");
+	if (write(STDOUT_FILENO, o.buf, o.len) < 0) {
 		/* the terminal went away: the next poll sees its hang-up */
 	}
-	free(out);
+	free(o.buf);
 }
 
 static void screen_size(struct view *v)
@@ -591,6 +633,8 @@ static int watch_screen(coord_t *c, coord_feed_t *f, const char *dir)
 		                "in scripts\n");
 		return EX_USAGE;
 	}
+	setlocale(LC_CTYPE, ""); /* for the widths of characters */
+	utf8_terminal = !strcmp(nl_langinfo(CODESET), "UTF-8");
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGWINCH);
 	sigaddset(&mask, SIGINT);
