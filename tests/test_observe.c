@@ -26,6 +26,7 @@
 
 static struct harness h;
 static pid_t helper = 0; /* a watch or a Prometheus started by the test */
+static char tmux_sock[300]; /* a tmux server started by the test, or "" */
 
 static void observe_setup(void)
 {
@@ -38,6 +39,14 @@ static void observe_teardown(void)
 		kill(helper, SIGKILL);
 		waitpid(helper, NULL, 0);
 		helper = 0;
+	}
+	if (tmux_sock[0]) {
+		char cmd[400];
+		snprintf(cmd, sizeof cmd, "tmux -S %s kill-server 2>/dev/null", tmux_sock);
+		if (system(cmd) != 0) {
+			/* gone already: q ended it */
+		}
+		tmux_sock[0] = 0;
 	}
 	harness_fini(&h);
 }
@@ -571,6 +580,7 @@ Test(observe, watch_screen_in_tmux)
 	coord_t *c;
 	coord_lease_t *l, *many[15];
 	snprintf(sock, sizeof sock, "%s/tmux.sock", h.dir);
+	snprintf(tmux_sock, sizeof tmux_sock, "%s", sock);
 	snprintf(pane, sizeof pane, "%s/pane.txt", h.dir);
 	harness_start_broker(&h, NULL);
 	snprintf(cmd, sizeof cmd,
