@@ -3438,16 +3438,22 @@ COORD_API int coord_feed_next(coord_feed_t *f, coord_event_t *ev, int timeout_ms
 		int64_t now, wait;
 		struct timespec ts;
 		if (f->next < oldest || f->next > head) {
-			/* Lapped; or a new file whose seq is behind ours. */
-			uint64_t lost = f->next < oldest ? oldest - f->next : 0;
-			f->next = f->next < oldest ? oldest : head;
+			/* Lapped (go on half a ring behind the head, so a broker
+			 * that keeps writing does not lap us again at once); or a
+			 * new file whose seq is behind ours. */
+			uint64_t from = head > f->count / 2 ? head - f->count / 2 : 1;
+			uint64_t lost = f->next < oldest ? from - f->next : 0;
+			f->next = f->next < oldest ? from : head;
 			return coord__feed_lost(ev, lost);
 		}
 		if (f->next < head) {
 			if (!coord__feed_read(f, f->next, ev)) {
+				/* Written over while we read it: lapped after all. */
 				uint64_t now_head = atomic_load_explicit(&f->hdr->head, memory_order_acquire);
-				f->next = now_head;
-				return coord__feed_lost(ev, 0);
+				uint64_t from = now_head > f->count / 2 ? now_head - f->count / 2 : 1;
+				uint64_t lost = from > f->next ? from - f->next : 0;
+				f->next = from > f->next ? from : now_head;
+				return coord__feed_lost(ev, lost);
 			}
 			f->next++;
 			if (ev->type == COORD_EVENT_START && ev->epoch != f->epoch) {
