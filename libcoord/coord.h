@@ -776,7 +776,9 @@ typedef struct coord_feed coord_feed_t;
  * Returns 0 with *out set, or COORD_ENOENT (no broker ever ran there, or
  * an older one), COORD_EPERM, COORD_EPROTO (not a feed this library
  * reads), COORD_ENOMEM, COORD_ESYS, or what the request to the broker
- * failed with (COORD_EIO, COORD_EFORKED). */
+ * failed with: COORD_ELIMIT (256 connections watch already),
+ * COORD_ENOTSUP (the broker could not open its feed, and says why in its
+ * log), COORD_EIO, COORD_EFORKED. */
 COORD_API int coord_feed_open(coord_t *c, coord_feed_t **out);
 
 /* Waits up to timeout_ms (< 0: forever) for the next event into *ev.
