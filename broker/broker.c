@@ -33,8 +33,10 @@
 #include "adopt.h"
 #include "broker.h"
 #include "cache.h"
+#include "events.h"
 #include "grants.h"
 #include "instance.h"
+#include "metrics_http.h"
 #include "requests.h"
 #include "revoke.h"
 
@@ -113,6 +115,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 		o->waiter = NULL;
 		log_event(&b->log, "cancel", "resource=%s mode=%s pid=%d reason=%s",
 		          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid, why);
+		events_cancel(w, why);
 		lease_table_cancel(b->table, w);
 	}
 	/* A broker that stops leaves its leases recorded and their slots
@@ -122,6 +125,7 @@ static void client_gone(void *ud, struct client *c, const char *why)
 	ckpt_jobs_forget(&b->jobs, o);
 	revoke_forget(b, o);
 	cache_client_gone(c);
+	events_unwatch(c);
 	c->user = NULL;
 	free(o);
 }
@@ -165,6 +169,7 @@ static void after_events(void *ud)
 	clients_reap(&b->clients);
 	cache_drops_run(b);
 	commit_and_send(b);
+	events_publish(); /* the batch's events, for coordctl watch */
 	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
 	next = earliest(next, revoke_next_deadline(b));
 	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
@@ -244,6 +249,7 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 	};
 	b->started_ms = now_ms();
 	ckpt_jobs_init(&b->jobs);
+	events_open(b);
 	return 0;
 }
 
@@ -251,6 +257,8 @@ int broker_listen(struct broker *b, char *err, size_t errsize)
 {
 	/* What adoption changed (records of dead holders dropped) first. */
 	grants_commit(b);
+	if (metrics_http_listen(b, err, errsize) < 0)
+		return COORD_ESYS;
 	return clients_listen(&b->clients, b->cfg.dir, err, errsize);
 }
 
@@ -271,6 +279,8 @@ int broker_run(struct broker *b)
 void broker_fini(struct broker *b)
 {
 	ckpt_jobs_shutdown(&b->jobs);
+	metrics_http_close();
+	events_close();
 	clients_close(&b->clients);
 	adopt_fini(b);
 	revoke_fini(b);

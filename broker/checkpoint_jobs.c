@@ -32,6 +32,7 @@
 
 #include "checkpoint_child.h"
 #include "checkpoint_jobs.h"
+#include "events.h"
 #include "resource.h"
 
 struct ckpt_job {
@@ -230,6 +231,7 @@ static int start_job(struct ckpt_jobs *j, struct lt_resource *res, void *request
 	          "resource=%s kind=%s policy=%s mode=%s pid=%d limit_ms=%u",
 	          log_quote(j->log, res->name), coord_proto_kind_name(kind),
 	          coord_proto_policy_name(policy), job_mode(job), (int)job->pid, limit);
+	events_checkpoint_start(res->name, kind, (int)job->pid);
 	return block_bits(kind, policy, mode);
 fail:
 	log_event(j->log, "error", "op=checkpoint-start resource=%s errno=%s",
@@ -340,6 +342,8 @@ static void finish_job(struct ckpt_job *job)
 	          r.status ? coord_proto_errname(r.status) : "ok",
 	          (unsigned long long)x->rec.last_duration_us, (long long)r.wal_before,
 	          (long long)r.wal_after, log_quote(log, r.message));
+	events_checkpoint_done(res->name, job->kind, r.status, (int64_t)x->rec.last_duration_us,
+	                       r.wal_before, r.wal_after);
 
 	loop_del(j->loop, job->pidfd);
 	close(job->pidfd);

@@ -40,6 +40,7 @@
 #include "state.h"
 #include "cache.h"
 #include "grants.h"
+#include "events.h"
 
 /* A GRANT (or ATTACH answer) queued this iteration, not sent before the
  * iteration's commit. */
@@ -193,7 +194,6 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	struct broker *b = ud;
 	struct owner *o = l->owner;
 	int rc;
-	(void)w;
 
 	rc = region_slot_alloc(b->region, &l->slot);
 	if (rc < 0)
@@ -212,6 +212,7 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
 	          log_quote(&b->log, o->comm), log_quote(&b->log, l->label));
+	events_grant(l, w);
 	return 0;
 fail:
 	region_slot_free(b->region, l->slot);
@@ -236,6 +237,7 @@ void grants_recall(void *ud, struct lt_lease *l)
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (int)o->pid, log_quote(&b->log, o->comm),
 	          (long long)(now_ms() - l->granted_ms));
+	events_recall(l);
 }
 
 int grants_released(void *ud, struct lt_lease *l, const char *why)
@@ -262,6 +264,7 @@ int grants_released(void *ud, struct lt_lease *l, const char *why)
 	          (unsigned long long)l->id, log_quote(&b->log, l->res->name),
 	          grants_mode_name(l->mode), (unsigned long long)l->token, (int)o->pid,
 	          log_quote(&b->log, o->comm), (long long)(now_ms() - l->granted_ms), why);
+	events_released(l, why);
 	if (l->mode == COORD_WRITE && !b->undoing)
 		return ckpt_jobs_on_write_release(&b->jobs, l->res);
 	return 0;

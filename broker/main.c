@@ -41,6 +41,7 @@
 #include "group.h"
 #include "instance.h"
 #include "log.h"
+#include "metrics_http.h"
 
 enum { EXIT_STARTUP = 1, EXIT_RUNNING = 3, EXIT_USAGE = 64 };
 
@@ -54,7 +55,7 @@ static void usage(FILE *f)
 	fprintf(f,
 	        "usage: coordd [--dir DIR] [--daemon] [--max-leases N] [--max-clients N]\n"
 	        "              [--duckdb-lib PATH] [--checkpoint-timeout MS] [--map-size MB]\n"
-	        "              [--group NAME] [--admin-group NAME]\n"
+	        "              [--group NAME] [--admin-group NAME] [--metrics-listen ADDR:PORT]\n"
 	        "              [--log journal|file|stderr] [--log-max-bytes N]\n"
 	        "              [--journal-socket PATH]\n"
 	        "\n"
@@ -92,6 +93,8 @@ static void usage(FILE *f)
 	        "                     one is begun (default 67108864, 64 MiB; 0: never)\n"
 	        "  --journal-socket PATH  the journal's socket for --log journal (default\n"
 	        "                     " LOG_JOURNAL_SOCKET ")\n"
+	        "  --metrics-listen ADDR:PORT  serve the metrics (coordctl metrics) over HTTP\n"
+	        "                     on ADDR:PORT, e.g. 127.0.0.1:9464 (default: off)\n"
 	        "Under systemd, a listening socket passed by coordd.socket (LISTEN_FDS) is\n"
 	        "served, and readiness is sent to $NOTIFY_SOCKET.\n"
 	        "Exit status: 0 ok, 1 startup failed, 3 already running, 64 usage.\n");
@@ -234,6 +237,7 @@ int main(int argc, char **argv)
 		{ "log", required_argument, NULL, 'L' },
 		{ "log-max-bytes", required_argument, NULL, 'B' },
 		{ "journal-socket", required_argument, NULL, 'J' },
+		{ "metrics-listen", required_argument, NULL, 'M' },
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ 0 },
@@ -313,6 +317,10 @@ int main(int argc, char **argv)
 			break;
 		case 'J':
 			journal_socket = optarg;
+			break;
+		case 'M':
+			if (metrics_http_parse(optarg) < 0)
+				goto bad_address;
 			break;
 		case 'h':
 			usage(stdout);
@@ -509,6 +517,9 @@ int main(int argc, char **argv)
 
 bad_number:
 	fprintf(stderr, "coordd: bad number: %s (see coordd --help)\n", optarg);
+	return EXIT_USAGE;
+bad_address:
+	fprintf(stderr, "coordd: --metrics-listen: not ADDR:PORT (e.g. 127.0.0.1:9464): %s\n", optarg);
 	return EXIT_USAGE;
 fail:
 	if (status == EXIT_RUNNING)

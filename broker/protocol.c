@@ -112,6 +112,14 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 	case COORD_MSG_NOTIFY:
 	case COORD_MSG_CACHE:
 		return len == sizeof h ? 0 : COORD_EPROTO;
+	case COORD_MSG_METRICS: {
+		coord_msg_metrics m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		req->flags = m.flags;
+		return m.flags & ~(uint32_t)COORD_METRICS_WATCH ? COORD_EINVAL : 0;
+	}
 	case COORD_MSG_CANCEL: {
 		coord_msg_cancel m;
 		if (len != sizeof m)

@@ -20,7 +20,9 @@
 #include "adopt.h"
 #include "cache.h"
 #include "checkpoint_child.h"
+#include "events.h"
 #include "grants.h"
+#include "metrics.h"
 #include "protocol.h"
 #include "requests.h"
 #include "resource.h"
@@ -65,6 +67,7 @@ void requests_waiter_failed(void *ud, struct lt_waiter *w, int err)
 	          "resource=%s mode=%s pid=%d waited_ms=%lld code=%s", log_quote(&b->log, w->res->name),
 	          grants_mode_name(w->mode), (int)o->pid, (long long)(now_ms() - w->since_ms),
 	          coord_proto_errname(err));
+	events_waiter_failed(w, err);
 	answer(o, w->seq, err);
 }
 
@@ -183,6 +186,7 @@ static void handle_acquire(struct broker *b, struct client *c, const struct requ
 		log_event(&b->log, "wait", "resource=%s mode=%s pid=%d comm=%s timeout_ms=%d",
 		          log_quote(&b->log, req->name), grants_mode_name(req->mode), (int)o->pid,
 		          log_quote(&b->log, o->comm), (int)req->timeout_ms);
+		events_wait(w);
 	} else {
 		log_refusal(b, o, req->name, req->mode, rc);
 		client_reply(c, req->seq, rc);
@@ -245,6 +249,7 @@ static void handle_cancel(struct broker *b, struct client *c, const struct reque
 	log_event(&b->log, "cancel", "resource=%s mode=%s pid=%d comm=%s waited_ms=%lld",
 	          log_quote(&b->log, w->res->name), grants_mode_name(w->mode), (int)o->pid,
 	          log_quote(&b->log, o->comm), (long long)(now_ms() - w->since_ms));
+	events_cancel(w, "canceled");
 	lease_table_cancel(b->table, w);
 	client_reply(c, req->acquire_seq, COORD_ECANCELED);
 }
@@ -841,6 +846,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_CANCEL:
 		handle_cancel(b, c, &req);
+		break;
+	case COORD_MSG_METRICS:
+		metrics_request(b, c, &req);
 		break;
 	}
 }

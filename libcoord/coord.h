@@ -53,7 +53,9 @@
  *   5. Administration ......... coord_status(), coord_list(), coord_show(),
  *                               coord_checkpoint(), coord_set_policy(),
  *                               coord_set_limits(), coord_revoke(),
- *                               coord_policy_parse(), coord_free()
+ *                               coord_policy_parse(), coord_free(),
+ *                               coord_metrics(), coord_feed_open(),
+ *                               coord_feed_next(), coord_feed_close()
  *   6. Names .................. coord_canonicalize(), coord_instance_dir(),
  *                               coord_default_dir(), coord_file_instance()
  *   7. Threads, fork(), broker restarts, kernel locks, shared instances,
@@ -706,6 +708,102 @@ COORD_API const char *coord_sqlite_mode_name(int mode);
 
 /* Frees what coord_list() and coord_show() allocated.  NULL is a no-op. */
 COORD_API void coord_free(void *p);
+
+/* ---- metrics and the event feed ---- */
+
+/* The broker's metrics in the Prometheus text format (version 0.0.4), as
+ * `coordctl metrics` prints them and `coordd --metrics-listen` serves
+ * them: leases and waiters per mode, counters of grants, releases,
+ * reclaims, recalls and timeouts, wait and checkpoint histograms, the
+ * longest current wait and hold, WAL bytes of the database files the
+ * broker knows, and the broker's uptime, clients and memory.  Resource
+ * names in label values are escaped by the text format's rules, after
+ * this mapping that keeps them apart and valid UTF-8: a backslash is
+ * "\\", a byte that is not part of valid UTF-8 or is a control
+ * character is "\xHH".  On success *text is a NUL-terminated string for
+ * coord_free().
+ *
+ * Returns 0, or COORD_EINVAL, COORD_EIO, COORD_EFORKED, COORD_EPROTO,
+ * COORD_ENOMEM, COORD_ESYS (the broker could not make the text). */
+COORD_API int coord_metrics(coord_t *c, char **text);
+
+/* What happened in the broker, one record per event, as the event feed
+ * (coord_feed_next()) reports it. */
+enum {
+	COORD_EVENT_START = 1,   /* a broker started (pid, epoch) */
+	COORD_EVENT_STOP,        /* the broker stops cleanly */
+	COORD_EVENT_GRANT,       /* lease granted (waited: duration_us) */
+	COORD_EVENT_WAIT,        /* request queued behind a conflicting lease */
+	COORD_EVENT_RECALL,      /* holder asked to let go (held: duration_us) */
+	COORD_EVENT_RELEASE,     /* released by its holder */
+	COORD_EVENT_RECLAIM,     /* taken back: reason exit, hangup, revoke, ... */
+	COORD_EVENT_TIMEOUT,     /* a waiter's timeout passed (code) */
+	COORD_EVENT_CANCEL,      /* a waiter gave up or went (reason) */
+	COORD_EVENT_CHECKPOINT_START, /* a checkpoint began (kind, pid: its child) */
+	COORD_EVENT_CHECKPOINT,  /* a checkpoint ended: code, duration, WAL */
+	COORD_EVENT_LOST,        /* not the broker's: this reader missed
+	                            `lost` events (lapped, or a new file); call
+	                            coord_list() to see where things stand */
+};
+/* coord_event_t.flags */
+enum { COORD_EVENT_F_WAITED = 1 /* GRANT: to a request that had been queued */ };
+
+typedef struct coord_event {
+	uint64_t seq;            /* the feed's record number; rises by one per
+	                            event, across broker restarts too */
+	int type;                /* COORD_EVENT_* */
+	int mode;                /* COORD_READ, COORD_WRITE, or 0 */
+	int64_t wall_ms;         /* when, ms since the epoch */
+	uint64_t epoch;          /* of the broker that wrote it */
+	uint64_t lease_id, token;
+	uint64_t pid, uid;       /* the holder or waiter (CHECKPOINT_START:
+	                            the checkpoint child; START: the broker) */
+	int64_t duration_us;     /* GRANT: waited; RECALL, RELEASE, RECLAIM:
+	                            held; TIMEOUT, CANCEL: waited; CHECKPOINT:
+	                            ran */
+	int code;                /* TIMEOUT, CHECKPOINT: 0 or a COORD_E* code */
+	int kind;                /* checkpoints: COORD_KIND_* */
+	int64_t wal_before, wal_after; /* CHECKPOINT: WAL bytes, -1 unknown */
+	unsigned flags;          /* COORD_EVENT_F_* */
+	uint64_t lost;           /* LOST: how many (0: unknown) */
+	char resource[COORD_NAME_MAX + 1];
+	char command[COORD_COMMAND_NAME_MAX + 1]; /* the process's comm */
+	char label[COORD_LABEL_MAX + 1];
+	char reason[32];         /* RECLAIM, CANCEL: why */
+} coord_event_t;
+
+/* A reader of the broker's event feed. */
+typedef struct coord_feed coord_feed_t;
+
+/* Opens the event feed of c's instance directory (the file coordd.events,
+ * mapped read-only: a reader can never slow the broker down, and a reader
+ * that falls more than 4096 events behind is told so with
+ * COORD_EVENT_LOST) and asks c's broker to wake this process when events
+ * come.  The feed starts at the next event: call coord_list() after this
+ * call for where things stand.  It outlives broker restarts (c reconnects
+ * and asks again when a new broker's START comes).  One thread at a time
+ * may use a feed; c must outlive it.
+ *
+ * Returns 0 with *out set, or COORD_ENOENT (no broker ever ran there, or
+ * an older one), COORD_EPERM, COORD_EPROTO (not a feed this library
+ * reads), COORD_ENOMEM, COORD_ESYS, or what the request to the broker
+ * failed with: COORD_ELIMIT (256 connections watch already),
+ * COORD_ENOTSUP (the broker could not open its feed, and says why in its
+ * log), COORD_EIO, COORD_EFORKED. */
+COORD_API int coord_feed_open(coord_t *c, coord_feed_t **out);
+
+/* Waits up to timeout_ms (< 0: forever) for the next event into *ev.
+ * Returns 1 with *ev filled, 0 when the time passed without one, or
+ * COORD_EINVAL, COORD_ESYS.  Sleeps on a futex in the mapping (woken by
+ * the broker) and looks once a second whether the file was replaced. */
+COORD_API int coord_feed_next(coord_feed_t *f, coord_event_t *ev, int timeout_ms);
+
+/* Lower-case name of an event type ("grant", "checkpoint-start", ...), or
+ * "?".  Never NULL. */
+COORD_API const char *coord_event_name(int type);
+
+/* Unmaps and frees the feed.  NULL is a no-op. */
+COORD_API void coord_feed_close(coord_feed_t *f);
 
 /* ------------------------------------------------------------------------ */
 /* 6. Names                                                                 */

@@ -138,6 +138,11 @@ enum coord_msg_type {
 	                           REPLY{0} and, in SCM_RIGHTS, this
 	                           connection's cache page (a sealed memfd of
 	                           COORD_CACHE_PAGE_SIZE bytes, section 3) */
+	COORD_MSG_METRICS = 15, /* coord_msg_metrics: flags 0, the metrics text
+	                           (REPLY{0} carrying, in SCM_RIGHTS, a sealed
+	                           memfd that holds it); COORD_METRICS_WATCH,
+	                           REPLY{0}: wake this connection's process
+	                           at new events of the event feed */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -353,6 +358,19 @@ typedef struct coord_msg_notice {
 	uint64_t lease_id;       /* the lease it is about, or 0 */
 } coord_msg_notice;
 
+/* METRICS: the Prometheus text of the broker's counters (flags 0), or
+ * (COORD_METRICS_WATCH) "this connection sleeps on the event feed": from
+ * then on, until it closes, the broker does a FUTEX_WAKE on the feed's
+ * wake word after each batch of events it published.  Other bits are
+ * refused with COORD_EINVAL. */
+enum { COORD_METRICS_WATCH = 1 };
+
+typedef struct coord_msg_metrics {
+	coord_msg_hdr h;
+	uint32_t flags;
+	uint32_t reserved;
+} coord_msg_metrics;
+
 /* ------------------------------------------------------------------------ */
 /* 3. The shared region                                                     */
 /* ------------------------------------------------------------------------ */
@@ -409,6 +427,63 @@ typedef struct coord_cache_entry {
 } coord_cache_entry;
 
 #define COORD_CACHE_ENTRIES (COORD_CACHE_PAGE_SIZE / sizeof(coord_cache_entry))
+/* ---- the event feed: coordd.events ----
+ *
+ * A ring of fixed-size records the broker appends to, one per event
+ * (grant, wait, recall, release, ...), that readers (`coordctl watch`)
+ * map read-only, like the region: written only by the broker, mode 0644
+ * (0640 of the group in a shared instance).  Record number `seq` (from 1)
+ * lives at index seq % record_count; `head` is the seq of the next record,
+ * so records head - record_count .. head - 1 are published.  The broker
+ * writes a record as a seqlock: its seq word 0, a release fence, the
+ * body, then its seq with a release store; a reader copies the body
+ * between two loads of the seq word and keeps the copy only if both are
+ * the seq it wanted, else it was lapped.  `head` and then `wake` (its low
+ * 32 bits, the futex word) are stored once per batch of events; the
+ * broker does a FUTEX_WAKE on `wake` only while a connection asked for
+ * it (COORD_METRICS_WATCH), and never waits for a reader.  The file is
+ * reused across broker restarts and its seq goes on (a restarted broker
+ * starts at the old head); each broker's first record is
+ * COORD_EVENT_START with its epoch. */
+#define COORD_EVENTS_NAME "coordd.events"
+#define COORD_EVENTS_MAGIC "COORDEV1"
+#define COORD_EVENTS_HEADER_SIZE 4096
+#define COORD_EVENTS_RECORD_SIZE 1024
+#define COORD_EVENTS_COUNT 4096
+
+typedef struct coord_events_header {
+	char magic[8];           /* COORD_EVENTS_MAGIC */
+	uint32_t version;        /* 1 */
+	uint32_t header_size;    /* offset of record 0 */
+	uint32_t record_size;    /* COORD_EVENTS_RECORD_SIZE */
+	uint32_t record_count;
+	_Atomic uint64_t head;   /* seq of the next record */
+	_Atomic uint32_t wake;   /* (uint32_t)head, stored after it: the futex */
+	uint32_t reserved;
+	_Atomic uint64_t broker_pid;   /* 0 once a broker stopped cleanly */
+	_Atomic uint64_t broker_epoch; /* coordd.shm's epoch of that broker */
+	uint64_t file_dev, file_ino;   /* the file the broker writes */
+} coord_events_header;
+
+typedef struct coord_events_record {
+	_Atomic uint64_t seq;    /* 0 while written */
+	uint32_t type;           /* COORD_EVENT_* (coord.h) */
+	uint32_t mode;           /* COORD_READ, COORD_WRITE or 0 */
+	int64_t wall_ms;         /* when, ms since the epoch */
+	uint64_t epoch;          /* the broker's */
+	uint64_t lease_id, token, pid, uid;
+	int64_t duration_us;     /* held, waited, or the checkpoint took */
+	int32_t code;            /* 0 or a COORD_E* code */
+	uint32_t kind;           /* checkpoints: COORD_KIND_* */
+	int64_t wal_before, wal_after; /* checkpoints: bytes, -1 unknown */
+	uint16_t name_len, comm_len, label_len, reason_len;
+	uint32_t flags;          /* COORD_EVENT_F_* (coord.h) */
+	uint32_t reserved;
+	char text[COORD_EVENTS_RECORD_SIZE - 112]; /* name, comm, label, reason */
+} coord_events_record;
+
+_Static_assert(sizeof(coord_events_record) == COORD_EVENTS_RECORD_SIZE, "event record size");
+_Static_assert(sizeof(coord_events_header) <= COORD_EVENTS_HEADER_SIZE, "event header size");
 
 /* ------------------------------------------------------------------------ */
 /* 4. Pure helpers                                                          */

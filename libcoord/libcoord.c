@@ -3863,4 +3863,329 @@ COORD_API int coord_revoke(coord_t *c, const coord_revoke_t *what)
 	return coord__exchange(c, &req.m.h, sizeof req.m + (size_t)nl, coord__on_done, NULL);
 }
 
+/* ------------------------------------------------------------------------ */
+/* 8.11 Metrics and the event feed                                          */
+/* ------------------------------------------------------------------------ */
+
+#include <linux/futex.h>
+#include <sys/syscall.h>
+/* Declared by <unistd.h> only with _DEFAULT_SOURCE; the same declaration. */
+long syscall(long number, ...);
+
+#define COORD__METRICS_MAX ((size_t)64 << 20)
+
+/* METRICS{flags 0} (c->lock held): REPLY{0} carrying the memfd with the
+ * text, into *fd. */
+static int coord__metrics_fd(coord_t *c, int *fd)
+{
+	coord_msg_metrics req = { { COORD_MSG_METRICS, coord__next_seq(c) }, 0, 0 };
+	const union coord__msg *m = &c->in;
+	int n = coord__send(c, &req, sizeof req), got = -1;
+	if (n < 0)
+		return n;
+	n = coord__recv_fd(c, req.h.seq, &c->in, -1, &got, 0);
+	if (n < 0)
+		return n;
+	if (m->h.type != COORD_MSG_REPLY || (size_t)n < sizeof m->reply || m->reply.status > 0 ||
+	    (m->reply.status == 0) != (got >= 0)) {
+		if (got >= 0)
+			close(got);
+		return coord__proto_error(c);
+	}
+	if (m->reply.status < 0)
+		return m->reply.status;
+	*fd = got;
+	return 0;
+}
+
+/* The whole of file fd (at most COORD__METRICS_MAX bytes), terminated. */
+static int coord__read_text(int fd, char **text)
+{
+	struct stat st;
+	size_t size, done = 0;
+	char *buf;
+	if (fstat(fd, &st) < 0)
+		return COORD_ESYS;
+	if (st.st_size < 0 || (size_t)st.st_size > COORD__METRICS_MAX)
+		return COORD_EPROTO;
+	size = (size_t)st.st_size;
+	buf = malloc(size + 1);
+	if (!buf)
+		return COORD_ENOMEM;
+	while (done < size) {
+		ssize_t n = pread(fd, buf + done, size - done, (off_t)done);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			break;
+		done += (size_t)n;
+	}
+	buf[done] = 0;
+	*text = buf;
+	return 0;
+}
+
+COORD_API int coord_metrics(coord_t *c, char **text)
+{
+	int fd = -1, rc;
+	if (!c || !text)
+		return COORD_EINVAL;
+	rc = coord__lock(c);
+	if (rc < 0)
+		return rc;
+	rc = coord__metrics_fd(c, &fd);
+	if (coord__retry(c, rc))
+		rc = coord__metrics_fd(c, &fd);
+	pthread_mutex_unlock(&c->lock);
+	if (rc < 0)
+		return rc;
+	rc = coord__read_text(fd, text);
+	close(fd);
+	return rc;
+}
+
+COORD_API const char *coord_event_name(int type)
+{
+	static const char *const names[] = { "?", "start", "stop", "grant", "wait", "recall",
+		                             "release", "reclaim", "timeout", "cancel",
+		                             "checkpoint-start", "checkpoint", "lost" };
+	return type > 0 && type <= COORD_EVENT_LOST ? names[type] : "?";
+}
+
+/* A reader of coordd.events (layout and protocol: coord_proto.h).
+ * Nothing it reads is trusted for more than its bounds: lengths are
+ * checked before a byte is copied. */
+struct coord_feed {
+	coord_t *c;
+	char path[COORD_DIR_MAX + 32];
+	const char *map;
+	size_t size;
+	const coord_events_header *hdr;
+	const coord_events_record *rec;
+	uint64_t count;
+	uint64_t next;             /* seq of the next record to read */
+	uint64_t epoch;            /* of the broker we asked to wake us */
+	uint64_t dev, ino;
+	int64_t checked_ms;        /* last look at the path */
+	int registered;            /* the broker of `epoch` wakes us */
+};
+
+/* Maps f->path.  Returns 0 or a COORD_E* code. */
+static int coord__feed_map(struct coord_feed *f)
+{
+	struct stat st;
+	const coord_events_header *h;
+	void *m;
+	int fd = open(f->path, O_RDONLY | O_CLOEXEC), rc = 0;
+	if (fd < 0)
+		return errno == ENOENT ? COORD_ENOENT : errno == EACCES ? COORD_EPERM : COORD_ESYS;
+	if (fstat(fd, &st) < 0 || st.st_size < COORD_EVENTS_HEADER_SIZE) {
+		close(fd);
+		return COORD_EPROTO;
+	}
+	m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+	close(fd);
+	if (m == MAP_FAILED)
+		return COORD_ESYS;
+	h = m;
+	if (memcmp(h->magic, COORD_EVENTS_MAGIC, 8) || h->version != 1 ||
+	    h->header_size != COORD_EVENTS_HEADER_SIZE ||
+	    h->record_size != sizeof(coord_events_record) || h->record_count == 0 ||
+	    (uint64_t)h->header_size + (uint64_t)h->record_count * h->record_size >
+	            (uint64_t)st.st_size)
+		rc = COORD_EPROTO;
+	if (rc < 0) {
+		munmap(m, (size_t)st.st_size);
+		return rc;
+	}
+	if (f->map)
+		munmap((void *)f->map, f->size);
+	f->map = m;
+	f->size = (size_t)st.st_size;
+	f->hdr = h;
+	f->rec = (const coord_events_record *)(f->map + h->header_size);
+	f->count = h->record_count;
+	f->dev = (uint64_t)st.st_dev;
+	f->ino = (uint64_t)st.st_ino;
+	return 0;
+}
+
+/* METRICS{COORD_METRICS_WATCH}: the broker wakes us from now on. */
+static int coord__feed_register(struct coord_feed *f)
+{
+	coord_msg_metrics req = { { COORD_MSG_METRICS, 0 }, COORD_METRICS_WATCH, 0 };
+	int rc = coord__exchange(f->c, &req.h, sizeof req, coord__on_done, NULL);
+	f->registered = rc == 0;
+	return rc;
+}
+
+COORD_API int coord_feed_open(coord_t *c, coord_feed_t **out)
+{
+	struct coord_feed *f;
+	int rc;
+	if (!c || !out)
+		return COORD_EINVAL;
+	f = calloc(1, sizeof *f);
+	if (!f)
+		return COORD_ENOMEM;
+	f->c = c;
+	if (snprintf(f->path, sizeof f->path, "%s/%s", c->dir, COORD_EVENTS_NAME) >=
+	    (int)sizeof f->path) {
+		free(f);
+		return COORD_EINVAL;
+	}
+	rc = coord__feed_map(f);
+	if (rc == 0) {
+		f->next = atomic_load_explicit(&f->hdr->head, memory_order_acquire);
+		f->epoch = atomic_load_explicit(&f->hdr->broker_epoch, memory_order_acquire);
+		f->checked_ms = coord__now_ms();
+		rc = coord__feed_register(f);
+	}
+	if (rc < 0) {
+		coord_feed_close(f);
+		return rc;
+	}
+	*out = f;
+	return 0;
+}
+
+static void coord__feed_text(char *dst, size_t max, const char **at, size_t len)
+{
+	if (len > max)
+		len = max;
+	memcpy(dst, *at, len);
+	dst[len] = 0;
+	*at += len;
+}
+
+/* Copies record `seq` into *ev.  Returns 1, or 0 if the broker wrote
+ * over it meanwhile (lapped). */
+static int coord__feed_read(struct coord_feed *f, uint64_t seq, coord_event_t *ev)
+{
+	const coord_events_record *r = &f->rec[seq % f->count];
+	coord_events_record copy;
+	const char *at = copy.text;
+	if (atomic_load_explicit(&r->seq, memory_order_acquire) != seq)
+		return 0;
+	memcpy(&copy, (const void *)r, sizeof copy);
+	atomic_thread_fence(memory_order_acquire);
+	if (atomic_load_explicit(&r->seq, memory_order_relaxed) != seq)
+		return 0;
+	memset(ev, 0, sizeof *ev);
+	ev->seq = seq;
+	ev->type = (int)copy.type;
+	ev->mode = (int)copy.mode;
+	ev->wall_ms = copy.wall_ms;
+	ev->epoch = copy.epoch;
+	ev->lease_id = copy.lease_id;
+	ev->token = copy.token;
+	ev->pid = copy.pid;
+	ev->uid = copy.uid;
+	ev->duration_us = copy.duration_us;
+	ev->code = copy.code;
+	ev->kind = (int)copy.kind;
+	ev->wal_before = copy.wal_before;
+	ev->wal_after = copy.wal_after;
+	ev->flags = copy.flags;
+	if ((size_t)copy.name_len + copy.comm_len + copy.label_len + copy.reason_len >
+	    sizeof copy.text)
+		return 1; /* not what a broker writes: the texts stay empty */
+	coord__feed_text(ev->resource, COORD_NAME_MAX, &at, copy.name_len);
+	coord__feed_text(ev->command, COORD_COMMAND_NAME_MAX, &at, copy.comm_len);
+	coord__feed_text(ev->label, COORD_LABEL_MAX, &at, copy.label_len);
+	coord__feed_text(ev->reason, sizeof ev->reason - 1, &at, copy.reason_len);
+	return 1;
+}
+
+/* A COORD_EVENT_LOST of `lost` events (0: unknown). */
+static int coord__feed_lost(coord_event_t *ev, uint64_t lost)
+{
+	memset(ev, 0, sizeof *ev);
+	ev->type = COORD_EVENT_LOST;
+	ev->lost = lost;
+	ev->wal_before = ev->wal_after = -1;
+	return 1;
+}
+
+/* Once a second while waiting: is the file at the path still ours? */
+static int coord__feed_replaced(struct coord_feed *f)
+{
+	struct stat st;
+	if (stat(f->path, &st) < 0 || ((uint64_t)st.st_dev == f->dev && (uint64_t)st.st_ino == f->ino))
+		return 0;
+	return coord__feed_map(f) == 0;
+}
+
+COORD_API int coord_feed_next(coord_feed_t *f, coord_event_t *ev, int timeout_ms)
+{
+	int64_t deadline = timeout_ms < 0 ? -1 : coord__now_ms() + timeout_ms;
+	if (!f || !ev)
+		return COORD_EINVAL;
+	for (;;) {
+		uint32_t wake = atomic_load_explicit(&f->hdr->wake, memory_order_acquire);
+		uint64_t head = atomic_load_explicit(&f->hdr->head, memory_order_acquire);
+		uint64_t oldest = head > f->count ? head - f->count : 1;
+		int64_t now, wait;
+		struct timespec ts;
+		if (f->next < oldest || f->next > head) {
+			/* Lapped (go on half a ring behind the head, so a broker
+			 * that keeps writing does not lap us again at once); or a
+			 * new file whose seq is behind ours. */
+			uint64_t from = head > f->count / 2 ? head - f->count / 2 : 1;
+			uint64_t lost = f->next < oldest ? from - f->next : 0;
+			f->next = f->next < oldest ? from : head;
+			return coord__feed_lost(ev, lost);
+		}
+		if (f->next < head) {
+			if (!coord__feed_read(f, f->next, ev)) {
+				/* Written over while we read it: lapped after all. */
+				uint64_t now_head = atomic_load_explicit(&f->hdr->head, memory_order_acquire);
+				uint64_t from = now_head > f->count / 2 ? now_head - f->count / 2 : 1;
+				uint64_t lost = from > f->next ? from - f->next : 0;
+				f->next = from > f->next ? from : now_head;
+				return coord__feed_lost(ev, lost);
+			}
+			f->next++;
+			if (ev->type == COORD_EVENT_START && ev->epoch != f->epoch) {
+				/* A new broker: ask it to wake us too. */
+				f->epoch = ev->epoch;
+				coord__feed_register(f);
+			}
+			return 1;
+		}
+		now = coord__now_ms();
+		if (now - f->checked_ms >= 1000) {
+			f->checked_ms = now;
+			if (coord__feed_replaced(f)) {
+				f->next = atomic_load_explicit(&f->hdr->head, memory_order_acquire);
+				return coord__feed_lost(ev, 0);
+			}
+			if (!f->registered)
+				coord__feed_register(f);
+		}
+		if (deadline >= 0 && now >= deadline)
+			return 0;
+		wait = 1000 - (now - f->checked_ms);
+		if (deadline >= 0 && deadline - now < wait)
+			wait = deadline - now;
+		if (wait < 1)
+			wait = 1;
+		ts.tv_sec = wait / 1000;
+		ts.tv_nsec = (wait % 1000) * 1000000;
+		/* Not FUTEX_PRIVATE: the word is in a file shared with the
+		 * broker.  EAGAIN (the word moved on), EINTR, ETIMEDOUT: look
+		 * again. */
+		syscall(SYS_futex, &f->hdr->wake, FUTEX_WAIT, wake, &ts, NULL, 0);
+	}
+}
+
+COORD_API void coord_feed_close(coord_feed_t *f)
+{
+	if (!f)
+		return;
+	if (f->map)
+		munmap((void *)f->map, f->size);
+	free(f);
+}
+
 #endif /* COORD_IMPLEMENTATION */

@@ -31,7 +31,9 @@
 #include "coord.h"
 #include "doctor.h"
 #include "kernel_locks.h"
+#include "metrics_cmd.h"
 #include "share.h"
+#include "watch.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
 
@@ -63,6 +65,8 @@ static void usage(FILE *f)
 	        "                               the holder, --grace apart (default 5); exit 0 revoked,\n"
 	        "                               1 not permitted (the lease is still held) or no such lease\n"
 	        "  doctor PATH                  what is wrong with a database file (changes nothing)\n"
+	        "  watch [--json]               live view of holders, waiters, recalls, checkpoints\n"
+	        "  metrics                      the broker's metrics in the Prometheus text format\n"
 	        "  setup-shared [--dir DIR] [--group NAME]\n"
 	        "                               make DIR (default /var/lib/coord) an instance shared by\n"
 	        "                               group NAME (default coord, created if missing) and\n"
@@ -1021,6 +1025,10 @@ int main(int argc, char **argv)
 	cmd = argv[i];
 	argc -= i;
 	argv += i;
+	if (!strcmp(cmd, "watch"))
+		return cmd_watch(argc, argv, dir_opt);
+	if (!strcmp(cmd, "metrics"))
+		return cmd_metrics(argc, argv, dir_opt);
 	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
 		if (!strcmp(cmd, commands[k].name))
 			return commands[k].run(argc, argv);
