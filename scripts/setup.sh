@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 packages=(build-essential meson ninja-build pkg-config python3 liblmdb-dev lmdb-utils
           libsqlite3-dev sqlite3 libcriterion-dev npm faketime
           python3-pytest python3-filelock python3-fasteners python3-portalocker
-          python3-sqlalchemy python3-flask python3-psycopg2 postgresql)
+          python3-sqlalchemy python3-flask python3-psycopg2 postgresql
+          scdoc man-db bash-completion)
 missing=()
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
