@@ -49,11 +49,17 @@ PENDING = {
         ('status', '--json'),
         ('list', '--resource'), ('list', '--pid'), ('list', '--mode'),
         ('list', '--waiting'), ('list', '--wide'),
-        ('show', '--json'),
+        ('show', '--json'), ('show', '--wide'),
         ('watch', None), ('watch', '--json'),
         ('metrics', None),
     },
-    'coordd': {'--metrics-listen', '--log-max-bytes'},
+    'coordd': {'--metrics-listen', '--log', '--log-max-bytes', '--journal-socket'},
+}
+
+# Keys documented in a JSON section that the programs do not print yet
+# (KEY_hex stands for every KEY_hex sibling of a string that is not UTF-8).
+PENDING_KEYS = {
+    'list --json': {'cmdline', 'cmdline_pid', 'dir', 'KEY_hex'},
 }
 
 # One invocation per documented command and option of coordctl(1), run
@@ -67,6 +73,7 @@ EXERCISE = {
     (None, '--create'): ['--dir', '{tmp}/created', '--create', 'status'],
     (None, '--help'): ['--help'],
     (None, '-h'): ['-h'],
+    ('help', None): ['help'],
     ('status', None): ['status'],
     ('status', '--json'): ['status', '--json'],
     ('list', None): ['list'],
@@ -78,6 +85,7 @@ EXERCISE = {
     ('list', '--wide'): ['list', '--wide'],
     ('show', None): ['show', '{key}'],
     ('show', '--json'): ['show', '--json', '{key}'],
+    ('show', '--wide'): ['show', '--wide', '{key}'],
     ('run', None): ['run', '--read', '{key}', '--', 'true'],
     ('run', '--read'): ['run', '--read', '{key}', '--', 'true'],
     ('run', '--write'): ['run', '--write', '{key}', '--', 'true'],
@@ -106,7 +114,7 @@ EXERCISE = {
 # Values for the placeholders of coordd(8)'s options.
 COORDD_VALUES = {
     'DIR': '{inst}', 'N': '100', 'PATH': '/nonexistent/libduckdb.so', 'MS': '1000',
-    'MB': '64', 'NAME': '{group}', 'ADDR:PORT': '127.0.0.1:9187',
+    'MB': '64', 'NAME': '{group}', 'ADDR:PORT': '127.0.0.1:9187', 'journal|file|stderr': 'stderr',
 }
 
 LONG_OPT = re.compile(r'(?<![\w-])(--[a-z][a-z0-9-]*)')
@@ -155,7 +163,7 @@ def json_keys(lines):
     """{key: {types}} of the items `*key* (type or type)` of a JSON section."""
     out = {}
     for line in lines:
-        m = re.match(r'^\t*\*([a-z_]+)\* \(([a-z ]+)\)\s*$', line)
+        m = re.match(r'^\t*\*([A-Za-z_]+)\* \(([a-z ]+)\)\s*$', line)
         if m:
             out.setdefault(m.group(1), set()).update(m.group(2).split(' or '))
     return out
@@ -169,20 +177,26 @@ def run(argv, env, timeout=60):
     return p.returncode, p.stdout, p.stderr
 
 
-def stream_accepted(argv, env):
-    """1 if argv (a command that keeps running) prints a line within 30 s,
-    or exits with another status than 64; 0 if it exits 64."""
+def stream_accepted(argv, env, poke):
+    """(accepted, why) for argv, a command that keeps running and prints
+    as things happen: accepted once it prints a line, refused if it exits
+    with 64.  poke() makes something happen, once a second until then (a
+    reader may start after the first)."""
     p = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE)
     try:
         deadline = time.monotonic() + 30
+        next_poke = 0
         while time.monotonic() < deadline:
             if p.poll() is not None:
                 return p.returncode != EX_USAGE, p.returncode
+            if time.monotonic() >= next_poke:
+                poke()
+                next_poke = time.monotonic() + 1
             r, _, _ = select.select([p.stdout], [], [], 0.1)
             if r and p.stdout.readline():
                 return True, None
-        return False, 'nothing printed within 30 s'
+        return False, 'nothing printed within 30 s while leases were taken'
     finally:
         if p.poll() is None:
             p.kill()
@@ -208,6 +222,26 @@ def help_blocks(text):
         else:
             tail.update(LONG_OPT.findall(line))
     return commands, set(first), tail
+
+
+def command_help_options(text):
+    """The options a command's --help defines: those of its usage line
+    (and the indented lines that continue it), and those that start a line
+    of the option list ("  --opt ARG   what it does"); options named in the
+    prose (`coordctl list --wide`) are not the command's."""
+    out, in_usage = set(), False
+    for line in text.split('\n'):
+        if line.startswith('usage:'):
+            in_usage = True
+            out.update(LONG_OPT.findall(line))
+        elif in_usage and line.startswith('   '):
+            out.update(LONG_OPT.findall(line))
+        else:
+            in_usage = False
+            m = re.match(r'^\s+(-.*?)(\s{2,}|$)', line)
+            if m:
+                out.update(LONG_OPT.findall(m.group(1)))
+    return out
 
 
 def check_coordctl(src, tmp, env, fill):
@@ -237,7 +271,7 @@ def check_coordctl(src, tmp, env, fill):
         # The command's own --help, where there is one.
         rc, cout, _ = run([ctl, cmd, '--help'], env)
         if rc == 0 and cout.strip():
-            for opt in sorted(set(LONG_OPT.findall(cout)) - man_cmds[cmd] - man_global - {'--help'}):
+            for opt in sorted(command_help_options(cout) - man_cmds[cmd] - man_global):
                 fail(f'coordctl {cmd} --help shows {opt}; coordctl(1) has no item for it under '
                      f'"## {cmd}"')
     for opt in sorted(help_global - man_global):
@@ -263,7 +297,8 @@ def check_coordctl(src, tmp, env, fill):
         if key[0] and argv[0] != '--dir':
             argv = ['--dir', fill('{inst}')] + argv
         if isinstance(how, dict):
-            ok, why = stream_accepted([ctl] + argv, env)
+            ok, why = stream_accepted([ctl] + argv, env, lambda: run(
+                [ctl, '--dir', fill('{inst}'), 'run', '--read', fill('{key}'), '--', 'true'], env))
             detail = f'exit status {why}' if isinstance(why, int) else why
         else:
             rc, _, err = run([ctl] + argv, env)
@@ -286,7 +321,7 @@ def check_coordctl(src, tmp, env, fill):
     return sections
 
 
-# ---- list --json ----
+# ---- the --json outputs ----
 
 def json_type(v):
     if v is None:
@@ -299,8 +334,12 @@ def json_type(v):
 
 
 def walk(v, seen):
+    """Adds every key of v, at any depth, with the JSON types of its
+    values, to seen.  A KEY_hex sibling counts as "KEY_hex"."""
     if isinstance(v, dict):
         for k, x in v.items():
+            if k.endswith('_hex') and k[:-4] in v:
+                k = 'KEY_hex'
             seen.setdefault(k, set()).add(json_type(x))
             walk(x, seen)
     elif isinstance(v, list):
@@ -308,42 +347,72 @@ def walk(v, seen):
             walk(x, seen)
 
 
-def list_json_outputs(tmp, env, fill):
-    """`coordctl list --json` in the states that print every key: a holder
-    recalled by a waiter and kept waiting by a kernel lock this process
-    holds, a holder of a key, and no broker at all."""
+def json_of(argv, env, statuses=(0,)):
+    """The JSON object that coordctl argv prints; a failure if it exits
+    otherwise or prints something else."""
+    ctl = os.environ['COORD_TEST_COORDCTL']
+    rc, out, err = run([ctl] + argv, env)
+    if rc not in statuses:
+        raise SystemExit(f'FAIL: coordctl {" ".join(map(str, argv))} exited {rc}: {err}')
+    try:
+        return json.loads(out)
+    except ValueError as e:
+        raise SystemExit(f'FAIL: coordctl {" ".join(map(str, argv))} printed no JSON ({e}): {out!r}')
+
+
+def wait_for(what, cond, deadline):
+    while not cond():
+        if time.monotonic() > deadline:
+            raise SystemExit(f'FAIL: {what}')
+        time.sleep(0.02)
+
+
+def json_outputs(tmp, env, fill, wanted):
+    """{"CMD --json": [objects]} for the sections in wanted, in the states
+    that print every key: a holder recalled by a waiter and kept waiting by
+    a kernel lock this process holds, with a label that is not UTF-8; a
+    holder of a key; a file checkpointed by an exec policy; no broker at
+    all.  `watch --json` reads the events of all that."""
     ctl = os.environ['COORD_TEST_COORDCTL']
     inst = fill('{inst}')
+    nobroker = os.path.join(tmp, 'no-broker')
     db = os.path.join(tmp, 'locked.db')
+    ckpt = os.path.join(tmp, 'checkpointed.db')
     open(db, 'w').close()
-    procs, outputs = [], []
+    open(ckpt, 'w').close()
+    out = {sub: [] for sub in wanted}
+    procs, watch = [], None
+    if 'watch --json' in wanted:
+        watch = subprocess.Popen([ctl, '--dir', inst, 'watch', '--json'], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
     lock = os.open(db, os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_EX)
+    deadline = time.monotonic() + 60
     try:
         marker = os.path.join(tmp, 'key-granted')
         procs.append(subprocess.Popen([ctl, '--dir', inst, 'run', '--read', 'key:man-agree-held',
                                        '--', 'sh', '-c', 'touch "$0"; exec sleep 600', marker],
                                       env=env))
-        procs.append(subprocess.Popen([ctl, '--dir', inst, 'run', '--write', db, '--label',
-                                       'man-agree', '--', 'true'], env=env))
-        deadline = time.monotonic() + 60
-        while not os.path.exists(marker) or not any(
-                l['resource'] == db and l['kernel_lock_holder'] for l in listing(ctl, inst, env)['leases']):
-            if time.monotonic() > deadline:
-                fail('list --json: the holder of the file never showed its kernel-lock wait')
-                return outputs
-            time.sleep(0.02)
+        procs.append(subprocess.Popen([ctl.encode(), b'--dir', inst.encode(), b'run', b'--write',
+                                       db.encode(), b'--label', b'man-agree-\xff', b'--', b'true'],
+                                      env=env))
+        wait_for('list --json: the holder of the file never showed its kernel-lock wait',
+                 lambda: os.path.exists(marker) and any(
+                     l['resource'] == db and l['kernel_lock_holder']
+                     for l in json_of(['--dir', inst, 'list', '--json'], env)['leases']),
+                 deadline)
         procs.append(subprocess.Popen([ctl, '--dir', inst, 'run', '--read', db, '--timeout',
                                        '60', '--', 'true'], env=env))
-        while True:
-            got = listing(ctl, inst, env)
-            if got['waiters'] and any(l['recalled_ms'] is not None for l in got['leases']):
-                outputs.append(got)
-                break
-            if time.monotonic() > deadline:
-                fail('list --json: the waiter never queued behind the recalled holder')
-                return outputs
-            time.sleep(0.02)
+        wait_for('list --json: the waiter never queued behind the recalled holder',
+                 lambda: (lambda got: got['waiters'] and any(
+                     l['recalled_ms'] is not None for l in got['leases']))(
+                     json_of(['--dir', inst, 'list', '--json'], env)),
+                 deadline)
+        for sub, argv in (('list --json', ['list', '--json']),
+                          ('show --json', ['show', '--json', db]),
+                          ('status --json', ['status', '--json'])):
+            if sub in out:
+                out[sub].append(json_of(['--dir', inst] + argv, env))
     finally:
         fcntl.flock(lock, fcntl.LOCK_UN)
         os.close(lock)
@@ -351,39 +420,100 @@ def list_json_outputs(tmp, env, fill):
             p.wait(timeout=60)
         procs[0].terminate()
         procs[0].wait(timeout=60)
-    outputs.append(listing(ctl, os.path.join(tmp, 'no-broker'), env))
-    if outputs[-1].get('broker') is not False:
-        fail(f'list --json without a broker printed {outputs[-1]}')
-    return outputs
+    if 'show --json' in out:
+        for argv in (['policy', ckpt, 'exec:true'], ['checkpoint', ckpt]):
+            rc, _, err = run([ctl, '--dir', inst] + argv, env)
+            if rc != 0:
+                fail(f'coordctl {" ".join(argv)} exited {rc}: {err.strip()}')
+        got = json_of(['--dir', inst, 'show', '--json', ckpt], env)
+        if not got.get('last_checkpoint'):
+            fail(f'show --json: no last_checkpoint after `coordctl checkpoint {ckpt}`: {got}')
+        out['show --json'].append(got)
+    stop_broker_of(nobroker, env)
+    if 'list --json' in out:
+        got = json_of(['--dir', nobroker, 'list', '--json'], env)
+        if got.get('broker') is not False:
+            fail(f'list --json without a broker printed {got}')
+        out['list --json'].append(got)
+    if 'status --json' in out:
+        out['status --json'].append(json_of(['--dir', nobroker, 'status', '--json'], env,
+                                            statuses=(69,)))
+    if watch:
+        # Everything above made events; read them up to the last release.
+        try:
+            while time.monotonic() < deadline:
+                r, _, _ = select.select([watch.stdout], [], [], 0.1)
+                if not r:
+                    if out['watch --json'] and any(e.get('event') == 'release'
+                                                   for e in out['watch --json']):
+                        break
+                    continue
+                line = watch.stdout.readline()
+                if not line:
+                    break
+                out['watch --json'].append(json.loads(line.decode('utf-8', 'surrogateescape')))
+        finally:
+            watch.kill()
+            watch.wait()
+        if not out['watch --json']:
+            fail('watch --json printed no event')
+    return out
 
 
-def listing(ctl, inst, env):
-    rc, out, err = run([ctl, '--dir', inst, 'list', '--json'], env)
+def stop_broker_of(d, env):
+    """Makes d an instance whose broker is not running: one is started
+    there and stopped (SIGTERM), and waited for."""
+    rc, _, err = run([os.environ['COORD_TEST_COORDD'], '--dir', d, '--daemon'], env)
     if rc != 0:
-        raise SystemExit(f'FAIL: coordctl list --json exited {rc}: {err}')
-    return json.loads(out)
+        raise SystemExit(f'FAIL: coordd --dir {d} --daemon exited {rc}: {err}')
+    pid = broker_pid(d)
+    os.kill(pid, 15)
+    wait_for(f'coordd {pid} did not exit on SIGTERM', lambda: not alive(pid),
+             time.monotonic() + 60)
+
+
+def broker_pid(d):
+    return int(open(os.path.join(d, 'coordd.lock')).read().split()[0])
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def check_json(sections, tmp, env, fill):
-    runs = {'list --json': list_json_outputs}
     pending = PENDING['coordctl']
     documented = {sub: lines for (sec, sub), lines in sections.items()
                   if sec == 'JSON OUTPUT' and sub}
-    for sub, lines in sorted(documented.items()):
-        cmd = sub.split()[0]
-        if (cmd, '--json') in pending:
+    wanted = set()
+    for sub in sorted(documented):
+        if (sub.split()[0], '--json') in pending:
             print(f'pending: the schema of {sub}')
-            continue
-        if sub not in runs:
-            fail(f'coordctl(1) documents the schema of "{sub}" but {__file__} has no run that '
-                 'prints it: add one to check_json()')
-            continue
-        doc = json_keys(lines)
+        else:
+            wanted.add(sub)
+    outputs = json_outputs(tmp, env, fill, wanted)
+    for sub in sorted(wanted):
+        doc = json_keys(documented[sub])
+        pending_keys = set(PENDING_KEYS.get(sub, set()))
+        # "as in *list --json*": the leases and waiters of list's schema.
+        if sub != 'list --json' and 'as in *list --json*' in '\n'.join(documented[sub]):
+            for key, types in json_keys(documented.get('list --json', [])).items():
+                doc.setdefault(key, set()).update(types)
+            pending_keys |= PENDING_KEYS.get('list --json', set())
+            # list's own top-level keys need not appear here
+            for key in ('broker', 'dir'):
+                if key not in json_keys(documented[sub]):
+                    doc.pop(key, None)
         seen = {}
-        for out in runs[sub](tmp, env, fill):
-            walk(out, seen)
+        for o in outputs[sub]:
+            walk(o, seen)
         for key, types in sorted(seen.items()):
-            if key not in doc:
+            if key in pending_keys:
+                fail(f'{sub} prints "{key}" now: remove it from PENDING_KEYS in {__file__}')
+            elif key not in doc:
                 fail(f'{sub} prints the key "{key}" ({"/".join(sorted(types))}); coordctl(1) '
                      f'does not document it under "## {sub}"')
             elif types - doc[key]:
@@ -392,8 +522,11 @@ def check_json(sections, tmp, env, fill):
             else:
                 print(f'ok: {sub} key "{key}" documented as {"/".join(sorted(doc[key]))}')
         for key in sorted(set(doc) - set(seen)):
-            fail(f'coordctl(1) documents the key "{key}" of {sub}, which no run printed')
-    for sub in runs:
+            if key in pending_keys:
+                print(f'pending: {sub} key "{key}"')
+            else:
+                fail(f'coordctl(1) documents the key "{key}" of {sub}, which no run printed')
+    for sub in ('list --json', 'show --json', 'status --json', 'watch --json'):
         if sub not in documented:
             fail(f'coordctl(1) has no "## {sub}" section under JSON OUTPUT')
 
@@ -493,8 +626,7 @@ def main():
             check_json(sections, tmp, env, fill)
     finally:
         try:
-            pid = int(open(os.path.join(inst, 'coordd.lock')).read().split()[0])
-            os.kill(pid, 15)
+            os.kill(broker_pid(inst), 15)
         except (OSError, ValueError, IndexError):
             pass
         shutil.rmtree(tmp, ignore_errors=True)
