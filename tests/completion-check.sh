@@ -140,6 +140,8 @@ expect "a global option" "coordctl --d" --dir
 expect "an option of run" "coordctl run --wr" --write
 expect "options of limit" "coordctl limit key:x --" --max-hold --recall-grace
 expect "an option of revoke" "coordctl --dir $inst revoke --g" --grace
+expect "a command after help" "coordctl help rev" revoke
+expect "an option of show" "coordctl show --w" --wide
 expect "a policy spec" "coordctl policy key:x sqlite:tr" truncate
 expect "a held key, after key:" "coordctl --dir $inst show key:completion-h" "$key"
 expect "a held key, from nothing" "coordctl --dir $inst show " "key:$key"

@@ -59,7 +59,7 @@ PENDING = {
 # Keys documented in a JSON section that the programs do not print yet
 # (KEY_hex stands for every KEY_hex sibling of a string that is not UTF-8).
 PENDING_KEYS = {
-    'list --json': {'cmdline', 'cmdline_pid', 'dir', 'KEY_hex'},
+    'list --json': {'cached', 'cmdline', 'cmdline_pid', 'dir', 'KEY_hex'},
 }
 
 # One invocation per documented command and option of coordctl(1), run
