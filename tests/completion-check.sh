@@ -2,16 +2,19 @@
 # Runs coordctl's bash completion (completion/coordctl) in a real bash,
 # with bash-completion loaded, the way bash calls it: COMP_WORDS split at
 # the word breaks (so key:NAME is three words), COMP_CWORD, COMP_LINE and
-# COMP_POINT set, then _coordctl.  It checks that a command, an option and
-# the resources held on a real broker started here complete; that the
+# COMP_POINT set, then _coordctl.  It checks that every command and every
+# option that coordctl(1) documents completes (so the completion follows
+# the page, which man_agree holds to coordctl --help), that the resources
+# held on a real broker started here complete; that the
 # resources come from the instance a --dir earlier on the line names (or
 # $COORD_DIR), not from another; and that completing never starts a
 # broker nor creates an instance directory.  Everything lives in one
 # mkdtemp directory, removed at the end.
-# usage: completion-check.sh COMPLETION_FILE   ($COORD_TEST_COORDD and
-#        $COORD_TEST_COORDCTL name the binaries)
+# usage: completion-check.sh COMPLETION_FILE coordctl.1.scd
+#        ($COORD_TEST_COORDD and $COORD_TEST_COORDCTL name the binaries)
 set -u
 completion=$(realpath "$1")
+page=$2
 coordd=${COORD_TEST_COORDD:?}
 coordctl=${COORD_TEST_COORDCTL:?}
 bash_completion=/usr/share/bash-completion/bash_completion
@@ -133,6 +136,22 @@ refuse() {
 	fi
 }
 
+# Every command and option of coordctl(1): "## COMMAND" under COMMANDS,
+# and its items "*--option*", as man_agree reads them.
+documented=$(awk '/^# /{sec=$0; cmd=""} /^## /{if (sec == "# COMMANDS") {cmd=$2; print cmd}}
+	/^\*--[a-z-]+\*/{if (cmd != "") {match($0, /^\*--[a-z-]+/); print cmd, substr($0, 2, RLENGTH - 1)}}' "$page")
+if [ -z "$documented" ]; then
+	fail "found no command in $page"
+fi
+commands=$(awk 'NF == 1' <<<"$documented" | tr '\n' ' ')
+# shellcheck disable=SC2086 # one word per command
+expect "every command of coordctl(1)" "coordctl " $commands
+for c in $commands; do
+	opts=$(awk -v c="$c" 'NF == 2 && $1 == c {print $2}' <<<"$documented" | tr '\n' ' ')
+	[ -z "$opts" ] && continue
+	# shellcheck disable=SC2086
+	expect "the options of $c in coordctl(1)" "coordctl $c --" $opts
+done
 expect "a command" "coordctl st" status
 expect "every command" "coordctl " status list show run checkpoint policy limit revoke doctor setup-shared share
 expect "a command after --dir" "coordctl --dir $inst li" list
