@@ -139,11 +139,15 @@ refuse() {
 # Every command and option of coordctl(1): "## COMMAND" under COMMANDS,
 # and its items "*--option*", as man_agree reads them.
 documented=$(awk '/^# /{sec=$0; cmd=""} /^## /{if (sec == "# COMMANDS") {cmd=$2; print cmd}}
-	/^\*--[a-z-]+\*/{if (cmd != "") {match($0, /^\*--[a-z-]+/); print cmd, substr($0, 2, RLENGTH - 1)}}' "$page")
+	/^\*-/{if (sec == "# OPTIONS") cmd="-"}
+	/^\*-/{if (cmd != "") {while (match($0, /\*--[a-z-]+\*/)) {print cmd, substr($0, RSTART + 1, RLENGTH - 2); $0=substr($0, RSTART + RLENGTH)}}}' "$page")
 if [ -z "$documented" ]; then
 	fail "found no command in $page"
 fi
 commands=$(awk 'NF == 1' <<<"$documented" | tr '\n' ' ')
+globals=$(awk '$1 == "-" {print $2}' <<<"$documented" | tr '\n' ' ')
+# shellcheck disable=SC2086
+expect "the global options of coordctl(1)" "coordctl --" $globals
 # shellcheck disable=SC2086 # one word per command
 expect "every command of coordctl(1)" "coordctl " $commands
 for c in $commands; do
