@@ -58,6 +58,7 @@ mkdir "$tmp/later"
 future=$tmp/later/future.db
 holders=
 hold() {
+	# shellcheck disable=SC2016 # $0 is the inner shell's
 	"$coordctl" --dir "$inst" run --write "$1" -- sh -c 'touch "$0"; exec sleep 600' "$2" &
 	holders="$holders $!"
 	for _ in $(seq 1 1000); do

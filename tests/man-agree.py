@@ -19,9 +19,10 @@ coord.h(3):
   - every function coord.h declares is named in the page's source, and
     the error table built into it holds every entry of COORD_ERRORS.
 
-Options still being written elsewhere are in PENDING: the test skips them,
-and fails once one of them is accepted, so that it leaves the list.  Any
-other difference fails and names the command or option.
+Documented options that the programs do not accept yet are in PENDING
+(and JSON keys not printed yet in PENDING_KEYS): the test skips them, and
+fails once one of them is accepted, so that it leaves the list.  Any other
+difference fails and names the command, option or key.
 
 usage: man-agree.py SOURCE_DIR BUILT_COORD_H_SCD   ($COORD_TEST_COORDD and
        $COORD_TEST_COORDCTL name the binaries)
@@ -40,7 +41,7 @@ import time
 
 EX_USAGE = 64
 
-# Documented options and commands that are not merged yet: (command,
+# Documented options and commands that the programs do not have yet: (command,
 # option), command None for a global option, option None for a command.
 # Empty this as they land.
 PENDING = {
