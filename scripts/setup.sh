@@ -8,9 +8,11 @@ cd "$(dirname "$0")/.."
 packages=(build-essential meson ninja-build pkg-config python3 liblmdb-dev lmdb-utils
           libsqlite3-dev sqlite3 libcriterion-dev npm faketime
           python3-pytest python3-filelock python3-fasteners python3-portalocker
-          python3-sqlalchemy python3-flask python3-psycopg2 postgresql
-          scdoc man-db bash-completion)
+          python3-sqlalchemy python3-flask python3-psycopg2 postgresql)
 missing=()
+# The manual pages (scdoc builds them, man-db renders them in a test) and
+# the completion's test (bash-completion).
+packages+=(scdoc man-db bash-completion)
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
