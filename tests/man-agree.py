@@ -376,16 +376,27 @@ def json_outputs(tmp, env, fill, wanted):
     all.  `watch --json` reads the events of all that."""
     ctl = os.environ['COORD_TEST_COORDCTL']
     inst = fill('{inst}')
+    out = {sub: [] for sub in wanted}
+    watch = None
+    if 'watch --json' in wanted:
+        watch = subprocess.Popen([ctl, '--dir', inst, 'watch', '--json'], env=env,
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    try:
+        return scenario(ctl, inst, tmp, env, out, watch)
+    finally:
+        if watch and watch.poll() is None:
+            watch.kill()
+            watch.wait()
+
+
+def scenario(ctl, inst, tmp, env, out, watch):
+    """The body of json_outputs(): fills out and returns it."""
     nobroker = os.path.join(tmp, 'no-broker')
     db = os.path.join(tmp, 'locked.db')
     ckpt = os.path.join(tmp, 'checkpointed.db')
     open(db, 'w').close()
     open(ckpt, 'w').close()
-    out = {sub: [] for sub in wanted}
-    procs, watch = [], None
-    if 'watch --json' in wanted:
-        watch = subprocess.Popen([ctl, '--dir', inst, 'watch', '--json'], env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+    procs = []
     lock = os.open(db, os.O_RDONLY)
     fcntl.flock(lock, fcntl.LOCK_EX)
     deadline = time.monotonic() + 60
@@ -441,21 +452,16 @@ def json_outputs(tmp, env, fill, wanted):
                                             statuses=(69,)))
     if watch:
         # Everything above made events; read them up to the last release.
-        try:
-            while time.monotonic() < deadline:
-                r, _, _ = select.select([watch.stdout], [], [], 0.1)
-                if not r:
-                    if out['watch --json'] and any(e.get('event') == 'release'
-                                                   for e in out['watch --json']):
-                        break
-                    continue
-                line = watch.stdout.readline()
-                if not line:
+        while time.monotonic() < deadline:
+            r, _, _ = select.select([watch.stdout], [], [], 0.1)
+            if not r:
+                if any(e.get('event') == 'release' for e in out['watch --json']):
                     break
-                out['watch --json'].append(json.loads(line.decode('utf-8', 'surrogateescape')))
-        finally:
-            watch.kill()
-            watch.wait()
+                continue
+            line = watch.stdout.readline()
+            if not line:
+                break
+            out['watch --json'].append(json.loads(line.decode('utf-8', 'surrogateescape')))
         if not out['watch --json']:
             fail('watch --json printed no event')
     return out
