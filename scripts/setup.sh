@@ -11,6 +11,9 @@ packages=(build-essential meson ninja-build pkg-config python3 systemd liblmdb-d
           python3-sqlalchemy python3-flask python3-psycopg2 postgresql
           prometheus tmux)
 missing=()
+# The manual pages (scdoc builds them, man-db renders them in a test) and
+# the completion's test (bash-completion).
+packages+=(scdoc man-db bash-completion)
 for p in "${packages[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
 done
