@@ -284,6 +284,20 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r);
  * behind it.  Each write grant carries a fencing token larger than any token
  * granted before on this resource (coord_lease_token()).
  *
+ * Cached reads.  When a read lease acquired through a handle is released,
+ * the library keeps it as the handle's cached grant (the broker still
+ * counts it held; `coordctl list` shows it "cached, idle").  The handle's
+ * next read is then taken and released in shared memory: no message, no
+ * system call, the same lease id and token, and label ignored.  As soon as
+ * someone conflicting asks for the resource, the broker takes an idle
+ * grant back itself (its kernel lock too), and a read under way finishes
+ * first: a writer is never granted while a cached read is in progress,
+ * and no new one starts once a writer waits.  One cached read at a time
+ * per handle (a second one at once, from another thread, asks the broker).
+ * A write acquire on a connection first gives up that connection's cached
+ * grants on the resource.  coord_acquire() never caches; neither does a
+ * connection made with coord_options_t.no_cache (or COORD_NO_CACHE=1).
+ *
  * Returns 0, or:
  *   COORD_EINVAL     bad mode, timeout < -1, NULL argument.
  *   COORD_EBUSY      timeout_ms == 0 and the resource is held in a
