@@ -74,6 +74,8 @@ struct chaos_shared {
 	_Atomic uint32_t nstarted;
 	struct chaos_started started[CHAOS_STARTED];
 	struct chaos_occupancy occ[CHAOS_RESOURCES];
+	_Atomic long cached_reads;        /* worker reads under a cached grant */
+	_Atomic long worker_reads;
 };
 
 /* Maps the shared file at path: made and zeroed with create, else opened

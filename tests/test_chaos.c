@@ -1,7 +1,9 @@
 /* Chaos: a mixed load of lease holders on one file and one key, and random
  * SIGKILLs of every kind of process that holds or runs under a lease.
  *
- * The holders are library workers (random reads and writes) and
+ * The holders are library workers (random reads and writes, half of them
+ * through resource handles, so most of their reads are cached read
+ * grants) and
  * `coordctl run --read|--write RES -- sh -c '...'` wrappers whose command
  * starts witnesses (tests/chaos_witness.c), one or two shells down, in
  * the background or not.  Every one of them enters the resource's
@@ -93,20 +95,43 @@ static coord_t *worker_connect(void)
 	return c;
 }
 
+/* Handles on every resource, for a worker that caches its reads. */
+static void worker_handles(coord_t *c, coord_resource_t **h)
+{
+	for (int r = 0; r < CHAOS_RESOURCES; r++)
+		if (coord_resource_open(c, names[r], &h[r]) < 0)
+			_exit(4);
+}
+
 /* Random reads and writes on random resources, each entered in the
- * occupancy while held. */
-static void worker(unsigned wseed)
+ * occupancy while held.  A `cached` worker acquires through resource
+ * handles kept open, so most of its reads are cached read grants, taken
+ * and dropped in shared memory; the others by name, through the broker
+ * every time. */
+static void worker(unsigned wseed, int cached)
 {
 	coord_t *c = worker_connect();
+	coord_resource_t *h[CHAOS_RESOURCES];
 	pid_t me = getpid();
+	uint64_t last[CHAOS_RESOURCES] = { 0 };
+	if (cached)
+		worker_handles(c, h);
 	for (;;) {
 		coord_lease_t *l;
 		int r = (int)(rand_r(&wseed) % CHAOS_RESOURCES), slot, rc;
 		int write = rand_r(&wseed) % 3 == 0;
-		rc = coord_acquire(c, names[r], write ? COORD_WRITE : COORD_READ, -1, "chaos", &l);
+		if (cached)
+			rc = coord_resource_acquire(h[r], write ? COORD_WRITE : COORD_READ, -1, "chaos", &l);
+		else
+			rc = coord_acquire(c, names[r], write ? COORD_WRITE : COORD_READ, -1, "chaos", &l);
 		if (rc == COORD_EIO || rc == COORD_EPROTO) {
+			if (cached)
+				for (int i = 0; i < CHAOS_RESOURCES; i++)
+					coord_resource_close(h[i]);
 			coord_disconnect(c);
 			c = worker_connect();
+			if (cached)
+				worker_handles(c, h);
 			continue;
 		}
 		if (rc < 0) {
@@ -115,6 +140,13 @@ static void worker(unsigned wseed)
 		}
 		slot = chaos_enter(s, r, write, me, write ? coord_lease_token(l) : 0);
 		s->worker_entries++;
+		if (!write) {
+			/* the same lease again: a read under the handle's cached grant */
+			s->worker_reads++;
+			if (coord_lease_id(l) == last[r])
+				s->cached_reads++;
+			last[r] = coord_lease_id(l);
+		}
 		poll(NULL, 0, (int)(rand_r(&wseed) % 4)); /* the work done under the lease */
 		chaos_leave(s, r, write, slot);
 		rc = coord_release(l);
@@ -126,11 +158,12 @@ static void worker(unsigned wseed)
 static pid_t start_worker(void)
 {
 	unsigned wseed = rand_r(&seed);
+	int cached = rand_r(&seed) % 2;
 	pid_t pid = fork();
 	cr_assert(pid >= 0, "fork a worker: %s", strerror(errno));
 	if (pid == 0) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		worker(wseed);
+		worker(wseed, cached);
 	}
 	return pid;
 }
@@ -502,6 +535,8 @@ Test(chaos, random_kills_of_every_holder_never_break_exclusion_or_leave_orphans)
 	       rounds, kills, tally.workers, tally.wrappers, tally.commands, tally.children,
 	       tally.brokers, (long)s->worker_entries + wrapper_leases, (long)s->violations, orphans,
 	       (long)s->token_regressions);
+	printf("chaos: %ld of %ld worker reads were under a cached read grant\n",
+	       (long)s->cached_reads, (long)s->worker_reads);
 	fflush(stdout);
 	if (tally.wrapper_errors)
 		report_wrapper_errors();
@@ -527,6 +562,8 @@ Test(chaos, random_kills_of_every_holder_never_break_exclusion_or_leave_orphans)
 	             tally.worker_deaths);
 	cr_assert_gt(s->witness_entries, 0, "no witness ever ran under coordctl run");
 	cr_assert_gt(s->worker_entries, 0, "no library worker ever took a lease");
+	if (rounds >= 20)
+		cr_assert_gt(s->cached_reads, 0, "no worker read was under a cached grant");
 	if (rounds >= 20)
 		cr_assert(tally.commands && tally.children && tally.brokers,
 		          "every kind must be killed: %ld commands, %ld children, %ld brokers",
