@@ -158,7 +158,8 @@ static uint16_t put_text(coord_events_record *r, size_t *at, const char *s, size
 	size_t n = s ? strnlen(s, max) : 0;
 	if (n > sizeof r->text - *at)
 		n = sizeof r->text - *at;
-	memcpy(r->text + *at, s, n);
+	if (n)
+		memcpy(r->text + *at, s, n);
 	*at += n;
 	return (uint16_t)n;
 }

@@ -45,6 +45,7 @@
  *   3. Connections ............ coord_connect(), coord_disconnect(), coord_dir()
  *   4. Resources and leases ... coord_resource_open(), coord_resource_acquire(),
  *                               coord_acquire(), coord_release(),
+ *                               coord_resource_read_cached(),
  *                               coord_lease_token(), coord_lease_valid(),
  *                               coord_acquire_start(), coord_pending_wait(),
  *                               coord_pending_cancel(), coord_pending_fd(),
@@ -327,6 +328,15 @@ COORD_API const char *coord_resource_name(const coord_resource_t *r);
  *   COORD_ENOMEM, COORD_EPROTO. */
 COORD_API int coord_resource_acquire(coord_resource_t *r, int mode, int timeout_ms,
                                      const char *label, coord_lease_t **out);
+
+/* A read under r's cached grant, if it has one that can serve now (see
+ * "Cached reads" above): returns 1 with *out, as coord_resource_acquire()
+ * would; 0 when it cannot (no grant cached, one read under it already,
+ * recalled, or taken back), having sent nothing: then acquire as usual.
+ * No message and no system call either way; for bindings that put costly
+ * work around a blocking acquire (a signal handler, say) and skip it for
+ * the common case.  COORD_EINVAL, COORD_ELIMIT, COORD_ENOMEM. */
+COORD_API int coord_resource_read_cached(coord_resource_t *r, coord_lease_t **out);
 
 /* The convenience form: coord_resource_open(), coord_resource_acquire()
  * and coord_resource_close() in one call.  Returns what they return. */

@@ -98,6 +98,7 @@ class _Conn:
         self.lock = threading.RLock()
         self.deferred = []  # lease handles released by a finalizer while locked
         self.resources = {}  # name -> coord_resource_t*, for keys and absolute paths
+        self.cached = {}  # name -> (id, token, mode, resource) of its cached grant's Lease
         self.leases = 0  # Lease objects of this connection not yet released
         self.pending = False
         self.closed = False
@@ -168,6 +169,27 @@ class _Conn:
                 self._finalizer()
 
     # -- acquiring ------------------------------------------------------
+    def read_cached(self, name):
+        """A read under the cached grant of name's kept handle (see
+        coord_resource_read_cached()), or None, having sent nothing.  No
+        wait, so no Ctrl+C handling: a KeyboardInterrupt between the call
+        and the Lease object gives the read back at once."""
+        r = self.resources.get(name)
+        if r is None:
+            return None
+        out = _lib.c_lease_p()
+        with self.lock:
+            if self.closed:
+                return None
+            try:
+                if _lib.coord_resource_read_cached(r, ctypes.byref(out)) != 1:
+                    return None
+                return Lease._again(self, out.value, name)
+            except BaseException:
+                if out.value:
+                    _lib.coord_release(out.value)
+                raise
+
     def acquire(self, name, mode, timeout_ms, label, what):
         """Blocking acquire, interruptible: start, then 50 ms steps.  From
         the request to the Lease object, Ctrl+C only sets a flag (main
@@ -392,6 +414,24 @@ class Lease:
             self._conn = conn
         return self
 
+    @classmethod
+    def _again(cls, conn, handle, name):
+        """A read under a cached grant: the same lease as the last one of
+        name, so its fields are known once its id matches."""
+        known = conn.cached.get(name)
+        if known is None or known[0] != _lib.coord_lease_id(handle):
+            self = cls._new(conn, handle)
+            conn.cached[name] = (self.id, self.token, self.mode, self.resource)
+            return self
+        self = cls.__new__(cls)
+        self._handle = handle
+        self._pid = conn.pid
+        self.id, self.token, self.mode, self.resource = known
+        with _state_lock:
+            conn.leases += 1
+            self._conn = conn
+        return self
+
     def __init__(self):
         raise TypeError("coord.Lease objects come from acquire(), write() and read()")
 
@@ -532,9 +572,11 @@ class Client:
         conns = slot.conns
         # Idle connections beyond a few are closed: many asyncio tasks that
         # waited at once leave as many connections behind.
-        for c in [c for c in conns if c.idle()][_IDLE_MAX:]:
-            c.close()
-        conns[:] = [c for c in conns if not c.closed]
+        if len(conns) > _IDLE_MAX:
+            for c in [c for c in conns if c.idle()][_IDLE_MAX:]:
+                c.close()
+        if any(c.closed for c in conns):
+            conns[:] = [c for c in conns if not c.closed]
         for c in conns:
             if c.owned_by(owner) and not c.pending:
                 return c
@@ -567,6 +609,10 @@ class Client:
         m = _mode(mode)
         tms = _timeout_ms(timeout)
         conn = self._conn_for(_SYNC)
+        if mode == READ:
+            lease = conn.read_cached(name)
+            if lease is not None:
+                return lease
         return conn.acquire(name, m, tms, _label(label), f"{mode} {os.fsdecode(name)}")
 
     def write(self, path, timeout=None, label=None):

@@ -60,6 +60,7 @@ class Options(ctypes.Structure):
         ("connect_timeout_ms", ctypes.c_int),
         ("log", ctypes.c_void_p),
         ("log_userdata", ctypes.c_void_p),
+        ("no_cache", ctypes.c_int),
     ]
 
 
@@ -118,6 +119,8 @@ coord_resource_close = _declare("coord_resource_close", None, c_resource_p)
 coord_resource_name = _declare("coord_resource_name", _charp, c_resource_p)
 coord_resource_acquire = _declare("coord_resource_acquire", _int, c_resource_p, _int, _int,
                                   _charp, P(c_lease_p))
+coord_resource_read_cached = _declare("coord_resource_read_cached", _int, c_resource_p,
+                                      P(c_lease_p))
 coord_release = _declare("coord_release", _int, c_lease_p)
 coord_lease_token = _declare("coord_lease_token", _u64, c_lease_p)
 coord_lease_id = _declare("coord_lease_id", _u64, c_lease_p)
