@@ -360,6 +360,10 @@ def _detail(rc, timeout_ms):
     return None
 
 
+# LeaseInfo.cached: a read grant the library keeps after its release
+# ("idle"), or one a read is under now ("in-use"); None: a held lease.
+_CACHED_NAMES = {1: "idle", 2: "in-use"}
+
 _IDLE_MAX = 4  # idle connections a thread keeps (see Client._conn_for)
 
 
@@ -693,6 +697,7 @@ class Client:
                     d[f] = os.fsdecode(d[f])
                 d["mode"] = _MODE_NAMES.get(e.mode)
                 d["waiting"] = bool(e.waiting)
+                d["cached"] = _CACHED_NAMES.get(e.cached)
                 out.append(d)
             return out
         finally:

@@ -33,6 +33,25 @@ def test_readers_share_and_a_writer_waits(broker, key):
     writer.close()
 
 
+def test_a_second_read_is_the_cached_grant_and_a_writer_takes_it_back(broker, key):
+    with coord.read(key) as first:
+        pass
+    with coord.read(key) as second:
+        assert second.id == first.id, "the second read is served by the kept grant"
+        assert second.valid and second.mode == "read" and second.resource == key
+        [held] = [e for e in coord.default_client().list() if e["resource"] == key]
+        assert held["cached"] == "in-use", f"listed as a cached grant in use: {held}"
+    [held] = [e for e in coord.default_client().list() if e["resource"] == key]
+    assert held["cached"] == "idle", f"listed as a cached grant nobody reads under: {held}"
+    writer = coord.Client()
+    with writer.write(key, timeout=5) as w:
+        assert w.valid, "a writer takes an idle cached grant back at once"
+        assert coord.try_read(key) is None, "no read starts, cached or not, under a writer"
+    writer.close()
+    with coord.read(key, timeout=5) as third:
+        assert third.id != first.id, "after the writer, a new grant from the broker"
+
+
 def test_timeout_is_a_timeouterror_with_a_hint(broker, key):
     other = coord.Client()
     with coord.write(key):
