@@ -74,6 +74,7 @@ static const struct lt_events table_events = {
 	.waiter_failed = requests_waiter_failed,
 	.released = lease_released,
 	.recall = grants_recall,
+	.lets_go = cache_lets_go,
 	.limit = limit_due,
 };
 

@@ -196,6 +196,17 @@ void cache_recalled(struct broker *b, struct lt_lease *l)
 		drop_queue(b, l);
 }
 
+int cache_lets_go(void *ud, const struct lt_lease *l)
+{
+	const coord_cache_entry *e;
+	(void)ud;
+	if (!l->cached || !l->cache_page)
+		return 0;
+	e = &l->cache_page->e[l->cache_entry];
+	return atomic_load_explicit(&e->inside, memory_order_acquire) == 0 &&
+	       atomic_load_explicit(&e->lease, memory_order_acquire) == l->id;
+}
+
 int cache_in_use(const struct lt_lease *l)
 {
 	const coord_cache_entry *e;

@@ -33,6 +33,10 @@ void cache_unbind(struct broker *b, struct lt_lease *l);
 /* Releases the idle grants queued by cache_recalled() (after each batch
  * of events). */
 void cache_drops_run(struct broker *b);
+/* The lease table's lets_go: 1 if l is a cached grant nobody reads under
+ * now, which its recall takes back (a hint, for the deadlock walk only:
+ * the client may enter it until the recall is set). */
+int cache_lets_go(void *ud, const struct lt_lease *l);
 /* 1 if l is cached and its client reads under it now (for listings). */
 int cache_in_use(const struct lt_lease *l);
 

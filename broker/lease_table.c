@@ -310,9 +310,12 @@ static int walk_wait(struct cycle_walk *cw, struct lt_waiter *from, struct lt_re
 		scan = res->walk_write != epoch && res->walk_read != epoch;
 		res->walk_read = epoch;
 	}
-	for (struct lt_lease *h = scan ? res->holders : NULL; h; h = h->res_next)
+	for (struct lt_lease *h = scan ? res->holders : NULL; h; h = h->res_next) {
+		if (cw->t->ev.lets_go && cw->t->ev.lets_go(cw->t->ud, h))
+			continue; /* goes at the recall: nobody waits for its owner */
 		if ((mode == COORD_WRITE || h->mode == COORD_WRITE) && walk_reach(cw, from, h, NULL))
 			return 1;
+	}
 	return ahead && walk_reach(cw, from, NULL, ahead);
 }
 

@@ -140,6 +140,10 @@ struct lt_events {
 	 * been recalled before (l->recalled_ms is set): ask it to let go.
 	 * May be NULL. */
 	void (*recall)(void *ud, struct lt_lease *l);
+	/* Optional: 1 if l leaves at its recall without its holder's help (a
+	 * cached read grant nobody reads under: the broker takes it back), so
+	 * the deadlock walk follows no edge to it. */
+	int (*lets_go)(void *ud, const struct lt_lease *l);
 	/* l's hold limit fell due: LT_LIMIT_MAX_HOLD (held max_hold_ms), or
 	 * LT_LIMIT_RECALL_GRACE (recalled recall_grace_ms ago and still held).
 	 * Once per lease.  The lease stays held: the broker revokes it.  May

@@ -372,6 +372,55 @@ Test(cache, a_broker_restart_keeps_a_read_under_way_and_lets_the_idle_grant_go)
 	coord_disconnect(c);
 }
 
+Test(cache, an_idle_grant_closes_no_wait_for_cycle)
+{
+	const char *x = make_file("x.db"), *y = make_file("y.db");
+	struct shared *s = shared_new();
+	coord_t *c;
+	coord_resource_t *hx, *hy;
+	coord_lease_t *l, *w = NULL;
+	coord_pending_t *p;
+	pid_t pid;
+	int st;
+
+	/* This process keeps an idle cached grant on x.db ... */
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	cr_assert_eq(coord_resource_open(c, x, &hx), 0);
+	cr_assert_eq(coord_resource_open(c, y, &hy), 0);
+	cr_assert_eq(coord_resource_acquire(hx, COORD_READ, 5000, NULL, &l), 0);
+	cr_assert_eq(coord_release(l), 0);
+	pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		coord_t *cc;
+		coord_lease_t *ly, *lx;
+		if (coord_connect(&cc, NULL) != 0 || coord_acquire(cc, y, COORD_WRITE, 5000, "c", &ly) != 0)
+			_exit(90);
+		s->step = 1;
+		while (s->go < 1)
+			usleep(1000);
+		/* ... and waits for y.db, which the child holds: the child's
+		 * request for x.db would close a cycle through the idle grant,
+		 * which goes at the recall instead. */
+		int rc = coord_acquire(cc, x, COORD_WRITE, 5000, "c", &lx);
+		if (rc != 0)
+			_exit(rc == COORD_EDEADLK ? 91 : 92);
+		_exit(0);
+	}
+	cr_assert(harness_wait_at_least(&s->step, 1, 5000));
+	cr_assert_eq(coord_acquire_start(hy, COORD_WRITE, 10000, "m", &w, &p), 0);
+	cr_assert(harness_wait_count(&h, y, COORD_WRITE, 1, 1), "this process waits for y.db");
+	s->go = 1;
+	st = wait_pid_status(pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0,
+	          "the child gets x.db from the idle grant (exit %d: 91 is a false deadlock)",
+	          WEXITSTATUS(st));
+	cr_assert_eq(coord_pending_wait(p, 10000, &w), 1, "and this process then gets y.db");
+	coord_pending_cancel(p);
+	coord_release(w);
+	coord_disconnect(c);
+}
+
 /* ---- a hostile client ---- */
 
 static void send_msg(int fd, const void *msg, size_t len, int pass_fd)

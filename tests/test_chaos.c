@@ -136,6 +136,8 @@ static void worker(unsigned wseed, int cached)
 		}
 		if (rc < 0) {
 			s->worker_errors++;
+			fprintf(stderr, "chaos: worker %d: acquire %s on %s: %s\n", (int)me,
+			        write ? "write" : "read", names[r], coord_errname(rc));
 			_exit(3);
 		}
 		slot = chaos_enter(s, r, write, me, write ? coord_lease_token(l) : 0);
@@ -150,8 +152,12 @@ static void worker(unsigned wseed, int cached)
 		poll(NULL, 0, (int)(rand_r(&wseed) % 4)); /* the work done under the lease */
 		chaos_leave(s, r, write, slot);
 		rc = coord_release(l);
-		if (rc < 0 && rc != COORD_EIO)
+		if (rc < 0 && rc != COORD_EIO) {
 			s->worker_errors++;
+			fprintf(stderr, "chaos: worker %d: release of %s lease %llu on %s: %s\n", (int)me,
+			        write ? "write" : "read", (unsigned long long)coord_lease_id(l), names[r],
+			        coord_errname(rc));
+		}
 	}
 }
 
