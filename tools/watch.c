@@ -515,7 +515,8 @@ static void draw(struct view *v, const char *dir)
 	o.buf = malloc(o.size);
 	if (!o.buf)
 		return;
-	qsort(v->rows, v->nrows, sizeof v->rows[0], row_order);
+	if (v->nrows)
+		qsort(v->rows, v->nrows, sizeof v->rows[0], row_order);
 	for (size_t i = 0; i < v->nrows; i++)
 		v->rows[i].waiting ? waiting++ : held++;
 	out_raw(&o, "\x1b[H\x1b[7m");
