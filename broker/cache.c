@@ -36,6 +36,7 @@
 #include <stdlib.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "state.h"
@@ -46,7 +47,28 @@
 struct cache_page {
 	const coord_cache_entry *e; /* COORD_CACHE_ENTRIES, mapped read-only */
 	struct lt_lease *bound[COORD_CACHE_ENTRIES];
+	unsigned fds;               /* descriptors its grants hold */
 };
+
+/* Descriptors kept for cached grants, and how many may be: a client could
+ * otherwise spend the broker's descriptors (one per grant, 256 per
+ * connection) and keep others from connecting.  A grant refused for
+ * want of one is released as usual: only the cache is lost. */
+#define CACHE_FDS_PER_CLIENT 32
+static unsigned long cache_fds, cache_fds_max;
+
+static int fd_budget_ok(const struct cache_page *p)
+{
+	if (!cache_fds_max) {
+		struct rlimit rl;
+		/* An eighth of the descriptors: the clients' own two each come
+		 * first (client.c sizes --max-clients from the rest). */
+		cache_fds_max = getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur != RLIM_INFINITY
+		                        ? (unsigned long)rl.rlim_cur / 8
+		                        : 128;
+	}
+	return p->fds < CACHE_FDS_PER_CLIENT && cache_fds < cache_fds_max;
+}
 
 int cache_page_make(struct client *c, int *fd_out)
 {
@@ -145,6 +167,9 @@ static void unlock_fd(struct lt_lease *l)
 	flock(l->cache_fd, LOCK_UN);
 	close(l->cache_fd);
 	l->cache_fd = -1;
+	cache_fds--;
+	if (l->cache_page)
+		l->cache_page->fds--;
 }
 
 int cache_bind(struct broker *b, struct client *c, struct lt_lease *l, uint32_t entry, int *fd)
@@ -159,8 +184,12 @@ int cache_bind(struct broker *b, struct client *c, struct lt_lease *l, uint32_t 
 		return COORD_EPROTO;
 	}
 	if (!p || !l || l->mode != COORD_READ || l->cached || entry >= COORD_CACHE_ENTRIES ||
-	    p->bound[entry])
+	    p->bound[entry] || (*fd >= 0 && !fd_budget_ok(p)))
 		goto refuse;
+	if (*fd >= 0) {
+		p->fds++;
+		cache_fds++;
+	}
 	l->cached = 1;
 	l->cache_page = p;
 	l->cache_entry = entry;

@@ -421,6 +421,45 @@ Test(cache, an_idle_grant_closes_no_wait_for_cycle)
 	coord_disconnect(c);
 }
 
+static int count_cached(void)
+{
+	coord_t *c;
+	coord_lease_info_t *v;
+	size_t n;
+	int cached = 0;
+	if (coord_connect(&c, NULL) != 0)
+		return -1;
+	if (coord_list(c, &v, &n) == 0) {
+		for (size_t i = 0; i < n; i++)
+			cached += v[i].cached != 0;
+		coord_free(v);
+	}
+	coord_disconnect(c);
+	return cached;
+}
+
+Test(cache, a_connection_keeps_at_most_32_descriptors_in_the_broker)
+{
+	coord_t *c;
+	coord_resource_t *r[40];
+	coord_lease_t *l;
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	for (int i = 0; i < 40; i++) {
+		char name[32];
+		snprintf(name, sizeof name, "many-%d.db", i);
+		cr_assert_eq(coord_resource_open(c, make_file(name), &r[i]), 0);
+		cr_assert_eq(coord_resource_acquire(r[i], COORD_READ, 5000, NULL, &l), 0);
+		cr_assert_eq(coord_release(l), 0);
+	}
+	cr_assert_eq(count_cached(), 32, "32 files' grants cached, the rest released");
+	for (int i = 0; i < 40; i++) {
+		cr_assert_eq(coord_resource_acquire(r[i], COORD_READ, 5000, NULL, &l), 0,
+		             "every handle still reads");
+		cr_assert_eq(coord_release(l), 0);
+	}
+	coord_disconnect(c);
+}
+
 /* ---- a hostile client ---- */
 
 static void send_msg(int fd, const void *msg, size_t len, int pass_fd)
