@@ -78,6 +78,7 @@
  *   COORD_NO_AUTOSTART=1   never start a broker; fail with COORD_ENOBROKER.
  *   COORD_BROKER           path of the coordd binary to autostart
  *                          (default: "coordd" looked up on PATH).
+ *   COORD_NO_CACHE=1       no cached read grants (coord_resource_acquire()).
  */
 /* The implementation needs C11 and POSIX.1-2008 with XSI.  In a strict
  * mode (-std=c11) it asks for them here when coord.h is the first header of
