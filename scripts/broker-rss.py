@@ -1,0 +1,108 @@
+#!/usr/bin/python3
+"""The broker's memory with many clients holding many leases.
+
+    scripts/broker-rss.py [--clients 1000] [--leases 10] [--coordd PATH]
+
+Starts a private coordd in a temporary directory, forks CLIENTS processes
+that each connect and take LEASES write leases on keys of their own (so
+CLIENTS x LEASES leases are held at once), waits until the broker lists
+them all, and prints the broker's resident memory (VmRSS, and VmHWM, its
+peak) from /proc.  Then it lets the clients go and stops the broker.  It
+measures, it asserts nothing (issue target: 1,000 clients holding 10,000
+leases in at most 32 MiB).  The coord package is taken from the source
+tree (bindings/python) and libcoord from build/ unless COORD_LIBRARY says
+otherwise; coordd from build/ unless --coordd.
+"""
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "bindings", "python"))
+os.environ.setdefault("COORD_LIBRARY", os.path.join(ROOT, "build", "libcoord", "libcoord.so.0"))
+
+import coord  # noqa: E402
+
+
+def status(pid, key):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    return 0
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=1000)
+    ap.add_argument("--leases", type=int, default=10)
+    ap.add_argument("--coordd", default=os.path.join(ROOT, "build", "broker", "coordd"))
+    args = ap.parse_args()
+    tmp = tempfile.mkdtemp(prefix="coord-rss-")
+    inst = os.path.join(tmp, "instance")
+    os.environ["COORD_DIR"] = inst
+    os.environ["COORD_NO_AUTOSTART"] = "1"
+    broker = subprocess.Popen([args.coordd, "--dir", inst], stderr=subprocess.DEVNULL)
+    children = []
+    try:
+        client = coord.Client(dir=inst, autostart=False, connect_timeout=10)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.status()
+                break
+            except coord.Error:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+        client.close()
+        idle = status(broker.pid, "VmRSS")
+        go_r, go_w = os.pipe()
+        for i in range(args.clients):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go_w)
+                try:
+                    c = coord.Client(dir=inst, autostart=False, connect_timeout=30)
+                    held = [c.write(f"key:rss-{i}-{k}", timeout=30) for k in range(args.leases)]
+                    os.read(go_r, 1)  # until the parent closes the pipe
+                    del held
+                finally:
+                    os._exit(0)
+            children.append(pid)
+        os.close(go_r)
+        want = args.clients * args.leases
+        client = coord.Client(dir=inst, autostart=False, connect_timeout=10)
+        deadline = time.monotonic() + 300
+        while client.status()["leases"] < want:
+            if time.monotonic() > deadline:
+                sys.exit(f"broker-rss: only {client.status()['leases']} of {want} leases held")
+            time.sleep(0.2)
+        st = client.status()
+        client.close()
+        rss, hwm = status(broker.pid, "VmRSS"), status(broker.pid, "VmHWM")
+        parts = {k: status(broker.pid, k) for k in ("RssAnon", "RssFile", "RssShmem")}
+        print(f"broker-rss: {st['clients'] - 1} clients holding {st['leases']} leases: "
+              f"broker VmRSS {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f} MiB; "
+              f"idle before the clients {idle / 1024:.1f} MiB)")
+        print("broker-rss: of which " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in parts.items())
+              + " (RssFile: the pages of the LMDB files and the region it has touched)")
+        os.close(go_w)
+    finally:
+        for pid in children:
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+        broker.terminate()
+        broker.wait()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
