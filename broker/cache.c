@@ -214,6 +214,13 @@ refuse:
 	return rc;
 }
 
+/* ThreadSanitizer does not model fences, and GCC says so; the one below
+ * orders accesses to memory shared with other processes, which it does
+ * not see anyway. */
+#if defined(__SANITIZE_THREAD__) && defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wtsan"
+#endif
+
 void cache_recalled(struct broker *b, struct lt_lease *l)
 {
 	if (!l->cached || !l->cache_page)
