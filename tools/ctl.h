@@ -63,9 +63,6 @@ int ctl_default_dir(void);
  * --create makes one. */
 int ctl_no_instance(const char *what, const char *dir, int can_create);
 
-/* "450ms", "3.2s", "42s", "3m12s", "2h05m", "3d04h". */
-void ctl_fmt_duration(char *buf, size_t size, uint64_t ms);
-
 /* "-", "512 B", "3.5 KiB", "12.0 MiB". */
 void ctl_fmt_bytes(char *buf, size_t size, int64_t bytes);
 

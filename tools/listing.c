@@ -54,12 +54,48 @@ static int by_pid(const void *a, const void *b)
 	return x->pid < y->pid ? -1 : x->pid > y->pid;
 }
 
+/* 1 if the command line argv (len bytes) is the one comm was made from:
+ * the kernel names a process after the file it executed, cut to 15
+ * bytes, and that is argv[0] or, for a script run through its #! line,
+ * argv[1].  A process that renamed itself (PR_SET_NAME) fails, and is
+ * then shown by the name it chose. */
+static int cmdline_matches(const char *argv, size_t len, const char *comm)
+{
+	size_t n = strlen(comm);
+	const char *a = argv;
+	for (int i = 0; i < 2 && a < argv + len; i++, a += strlen(a) + 1) {
+		const char *base = strrchr(a, '/');
+		base = base ? base + 1 : a;
+		if (n && !strncmp(base, comm, n))
+			return 1;
+	}
+	return 0;
+}
+
+/* The command line of process pid into a new buffer (*len bytes, the
+ * last a NUL), if it is the one its comm was made from; NULL if not. */
+static char *cmdline_of(long pid, size_t *len)
+{
+	char comm[64], *buf;
+	ssize_t n;
+	if (procfs_comm(pid, comm, sizeof comm) < 0 || !(buf = malloc(CMDLINE_MAX)))
+		return NULL;
+	n = procfs_cmdline(pid, buf, CMDLINE_MAX);
+	if (n > 0 && buf[n - 1]) /* a process may rewrite its arguments without NULs */
+		buf[n < CMDLINE_MAX ? n++ : n - 1] = 0;
+	if (n <= 0 || !cmdline_matches(buf, (size_t)n, comm)) {
+		free(buf);
+		return NULL;
+	}
+	*len = (size_t)n;
+	return buf;
+}
+
 /* Reads the command line of the process behind pid, whose comm the broker
  * recorded as comm. */
 static void who_read(struct who *w, const char *comm)
 {
-	char now[64], *buf;
-	ssize_t n;
+	char now[64];
 	long from = w->pid;
 	if (procfs_comm(w->pid, now, sizeof now) < 0 || strncmp(now, comm, COORD_COMMAND_NAME_MAX))
 		return; /* gone, or another process now */
@@ -68,19 +104,9 @@ static void who_read(struct who *w, const char *comm)
 		if (child > 0)
 			from = child;
 	}
-	buf = malloc(CMDLINE_MAX);
-	if (!buf)
-		return;
-	n = procfs_cmdline(from, buf, CMDLINE_MAX);
-	if (n <= 0) {
-		free(buf);
-		return;
-	}
-	if (buf[n - 1]) /* a process may rewrite its arguments without NULs */
-		buf[n < CMDLINE_MAX ? n++ : n - 1] = 0;
-	w->argv = buf;
-	w->len = (size_t)n;
-	w->cmd_pid = from;
+	w->argv = cmdline_of(from, &w->len);
+	if (w->argv)
+		w->cmd_pid = from;
 }
 
 /* One lookup per distinct pid of v. */
@@ -202,22 +228,6 @@ static void json_cmdline(FILE *f, const struct who *w)
 }
 
 /* ---- shared formatting ---- */
-
-void ctl_fmt_duration(char *buf, size_t size, uint64_t ms)
-{
-	if (ms < 1000)
-		snprintf(buf, size, "%" PRIu64 "ms", ms);
-	else if (ms < 10000)
-		snprintf(buf, size, "%" PRIu64 ".%" PRIu64 "s", ms / 1000, ms / 100 % 10);
-	else if (ms < 60000)
-		snprintf(buf, size, "%" PRIu64 "s", ms / 1000);
-	else if (ms < 3600000)
-		snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", ms / 60000, ms / 1000 % 60);
-	else if (ms < 86400000)
-		snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", ms / 3600000, ms / 60000 % 60);
-	else
-		snprintf(buf, size, "%" PRIu64 "d%02" PRIu64 "h", ms / 86400000, ms / 3600000 % 24);
-}
 
 void ctl_fmt_bytes(char *buf, size_t size, int64_t b)
 {
@@ -375,10 +385,10 @@ static int fill_row(struct row *r, const coord_lease_info_t *e,
 	char age[32], ago[64] = "", note[1100] = "", cmd[CMDLINE_MAX * 4 + 8], *res, *label;
 	int held = !e->waiting;
 	memset(r, 0, sizeof *r);
-	ctl_fmt_duration(age, sizeof age, e->age_ms);
+	text_duration(age, sizeof age, e->age_ms);
 	if (e->recalled_ms >= 0) {
 		char d[32];
-		ctl_fmt_duration(d, sizeof d, (uint64_t)e->recalled_ms);
+		text_duration(d, sizeof d, (uint64_t)e->recalled_ms);
 		snprintf(ago, sizeof ago, "(recalled %s ago)", d);
 	}
 	if (o) {
@@ -839,7 +849,7 @@ int cmd_status(int argc, char **argv)
 		coord_disconnect(c);
 		return EX_OK;
 	}
-	ctl_fmt_duration(up, sizeof up, s.uptime_ms);
+	text_duration(up, sizeof up, s.uptime_ms);
 	printf("broker:    running (pid %" PRIu64 ", up %s, protocol %u)\n", s.broker_pid, up,
 	       (unsigned)s.protocol);
 	printf("directory: ");

@@ -29,6 +29,7 @@
  * (an 8-bit terminal would take the byte 0x9b inside "Û" for CSI).  The
  * result takes one terminal line. */
 #define _GNU_SOURCE
+#include <inttypes.h>
 #include <langinfo.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -269,4 +270,22 @@ void text_pad(FILE *f, const char *safe, int cols)
 	fputs(safe, f);
 	for (int w = text_columns(safe); w < cols; w++)
 		fputc(' ', f);
+}
+
+/* ---- durations ---- */
+
+void text_duration(char *buf, size_t size, uint64_t ms)
+{
+	if (ms < 1000)
+		snprintf(buf, size, "%" PRIu64 "ms", ms);
+	else if (ms < 10000)
+		snprintf(buf, size, "%" PRIu64 ".%" PRIu64 "s", ms / 1000, ms / 100 % 10);
+	else if (ms < 60000)
+		snprintf(buf, size, "%" PRIu64 "s", ms / 1000);
+	else if (ms < 3600000)
+		snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", ms / 60000, ms / 1000 % 60);
+	else if (ms < 86400000)
+		snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", ms / 3600000, ms / 60000 % 60);
+	else
+		snprintf(buf, size, "%" PRIu64 "d%02" PRIu64 "h", ms / 86400000, ms / 3600000 % 24);
 }

@@ -6,6 +6,7 @@
 #define COORD_TEXT_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 
 /* Decides once, from LC_CTYPE (setlocale(LC_CTYPE, "") first), whether
@@ -46,5 +47,9 @@ void text_pad(FILE *f, const char *safe, int cols);
 /* 1 if s is valid UTF-8 (RFC 3629: no overlong forms, no surrogates,
  * nothing above U+10FFFF). */
 int text_valid_utf8(const char *s);
+
+/* A duration for people: "450ms", "3.2s", "42s", "3m12s", "2h05m",
+ * "3d04h" (cut, never rounded up). */
+void text_duration(char *buf, size_t size, uint64_t ms);
 
 #endif
