@@ -41,6 +41,7 @@ struct who {
 	long cmd_pid;  /* whose command line: pid, its child, or 0 unknown */
 	char *argv;    /* the arguments, each ended by a NUL; NULL unknown */
 	size_t len;
+	size_t entry;  /* an entry of the list with this pid */
 };
 
 struct whos {
@@ -116,8 +117,10 @@ static int whos_read(const coord_lease_info_t *v, size_t n, struct whos *ws)
 	ws->n = 0;
 	if (!ws->v)
 		return -1;
-	for (size_t i = 0; i < n; i++)
-		ws->v[ws->n++].pid = (long)v[i].pid;
+	for (size_t i = 0; i < n; i++) {
+		ws->v[ws->n].pid = (long)v[i].pid;
+		ws->v[ws->n++].entry = i;
+	}
 	qsort(ws->v, ws->n, sizeof *ws->v, by_pid);
 	{
 		size_t k = 0;
@@ -126,14 +129,8 @@ static int whos_read(const coord_lease_info_t *v, size_t n, struct whos *ws)
 				ws->v[k++] = ws->v[i];
 		ws->n = k;
 	}
-	for (size_t i = 0; i < ws->n; i++) {
-		for (size_t j = 0; j < n; j++) {
-			if ((long)v[j].pid == ws->v[i].pid) {
-				who_read(&ws->v[i], v[j].command);
-				break;
-			}
-		}
-	}
+	for (size_t i = 0; i < ws->n; i++)
+		who_read(&ws->v[i], v[ws->v[i].entry].command);
 	return 0;
 }
 
