@@ -529,6 +529,32 @@ Test(doctor, wal_owned_by_another_user)
 	assert_says("verdict: 2 problem(s)", "owner and mode are two problems");
 }
 
+/* A leftover WAL that another user owns: the checkpoint that replays it
+ * needs the WAL to be the database's first, so the chown comes first. */
+Test(doctor, chown_comes_before_the_checkpoint_that_needs_it)
+{
+	const char *db = in_dir("both.db"), *wal = in_dir("both.db-wal");
+	char fixcmd[600];
+	const char *chown_at, *checkpoint_at;
+	need_root();
+	make_db(db, "WAL");
+	kill_writer_after(db, "PRAGMA wal_autocheckpoint=0; INSERT INTO t VALUES (2);");
+	cr_assert_gt(file_size(wal), 0, "the killed writer must leave its WAL");
+	cr_assert_eq(chown(wal, NOBODY, NOBODY), 0, "chown the WAL: %s", strerror(errno));
+
+	assert_verdict(doctor_on(db, NULL, 0, 0), 1, "a leftover WAL of another owner is a problem");
+	assert_says("leftover WAL", "the WAL has a commit and nobody holds the file");
+	assert_says("-wal owner differs", "the WAL belongs to uid 65534");
+	snprintf(fixcmd, sizeof fixcmd, "chown root:root '%s'", wal);
+	chown_at = strstr(report, fixcmd);
+	checkpoint_at = strstr(report, "coordctl checkpoint '");
+	cr_assert(chown_at && checkpoint_at, "the report must give both fixes:\n%s", report);
+	cr_assert_lt(chown_at, checkpoint_at,
+	             "`%s` must come before the `coordctl checkpoint` that needs it:\n%s", fixcmd,
+	             report);
+	assert_says("after the fixes above", "the checkpoint's fix says to do the others first");
+}
+
 Test(doctor, wal_not_writable_by_the_databases_user)
 {
 	const char *db = in_dir("app.db"), *wal = in_dir("app.db-wal");

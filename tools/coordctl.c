@@ -3,90 +3,299 @@
  * Subcommands talk to the broker of the instance directory through the
  * public calls of libcoord (coord_status(), coord_list(), coord_show(),
  * ...), like any other program: nothing here knows the wire protocol.
- * Only `run`, `checkpoint` and `policy` start a broker when none is
- * running; the inspection commands never do, so looking never changes
- * anything.
+ * This file holds main(), the help texts (the source of coordctl(1): each
+ * says exactly which options exist), the error reporting every command
+ * uses, and the commands that change things; listing.c has those that
+ * look (status, list, show), connect.c how a broker is reached or
+ * started.  Only `run`, `checkpoint`, `policy` and `limit` start a broker
+ * when none is running, and only where an instance is (or with
+ * --create); the others never do, so looking never changes anything.
  *
- * Exit status (stable, scripts depend on it):
- *   run: the command's own status; 75 lease not granted within --timeout;
- *        69 no broker reachable or startable; 64 usage error;
- *        126/127 the command could not be executed.
- *   others: 0 ok, 1 failed, 64 usage, 69 no broker, 75 timed out;
- *   doctor: 0 healthy, 1 problems found, 2 could not inspect. */
+ * A command that fails says, on stderr, what it tried, the COORD_E* code
+ * and a hint that fixes it, in that order, and exits with the status its
+ * help gives (see ctl_complain()). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <locale.h>
 #include <math.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "coord.h"
+#include "ctl.h"
 #include "doctor.h"
 #include "kernel_locks.h"
 #include "metrics_cmd.h"
 #include "share.h"
 #include "watch.h"
+#include "text.h"
 
-enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
+const char *ctl_progname = "coordctl";
+const char *ctl_dir_opt;
+int ctl_create;
 
-static const char *progname = "coordctl";
+/* ---- help ---- */
 
-static void usage(FILE *f)
-{
-	fprintf(f,
-	        "usage: coordctl [--dir DIR] COMMAND [ARGS]\n"
-	        "\n"
-	        "  status                       is a broker up; its directory, pid, uptime, counts\n"
-	        "  list [--json]                every lease and waiter; a lease granted whose kernel\n"
-	        "                               lock (flock) is held outside this broker is marked\n"
-	        "                               \"waiting for kernel lock held by pid N\" (JSON:\n"
-	        "                               \"kernel_lock_holder\", null when not waiting)\n"
-	        "  show RESOURCE                kind, policy, holders, waiters, last checkpoint\n"
-	        "  run --read|--write RESOURCE [--timeout SECONDS] [--label TEXT] -- COMMAND [ARGS]\n"
-	        "                               run COMMAND while holding the lease (like flock(1))\n"
-	        "  checkpoint RESOURCE          checkpoint a database file now, through the broker\n"
-	        "  policy RESOURCE SPEC [--timeout SECONDS]\n"
-	        "                               SPEC: auto | none | sqlite[:passive|full|restart|truncate]\n"
-	        "                                     | duckdb | exec:COMMAND\n"
-	        "  limit RESOURCE [--max-hold SECONDS] [--recall-grace SECONDS]\n"
-	        "                               hold limits: revoke a lease held longer than\n"
-	        "                               --max-hold, or still held --recall-grace after its\n"
-	        "                               recall (0 turns one off; without options: show them)\n"
-	        "  revoke [--grace SECONDS] LEASE_ID | --pid PID | RESOURCE\n"
-	        "                               take leases back: recall, then SIGTERM, then SIGKILL\n"
-	        "                               the holder, --grace apart (default 5); exit 0 revoked,\n"
-	        "                               1 not permitted (the lease is still held) or no such lease\n"
-	        "  doctor PATH                  what is wrong with a database file (changes nothing)\n"
-	        "  watch [--json]               live view of holders, waiters, recalls, checkpoints\n"
-	        "  metrics                      the broker's metrics in the Prometheus text format\n"
-	        "  setup-shared [--dir DIR] [--group NAME]\n"
-	        "                               make DIR (default /var/lib/coord) an instance shared by\n"
-	        "                               group NAME (default coord, created if missing) and\n"
-	        "                               start its broker; as root\n"
-	        "  share PATH                   mark PATH's directory (or PATH, a directory) as\n"
-	        "                               coordinated by this instance: clients of any other\n"
-	        "                               instance get COORD_EINSTANCE on its files\n"
-	        "\n"
-	        "RESOURCE is key:NAME for a key (NAME not empty, no '/'); any other RESOURCE is a\n"
-	        "file path, relative to the current directory or absolute, whether the file exists\n"
-	        "or not (so db.sqlite is ./db.sqlite, before and after it is created).\n"
-	        "The instance directory is --dir, else $COORD_DIR, else the per-user default.\n"
-	        "Exit status: see coordctl(1); run returns the command's status, 75 when the lease\n"
-	        "was not granted in time, 69 when no broker can be reached, 64 on usage errors.\n");
-}
+static const char exit_status_text[] =
+        "Exit status: 0 ok; 1 failed (the message names the COORD_E* code); 64 usage\n"
+        "error; 69 no broker reachable or startable, no instance in --dir, or the\n"
+        "instance refused this user; 75 the resource was busy or the lease not granted\n"
+        "in time.\n";
 
-static const char see_holders[] = "see who holds it with `coordctl list`";
+static const char main_help[] =
+        "usage: coordctl [--dir DIR] [--create] COMMAND [ARGS]\n"
+        "       coordctl COMMAND --help\n"
+        "\n"
+        "Look at and take the leases of a coord instance, and manage its broker.\n"
+        "\n"
+        "Commands:\n"
+        "  status        is a broker running: its directory, pid, uptime and counts\n"
+        "  list          every lease and waiter, with filters\n"
+        "  show          one resource: kind, policy, limits, token, checkpoints, leases\n"
+        "  run           run a command while holding a read or write lease\n"
+        "  checkpoint    checkpoint a SQLite or DuckDB file now, through the broker\n"
+        "  policy        set a resource's checkpoint policy\n"
+        "  limit         show or set a resource's hold limits\n"
+        "  revoke        take leases back from their holders\n"
+        "  doctor        what is wrong with a database file (changes nothing)\n"
+        "  watch         a live view of holders, waiters, recalls and checkpoints\n"
+        "  metrics       the broker's metrics in the Prometheus text format\n"
+        "  setup-shared  make an instance shared by a group, and start its broker\n"
+        "  share         tie a directory of databases to an instance\n"
+        "  help [COMMAND]  this text, or a command's\n"
+        "\n"
+        "Options, before COMMAND:\n"
+        "  --dir DIR   the instance directory; default $COORD_DIR, else /var/lib/coord\n"
+        "              if it is a shared instance, else $XDG_STATE_HOME/coord or\n"
+        "              ~/.local/state/coord (/var/lib/coord for root)\n"
+        "  --create    let run, checkpoint, policy and limit start a broker in a --dir\n"
+        "              that holds no instance yet (no coordd.lock, no state.mdb), creating\n"
+        "              the directory; without it they refuse, so that a typo in --dir\n"
+        "              cannot start a second instance.  The default directory needs none.\n"
+        "  -h, --help  this text\n"
+        "\n"
+        "RESOURCE is key:NAME for a key (NAME not empty, no '/'); any other RESOURCE is a\n"
+        "file path, relative to the current directory or absolute, whether the file\n"
+        "exists or not (so db.sqlite is ./db.sqlite, before and after it is created).\n"
+        "\n"
+        "Text that comes from elsewhere (labels, command names and lines, paths,\n"
+        "messages) never reaches the terminal raw: tables show \\n \\r \\t, \\\\ for a\n"
+        "backslash, \\xHH for other control bytes and each byte of invalid UTF-8, and\n"
+        "\\uXXXX for C1 controls and invisible or bidirectional characters (for every\n"
+        "non-ASCII character outside a UTF-8 locale).  --json output is UTF-8 JSON:\n"
+        "control characters (also DEL, C1, U+2028, U+2029) as \\uXXXX, each byte of\n"
+        "invalid UTF-8 as U+FFFD, and then a KEY_hex field beside the key with the\n"
+        "exact bytes in hex.\n"
+        "\n"
+        "Environment: COORD_DIR (the instance directory), COORD_BROKER (the coordd to\n"
+        "start; default coordd on PATH), COORD_NO_AUTOSTART=1 (never start one).\n"
+        "\n"
+        "%s"
+        "run returns its command's status; doctor 0 healthy, 1 problems, 2 cannot inspect.\n";
+
+static const char status_help[] =
+        "usage: coordctl status [--json]\n"
+        "\n"
+        "Whether a broker runs for the instance directory, and if so its pid, uptime,\n"
+        "protocol, clients and lease counts.  Never starts a broker.\n"
+        "\n"
+        "  --json   one object: {\"broker\":true, \"pid\", \"uptime_ms\", \"protocol\",\n"
+        "           \"dir\", \"sharing\", \"clients\", \"leases\", \"waiters\",\n"
+        "           \"resources\"}; with no broker {\"broker\":false, \"dir\",\n"
+        "           \"instance\": whether the directory holds one}\n"
+        "\n"
+        "Exit status: 0 running; 69 no broker running (also: no instance in --dir, or\n"
+        "the instance refused this user); 1 the broker could not be asked; 64 usage.\n";
+
+static const char list_help[] =
+        "usage: coordctl list [--json] [--wide] [--resource RESOURCE] [--pid PID]\n"
+        "                     [--mode read|write] [--waiting]\n"
+        "\n"
+        "Every lease held and every request waiting, holders first, in the broker's\n"
+        "order.  Never starts a broker; with none running, nothing is held.\n"
+        "\n"
+        "  --resource RESOURCE  only this resource\n"
+        "  --pid PID            only the leases of process PID: the process that holds\n"
+        "                       or waits, or the command a `coordctl run` runs\n"
+        "  --mode read|write    only leases of this mode\n"
+        "  --waiting            only the waiting requests\n"
+        "  --wide               more columns, nothing cut: UID, LEASE (the id `coordctl\n"
+        "                       revoke` takes), TOKEN, LABEL and the whole COMMAND\n"
+        "  --json               one object, for scripts (below)\n"
+        "\n"
+        "Columns: STATE (held or wait), MODE, PID, COMMAND (the command line of what\n"
+        "holds the lease: for a `coordctl run` holder the command it runs; cut to 24\n"
+        "columns unless --wide; the broker's command name when /proc cannot tell),\n"
+        "AGE (held or waited for: 450ms, 3.2s, 42s, 3m12s, 2h05m, 3d04h), RESOURCE\n"
+        "[LABEL], then notes: (recalled 3s ago), (adopted: a restarted broker took the\n"
+        "lease over), (waiting for kernel lock held by pid N (COMM), outside this\n"
+        "broker).  An empty list says \"no leases held or waited for in DIR\".\n"
+        "\n"
+        "--json: {\"leases\": [LEASE...], \"waiters\": [WAITER...], \"broker\": true|false,\n"
+        "\"dir\"}.  LEASE: {\"id\", \"resource\", \"mode\": \"read\"|\"write\", \"pid\", \"uid\",\n"
+        "\"command\" (the broker's comm), \"label\", \"token\", \"age_ms\", \"recalled_ms\"\n"
+        "(null: not recalled), \"adopted\", \"kernel_lock_holder\" (null, or {\"pid\",\n"
+        "\"comm\", \"mode\", \"locked_by\", \"holders\": [{\"pid\", \"comm\"}], \"unseen\"}),\n"
+        "\"cmdline\" ([ARG...] of what holds it, or null), \"cmdline_pid\" (whose\n"
+        "cmdline, or null)}.  WAITER: {\"resource\", \"mode\", \"pid\", \"command\",\n"
+        "\"label\", \"waited_ms\", \"cmdline\", \"cmdline_pid\"}.  A string that is not\n"
+        "valid UTF-8 gets a sibling KEY_hex (\"resource_hex\", \"label_hex\", ...;\n"
+        "\"cmdline_hex\": [HEX...]) with its exact bytes.\n"
+        "\n"
+        "Exit status: 0 listed (also when no broker runs); 69 no instance in --dir, or\n"
+        "the instance refused this user; 1 the broker could not be asked; 64 usage.\n";
+
+static const char show_help[] =
+        "usage: coordctl show [--json] [--wide] RESOURCE\n"
+        "\n"
+        "One resource: its kind (detected now), checkpoint policy, hold limits, last\n"
+        "write token, last checkpoint, and its holders and waiters as `list` shows\n"
+        "them.  A resource the broker has never seen is shown with its defaults.\n"
+        "Never starts a broker.\n"
+        "\n"
+        "  --wide   the lease table as `list --wide`\n"
+        "  --json   {\"resource\", \"kind\": \"plain\"|\"sqlite\"|\"duckdb\", \"policy\":\n"
+        "           {\"name\", \"sqlite_mode\" (null unless sqlite or auto), \"command\"\n"
+        "           (null unless exec), \"timeout_ms\"}, \"limits\": {\"max_hold_ms\",\n"
+        "           \"recall_grace_ms\"} (0: off), \"token\", \"holder_count\",\n"
+        "           \"waiter_count\", \"checkpoint_running\", \"duckdb_available\",\n"
+        "           \"checkpoints\", \"last_checkpoint\" (null, or {\"at_ms\" (since the\n"
+        "           epoch), \"duration_us\", \"result\": \"ok\"|\"COORD_E...\", \"wal_before\",\n"
+        "           \"wal_after\" (bytes, or null)}), \"message\", \"leases\", \"waiters\"\n"
+        "           (as in `list --json`)}\n"
+        "\n"
+        "Exit status: 0 shown; 69 no broker running, no instance in --dir, or refused;\n"
+        "64 usage or a bad RESOURCE; 1 other failures.\n";
+
+static const char run_help[] =
+        "usage: coordctl run --read|--write RESOURCE [--timeout SECONDS] [--label TEXT]\n"
+        "                    [--] COMMAND [ARGS...]\n"
+        "\n"
+        "Runs COMMAND while holding a lease on RESOURCE, like flock(1): waits for the\n"
+        "lease, runs the command with the file's kernel lock inherited, and releases\n"
+        "the lease once the command and everything it started have exited.  Starts a\n"
+        "broker when none runs (see --create in `coordctl --help`).  Options may come\n"
+        "before or after RESOURCE; \"--\" or the first word after RESOURCE starts the\n"
+        "command.  Signals (INT, TERM, HUP, QUIT) are passed on to the command.\n"
+        "\n"
+        "  --read | --write    the lease's mode (one of them is required)\n"
+        "  --timeout SECONDS   give up after this long (0: try once; default: wait\n"
+        "                      forever)\n"
+        "  --label TEXT        shown by `coordctl list` (at most 127 bytes; longer is cut)\n"
+        "\n"
+        "The command's environment has COORD_RESOURCE (the canonical name), COORD_MODE,\n"
+        "COORD_TOKEN (the fencing token) and COORD_LEASE_ID.\n"
+        "\n"
+        "Exit status: the command's own (128+N if killed by signal N); 75 the lease was\n"
+        "not granted within --timeout; 69 no broker reachable or startable, or no\n"
+        "instance in --dir; 64 usage; 126 the command cannot be executed, 127 not found;\n"
+        "1 other failures (the message names the COORD_E* code).\n";
+
+static const char checkpoint_help[] =
+        "usage: coordctl checkpoint RESOURCE\n"
+        "\n"
+        "Checkpoints a database file now, through the broker: the request waits its\n"
+        "turn like a writer, and runs once nobody holds the file.  SQLite and DuckDB\n"
+        "files are checkpointed by kind; set another way with `coordctl policy`.\n"
+        "Starts a broker when none runs (see --create in `coordctl --help`).\n"
+        "Prints the time taken and the WAL size before and after.\n"
+        "\n"
+        "Exit status: 0 done; 1 failed (not a database, policy none, no such file,\n"
+        "the broker may not write it, the engine failed: the message says which);\n"
+        "69 no broker; 64 usage or a bad RESOURCE.\n";
+
+static const char policy_help[] =
+        "usage: coordctl policy RESOURCE SPEC [--timeout SECONDS]\n"
+        "\n"
+        "Sets how the broker checkpoints RESOURCE after a write lease, durably.\n"
+        "SPEC: auto (by the file's kind; the default) | none | sqlite[:passive|full|\n"
+        "restart|truncate] | duckdb | exec:COMMAND (run as `sh -c COMMAND\n"
+        "coord-checkpoint PATH`, at most 1023 bytes).\n"
+        "\n"
+        "  --timeout SECONDS   time limit of one checkpoint (0 < s <= 86400; default:\n"
+        "                      the broker's --checkpoint-timeout)\n"
+        "\n"
+        "Starts a broker when none runs (see --create in `coordctl --help`).\n"
+        "Exit status: 0 set; 64 usage, a bad SPEC or RESOURCE; 69 no broker; 1 failed.\n";
+
+static const char limit_help[] =
+        "usage: coordctl limit RESOURCE [--max-hold SECONDS] [--recall-grace SECONDS]\n"
+        "\n"
+        "Shows, or sets durably, the hold limits of RESOURCE: a lease held longer\n"
+        "than --max-hold, or still held --recall-grace after its recall, is revoked\n"
+        "(as `coordctl revoke` does).  0 turns a limit off; options not given keep\n"
+        "their value; without options the limits are shown.  Setting them needs root,\n"
+        "the broker's user or its --admin-group.  Starts a broker when none runs.\n"
+        "\n"
+        "  --max-hold SECONDS       0 <= s <= 2592000 (30 days)\n"
+        "  --recall-grace SECONDS   0 <= s <= 2592000\n"
+        "\n"
+        "Exit status: 0 shown or set; 64 usage; 69 no broker; 1 not permitted or failed.\n";
+
+static const char revoke_help[] =
+        "usage: coordctl revoke [--grace SECONDS] LEASE_ID | --pid PID | RESOURCE\n"
+        "\n"
+        "Takes leases back: the broker recalls each lease, waits --grace, sends its\n"
+        "holder SIGTERM, waits --grace again, then sends SIGKILL.  A lease is only\n"
+        "taken back once its holder released it or exited.  LEASE_ID is the LEASE\n"
+        "column of `coordctl list --wide`; --pid takes every lease of a process;\n"
+        "RESOURCE every holder of it.  Only the holders' user, root or a member of the\n"
+        "broker's --admin-group may revoke.  Never starts a broker.\n"
+        "\n"
+        "  --grace SECONDS   each step's wait (0 to 3600; default 5)\n"
+        "\n"
+        "Exit status: 0 revoked; 1 not permitted (the lease is still held) or no such\n"
+        "lease; 69 no broker; 64 usage.\n";
+
+static const char doctor_help[] =
+        "usage: coordctl doctor PATH\n"
+        "\n"
+        "A read-only look at a database file and its side files (SQLite -wal, -shm,\n"
+        "-journal; DuckDB .wal): kind, owners and modes, processes that have it open,\n"
+        "the broker's leases on it, leftover WALs and hot journals, and the commands\n"
+        "that fix each problem, in the order to run them.  Changes nothing; never\n"
+        "starts a broker.\n"
+        "\n"
+        "Exit status: 0 healthy; 1 problems found; 2 cannot inspect (no such file,\n"
+        "not a regular file, unreadable); 64 usage.\n";
+
+static const char setup_shared_help[] =
+        "usage: coordctl setup-shared [--dir DIR] [--group NAME]\n"
+        "\n"
+        "As root: makes DIR (default /var/lib/coord) an instance shared by group NAME\n"
+        "(default coord, created with groupadd --system if missing): the directory\n"
+        "gets group NAME and mode 2770, and its broker is started.  Safe to run again.\n"
+        "--dir here (or coordctl's own --dir) must be an absolute path.\n"
+        "\n"
+        "Exit status: 0 ok; 1 failed; 69 no broker could be started; 64 usage.\n";
+
+static const char share_help[] =
+        "usage: coordctl share PATH [--dir INSTANCE]\n"
+        "\n"
+        "Writes PATH's directory's (or PATH's, a directory) .coord-instance, naming\n"
+        "the instance directory INSTANCE (default: coordctl's --dir, $COORD_DIR or the\n"
+        "default; it must exist): clients of any other instance then get\n"
+        "COORD_EINSTANCE on the files there.\n"
+        "\n"
+        "Exit status: 0 ok; 1 failed; 64 usage.\n";
+
+/* ---- failures ---- */
+
+static const char see_holders[] = "see who holds it with `coordctl list --resource RESOURCE`";
 
 /* The exit status each error gives, and what to tell the admin about it.
- * Errors not listed exit EX_FAIL without a hint. */
+ * Errors not listed exit EX_FAIL with a generic hint. */
 static const struct failure {
 	int code, status;
 	const char *hint;
@@ -96,10 +305,11 @@ static const struct failure {
 	  "that coordd is on PATH or COORD_BROKER names it" },
 	{ COORD_EPERM, EX_UNAVAILABLE,
 	  "you may not use this instance directory; check its owner and mode" },
-	{ COORD_EIO, EX_UNAVAILABLE, NULL },
+	{ COORD_EIO, EX_UNAVAILABLE,
+	  "the broker closed the connection: see `coordctl status` and its coordd.log" },
 	{ COORD_ETIMEDOUT, EX_TEMPFAIL, see_holders },
 	{ COORD_EBUSY, EX_TEMPFAIL, see_holders },
-	{ COORD_EINVAL, EX_USAGE, NULL },
+	{ COORD_EINVAL, EX_USAGE, "see `coordctl --help`" },
 	{ COORD_ENAME, EX_USAGE,
 	  "a resource is key:NAME (NAME not empty, no '/') or a file path whose directory "
 	  "exists, at most 511 bytes" },
@@ -108,11 +318,37 @@ static const struct failure {
 	{ COORD_EINSTANCE, EX_FAIL,
 	  "the file's directory has a .coord-instance naming another instance; use that one "
 	  "with --dir or COORD_DIR" },
+	{ COORD_ELIMIT, EX_FAIL,
+	  "the broker is at a limit (--max-leases, --max-clients, or its descriptors): see its "
+	  "coordd.log, and restart it with more" },
+	{ COORD_EFULL, EX_FAIL, "restart coordd with a larger --map-size" },
+	{ COORD_ENOSPC, EX_FAIL, "free space on the instance directory's filesystem" },
+	{ COORD_ENOMEM, EX_FAIL, "free memory, then try again" },
+	{ COORD_EREGION, EX_FAIL, "try again in a second" },
+	{ COORD_ENOLEASE, EX_FAIL, "see the leases with `coordctl list --wide`" },
 };
 
-/* A hint that depends on the case (who we are, which instance), set just
- * before complain(); it replaces the table's. */
-static char case_hint[1024];
+static char hint_text[1024];
+static char detail_text[4][1024];
+static int ndetails;
+
+void ctl_hint(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(hint_text, sizeof hint_text, fmt, ap);
+	va_end(ap);
+}
+
+void ctl_detail(const char *fmt, ...)
+{
+	va_list ap;
+	if (ndetails == 4)
+		return;
+	va_start(ap, fmt);
+	vsnprintf(detail_text[ndetails++], sizeof detail_text[0], fmt, ap);
+	va_end(ap);
+}
 
 static const struct failure *failure_of(int rc)
 {
@@ -122,432 +358,84 @@ static const struct failure *failure_of(int rc)
 	return NULL;
 }
 
-/* "coordctl: <what>: COORD_ENAME: message" and a hint line, on stderr. */
-static int complain(int rc, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static int complain(int rc, const char *fmt, ...)
+int ctl_complain(int rc, const char *fmt, ...)
 {
 	const struct failure *f = failure_of(rc);
+	char what[2048];
 	va_list ap;
-	fprintf(stderr, "%s: ", progname);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(what, sizeof what, fmt, ap);
 	va_end(ap);
+	fprintf(stderr, "%s: ", ctl_progname);
+	text_put(stderr, what);
 	fprintf(stderr, ": %s\n", coord_strerror(rc));
-	if (case_hint[0])
-		fprintf(stderr, "%s: hint: %s\n", progname, case_hint);
-	else if (f && f->hint)
-		fprintf(stderr, "%s: hint: %s\n", progname, f->hint);
-	case_hint[0] = 0;
+	for (int i = 0; i < ndetails; i++) {
+		fprintf(stderr, "%s: ", ctl_progname);
+		text_put(stderr, detail_text[i]);
+		fputc('\n', stderr);
+	}
+	fprintf(stderr, "%s: hint: ", ctl_progname);
+	text_put(stderr, hint_text[0] ? hint_text
+	                 : f && f->hint ? f->hint
+	                                : "the broker's log (coordd.log in the instance directory) "
+	                                  "may say more");
+	fputc('\n', stderr);
+	hint_text[0] = 0;
+	ndetails = 0;
 	return f ? f->status : EX_FAIL;
 }
 
-static const char *dir_opt;
-
-/* Connects; on COORD_EPERM, the hint says which instance refused us and
- * why (a group we are not in names the group). */
-static int connect_broker(coord_t **c, int autostart)
+int ctl_usage(const char *cmd, const char *fmt, ...)
 {
-	coord_options_t o = { .dir = dir_opt, .no_autostart = !autostart };
-	char d[COORD_DIR_MAX + 1];
-	int rc = coord_connect(c, &o);
-	if (rc == COORD_EPERM && coord_instance_dir(dir_opt, d, sizeof d) >= 0)
-		share_explain_eperm(d, case_hint, sizeof case_hint);
-	return rc;
+	char what[1024];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(what, sizeof what, fmt, ap);
+	va_end(ap);
+	ctl_hint("see `coordctl %s --help`", cmd);
+	ctl_complain(COORD_EINVAL, "%s: %s", cmd, what);
+	return EX_USAGE;
 }
 
-static void fmt_duration(char *buf, size_t size, uint64_t ms)
-{
-	if (ms < 1000)
-		snprintf(buf, size, "%" PRIu64 "ms", ms);
-	else if (ms < 60000)
-		snprintf(buf, size, "%.1fs", ms / 1000.0);
-	else if (ms < 3600000)
-		snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", ms / 60000, ms / 1000 % 60);
-	else
-		snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", ms / 3600000, ms / 60000 % 60);
-}
-
-static void fmt_bytes(char *buf, size_t size, int64_t b)
-{
-	if (b < 0)
-		snprintf(buf, size, "-");
-	else if (b < 1024)
-		snprintf(buf, size, "%" PRId64 " B", b);
-	else if (b < 1024 * 1024)
-		snprintf(buf, size, "%.1f KiB", b / 1024.0);
-	else
-		snprintf(buf, size, "%.1f MiB", b / 1048576.0);
-}
-
-/* ---- status ---- */
-
-static int cmd_status(int argc, char **argv)
-{
-	coord_t *c;
-	coord_status_t s;
-	char up[32], sharing[128];
-	int rc;
-	(void)argv;
-	if (argc != 1) {
-		usage(stderr);
-		return EX_USAGE;
-	}
-	rc = connect_broker(&c, 0);
-	if (rc == COORD_ENOBROKER) {
-		char d[COORD_DIR_MAX + 1];
-		rc = coord_instance_dir(dir_opt, d, sizeof d);
-		if (rc < 0)
-			return complain(rc, "status: instance directory");
-		printf("broker:    not running\ndirectory: %s\n", d);
-		return EX_UNAVAILABLE;
-	}
-	if (rc < 0)
-		return complain(rc, "connect");
-	rc = coord_status(c, &s);
-	if (rc < 0) {
-		coord_disconnect(c);
-		return complain(rc, "status");
-	}
-	fmt_duration(up, sizeof up, s.uptime_ms);
-	printf("broker:    running (pid %" PRIu64 ", up %s, protocol %u)\n", s.broker_pid, up,
-	       (unsigned)s.protocol);
-	share_describe(coord_dir(c), sharing, sizeof sharing);
-	printf("directory: %s (%s)\n", coord_dir(c), sharing);
-	printf("clients:   %" PRIu64 " (including this one)\n", s.clients);
-	printf("leases:    %" PRIu64 " held, %" PRIu64 " waiting, %" PRIu64 " resources known\n",
-	       s.leases, s.waiters, s.resources);
-	coord_disconnect(c);
-	return EX_OK;
-}
-
-/* ---- list ---- */
-
-static void json_string(FILE *f, const char *s)
-{
-	fputc('"', f);
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (*p == '"' || *p == '\\')
-			fprintf(f, "\\%c", *p);
-		else if (*p < 0x20)
-			fprintf(f, "\\u%04x", *p);
-		else
-			fputc(*p, f);
-	}
-	fputc('"', f);
-}
-
-static const char *mode_name(int m)
-{
-	return m == COORD_WRITE ? "write" : "read";
-}
-
-/* The fields holders and waiters share: "mode", "pid" (holders also
- * "uid"), "command" and "label". */
-static void json_who(const coord_lease_info_t *e)
-{
-	printf(",\"mode\":\"%s\",\"pid\":%" PRIu64, mode_name(e->mode), e->pid);
-	if (!e->waiting)
-		printf(",\"uid\":%" PRIu64, e->uid);
-	printf(",\"command\":");
-	json_string(stdout, e->command);
-	printf(",\"label\":");
-	json_string(stdout, e->label);
-}
-
-/* "kernel_lock_holder": null, or the flock(2) held outside the broker that
- * this holder still waits for: {"pid", "comm", "mode", "locked_by",
- * "holders": [{"pid", "comm"}], "unseen"}.  "pid" is the first process
- * found holding it ("holders" lists up to KERNEL_LOCKS_NAMED; "holders"
- * empty: /proc/locks's "locked_by" is all that is known, "unseen" says
- * how many processes could not be looked at); "comm" is null when
- * unknown; "locked_by" is the process that took the lock (0: another PID
- * namespace's), gone if a descendant holds it now. */
-static void json_kernel_lock(const struct kernel_lock_outsider *o)
-{
-	printf(",\"kernel_lock_holder\":");
-	if (!o) {
-		printf("null");
-		return;
-	}
-	printf("{\"pid\":%ld,\"comm\":", o->nholders ? o->holder[0].pid : o->locked_by);
-	if (o->nholders)
-		json_string(stdout, o->holder[0].comm);
-	else if (o->locked_by_alive)
-		json_string(stdout, o->locked_by_comm);
-	else
-		printf("null");
-	printf(",\"mode\":\"%s\",\"locked_by\":%ld,\"holders\":[",
-	       o->write ? "write" : "read", o->locked_by);
-	for (size_t j = 0; j < o->nholders && j < KERNEL_LOCKS_NAMED; j++) {
-		printf("%s{\"pid\":%ld,\"comm\":", j ? "," : "", o->holder[j].pid);
-		json_string(stdout, o->holder[j].comm);
-		printf("}");
-	}
-	printf("],\"unseen\":%zu}", o->unseen);
-}
-
-static void print_json(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k)
-{
-	int first = 1;
-	printf("{\"leases\":[");
-	for (size_t i = 0; i < n; i++) {
-		if (v[i].waiting)
-			continue;
-		printf("%s{\"id\":%" PRIu64 ",\"resource\":", first ? "" : ",", v[i].lease_id);
-		json_string(stdout, v[i].resource);
-		json_who(&v[i]);
-		printf(",\"token\":%" PRIu64 ",\"age_ms\":%" PRIu64, v[i].token, v[i].age_ms);
-		if (v[i].recalled_ms >= 0)
-			printf(",\"recalled_ms\":%" PRId64, v[i].recalled_ms);
-		else
-			printf(",\"recalled_ms\":null");
-		printf(",\"adopted\":%s", v[i].adopted ? "true" : "false");
-		printf(",\"cached\":%s", v[i].cached == COORD_CACHED_IDLE     ? "\"idle\""
-		                         : v[i].cached == COORD_CACHED_IN_USE ? "\"in-use\""
-		                                                               : "null");
-		json_kernel_lock(kernel_locks_waits_for(k, i));
-		printf("}");
-		first = 0;
-	}
-	printf("],\"waiters\":[");
-	first = 1;
-	for (size_t i = 0; i < n; i++) {
-		if (!v[i].waiting)
-			continue;
-		printf("%s{\"resource\":", first ? "" : ",");
-		json_string(stdout, v[i].resource);
-		json_who(&v[i]);
-		printf(",\"waited_ms\":%" PRIu64 "}", v[i].age_ms);
-		first = 0;
-	}
-	printf("]}\n");
-}
-
-/* The table of `list` and `show`.  A holder that still waits for its
- * kernel lock (see kernel_locks.c) says so at the end of its line. */
-static void print_table(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k)
-{
-	printf("%-6s %-5s %7s %-15s %-8s %8s %6s  %s\n", "STATE", "MODE", "PID", "COMMAND", "AGE",
-	       "TOKEN", "LEASE", "RESOURCE [LABEL]");
-	for (int pass = 0; pass < 2; pass++) {
-		for (size_t i = 0; i < n; i++) {
-			const coord_lease_info_t *e = &v[i];
-			const struct kernel_lock_outsider *o = kernel_locks_waits_for(k, i);
-			char age[32], tok[32] = "-", id[32] = "-", recalled[64] = "", klock[256] = "";
-			if (e->waiting != pass)
-				continue;
-			fmt_duration(age, sizeof age, e->age_ms);
-			if (e->recalled_ms >= 0) {
-				char ago[32];
-				fmt_duration(ago, sizeof ago, (uint64_t)e->recalled_ms);
-				snprintf(recalled, sizeof recalled, " (recalled %s ago)", ago);
-			}
-			if (e->adopted)
-				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
-				         " (adopted)");
-			if (e->cached)
-				snprintf(recalled + strlen(recalled), sizeof recalled - strlen(recalled),
-				         e->cached == COORD_CACHED_IDLE ? " (cached, idle)"
-				                                        : " (cached, in use)");
-			if (o) {
-				char note[240];
-				kernel_locks_describe(o, note, sizeof note);
-				snprintf(klock, sizeof klock, " (%s)", note);
-			}
-			if (!e->waiting) {
-				snprintf(tok, sizeof tok, "%" PRIu64, e->token);
-				snprintf(id, sizeof id, "%" PRIu64, e->lease_id);
-			}
-			printf("%-6s %-5s %7" PRIu64 " %-15s %-8s %8s %6s  %s%s%s%s%s%s\n",
-			       pass ? "wait" : "held", mode_name(e->mode), e->pid, e->command, age, tok,
-			       id, e->resource, e->label[0] ? " [" : "", e->label,
-			       e->label[0] ? "]" : "", recalled, klock);
-		}
-	}
-	if (!n)
-		printf("(no leases)\n");
-}
-
-/* The instance directory of connection c, copied: keys' lock files are
- * there, and it is needed after the connection is closed. */
-static void copy_dir(const coord_t *c, char *buf, size_t size)
-{
-	snprintf(buf, size, "%s", coord_dir(c) ? coord_dir(c) : "");
-}
-
-static int cmd_list(int argc, char **argv)
-{
-	coord_lease_info_t *v = NULL;
-	struct kernel_locks k;
-	char dir[COORD_DIR_MAX + 1];
-	size_t n = 0;
-	coord_t *c;
-	int json = 0, rc;
-	if (argc == 2 && !strcmp(argv[1], "--json"))
-		json = 1;
-	else if (argc != 1) {
-		usage(stderr);
-		return EX_USAGE;
-	}
-	rc = connect_broker(&c, 0);
-	if (rc == COORD_ENOBROKER) {
-		/* No broker: nothing is held through coord. */
-		if (json)
-			printf("{\"leases\":[],\"waiters\":[],\"broker\":false}\n");
-		else
-			printf("(no broker running: no leases)\n");
-		return EX_OK;
-	}
-	if (rc < 0)
-		return complain(rc, "connect");
-	rc = coord_list(c, &v, &n);
-	copy_dir(c, dir, sizeof dir);
-	coord_disconnect(c);
-	if (rc < 0)
-		return complain(rc, "list");
-	if (kernel_locks_check(v, n, dir, &k) < 0) {
-		kernel_locks_free(&k);
-		coord_free(v);
-		return complain(COORD_ENOMEM, "list: kernel locks");
-	}
-	if (json)
-		print_json(v, n, &k);
-	else
-		print_table(v, n, &k);
-	kernel_locks_free(&k);
-	coord_free(v);
-	return EX_OK;
-}
-
-/* ---- show / checkpoint ---- */
-
-static void print_policy(const coord_resource_info_t *i)
-{
-	const coord_policy_t *p = &i->policy;
-	if (p->policy == COORD_POLICY_EXEC)
-		printf("policy:     exec:%s (time limit %u ms)\n", p->command, (unsigned)p->timeout_ms);
-	else if (p->policy == COORD_POLICY_SQLITE)
-		printf("policy:     sqlite:%s (time limit %u ms)\n",
-		       coord_sqlite_mode_name(p->sqlite_mode), (unsigned)p->timeout_ms);
-	else
-		printf("policy:     %s (time limit %u ms)%s\n", coord_policy_name(p->policy),
-		       (unsigned)p->timeout_ms,
-		       p->policy == COORD_POLICY_AUTO
-		               ? (i->kind == COORD_KIND_SQLITE
-		                          ? ", checkpoints SQLite on release"
-		                          : i->kind == COORD_KIND_DUCKDB ? ", checkpoints DuckDB on release"
-		                                                         : ", no checkpoints")
-		               : "");
-}
-
-/* "none", or "max hold 60 s, recall grace 10 s" (what is set). */
-static const char *limits_text(const coord_limits_t *l, char *buf, size_t size)
-{
-	int n = 0;
-	if (!l->max_hold_ms && !l->recall_grace_ms)
-		return "none";
-	buf[0] = 0;
-	if (l->max_hold_ms)
-		n = snprintf(buf, size, "max hold %g s", l->max_hold_ms / 1000.0);
-	if (l->recall_grace_ms && n >= 0 && (size_t)n < size)
-		snprintf(buf + n, size - (size_t)n, "%srecall grace %g s", n ? ", " : "",
-		         l->recall_grace_ms / 1000.0);
-	return buf;
-}
-
-static void print_limits(const coord_resource_info_t *i)
-{
-	char buf[96];
-	printf("limits:     %s\n", limits_text(&i->limits, buf, sizeof buf));
-}
-
-static void print_last_checkpoint(const coord_resource_info_t *i)
-{
-	char when[64] = "never", dur[32], before[32], after[32];
-	if (i->checkpoints) {
-		time_t t = (time_t)(i->last_at_ms / 1000);
-		struct tm tm;
-		localtime_r(&t, &tm);
-		strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S", &tm);
-		snprintf(dur, sizeof dur, "%.1f ms", i->last_duration_us / 1000.0);
-		fmt_bytes(before, sizeof before, i->wal_before);
-		fmt_bytes(after, sizeof after, i->wal_after);
-		printf("last checkpoint: %s, took %s, %s, WAL %s -> %s (%" PRIu64 " so far)\n", when,
-		       dur, i->last_result ? coord_errname(i->last_result) : "ok", before, after,
-		       i->checkpoints);
-	} else {
-		printf("last checkpoint: never\n");
-	}
-	if (i->message[0])
-		printf("                 %s\n", i->message);
-}
-
-/* Canonicalises a RESOURCE argument into name (COORD_NAME_MAX + 1 bytes).
- * Returns 0, or the exit status after saying what is wrong with it. */
-static int canonical_arg(const char *arg, char *name)
+int ctl_canonical_arg(const char *what, const char *arg, char *name)
 {
 	int rc = coord_canonicalize(arg, name, COORD_NAME_MAX + 1);
 	if (rc < 0)
-		return complain(rc, "%s", arg);
+		return ctl_complain(rc, "%s: resource '%s'", what, arg);
 	return 0;
 }
 
-/* The start of `show RESOURCE` and `checkpoint RESOURCE`: checks the
- * arguments, canonicalises RESOURCE into name (COORD_NAME_MAX + 1 bytes)
- * and connects.  Returns -1 with *c connected, else the exit status. */
-static int resource_command(int argc, char **argv, const char *what, int autostart, char *name,
-                            coord_t **c)
-{
-	int rc;
-	if (argc != 2) {
-		usage(stderr);
-		return EX_USAGE;
-	}
-	if ((rc = canonical_arg(argv[1], name)))
-		return rc;
-	rc = connect_broker(c, autostart);
-	if (rc < 0)
-		return complain(rc, "%s %s: connect", what, name);
-	return -1;
-}
+/* ---- checkpoint ---- */
 
-static int cmd_show(int argc, char **argv)
+/* What a checkpoint refused with COORD_ENOTSUP is, as a detail and a hint
+ * (the broker gives the code, and a message only for some cases). */
+static void explain_enotsup(const char *name, const coord_resource_info_t *info)
 {
-	coord_resource_info_t info;
-	coord_lease_info_t *v = NULL;
-	struct kernel_locks k;
-	char name[COORD_NAME_MAX + 1], dir[COORD_DIR_MAX + 1];
-	size_t n = 0;
-	coord_t *c;
-	/* looking never starts a broker */
-	int rc = resource_command(argc, argv, "show", 0, name, &c);
-	if (rc >= 0)
-		return rc;
-	rc = coord_show(c, name, &info, &v, &n);
-	copy_dir(c, dir, sizeof dir);
-	coord_disconnect(c);
-	if (rc < 0)
-		return complain(rc, "show %s", name);
-	if (kernel_locks_check(v, n, dir, &k) < 0) {
-		kernel_locks_free(&k);
-		coord_free(v);
-		return complain(COORD_ENOMEM, "show %s: kernel locks", name);
+	struct stat st;
+	if (!strncmp(name, "key:", 4)) {
+		ctl_detail("%s is a key, a name with no file behind it", name);
+		ctl_hint("checkpoint the database file itself: `coordctl checkpoint PATH`");
+	} else if (stat(name, &st) < 0) {
+		ctl_detail("there is no file %s (%s)", name, strerror(errno));
+		ctl_hint("check the path; the resource is named as the application names it");
+	} else if (!S_ISREG(st.st_mode)) {
+		ctl_detail("%s is not a regular file", name);
+		ctl_hint("give the path of the database file itself");
+	} else if (info->policy.policy == COORD_POLICY_NONE) {
+		ctl_detail("%s has the checkpoint policy none", name);
+		ctl_hint("`coordctl policy %s auto` lets the broker checkpoint it again", name);
+	} else if (info->kind == COORD_KIND_DUCKDB || info->policy.policy == COORD_POLICY_DUCKDB) {
+		ctl_detail("the broker cannot load DuckDB: %s",
+		           info->message[0] ? info->message : "(it gave no reason)");
+		ctl_hint("install libduckdb.so, or restart coordd with --duckdb-lib PATH");
+	} else {
+		ctl_detail("%s is neither a SQLite nor a DuckDB database (its first bytes say %s), "
+		           "so the broker has nothing to checkpoint",
+		           name, coord_kind_name(info->kind));
+		ctl_hint("if it is a database of another kind, tell the broker how: `coordctl policy "
+		         "%s exec:COMMAND`",
+		         name);
 	}
-	printf("resource:   %s\n", name);
-	printf("kind:       %s\n", coord_kind_name(info.kind));
-	print_policy(&info);
-	print_limits(&info);
-	if (!info.duckdb_available &&
-	    (info.kind == COORD_KIND_DUCKDB || info.policy.policy == COORD_POLICY_DUCKDB))
-		printf("warning:    DuckDB checkpoints are OFF (see below)\n");
-	printf("token:      %" PRIu64 "\n", info.token);
-	printf("checkpoint: %s\n", info.checkpoint_running ? "running now" : "idle");
-	print_last_checkpoint(&info);
-	printf("\n");
-	print_table(v, n, &k);
-	kernel_locks_free(&k);
-	coord_free(v);
-	return EX_OK;
 }
 
 static int cmd_checkpoint(int argc, char **argv)
@@ -555,25 +443,51 @@ static int cmd_checkpoint(int argc, char **argv)
 	coord_resource_info_t info;
 	char name[COORD_NAME_MAX + 1], before[32], after[32];
 	coord_t *c;
+	int rc;
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
+	if (argc != 2 || (argv[1][0] == '-' && argv[1][1]))
+		return ctl_usage("checkpoint", argc < 2 ? "which RESOURCE?" : "one RESOURCE only");
+	if ((rc = ctl_canonical_arg("checkpoint", argv[1], name)))
+		return rc;
 	/* checkpointing may start a broker */
-	int rc = resource_command(argc, argv, "checkpoint", 1, name, &c);
-	if (rc >= 0)
+	if ((rc = ctl_connect(&c, 1, "checkpoint")))
 		return rc;
 	memset(&info, 0, sizeof info);
 	rc = coord_checkpoint(c, name, &info);
 	coord_disconnect(c);
-	if (rc < 0 && info.name[0]) {
+	if (rc == COORD_ENOTSUP) {
+		explain_enotsup(name, &info);
+	} else if (rc < 0 && info.message[0]) {
 		/* The broker took its turn on the file and says what went wrong. */
-		fprintf(stderr, "%s: checkpoint %s: %s\n%s: %s\n", progname, name, coord_strerror(rc),
-		        progname, info.message);
-		return EX_FAIL;
+		ctl_detail("the broker says: %s", info.message);
+		if (rc == COORD_EPERM)
+			ctl_hint("the broker's user must be able to write %s and its side files: run "
+			         "`coordctl doctor %s` and apply its chown first",
+			         name, name);
+		else
+			ctl_hint("see `coordctl show %s` and event=checkpoint in the broker's coordd.log",
+			         name);
+	} else if (rc == COORD_ENOENT) {
+		ctl_hint("check the path; the resource is named as the application names it");
+	} else if (rc == COORD_EPERM) {
+		ctl_hint("the broker's user must be able to write %s: run `coordctl doctor %s`", name,
+		         name);
 	}
-	if (rc < 0)
-		return complain(rc, "checkpoint %s", name);
-	fmt_bytes(before, sizeof before, info.wal_before);
-	fmt_bytes(after, sizeof after, info.wal_after);
-	printf("checkpointed %s (%s) in %.1f ms: WAL %s -> %s\n%s\n", name, coord_kind_name(info.kind),
-	       info.last_duration_us / 1000.0, before, after, info.message);
+	if (rc < 0) {
+		int st = ctl_complain(rc, "checkpoint %s", name);
+		return st == EX_UNAVAILABLE && rc == COORD_EPERM ? EX_FAIL : st;
+	}
+	ctl_fmt_bytes(before, sizeof before, info.wal_before);
+	ctl_fmt_bytes(after, sizeof after, info.wal_after);
+	printf("checkpointed ");
+	text_put(stdout, name);
+	printf(" (%s) in %.1f ms: WAL %s -> %s\n", coord_kind_name(info.kind),
+	       info.last_duration_us / 1000.0, before, after);
+	if (info.message[0]) {
+		text_put(stdout, info.message);
+		putchar('\n');
+	}
 	return EX_OK;
 }
 
@@ -587,32 +501,28 @@ static int cmd_revoke(int argc, char **argv)
 	coord_t *c;
 	int rc;
 
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--grace") && i + 1 < argc) {
 			double s = strtod(argv[++i], &end);
-			if (*end || !(s >= 0) || s > 3600) {
-				fprintf(stderr, "%s: revoke: --grace takes seconds (0 to 3600)\n", progname);
-				return EX_USAGE;
-			}
+			if (*end || end == argv[i] || !(s >= 0) || s > 3600)
+				return ctl_usage("revoke", "--grace takes seconds (0 to 3600), not '%s'",
+				                 argv[i]);
 			what.grace_ms = s * 1000 < 1 ? 1 : (int)llround(s * 1000); /* 0: at once */
 		} else if (!strcmp(argv[i], "--pid") && i + 1 < argc && !target) {
 			what.pid = strtol(argv[++i], &end, 10);
-			if (*end || what.pid <= 0) {
-				fprintf(stderr, "%s: revoke: --pid takes a process id\n", progname);
-				return EX_USAGE;
-			}
+			if (*end || what.pid <= 0)
+				return ctl_usage("revoke", "--pid takes a process id, not '%s'", argv[i]);
 			target = argv[i];
 		} else if (argv[i][0] != '-' && !target) {
 			target = argv[i];
 		} else {
-			usage(stderr);
-			return EX_USAGE;
+			return ctl_usage("revoke", "unexpected '%s'", argv[i]);
 		}
 	}
-	if (!target) {
-		usage(stderr);
-		return EX_USAGE;
-	}
+	if (!target)
+		return ctl_usage("revoke", "what? give a LEASE_ID, --pid PID or a RESOURCE");
 	if (!what.pid) {
 		unsigned long long id = strtoull(target, &end, 10);
 		if (!*end && id > 0)
@@ -620,26 +530,22 @@ static int cmd_revoke(int argc, char **argv)
 		else
 			what.resource = target;
 	}
-	rc = connect_broker(&c, 0);
-	if (rc < 0)
-		return complain(rc, "revoke %s: connect", target);
+	if ((rc = ctl_connect(&c, 0, "revoke")))
+		return rc;
 	rc = coord_revoke(c, &what);
 	coord_disconnect(c);
 	if (rc == COORD_EPERM) {
-		fprintf(stderr, "%s: revoke %s: %s\n%s: the lease is still held: revoke it as its holder's "
-		        "user, as root or as a member of coordd's --admin-group, and run coordd as "
-		        "root to revoke other users' leases\n",
-		        progname, target, coord_strerror(rc), progname);
-		return EX_FAIL;
-	}
-	if (rc == COORD_ENOLEASE) {
-		fprintf(stderr, "%s: revoke %s: %s\n%s: hint: see the leases with `coordctl list`\n",
-		        progname, target, coord_strerror(rc), progname);
+		ctl_detail("the lease is still held");
+		ctl_hint("revoke it as its holder's user, as root or as a member of coordd's "
+		         "--admin-group, and run coordd as root to revoke other users' leases");
+		ctl_complain(rc, "revoke %s", target);
 		return EX_FAIL;
 	}
 	if (rc < 0)
-		return complain(rc, "revoke %s", target);
-	printf("revoked %s\n", target);
+		return ctl_complain(rc, "revoke %s", target);
+	printf("revoked ");
+	text_put(stdout, target);
+	putchar('\n');
 	return EX_OK;
 }
 
@@ -651,109 +557,101 @@ static int cmd_policy(int argc, char **argv)
 	char name[COORD_NAME_MAX + 1];
 	const char *spec;
 	double secs = 0;
-	int rc, too_long;
+	int rc;
 	coord_t *c;
 
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
 	if (argc == 5 && !strcmp(argv[3], "--timeout")) {
 		char *end;
 		secs = strtod(argv[4], &end);
-		if (*end || !(secs > 0) || secs > 86400) {
-			fprintf(stderr, "%s: --timeout takes seconds (0 < s <= 86400)\n", progname);
-			return EX_USAGE;
-		}
+		if (*end || !(secs > 0) || secs > 86400)
+			return ctl_usage("policy", "--timeout takes seconds (0 < s <= 86400), not '%s'",
+			                 argv[4]);
 	} else if (argc != 3) {
-		usage(stderr);
-		return EX_USAGE;
+		return ctl_usage("policy", "give RESOURCE SPEC [--timeout SECONDS]");
 	}
 	spec = argv[2];
-	/* coord_policy_parse() refuses an exec command that is too long; say
-	 * that rather than "bad policy", once the resource is known good. */
-	too_long = !strncmp(spec, "exec:", 5) && strlen(spec + 5) > COORD_COMMAND_MAX;
-	if (!too_long && coord_policy_parse(spec, &policy) < 0) {
-		fprintf(stderr, "%s: bad policy '%s': use auto, none, sqlite[:MODE], duckdb or exec:COMMAND\n",
-		        progname, spec);
-		return EX_USAGE;
-	}
-	if ((rc = canonical_arg(argv[1], name)))
+	if ((rc = ctl_canonical_arg("policy", argv[1], name)))
 		return rc;
-	if (too_long) {
-		fprintf(stderr, "%s: exec command longer than %d bytes\n", progname, COORD_COMMAND_MAX);
-		return EX_USAGE;
-	}
+	if (!strncmp(spec, "exec:", 5) && strlen(spec + 5) > COORD_COMMAND_MAX)
+		return ctl_usage("policy", "the exec command is longer than %d bytes",
+		                 COORD_COMMAND_MAX);
+	if (coord_policy_parse(spec, &policy) < 0)
+		return ctl_usage("policy",
+		                 "bad policy '%s': use auto, none, sqlite[:passive|full|restart|"
+		                 "truncate], duckdb or exec:COMMAND",
+		                 spec);
 	policy.timeout_ms = (uint32_t)llround(secs * 1000);
-	rc = connect_broker(&c, 1);
-	if (rc < 0)
-		return complain(rc, "connect");
+	if ((rc = ctl_connect(&c, 1, "policy")))
+		return rc;
 	rc = coord_set_policy(c, name, &policy);
 	coord_disconnect(c);
 	if (rc < 0)
-		return complain(rc, "policy %s", name);
-	printf("%s: policy %s\n", name, spec);
+		return ctl_complain(rc, "policy %s %s", name, spec);
+	text_put(stdout, name);
+	printf(": policy ");
+	text_put(stdout, spec);
+	putchar('\n');
 	return EX_OK;
 }
 
 /* ---- limit ---- */
 
-/* Seconds (0 <= s <= 30 days) into milliseconds; -1 if not. */
-static long long limit_ms(const char *opt, const char *arg)
-{
-	char *end;
-	double secs = strtod(arg, &end);
-	if (*end || *arg == 0 || !(secs >= 0) || secs * 1000 > COORD_LIMIT_MAX_SECONDS * 1000.0) {
-		fprintf(stderr, "%s: %s takes seconds (0 <= s <= %d; 0 turns it off)\n", progname, opt,
-		        COORD_LIMIT_MAX_SECONDS);
-		return -1;
-	}
-	return llround(secs * 1000);
-}
-
 static int cmd_limit(int argc, char **argv)
 {
 	char name[COORD_NAME_MAX + 1], buf[96];
 	coord_resource_info_t info;
-	int rc, set = 0;
+	coord_limits_t want = { 0 };
+	int rc, set_max = 0, set_grace = 0;
 	coord_t *c;
 
-	if (argc < 2 || argc % 2) {
-		usage(stderr);
-		return EX_USAGE;
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
+	if (argc < 2 || argc % 2)
+		return ctl_usage("limit", "give RESOURCE [--max-hold SECONDS] [--recall-grace SECONDS]");
+	for (int i = 2; i < argc; i += 2) {
+		int max = !strcmp(argv[i], "--max-hold");
+		char *end;
+		double secs = strtod(argv[i + 1], &end);
+		if (!max && strcmp(argv[i], "--recall-grace"))
+			return ctl_usage("limit", "unknown option '%s'", argv[i]);
+		if (*end || !*argv[i + 1] || !(secs >= 0) || secs > COORD_LIMIT_MAX_SECONDS)
+			return ctl_usage("limit", "%s takes seconds (0 <= s <= %d; 0 turns it off), not '%s'",
+			                 argv[i], COORD_LIMIT_MAX_SECONDS, argv[i + 1]);
+		if (max) {
+			want.max_hold_ms = (uint32_t)llround(secs * 1000);
+			set_max = 1;
+		} else {
+			want.recall_grace_ms = (uint32_t)llround(secs * 1000);
+			set_grace = 1;
+		}
 	}
-	if ((rc = canonical_arg(argv[1], name)))
+	if ((rc = ctl_canonical_arg("limit", argv[1], name)))
 		return rc;
-	rc = connect_broker(&c, 1);
-	if (rc < 0)
-		return complain(rc, "connect");
+	if ((rc = ctl_connect(&c, 1, "limit")))
+		return rc;
 	/* Options change what they name and keep the rest as it is. */
 	rc = coord_show(c, name, &info, NULL, NULL);
-	for (int i = 2; rc == 0 && i < argc; i += 2) {
-		uint32_t *to = !strcmp(argv[i], "--max-hold")       ? &info.limits.max_hold_ms
-		               : !strcmp(argv[i], "--recall-grace") ? &info.limits.recall_grace_ms
-		                                                    : NULL;
-		long long ms = to ? limit_ms(argv[i], argv[i + 1]) : -1;
-		if (!to)
-			usage(stderr);
-		if (ms < 0) {
-			coord_disconnect(c);
-			return EX_USAGE;
-		}
-		*to = (uint32_t)ms;
-		set = 1;
-	}
-	if (rc == 0 && set)
+	if (set_max)
+		info.limits.max_hold_ms = want.max_hold_ms;
+	if (set_grace)
+		info.limits.recall_grace_ms = want.recall_grace_ms;
+	if (rc == 0 && (set_max || set_grace))
 		rc = coord_set_limits(c, name, &info.limits);
 	coord_disconnect(c);
 	if (rc == COORD_EPERM) {
 		/* Connected, so the instance is ours to use: the operation is
 		 * what is refused. */
-		snprintf(case_hint, sizeof case_hint,
-		         "hold limits signal holders, so only root, the broker's user and members of "
+		ctl_hint("hold limits signal holders, so only root, the broker's user and members of "
 		         "its --admin-group may set them");
-		complain(rc, "limit %s", name);
+		ctl_complain(rc, "limit %s", name);
 		return EX_FAIL;
 	}
 	if (rc < 0)
-		return complain(rc, "limit %s", name);
-	printf("%s: limits %s\n", name, limits_text(&info.limits, buf, sizeof buf));
+		return ctl_complain(rc, "limit %s", name);
+	text_put(stdout, name);
+	printf(": limits %s\n", ctl_limits_text(&info.limits, buf, sizeof buf));
 	return EX_OK;
 }
 
@@ -823,7 +721,7 @@ static int cmd_run(int argc, char **argv)
 	const char *label = NULL, *resource;
 	int mode = 0, timeout_ms = -1, i, rc, status, kfd;
 	pid_t parent, pid;
-	char buf[64];
+	char buf[64], name[COORD_NAME_MAX + 1];
 
 	/* Options may come before or after RESOURCE; "--" or the first
 	 * word after RESOURCE starts the command. */
@@ -835,50 +733,54 @@ static int cmd_run(int argc, char **argv)
 			break;
 		}
 		if (!strcmp(a, "--read") || !strcmp(a, "--write")) {
-			if (mode) {
-				fprintf(stderr, "%s: run: give one of --read or --write\n", progname);
-				return EX_USAGE;
-			}
+			if (mode)
+				return ctl_usage("run", "give one of --read or --write");
 			mode = a[2] == 'r' ? COORD_READ : COORD_WRITE;
 		} else if (!strcmp(a, "--timeout") && i + 1 < argc) {
 			char *end;
 			double s = strtod(argv[++i], &end);
-			if (*end || end == argv[i] || !(s >= 0) || s > 86400.0 * 365) {
-				fprintf(stderr, "%s: run: --timeout takes seconds, e.g. 0, 2.5 or 60\n",
-				        progname);
-				return EX_USAGE;
-			}
+			if (*end || end == argv[i] || !(s >= 0) || s > 86400.0 * 365)
+				return ctl_usage("run", "--timeout takes seconds, e.g. 0, 2.5 or 60, not '%s'",
+				                 argv[i]);
 			timeout_ms = (int)llround(s * 1000);
 		} else if (!strcmp(a, "--label") && i + 1 < argc) {
 			label = argv[++i];
+		} else if (i == 1 && (!strcmp(a, "--help") || !strcmp(a, "-h"))) {
+			fputs(run_help, stdout);
+			return EX_OK;
 		} else if (a[0] == '-' && a[1] == '-') {
-			fprintf(stderr, "%s: run: unknown option %s\n", progname, a);
-			return EX_USAGE;
+			return ctl_usage("run", "unknown option or missing value: '%s'", a);
 		} else if (!resource) {
 			resource = a;
 		} else {
 			break;
 		}
 	}
-	if (!mode || !resource || i >= argc) {
-		fprintf(stderr, "%s: run: usage: coordctl run --read|--write RESOURCE [--timeout SECONDS] "
-		                "[--label TEXT] -- COMMAND [ARGS...]\n",
-		        progname);
-		return EX_USAGE;
-	}
+	if (!mode || !resource || i >= argc)
+		return ctl_usage("run", "%s", !mode ? "give --read or --write"
+		                              : !resource ? "which RESOURCE?"
+		                                          : "which COMMAND? (after RESOURCE, or after --)");
 	optind = i;
+	/* A bad name is told before any broker is started for it. */
+	if ((rc = ctl_canonical_arg("run", resource, name)))
+		return rc;
+	resource = name;
 
-	rc = connect_broker(&c, 1);
-	if (rc < 0)
-		return complain(rc, "run: connect");
+	if ((rc = ctl_connect(&c, 1, "run")))
+		return rc;
 	rc = coord_acquire(c, resource, mode, timeout_ms, label, &lease);
 	if (rc < 0) {
 		if (rc == COORD_ETIMEDOUT || rc == COORD_EBUSY)
-			fprintf(stderr, "%s: run: %s lease on %s not granted within %.3gs\n", progname,
-			        mode_name(mode), resource, timeout_ms / 1000.0);
-		if (rc == COORD_EINSTANCE)
-			share_explain_einstance(resource, coord_dir(c), case_hint, sizeof case_hint);
-		status = complain(rc, "run: %s %s", mode_name(mode), resource);
+			ctl_detail("the %s lease was not granted within %.3gs", ctl_mode_name(mode),
+			           timeout_ms / 1000.0);
+		if (rc == COORD_ETIMEDOUT || rc == COORD_EBUSY)
+			ctl_hint("see who holds it with `coordctl list --resource %s`", resource);
+		if (rc == COORD_EINSTANCE) {
+			char hint[1024];
+			share_explain_einstance(resource, coord_dir(c), hint, sizeof hint);
+			ctl_hint("%s", hint);
+		}
+		status = ctl_complain(rc, "run: %s lease on %s", ctl_mode_name(mode), resource);
 		coord_disconnect(c);
 		return status;
 	}
@@ -898,7 +800,7 @@ static int cmd_run(int argc, char **argv)
 	kfd = coord_lease_fd(lease);
 	pid = fork();
 	if (pid < 0) {
-		status = complain(COORD_ESYS, "run: fork");
+		status = ctl_complain(COORD_ESYS, "run: fork: %s", strerror(errno));
 		goto out;
 	}
 	if (pid == 0) {
@@ -917,20 +819,25 @@ static int cmd_run(int argc, char **argv)
 		signal(SIGHUP, SIG_DFL);
 		signal(SIGQUIT, SIG_DFL);
 		setenv("COORD_RESOURCE", coord_lease_resource(lease), 1);
-		setenv("COORD_MODE", mode_name(mode), 1);
+		setenv("COORD_MODE", ctl_mode_name(mode), 1);
 		snprintf(buf, sizeof buf, "%" PRIu64, coord_lease_token(lease));
 		setenv("COORD_TOKEN", buf, 1);
 		snprintf(buf, sizeof buf, "%" PRIu64, coord_lease_id(lease));
 		setenv("COORD_LEASE_ID", buf, 1);
 		execvp(argv[optind], argv + optind);
-		fprintf(stderr, "%s: run: cannot execute %s: %s\n", progname, argv[optind],
-		        strerror(errno));
-		_exit(errno == ENOENT ? 127 : 126);
+		{
+			int err = errno;
+			ctl_detail("%s", strerror(err));
+			ctl_hint("%s", err == ENOENT ? "check the command's name and PATH"
+			                             : "check that it is a program you may execute");
+			ctl_complain(COORD_ESYS, "run: execute %s", argv[optind]);
+			_exit(err == ENOENT ? 127 : 126);
+		}
 	}
 	child_pid = pid;
 	while (waitpid(pid, &status, 0) < 0) {
 		if (errno != EINTR) {
-			status = complain(COORD_ESYS, "run: waitpid");
+			status = ctl_complain(COORD_ESYS, "run: waitpid: %s", strerror(errno));
 			goto out;
 		}
 	}
@@ -940,7 +847,7 @@ static int cmd_run(int argc, char **argv)
 out:
 	rc = coord_release(lease);
 	if (rc < 0 && rc != COORD_ENOLEASE)
-		complain(rc, "run: release %s", resource);
+		ctl_complain(rc, "run: release %s", resource);
 	coord_disconnect(c);
 	return status;
 }
@@ -955,13 +862,13 @@ static int cmd_doctor(int argc, char **argv)
 	size_t n = 0, count = 0;
 	coord_t *c;
 	int broker_up = 0, rc;
-	if (argc != 2) {
-		usage(stderr);
-		return EX_USAGE;
-	}
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
+	if (argc != 2)
+		return ctl_usage("doctor", argc < 2 ? "which PATH?" : "one PATH only");
 	if (coord_canonicalize(argv[1], name, sizeof name) < 0)
 		snprintf(name, sizeof name, "%s", argv[1]);
-	if (connect_broker(&c, 0) == 0) {
+	if (ctl_try_connect(&c) == 0) {
 		broker_up = coord_list(c, &v, &count) == 0;
 		coord_disconnect(c);
 	}
@@ -969,7 +876,7 @@ static int cmd_doctor(int argc, char **argv)
 	for (size_t i = 0; dl && i < count; i++) {
 		if (v[i].waiting || strcmp(v[i].resource, name))
 			continue;
-		dl[n].mode = mode_name(v[i].mode);
+		dl[n].mode = ctl_mode_name(v[i].mode);
 		dl[n].pid = (long)v[i].pid;
 		dl[n].command = v[i].command;
 		dl[n].token = v[i].token;
@@ -985,58 +892,129 @@ static int cmd_doctor(int argc, char **argv)
 
 static int cmd_setup_shared(int argc, char **argv)
 {
-	return share_setup_command(argc, argv, dir_opt);
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
+	return share_setup_command(argc, argv, ctl_dir_opt);
 }
 
 static int cmd_share(int argc, char **argv)
 {
-	return share_mark_command(argc, argv, dir_opt);
+	if (ctl_help_asked(argc, argv))
+		return EX_OK;
+	return share_mark_command(argc, argv, ctl_dir_opt);
+}
+
+static const char watch_help[] =
+        "usage: coordctl watch [--json]\n"
+        "\n"
+        "A live, full-screen view of holders, waiters, ages, recalls and checkpoints,\n"
+        "updated as events happen (q quits, Ctrl-L redraws).  --json: one event per\n"
+        "line instead, for scripts (schema in coordctl(1)).  Never starts a broker.\n";
+
+static const char metrics_help[] =
+        "usage: coordctl metrics\n"
+        "\n"
+        "The broker's metrics in the Prometheus text format (coordctl(1)).  Never\n"
+        "starts a broker.\n";
+
+static int cmd_watch_run(int argc, char **argv)
+{
+	return cmd_watch(argc, argv, ctl_dir_opt);
+}
+
+static int cmd_metrics_run(int argc, char **argv)
+{
+	return cmd_metrics(argc, argv, ctl_dir_opt);
 }
 
 static const struct command {
 	const char *name;
 	int (*run)(int argc, char **argv);
+	const char *help;
 } commands[] = {
-	{ "status", cmd_status },
-	{ "list", cmd_list },
-	{ "show", cmd_show },
-	{ "run", cmd_run },
-	{ "checkpoint", cmd_checkpoint },
-	{ "policy", cmd_policy },
-	{ "limit", cmd_limit },
-	{ "revoke", cmd_revoke },
-	{ "doctor", cmd_doctor },
-	{ "setup-shared", cmd_setup_shared },
-	{ "share", cmd_share },
+	{ "status", cmd_status, status_help },
+	{ "list", cmd_list, list_help },
+	{ "show", cmd_show, show_help },
+	{ "run", cmd_run, run_help },
+	{ "checkpoint", cmd_checkpoint, checkpoint_help },
+	{ "policy", cmd_policy, policy_help },
+	{ "limit", cmd_limit, limit_help },
+	{ "revoke", cmd_revoke, revoke_help },
+	{ "doctor", cmd_doctor, doctor_help },
+	{ "watch", cmd_watch_run, watch_help },
+	{ "metrics", cmd_metrics_run, metrics_help },
+	{ "setup-shared", cmd_setup_shared, setup_shared_help },
+	{ "share", cmd_share, share_help },
 };
+
+static const struct command *command_named(const char *name)
+{
+	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
+		if (!strcmp(name, commands[k].name))
+			return &commands[k];
+	return NULL;
+}
+
+int ctl_help_asked(int argc, char **argv)
+{
+	const struct command *cmd;
+	if (argc < 2 || (strcmp(argv[1], "--help") && strcmp(argv[1], "-h")))
+		return 0;
+	cmd = command_named(argv[0]);
+	if (cmd)
+		fputs(cmd->help, stdout);
+	return 1;
+}
+
+static void main_usage(FILE *f)
+{
+	fprintf(f, main_help, exit_status_text);
+}
 
 int main(int argc, char **argv)
 {
+	const struct command *cmd;
 	int i = 1;
-	const char *cmd;
-	if (i + 1 < argc && !strcmp(argv[i], "--dir")) {
-		dir_opt = argv[i + 1];
-		i += 2;
+	setlocale(LC_CTYPE, "");
+	text_init();
+	while (i < argc && argv[i][0] == '-') {
+		if (!strcmp(argv[i], "--dir") && i + 1 < argc) {
+			ctl_dir_opt = argv[i + 1];
+			i += 2;
+		} else if (!strcmp(argv[i], "--create")) {
+			ctl_create = 1;
+			i++;
+		} else if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+			main_usage(stdout);
+			return EX_OK;
+		} else {
+			ctl_hint("see `coordctl --help`");
+			ctl_complain(COORD_EINVAL, "unknown option '%s'", argv[i]);
+			return EX_USAGE;
+		}
 	}
 	if (i >= argc) {
-		usage(stderr);
+		main_usage(stderr);
 		return EX_USAGE;
 	}
-	cmd = argv[i];
-	argc -= i;
-	argv += i;
-	if (!strcmp(cmd, "watch"))
-		return cmd_watch(argc, argv, dir_opt);
-	if (!strcmp(cmd, "metrics"))
-		return cmd_metrics(argc, argv, dir_opt);
-	for (size_t k = 0; k < sizeof commands / sizeof commands[0]; k++)
-		if (!strcmp(cmd, commands[k].name))
-			return commands[k].run(argc, argv);
-	if (!strcmp(cmd, "--help") || !strcmp(cmd, "-h") || !strcmp(cmd, "help")) {
-		usage(stdout);
+	if (!strcmp(argv[i], "help")) {
+		cmd = i + 1 < argc ? command_named(argv[i + 1]) : NULL;
+		if (i + 1 < argc && !cmd) {
+			ctl_hint("see `coordctl --help` for the commands");
+			ctl_complain(COORD_EINVAL, "help: no command '%s'", argv[i + 1]);
+			return EX_USAGE;
+		}
+		if (cmd)
+			fputs(cmd->help, stdout);
+		else
+			main_usage(stdout);
 		return EX_OK;
 	}
-	fprintf(stderr, "%s: unknown command '%s'\n", progname, cmd);
-	usage(stderr);
-	return EX_USAGE;
+	cmd = command_named(argv[i]);
+	if (!cmd) {
+		ctl_hint("see `coordctl --help` for the commands");
+		ctl_complain(COORD_EINVAL, "unknown command '%s'", argv[i]);
+		return EX_USAGE;
+	}
+	return cmd->run(argc - i, argv + i);
 }

@@ -312,11 +312,12 @@ static void fix_leftover_wal(struct doctor *d, const struct side *w, const char 
 	fix(d,
 	    "Do NOT delete %s:\n"
 	    "it holds committed data. Replay it into the database by\n"
-	    "opening the database once, %s:\n"
+	    "opening the database once, %s%s:\n"
 	    "  coordctl checkpoint %s\n"
 	    "or\n"
 	    "  %s %s '%s'",
-	    w->quoted, d->as_owner, d->quoted, tool, d->quoted, statement);
+	    w->quoted, d->as_owner, d->nfixes ? ", after the fixes above" : "", d->quoted, tool,
+	    d->quoted, statement);
 }
 
 /* A WAL or hot journal that nobody is using: committed data (or half of a
@@ -551,9 +552,11 @@ int doctor_run(FILE *out, const char *path, const struct doctor_lease *leases, s
 	report_leases(&d, leases, nleases, broker_up);
 	if (check_deleted(&d) < 0)
 		goto out_of_memory;
-	check_leftovers(&d, nleases);
+	/* Owners, modes and the directory first: their fixes come before the
+	 * checkpoint that replays a leftover WAL, which needs them. */
 	check_permissions(&d);
 	check_directory(&d);
+	check_leftovers(&d, nleases);
 
 	/* Closing the streams completes their texts. */
 	err = fclose(d.problems);

@@ -1,6 +1,7 @@
 /* What the tools read from /proc: the kernel's flock(2) table in
  * /proc/locks, each process's descriptors in /proc/PID/fd, the locks held
- * through one descriptor in /proc/PID/fdinfo/FD, and /proc/PID/comm.
+ * through one descriptor in /proc/PID/fdinfo/FD, /proc/PID/comm and
+ * /proc/PID/cmdline, and a process's first child.
  *
  * It only reads: nothing here opens, locks or signals the files or the
  * processes it looks at, so `coordctl list`, `show` and `doctor` change
@@ -259,19 +260,103 @@ int procfs_exited(long pid)
 int procfs_comm(long pid, char *buf, size_t size)
 {
 	char path[64];
-	FILE *f;
-	int rc = -1;
+	ssize_t n;
+	int fd;
 	snprintf(path, sizeof path, "/proc/%ld/comm", pid);
 	snprintf(buf, size, "?");
-	f = fopen(path, "re");
-	if (!f)
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0 || size < 2)
+		goto fail;
+	n = read(fd, buf, size - 1);
+	if (n <= 0)
+		goto fail;
+	/* Only the last newline is the kernel's: a comm may hold others. */
+	if (buf[n - 1] == '\n')
+		n--;
+	buf[n] = 0;
+	close(fd);
+	return 0;
+fail:
+	if (fd >= 0)
+		close(fd);
+	snprintf(buf, size, "?");
+	return -1;
+}
+
+ssize_t procfs_cmdline(long pid, char *buf, size_t size)
+{
+	char path[64];
+	size_t got = 0;
+	ssize_t n = 0;
+	int fd;
+	snprintf(path, sizeof path, "/proc/%ld/cmdline", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
 		return -1;
-	if (fgets(buf, (int)size, f)) {
-		buf[strcspn(buf, "\n")] = 0;
-		rc = 0;
-	} else {
-		snprintf(buf, size, "?");
+	while (got < size && (n = read(fd, buf + got, size - got)) > 0)
+		got += (size_t)n;
+	close(fd);
+	if (n < 0)
+		return -1;
+	if (got == size && size) /* cut: end on a whole argument */
+		buf[size - 1] = 0;
+	return (ssize_t)got;
+}
+
+/* The parent of pid from /proc/PID/stat ("pid (comm) state ppid ..."; the
+ * comm may hold spaces and parentheses), or -1. */
+static long parent_of(long pid)
+{
+	char path[64], buf[512], *close_paren;
+	long ppid = -1;
+	ssize_t n;
+	int fd;
+	snprintf(path, sizeof path, "/proc/%ld/stat", pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	n = read(fd, buf, sizeof buf - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = 0;
+	close_paren = strrchr(buf, ')');
+	if (close_paren && sscanf(close_paren + 1, " %*c %ld", &ppid) != 1)
+		ppid = -1;
+	return ppid;
+}
+
+long procfs_first_child(long pid)
+{
+	char path[96], buf[64];
+	long child = 0;
+	struct dirent *e;
+	ssize_t n;
+	DIR *d;
+	int fd;
+	snprintf(path, sizeof path, "/proc/%ld/task/%ld/children", pid, pid);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd >= 0) {
+		n = read(fd, buf, sizeof buf - 1);
+		close(fd);
+		if (n < 0)
+			return 0;
+		buf[n] = 0;
+		return strtol(buf, NULL, 10); /* the oldest child comes first */
 	}
-	fclose(f);
-	return rc;
+	/* A kernel without CONFIG_PROC_CHILDREN: the lowest pid whose parent
+	 * it is (not always the oldest, after pids wrap). */
+	d = opendir("/proc");
+	if (!d)
+		return 0;
+	while ((e = readdir(d))) {
+		char *end;
+		long p = strtol(e->d_name, &end, 10);
+		if (*end || p <= 0 || (child && p > child))
+			continue;
+		if (parent_of(p) == pid)
+			child = p;
+	}
+	closedir(d);
+	return child;
 }

@@ -1,7 +1,8 @@
 /* coordctl, private: what the tools read from /proc.  The kernel's table
  * of flock(2) locks (/proc/locks), every process's descriptors
  * (/proc/PID/fd), the locks held through one descriptor
- * (/proc/PID/fdinfo/FD) and a process's command name.  Used by
+ * (/proc/PID/fdinfo/FD), a process's command name and line, and its first
+ * child.  Used by
  * kernel_locks.c (`coordctl list` and `show`) and doctor_scan.c
  * (`coordctl doctor`).  Not installed. */
 #ifndef COORD_PROCFS_H
@@ -64,5 +65,15 @@ int procfs_exited(long pid);
  * into buf; "?" when it is gone or cannot be read.  Returns 0, or -1 when
  * it could not be read. */
 int procfs_comm(long pid, char *buf, size_t size);
+
+/* The command line of process `pid` (/proc/PID/cmdline: its arguments,
+ * each ended by a NUL) into buf, at most size bytes (a longer one is cut,
+ * its last byte made a NUL).  Returns the bytes read (0: a kernel thread,
+ * or a zombie), or -1 when it is gone or cannot be read. */
+ssize_t procfs_cmdline(long pid, char *buf, size_t size);
+
+/* The oldest child of process `pid` (/proc/PID/task/PID/children, else a
+ * walk of /proc), or 0 when it has none or it cannot be seen. */
+long procfs_first_child(long pid);
 
 #endif

@@ -1,0 +1,291 @@
+/* Writing text that came from elsewhere: labels, command names and command
+ * lines of other users' processes, resource paths, checkpoint messages.
+ * Any of them may hold any byte but NUL: invalid UTF-8, ESC sequences,
+ * CR, BEL, newlines, C1 controls.  Nothing here ever writes one of those
+ * bytes as it is.  Two rules, both in docs/design.md ("Output that cannot
+ * break") and in coordctl --help:
+ *
+ * JSON.  Output is always valid UTF-8 and valid JSON (RFC 8259).  In a
+ * string, '"' and '\' are escaped, \b \f \n \r \t take their short forms,
+ * every other control character (U+0000-U+001F, U+007F and the C1 controls
+ * U+0080-U+009F) and U+2028/U+2029 are written \u00XX (\u2028, \u2029),
+ * so no control byte ever reaches a terminal that shows the JSON.  A byte
+ * that is not part of a valid UTF-8 sequence (RFC 3629: no overlong form,
+ * no surrogate, nothing above U+10FFFF) is written as U+FFFD, one per
+ * byte, and the field gets a sibling KEY_hex holding the exact bytes of
+ * the value in lower-case hex, so a script can still tell two names apart
+ * and reach the file ("resource_hex", "label_hex", ...).  U+FFFD rather
+ * than the byte's Latin-1 character (\u00ff for 0xff): that character is a
+ * valid, different name ("ÿ") that a script would take at its word and
+ * could match against another resource; U+FFFD says "not decodable", as
+ * Python's errors="replace", jq and browsers do.
+ *
+ * Human.  What is not printable is shown as a visible escape: \n \r \t,
+ * \\ for a backslash (so that the escapes cannot be forged), \xHH for any
+ * other C0 control, DEL and each byte of invalid UTF-8, \uXXXX for C1
+ * controls, the line and paragraph separators, the bidirectional and
+ * zero-width format characters, and anything the locale cannot print.
+ * Under a locale that is not UTF-8 every non-ASCII character is escaped
+ * (an 8-bit terminal would take the byte 0x9b inside "Û" for CSI).  The
+ * result takes one terminal line. */
+#define _GNU_SOURCE
+#include <inttypes.h>
+#include <langinfo.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <wchar.h>
+#include <wctype.h>
+
+#include "text.h"
+
+static int utf8_terminal; /* the locale's LC_CTYPE is UTF-8 */
+
+void text_init(void)
+{
+	const char *cs = nl_langinfo(CODESET);
+	utf8_terminal = cs && (!strcmp(cs, "UTF-8") || !strcmp(cs, "utf8"));
+}
+
+/* The length (1 to 4) of the valid UTF-8 sequence at p, with *cp its code
+ * point; 0 if the byte at p does not start one. */
+static int decode(const unsigned char *p, uint32_t *cp)
+{
+	uint32_t c = p[0], min;
+	int n;
+	if (c < 0x80) {
+		*cp = c;
+		return 1;
+	}
+	if (c >= 0xc2 && c <= 0xdf)
+		n = 2, c &= 0x1f, min = 0x80;
+	else if (c >= 0xe0 && c <= 0xef)
+		n = 3, c &= 0x0f, min = 0x800;
+	else if (c >= 0xf0 && c <= 0xf4)
+		n = 4, c &= 0x07, min = 0x10000;
+	else
+		return 0;
+	for (int i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
+			return 0;
+		c = c << 6 | (p[i] & 0x3f);
+	}
+	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
+		return 0;
+	*cp = c;
+	return n;
+}
+
+int text_valid_utf8(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	uint32_t cp;
+	int n;
+	while (*p) {
+		if (!(n = decode(p, &cp)))
+			return 0;
+		p += n;
+	}
+	return 1;
+}
+
+/* ---- JSON ---- */
+
+int text_json_string(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	int invalid = 0;
+	uint32_t cp;
+	fputc('"', f);
+	while (*p) {
+		int n = decode(p, &cp);
+		if (!n) {
+			fputs("\\ufffd", f);
+			invalid = 1;
+			p++;
+			continue;
+		}
+		switch (cp) {
+		case '"': fputs("\\\"", f); break;
+		case '\\': fputs("\\\\", f); break;
+		case '\b': fputs("\\b", f); break;
+		case '\f': fputs("\\f", f); break;
+		case '\n': fputs("\\n", f); break;
+		case '\r': fputs("\\r", f); break;
+		case '\t': fputs("\\t", f); break;
+		default:
+			if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
+				fprintf(f, "\\u%04x", (unsigned)cp);
+			else
+				fwrite(p, 1, (size_t)n, f);
+		}
+		p += n;
+	}
+	fputc('"', f);
+	return invalid;
+}
+
+void text_json_hex(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++)
+		fprintf(f, "%02x", *p);
+	fputc('"', f);
+}
+
+void text_json_field(FILE *f, const char *key, const char *s)
+{
+	fprintf(f, "\"%s\":", key);
+	if (!s) {
+		fputs("null", f);
+		return;
+	}
+	if (text_json_string(f, s)) {
+		fprintf(f, ",\"%s_hex\":", key);
+		text_json_hex(f, s);
+	}
+}
+
+/* ---- human ---- */
+
+/* 1 for the characters shown escaped even where they could be printed:
+ * C1 controls, soft hyphen, zero-width and bidirectional controls, line
+ * and paragraph separators, the byte-order mark, interlinear annotation
+ * marks: they are invisible, or move or reorder what follows. */
+static int invisible(uint32_t cp)
+{
+	return (cp >= 0x80 && cp <= 0x9f) || cp == 0xad || cp == 0x61c ||
+	       (cp >= 0x200b && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202e) ||
+	       (cp >= 0x2060 && cp <= 0x206f) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb) ||
+	       (cp >= 0xe0000 && cp <= 0xe007f);
+}
+
+/* The escape of the character (or invalid byte) at p into esc, or its
+ * bytes when it needs none; *len its length in s, *cols its columns. */
+static void human_piece(const unsigned char *p, char esc[16], int *len, int *cols)
+{
+	uint32_t cp;
+	int n = decode(p, &cp);
+	*len = n ? n : 1;
+	if (!n) {
+		snprintf(esc, 16, "\\x%02x", *p);
+	} else if (cp == '\\') {
+		strcpy(esc, "\\\\");
+	} else if (cp == '\n' || cp == '\r' || cp == '\t') {
+		snprintf(esc, 16, "\\%c", cp == '\n' ? 'n' : cp == '\r' ? 'r' : 't');
+	} else if (cp < 0x20 || cp == 0x7f) {
+		snprintf(esc, 16, "\\x%02x", (unsigned)cp);
+	} else if (cp < 0x7f) {
+		esc[0] = (char)cp;
+		esc[1] = 0;
+	} else {
+		int w = utf8_terminal && !invisible(cp) && iswprint((wint_t)cp) ? wcwidth((wchar_t)cp)
+		                                                                  : -1;
+		if (w > 0) {
+			memcpy(esc, p, (size_t)n);
+			esc[n] = 0;
+			*cols = w;
+			return;
+		}
+		snprintf(esc, 16, cp > 0xffff ? "\\U%08x" : "\\u%04x", (unsigned)cp);
+	}
+	*cols = (int)strlen(esc);
+}
+
+/* Escapes s into buf while it fits in size bytes and limit columns.
+ * Returns the columns written; *done is 1 if all of s went in. */
+static int human_into(char *buf, size_t size, const char *s, int limit, int *done)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t used = 0;
+	int cols = 0;
+	*done = 0;
+	buf[0] = 0;
+	while (*p) {
+		char esc[16];
+		int len, w;
+		size_t elen;
+		human_piece(p, esc, &len, &w);
+		elen = strlen(esc);
+		if (used + elen + 1 > size || (limit > 0 && cols + w > limit))
+			return cols;
+		memcpy(buf + used, esc, elen + 1);
+		used += elen;
+		cols += w;
+		p += len;
+	}
+	*done = 1;
+	return cols;
+}
+
+int text_human(char *buf, size_t size, const char *s, int max_cols)
+{
+	int done, cols;
+	if (!size)
+		return 0;
+	cols = human_into(buf, size, s, max_cols, &done);
+	if (done)
+		return cols;
+	/* Cut: leave room for "..." in columns and bytes. */
+	if (size < 4)
+		return cols;
+	cols = human_into(buf, size - 3, s, max_cols > 3 ? max_cols - 3 : 0, &done);
+	strcat(buf, "...");
+	return cols + 3;
+}
+
+void text_put(FILE *f, const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	while (*p) {
+		char esc[16];
+		int len, w;
+		human_piece(p, esc, &len, &w);
+		fputs(esc, f);
+		p += len;
+	}
+}
+
+int text_columns(const char *safe)
+{
+	const unsigned char *p = (const unsigned char *)safe;
+	int cols = 0;
+	while (*p) {
+		uint32_t cp;
+		int n = decode(p, &cp), w;
+		if (!n) { /* not made by text_human(); count it as one */
+			cols++;
+			p++;
+			continue;
+		}
+		w = cp < 0x80 ? 1 : wcwidth((wchar_t)cp);
+		cols += w > 0 ? w : 0;
+		p += n;
+	}
+	return cols;
+}
+
+void text_pad(FILE *f, const char *safe, int cols)
+{
+	fputs(safe, f);
+	for (int w = text_columns(safe); w < cols; w++)
+		fputc(' ', f);
+}
+
+/* ---- durations ---- */
+
+void text_duration(char *buf, size_t size, uint64_t ms)
+{
+	if (ms < 1000)
+		snprintf(buf, size, "%" PRIu64 "ms", ms);
+	else if (ms < 10000)
+		snprintf(buf, size, "%" PRIu64 ".%" PRIu64 "s", ms / 1000, ms / 100 % 10);
+	else if (ms < 60000)
+		snprintf(buf, size, "%" PRIu64 "s", ms / 1000);
+	else if (ms < 3600000)
+		snprintf(buf, size, "%" PRIu64 "m%02" PRIu64 "s", ms / 60000, ms / 1000 % 60);
+	else if (ms < 86400000)
+		snprintf(buf, size, "%" PRIu64 "h%02" PRIu64 "m", ms / 3600000, ms / 60000 % 60);
+	else
+		snprintf(buf, size, "%" PRIu64 "d%02" PRIu64 "h", ms / 86400000, ms / 3600000 % 24);
+}
