@@ -1655,11 +1655,12 @@ static int coord__attach(coord_t *c, uint64_t client_id, uint64_t lease_id, uint
 	return 1;
 }
 
-/* NOTIFY: the broker answers with the read end of its recall pipe for
- * this connection (c->lock held). */
-static int coord__broker_recall_pipe(coord_t *c, int *fd)
+/* A request of `type` with no body, answered REPLY{0} with a descriptor
+ * (SCM_RIGHTS) in *fd, or REPLY{error} (c->lock held).  Returns 0 or a
+ * COORD_E* code. */
+static int coord__request_fd(coord_t *c, uint32_t type, int *fd)
 {
-	coord_msg_hdr req = { COORD_MSG_NOTIFY, coord__next_seq(c) };
+	coord_msg_hdr req = { type, coord__next_seq(c) };
 	const union coord__msg *m = &c->in;
 	int n = coord__send(c, &req, sizeof req), got = -1;
 	if (n < 0)
@@ -1675,6 +1676,17 @@ static int coord__broker_recall_pipe(coord_t *c, int *fd)
 	}
 	if (m->reply.status < 0)
 		return m->reply.status;
+	*fd = got;
+	return 0;
+}
+
+/* NOTIFY: the broker answers with the read end of its recall pipe for
+ * this connection (c->lock held). */
+static int coord__broker_recall_pipe(coord_t *c, int *fd)
+{
+	int got = -1, n = coord__request_fd(c, COORD_MSG_NOTIFY, &got);
+	if (n < 0)
+		return n;
 	if (fcntl(got, F_SETFL, O_NONBLOCK) < 0) { /* its own file description */
 		close(got);
 		return COORD_ESYS;
@@ -2296,27 +2308,14 @@ static void coord__cache_settle_name(coord_t *c, const char *name)
  * or a COORD_E* code with cache_state -1: this connection caches nothing. */
 static int coord__cache_page(coord_t *c)
 {
-	coord_msg_hdr req = { COORD_MSG_CACHE, coord__next_seq(c) };
-	const union coord__msg *m = &c->in;
 	struct stat st;
 	void *map;
 	int n, fd = -1;
 
 	c->cache_state = -1;
-	n = coord__send(c, &req, sizeof req);
+	n = coord__request_fd(c, COORD_MSG_CACHE, &fd);
 	if (n < 0)
 		return n;
-	n = coord__recv_fd(c, req.seq, &c->in, c->connect_timeout_ms, &fd, 0);
-	if (n < 0)
-		return n == COORD_ETIMEDOUT ? COORD_EIO : n;
-	if (m->h.type != COORD_MSG_REPLY || (size_t)n < sizeof m->reply || m->reply.status > 0 ||
-	    (m->reply.status == 0) != (fd >= 0)) {
-		if (fd >= 0)
-			close(fd);
-		return coord__proto_error(c);
-	}
-	if (m->reply.status < 0)
-		return m->reply.status;
 	map = fstat(fd, &st) == 0 && st.st_size >= COORD_CACHE_PAGE_SIZE
 	              ? mmap(NULL, COORD_CACHE_PAGE_SIZE, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
 	              : MAP_FAILED;
