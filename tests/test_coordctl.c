@@ -174,6 +174,9 @@ ParameterizedTestParameters(coordctl, failures_say_what_code_and_hint)
 		{ "--frobnicate status", 64, "COORD_EINVAL" },
 		{ "checkpoint key:k", 1, "COORD_ENOTSUP" },
 		{ "doctor", 64, "COORD_EINVAL" },
+		{ "share", 64, "COORD_EINVAL" },
+		{ "share /tmp/x.db --dir /nonexistent-dir/instance", 1, "COORD_ENOENT" },
+		{ "setup-shared --dir relative/dir", 64, "COORD_EINVAL" },
 	};
 	return cr_make_param_array(struct failure_case, cases, sizeof cases / sizeof cases[0]);
 }

@@ -28,9 +28,9 @@
 #include <unistd.h>
 
 #include "coord_proto.h"
+#include "ctl.h"
 #include "share.h"
 
-enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69 };
 
 /* The group named `name`, created with groupadd --system if missing.
  * Returns 0 with *gid set, or -1 after saying why. */
@@ -50,8 +50,8 @@ static int ensure_group(const char *name, gid_t *gid)
 	}
 	if (pid < 0 || waitpid(pid, &status, 0) != pid || !WIFEXITED(status) ||
 	    WEXITSTATUS(status) != 0 || !(g = getgrnam(name))) {
-		fprintf(stderr, "coordctl: setup-shared: cannot create group %s with groupadd%s\n", name,
-		        geteuid() ? " (run it as root)" : "");
+		ctl_hint("%s", geteuid() ? "run setup-shared as root" : "create the group with groupadd yourself");
+		ctl_complain(COORD_ESYS, "setup-shared: create group %s with groupadd", name);
 		return -1;
 	}
 	printf("created group %s (gid %u)\n", name, (unsigned)g->gr_gid);
@@ -95,23 +95,25 @@ int share_setup(const char *dir, const char *group)
 	if (!group || !*group)
 		group = "coord";
 	if (dir[0] != '/') {
-		fprintf(stderr, "coordctl: setup-shared: --dir must be an absolute path\n");
-		return EX_USAGE;
+		return ctl_usage("setup-shared", "--dir must be an absolute path, not %s", dir);
 	}
 	if (ensure_group(group, &gid) < 0)
 		return EX_FAIL;
 	if (make_dir(dir) < 0 || stat(dir, &st) < 0 ||
 	    (st.st_gid != gid && chown(dir, (uid_t)-1, gid) < 0) ||
 	    ((st.st_mode & 07777) != 02770 && chmod(dir, 02770) < 0)) {
-		fprintf(stderr, "coordctl: setup-shared: cannot make %s a directory of group %s, mode "
-		        "2770: %s\n", dir, group, strerror(errno));
-		return EX_FAIL;
+		ctl_detail("%s", strerror(errno));
+		ctl_hint("run setup-shared as root, or give %s to group %s with mode 2770 yourself", dir,
+		         group);
+		return ctl_complain(COORD_ESYS, "setup-shared: make %s a directory of group %s, mode 2770",
+		                    dir, group);
 	}
 	o.dir = dir;
 	rc = coord_connect(&c, &o);
 	if (rc < 0) {
-		fprintf(stderr, "coordctl: setup-shared: cannot start the broker of %s: %s\n", dir,
-		        coord_strerror(rc));
+		ctl_hint("see %s/coordd.log, or start it yourself: coordd --dir %s --group %s", dir, dir,
+		         group);
+		ctl_complain(rc, "setup-shared: start the broker of %s", dir);
 		return rc == COORD_ENOBROKER ? EX_UNAVAILABLE : EX_FAIL;
 	}
 	rc = coord_status(c, &s);
@@ -120,10 +122,10 @@ int share_setup(const char *dir, const char *group)
 	 * closed to the group: it must be restarted to serve it. */
 	snprintf(sock, sizeof sock, "%s/%s", dir, COORD_SOCKET_NAME);
 	if (rc < 0 || stat(sock, &st) < 0 || st.st_gid != gid || !(st.st_mode & S_IWGRP)) {
-		fprintf(stderr, "coordctl: setup-shared: a broker (pid %llu) already serves %s as a "
-		        "private instance; stop it (kill %llu) and run setup-shared again\n",
-		        (unsigned long long)s.broker_pid, dir, (unsigned long long)s.broker_pid);
-		return EX_FAIL;
+		ctl_hint("stop it (kill %llu) and run setup-shared again", (unsigned long long)s.broker_pid);
+		ctl_detail("a broker (pid %llu) already serves %s as a private instance",
+		           (unsigned long long)s.broker_pid, dir);
+		return ctl_complain(COORD_EPERM, "setup-shared: share the running instance %s", dir);
 	}
 	printf("shared instance %s: group %s, broker pid %llu\n", dir, group,
 	       (unsigned long long)s.broker_pid);
@@ -142,10 +144,10 @@ int share_mark(const char *path, const char *instance)
 	FILE *f;
 	int rc = coord_instance_dir(instance, inst, sizeof inst);
 	if (rc < 0 || !realpath(inst, real)) {
-		fprintf(stderr, "coordctl: share: no instance directory %s%s\n",
-		        rc < 0 ? "(none known: pass --dir)" : inst,
-		        rc < 0 ? "" : ": start its broker first (coordctl --dir DIR status)");
-		return EX_FAIL;
+		ctl_hint("%s", rc < 0 ? "pass --dir INSTANCE"
+		                      : "start its broker first (coordctl --dir DIR --create status)");
+		return ctl_complain(rc < 0 ? rc : COORD_ENOENT, "share: find the instance directory %s",
+		                    rc < 0 ? "(none known)" : inst);
 	}
 	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
 		snprintf(dir, sizeof dir, "%s", path);
@@ -161,9 +163,10 @@ int share_mark(const char *path, const char *instance)
 	f = fopen(tmp, "wx");
 	if (!f || fprintf(f, "%s\n", real) < 0 || fchmod(fileno(f), 0644) < 0 || fclose(f) != 0 ||
 	    rename(tmp, marker) < 0) {
-		fprintf(stderr, "coordctl: share: cannot write %s: %s\n", marker, strerror(errno));
+		ctl_detail("%s", strerror(errno));
+		ctl_hint("write access to %s is needed (its owner or root can run share)", dir);
 		unlink(tmp);
-		return EX_FAIL;
+		return ctl_complain(COORD_ESYS, "share: write %s", marker);
 	}
 	printf("%s: its files are coordinated by the instance %s; connections of any other instance "
 	       "get COORD_EINSTANCE on them\n", dir, real);
@@ -179,8 +182,7 @@ int share_setup_command(int argc, char **argv, const char *dir_opt)
 		} else if (!strcmp(argv[i], "--group") && i + 1 < argc) {
 			group = argv[++i];
 		} else {
-			fprintf(stderr, "usage: coordctl setup-shared [--dir DIR] [--group NAME]\n");
-			return EX_USAGE;
+			return ctl_usage("setup-shared", "unknown argument '%s'", argv[i]);
 		}
 	}
 	return share_setup(dir, group);
@@ -200,8 +202,7 @@ int share_mark_command(int argc, char **argv, const char *dir_opt)
 		}
 	}
 	if (!path) {
-		fprintf(stderr, "usage: coordctl share PATH [--dir INSTANCE]\n");
-		return EX_USAGE;
+		return ctl_usage("share", "which PATH? (one, and --dir INSTANCE)");
 	}
 	return share_mark(path, dir);
 }
