@@ -172,34 +172,6 @@ static void __attribute__((format(printf, 2, 3))) put(struct text *t, const char
 	t->len += (size_t)n;
 }
 
-/* The length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* A label value: see the paragraph at the top. */
 static void put_label(struct text *t, const char *value)
 {
@@ -209,7 +181,7 @@ static void put_label(struct text *t, const char *value)
 	if (t->failed)
 		return;
 	while (n) {
-		size_t k = utf8_seq(s, n);
+		size_t k = coord_proto_utf8_seq(s, n);
 		int c1 = k == 2 && s[0] == 0xc2 && s[1] < 0xa0; /* U+0080..U+009F */
 		if (k == 1 && *s == '\\') {
 			memcpy(t->buf + t->len, "\\\\\\\\", 4); /* "\\" escaped */

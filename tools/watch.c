@@ -40,6 +40,7 @@
 #include <locale.h>
 
 #include "coord.h"
+#include "coord_proto.h"
 #include "watch.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69 };
@@ -53,34 +54,6 @@ static void usage(FILE *f)
 
 /* ---- text that came from clients ---- */
 
-/* The length of the valid UTF-8 sequence at s (n bytes left), or 0. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-	size_t len;
-	uint32_t cp;
-	if (s[0] < 0x80)
-		return 1;
-	if (s[0] >= 0xc2 && s[0] <= 0xdf)
-		len = 2, cp = s[0] & 0x1f;
-	else if (s[0] >= 0xe0 && s[0] <= 0xef)
-		len = 3, cp = s[0] & 0x0f;
-	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
-		len = 4, cp = s[0] & 0x07;
-	else
-		return 0;
-	if (len > n)
-		return 0;
-	for (size_t i = 1; i < len; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = cp << 6 | (s[i] & 0x3f);
-	}
-	if ((len == 3 && cp < 0x800) || (len == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return len;
-}
-
 /* 1 if the sequence at s of k bytes is a C0 or C1 control character. */
 static int is_control(const unsigned char *s, size_t k)
 {
@@ -93,7 +66,7 @@ static void json_string(FILE *f, const char *str)
 	size_t n = strlen(str);
 	putc('"', f);
 	while (n) {
-		size_t k = utf8_seq(s, n);
+		size_t k = coord_proto_utf8_seq(s, n);
 		if (k == 0) {
 			fprintf(f, "\\udc%02x", s[0]);
 			k = 1;
@@ -146,7 +119,7 @@ static void out_text(struct out *o, const char *str, int max, int pad)
 	if (pad > max)
 		pad = max;
 	while (n && o->len + 8 < o->size) {
-		size_t k = utf8_seq(s, n);
+		size_t k = coord_proto_utf8_seq(s, n);
 		int w = 1;
 		if (k > 1) {
 			wchar_t wc;
