@@ -19,9 +19,15 @@ with a raw fcntl.flock() from Python as the floor:
     waiting (as in coord-bench), plus, for a polling lock, a random part
     of its poll interval, so that releases fall anywhere in the waiter's
     sleep;
+  - reads both with the library's cached read grants (the default: the
+    second and later reads of a path never leave the process) and on a
+    client made with COORD_NO_CACHE=1 (every read asks the broker), beside
+    an empty `with` block, the loop's own cost;
   - a tiny SQLite query (one row by primary key, WAL database, connection
-    kept open) with no lock, under coord.read() and under flock(LOCK_SH).
-It prints p50/p99/mean in microseconds, in coord-bench's columns.  It never
+    kept open) with no lock, under coord.read() cached and not, and under
+    flock(LOCK_SH).
+It prints p50/p99/mean in microseconds, in coord-bench's columns, or with
+--json one JSON object per line (coord-bench --json passes it).  It never
 asserts anything: speed is reported, not tested, because machines are
 noisy.
 
@@ -43,6 +49,7 @@ note, when it is not installed).
 
 import argparse
 import fcntl
+import json
 import mmap
 import os
 import random
@@ -63,22 +70,45 @@ WARMUP = 20  # untimed iterations before each row (connections, handles, caches)
 now = time.monotonic_ns  # CLOCK_MONOTONIC: comparable across processes
 
 
+JSON = False  # --json: one JSON object per line, as coord-bench --json prints
+
+
 def summarize(ns):
-    """p50, p99, mean in microseconds, computed as coord-bench does."""
+    """p50, p99, p99.9, mean in microseconds, computed as coord-bench does."""
     ns = sorted(ns)
     n = len(ns)
-    return ns[n // 2] / 1000, ns[(n * 99) // 100] / 1000, sum(ns) / n / 1000
+    return (ns[n // 2] / 1000, ns[(n * 99) // 100] / 1000, ns[(n * 999) // 1000] / 1000,
+            sum(ns) / n / 1000)
 
 
 def row(what, who, ns):
-    p50, p99, mean = summarize(ns)
-    # coord-bench's columns: "what" is 3 narrower, "who" 3 wider, so that
-    # the figures line up under the C rows.
-    print(f"  {what:<35} {who:<11} {p50:9.2f} {p99:9.2f} {mean:9.2f}", flush=True)
+    p50, p99, p999, mean = summarize(ns)
+    if JSON:
+        print(json.dumps({"row": what, "lang": "python", "who": who, "n": len(ns),
+                          "p50_us": round(p50, 4), "p99_us": round(p99, 4),
+                          "p999_us": round(p999, 4), "mean_us": round(mean, 4)}), flush=True)
+        return
+    print(f"  {what:<38} {who:<11} {p50:9.2f} {p99:9.2f} {mean:9.2f}", flush=True)
 
 
 def note(text):
-    print(f"  {text}", flush=True)
+    if JSON:
+        print(json.dumps({"row": "note", "lang": "python", "text": text}), flush=True)
+    else:
+        print(f"  {text}", flush=True)
+
+
+class Nothing:
+    """An empty context manager: what `with x:` costs by itself."""
+
+    def __call__(self):
+        return self
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
 
 
 # ---- uncontended ----
@@ -312,11 +342,22 @@ def run(args, dir):
 
     versions = ", ".join(f"{m.__name__} {getattr(m, '__version__', '?')}"
                          for m in (filelock, fasteners, portalocker) if m is not None)
-    print(f"coord-bench (Python {sys.version.split()[0]}, {sys.executable}): {n} iterations, "
-          f"{rounds} handoffs ({polled} with polling locks); times in microseconds")
-    print(f"  coord {coord.__version__} from {os.path.dirname(coord.__file__)}"
-          f"{'; ' + versions if versions else ''}")
-    print(f"  {'operation':<35} {'who':<11} {'p50':>9} {'p99':>9} {'mean':>9}", flush=True)
+    if JSON:
+        print(json.dumps({"row": "run", "lang": "python", "python": sys.version.split()[0],
+                          "iterations": n, "handoffs": rounds, "polled_handoffs": polled,
+                          "coord": coord.__version__, "peers": versions}), flush=True)
+    else:
+        print(f"coord-bench (Python {sys.version.split()[0]}, {sys.executable}): {n} "
+              f"iterations, {rounds} handoffs ({polled} with polling locks); times in "
+              f"microseconds")
+        print(f"  coord {coord.__version__} from {os.path.dirname(coord.__file__)}"
+              f"{'; ' + versions if versions else ''}")
+        print(f"  {'operation':<38} {'who':<11} {'p50':>9} {'p99':>9} {'mean':>9}", flush=True)
+    # A connection without cached reads (COORD_NO_CACHE is read when it
+    # connects): every read asks the broker, as before the cache.
+    os.environ["COORD_NO_CACHE"] = "1"
+    uncached = coord.Client(dir=dir, autostart=False)
+    del os.environ["COORD_NO_CACHE"]
 
     # Uncontended, write then read.  Each hold() is the library's own idiom.
     cfl = coord.FileLock(resource)
@@ -334,9 +375,13 @@ def run(args, dir):
         pl = portalocker.Lock(lockfile)
         row("acquire+release write", "portalocker", uncontended(lambda: pl, n))
     row("acquire+release write", "flock", uncontended_flock(lockfile, fcntl.LOCK_EX, n))
-    row("acquire+release read", "coord", uncontended(lambda: coord.read(resource), n))
+    row("empty with-block (the loop's own cost)", "-", uncontended(Nothing(), n))
+    row("acquire+release read, cached", "coord", uncontended(lambda: coord.read(resource), n))
     row("acquire+release read, rel. path", "coord", uncontended(lambda: coord.read(relative), n))
-    row("acquire+release read, Client", "coord", uncontended(lambda: client.read(resource), n))
+    row("acquire+release read, Client, cached", "coord",
+        uncontended(lambda: client.read(resource), n))
+    row("acquire+release read, Client, no cache", "coord",
+        uncontended(lambda: uncached.read(resource), n))
     if fasteners:
         row("acquire+release read", "fasteners", uncontended(rw.read_lock, n))
     row("acquire+release read", "flock", uncontended_flock(lockfile, fcntl.LOCK_SH, n))
@@ -373,16 +418,20 @@ def run(args, dir):
 
     # SQLite: what a dashboard pays per query.
     row("sqlite read (1 row by key), no lock", "-", sqlite_reads(database, None, n))
-    row("sqlite read under coord.read", "coord",
+    row("sqlite read under coord.read, cached", "coord",
         sqlite_reads(database, lambda: coord.read(database), n))
+    row("sqlite read under coord.read, no cache", "coord",
+        sqlite_reads(database, lambda: uncached.read(database), n))
     row("sqlite read under flock(LOCK_SH)", "flock",
         sqlite_reads(database, Flock(lockfile, fcntl.LOCK_SH), n))
     client.close()
+    uncached.close()
     for suffix in ("", "-wal", "-shm"):
         if os.path.exists(database + suffix):
             os.remove(database + suffix)
 
-    print()
+    if not JSON:
+        print()
     note("Waits: coord and flock wake the waiter (coord: the broker's grant, FIFO);")
     note("the others poll, with their default settings:")
     for line in polling:
@@ -408,7 +457,11 @@ def main():
     ap.add_argument("--polled-handoffs", type=int, default=50,
                     help="handoffs per row for the polling locks, whose every handoff takes "
                          "up to a poll interval (default 50)")
+    ap.add_argument("--json", action="store_true",
+                    help="one JSON object per line instead of the table")
     args = ap.parse_args()
+    global JSON
+    JSON = args.json
     if args.iterations < 1 or args.handoffs < 1 or args.polled_handoffs < 1:
         ap.print_usage(sys.stderr)
         print("coord-bench.py: --iterations, --handoffs and --polled-handoffs must be >= 1",
