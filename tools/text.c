@@ -37,6 +37,7 @@
 #include <wchar.h>
 #include <wctype.h>
 
+#include "coord_proto.h"
 #include "text.h"
 
 static int utf8_terminal; /* the locale's LC_CTYPE is UTF-8 */
@@ -47,31 +48,20 @@ void text_init(void)
 	utf8_terminal = cs && (!strcmp(cs, "UTF-8") || !strcmp(cs, "utf8"));
 }
 
-/* The length (1 to 4) of the valid UTF-8 sequence at p, with *cp its code
- * point; 0 if the byte at p does not start one. */
-static int decode(const unsigned char *p, uint32_t *cp)
+/* The length (1 to 4) of the valid UTF-8 sequence at p, which has left
+ * (> 0) bytes before its NUL, with *cp its code point; 0 if the byte at
+ * p does not start one.  Validity is coord_proto_utf8_seq()'s, the one
+ * check the broker's metrics and `coordctl watch` use too. */
+static size_t decode(const unsigned char *p, size_t left, uint32_t *cp)
 {
-	uint32_t c = p[0], min;
-	int n;
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, c &= 0x1f, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, c &= 0x0f, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, c &= 0x07, min = 0x10000;
-	else
+	static const unsigned char lead_bits[5] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
+	size_t n = coord_proto_utf8_seq(p, left);
+	uint32_t c;
+	if (!n)
 		return 0;
-	for (int i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
-			return 0;
+	c = p[0] & lead_bits[n];
+	for (size_t i = 1; i < n; i++)
 		c = c << 6 | (p[i] & 0x3f);
-	}
-	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-		return 0;
 	*cp = c;
 	return n;
 }
@@ -79,12 +69,13 @@ static int decode(const unsigned char *p, uint32_t *cp)
 int text_valid_utf8(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s), n;
 	uint32_t cp;
-	int n;
-	while (*p) {
-		if (!(n = decode(p, &cp)))
+	while (left) {
+		if (!(n = decode(p, left, &cp)))
 			return 0;
 		p += n;
+		left -= n;
 	}
 	return 1;
 }
@@ -94,15 +85,17 @@ int text_valid_utf8(const char *s)
 int text_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
 	int invalid = 0;
 	uint32_t cp;
 	fputc('"', f);
-	while (*p) {
-		int n = decode(p, &cp);
+	while (left) {
+		size_t n = decode(p, left, &cp);
 		if (!n) {
 			fputs("\\ufffd", f);
 			invalid = 1;
 			p++;
+			left--;
 			continue;
 		}
 		switch (cp) {
@@ -117,9 +110,10 @@ int text_json_string(FILE *f, const char *s)
 			if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
 				fprintf(f, "\\u%04x", (unsigned)cp);
 			else
-				fwrite(p, 1, (size_t)n, f);
+				fwrite(p, 1, n, f);
 		}
 		p += n;
+		left -= n;
 	}
 	fputc('"', f);
 	return invalid;
@@ -160,12 +154,13 @@ static int invisible(uint32_t cp)
 	       (cp >= 0xe0000 && cp <= 0xe007f);
 }
 
-/* The escape of the character (or invalid byte) at p into esc, or its
- * bytes when it needs none; *len its length in s, *cols its columns. */
-static void human_piece(const unsigned char *p, char esc[16], int *len, int *cols)
+/* The escape of the character (or invalid byte) at p (left > 0 bytes
+ * before the NUL) into esc, or its bytes when it needs none; *len its
+ * length in s, *cols its columns. */
+static void human_piece(const unsigned char *p, size_t left, char esc[16], size_t *len, int *cols)
 {
-	uint32_t cp;
-	int n = decode(p, &cp);
+	uint32_t cp = 0;
+	size_t n = decode(p, left, &cp);
 	*len = n ? n : 1;
 	if (!n) {
 		snprintf(esc, 16, "\\x%02x", *p);
@@ -182,7 +177,7 @@ static void human_piece(const unsigned char *p, char esc[16], int *len, int *col
 		int w = utf8_terminal && !invisible(cp) && iswprint((wint_t)cp) ? wcwidth((wchar_t)cp)
 		                                                                  : -1;
 		if (w > 0) {
-			memcpy(esc, p, (size_t)n);
+			memcpy(esc, p, n);
 			esc[n] = 0;
 			*cols = w;
 			return;
@@ -197,15 +192,15 @@ static void human_piece(const unsigned char *p, char esc[16], int *len, int *col
 static int human_into(char *buf, size_t size, const char *s, int limit, int *done)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	size_t used = 0;
+	size_t used = 0, left = strlen(s);
 	int cols = 0;
 	*done = 0;
 	buf[0] = 0;
-	while (*p) {
+	while (left) {
 		char esc[16];
-		int len, w;
-		size_t elen;
-		human_piece(p, esc, &len, &w);
+		size_t elen, len;
+		int w;
+		human_piece(p, left, esc, &len, &w);
 		elen = strlen(esc);
 		if (used + elen + 1 > size || (limit > 0 && cols + w > limit))
 			return cols;
@@ -213,6 +208,7 @@ static int human_into(char *buf, size_t size, const char *s, int limit, int *don
 		used += elen;
 		cols += w;
 		p += len;
+		left -= len;
 	}
 	*done = 1;
 	return cols;
@@ -237,30 +233,36 @@ int text_human(char *buf, size_t size, const char *s, int max_cols)
 void text_put(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
+	size_t left = strlen(s), len;
+	while (left) {
 		char esc[16];
-		int len, w;
-		human_piece(p, esc, &len, &w);
+		int w;
+		human_piece(p, left, esc, &len, &w);
 		fputs(esc, f);
 		p += len;
+		left -= len;
 	}
 }
 
 int text_columns(const char *safe)
 {
 	const unsigned char *p = (const unsigned char *)safe;
+	size_t left = strlen(safe);
 	int cols = 0;
-	while (*p) {
+	while (left) {
 		uint32_t cp;
-		int n = decode(p, &cp), w;
+		size_t n = decode(p, left, &cp);
+		int w;
 		if (!n) { /* not made by text_human(); count it as one */
 			cols++;
 			p++;
+			left--;
 			continue;
 		}
 		w = cp < 0x80 ? 1 : wcwidth((wchar_t)cp);
 		cols += w > 0 ? w : 0;
 		p += n;
+		left -= n;
 	}
 	return cols;
 }
