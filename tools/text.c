@@ -3,22 +3,27 @@
  * Any of them may hold any byte but NUL: invalid UTF-8, ESC sequences,
  * CR, BEL, newlines, C1 controls.  Nothing here ever writes one of those
  * bytes as it is.  Two rules, both in docs/design.md ("Output that cannot
- * break") and in coordctl --help:
+ * break"), in coordctl --help and in coordctl(1) ("JSON OUTPUT"):
  *
- * JSON.  Output is always valid UTF-8 and valid JSON (RFC 8259).  In a
- * string, '"' and '\' are escaped, \b \f \n \r \t take their short forms,
- * every other control character (U+0000-U+001F, U+007F and the C1 controls
- * U+0080-U+009F) and U+2028/U+2029 are written \u00XX (\u2028, \u2029),
- * so no control byte ever reaches a terminal that shows the JSON.  A byte
- * that is not part of a valid UTF-8 sequence (RFC 3629: no overlong form,
- * no surrogate, nothing above U+10FFFF) is written as U+FFFD, one per
- * byte, and the field gets a sibling KEY_hex holding the exact bytes of
- * the value in lower-case hex, so a script can still tell two names apart
- * and reach the file ("resource_hex", "label_hex", ...).  U+FFFD rather
- * than the byte's Latin-1 character (\u00ff for 0xff): that character is a
+ * JSON, for every --json of coordctl (list, show, status, watch), from
+ * this file alone.  Output is always valid UTF-8 and valid JSON (RFC
+ * 8259).  In a string, '"' and '\' are escaped, \b \f \n \r \t take their
+ * short forms, every other control character (U+0000-U+001F, U+007F and
+ * the C1 controls U+0080-U+009F) and U+2028/U+2029 are written \u00XX
+ * (\u2028, \u2029), so no control byte ever reaches a terminal that shows
+ * the JSON.  A byte that is not part of a valid UTF-8 sequence (RFC 3629,
+ * as coord_proto_utf8_seq() checks it) is written as U+FFFD, one per byte,
+ * and the field gets a sibling KEY_hex holding the exact bytes of the
+ * value in lower-case hex, so a script can still tell two names apart and
+ * reach the file ("resource_hex", "label_hex", ...).  U+FFFD rather than
+ * the byte's Latin-1 character (\u00ff for 0xff): that character is a
  * valid, different name ("ÿ") that a script would take at its word and
  * could match against another resource; U+FFFD says "not decodable", as
- * Python's errors="replace", jq and browsers do.
+ * Python's errors="replace", jq and browsers do.  U+FFFD rather than the
+ * lone surrogate \udcXX of Python's "surrogateescape": that is not a
+ * Unicode character, so strict parsers refuse it (Rust's serde_json) and
+ * others turn it into U+FFFD anyway (jq, Go), while U+FFFD reads the same
+ * in every parser.
  *
  * Human.  What is not printable is shown as a visible escape: \n \r \t,
  * \\ for a backslash (so that the escapes cannot be forged), \xHH for any

@@ -15,10 +15,9 @@
  * `watch --json` prints each event as one JSON object per line, flushed
  * at once.  Text that came from clients (names, labels, commands) is
  * never written raw: on the screen every control character and every
- * byte that is not valid UTF-8 is shown as \xHH; in JSON control
- * characters are \u00XX escapes and a byte that is not valid UTF-8 is
- * the lone surrogate \uDCXX (Python's "surrogateescape", PEP 383, so
- * `s.encode("utf-8", "surrogateescape")` gives back the exact bytes). */
+ * byte that is not valid UTF-8 is shown as \xHH; in JSON it follows the
+ * rule of every other --json output of coordctl, text.c's (U+FFFD per
+ * invalid byte, the exact bytes in a sibling KEY_hex). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -41,6 +40,7 @@
 
 #include "coord.h"
 #include "coord_proto.h"
+#include "text.h"
 #include "watch.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69 };
@@ -58,29 +58,6 @@ static void usage(FILE *f)
 static int is_control(const unsigned char *s, size_t k)
 {
 	return (k == 1 && (s[0] < 0x20 || s[0] == 0x7f)) || (k == 2 && s[0] == 0xc2 && s[1] < 0xa0);
-}
-
-static void json_string(FILE *f, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t n = strlen(str);
-	putc('"', f);
-	while (n) {
-		size_t k = coord_proto_utf8_seq(s, n);
-		if (k == 0) {
-			fprintf(f, "\\udc%02x", s[0]);
-			k = 1;
-		} else if (k == 1 && (*s == '"' || *s == '\\')) {
-			fprintf(f, "\\%c", *s);
-		} else if (is_control(s, k)) {
-			fprintf(f, "\\u%04x", k == 1 ? s[0] : s[1]);
-		} else {
-			fwrite(s, 1, k, f);
-		}
-		s += k;
-		n -= k;
-	}
-	putc('"', f);
 }
 
 /* The screen being drawn: bytes for one write(), and the columns left on
@@ -170,13 +147,12 @@ static const char *mode_name(int mode)
 
 /* ---- --json ---- */
 
+/* ,"key":"V" by text.c's JSON rule (with "key_hex" when v is not UTF-8);
+ * null for a NULL or empty v. */
 static void json_nullable_str(FILE *f, const char *key, const char *v)
 {
-	fprintf(f, ",\"%s\":", key);
-	if (v && *v)
-		json_string(f, v);
-	else
-		fputs("null", f);
+	putc(',', f);
+	text_json_field(f, key, v && *v ? v : NULL);
 }
 
 static void json_event(FILE *f, const coord_event_t *e)
