@@ -38,6 +38,7 @@
 #include <langinfo.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
 #include <wctype.h>
@@ -247,6 +248,70 @@ void text_put(FILE *f, const char *s)
 		p += len;
 		left -= len;
 	}
+}
+
+char *text_human_dup(const char *s)
+{
+	size_t size = strlen(s) * 4 + 1; /* \xHH, the longest escape per byte */
+	char *buf = malloc(size);
+	if (buf)
+		text_human(buf, size, s, 0);
+	return buf;
+}
+
+char *text_shell_quote(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s), len;
+	int ansi = 0;
+	char *q, *w;
+	/* $'...' only when the human rule would escape something but a
+	 * backslash (which is plain inside '...'). */
+	for (size_t at = 0; at < left && !ansi; at += len) {
+		char esc[16];
+		int cols;
+		human_piece(p + at, left - at, esc, &len, &cols);
+		ansi = p[at] != '\\' && (strlen(esc) != len || memcmp(esc, p + at, len));
+	}
+	q = w = malloc(left * 4 + 4); /* \xHH per byte, $' and ' and the NUL */
+	if (!q)
+		return NULL;
+	if (!ansi) {
+		*w++ = '\'';
+		for (; *p; p++) {
+			if (*p == '\'') {
+				memcpy(w, "'\\''", 4);
+				w += 4;
+			} else {
+				*w++ = (char)*p;
+			}
+		}
+		*w++ = '\'';
+		*w = 0;
+		return q;
+	}
+	*w++ = '$';
+	*w++ = '\'';
+	while (left) {
+		char esc[16];
+		int cols;
+		human_piece(p, left, esc, &len, &cols);
+		if (*p == '\'' || *p == '\\') {
+			*w++ = '\\';
+			*w++ = (char)*p;
+		} else if (strlen(esc) != len || memcmp(esc, p, len)) {
+			for (size_t i = 0; i < len; i++)
+				w += sprintf(w, "\\x%02x", p[i]);
+		} else {
+			memcpy(w, p, len);
+			w += len;
+		}
+		p += len;
+		left -= len;
+	}
+	*w++ = '\'';
+	*w = 0;
+	return q;
 }
 
 int text_columns(const char *safe)

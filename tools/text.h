@@ -38,6 +38,18 @@ int text_human(char *buf, size_t size, const char *s, int max_cols);
 /* Writes s escaped by the human rule to f. */
 void text_put(FILE *f, const char *s);
 
+/* s escaped by the human rule in a new string (free() it); NULL when out
+ * of memory. */
+char *text_human_dup(const char *s);
+
+/* s quoted for a shell, in a new string (free() it; NULL when out of
+ * memory), for commands printed to be pasted: 'S' (a ' written '\'')
+ * when the human rule shows every character of s as it is, else bash's
+ * $'S' (also zsh, ksh and POSIX.1-2024 sh), with \' and \\ and each byte
+ * of what the human rule would escape as \xHH.  Either way it names the
+ * same bytes and writes no control character. */
+char *text_shell_quote(const char *s);
+
 /* Columns that text already made safe (by text_human()) takes. */
 int text_columns(const char *safe);
 
