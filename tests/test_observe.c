@@ -600,7 +600,7 @@ Test(observe, watch_screen_in_tmux)
 	char sock[300], cmd[1024], pane[300], resize[400];
 	struct actor a;
 	coord_t *c;
-	coord_lease_t *l, *many[15];
+	coord_lease_t *l, *bidi, *many[15];
 	snprintf(sock, sizeof sock, "%s/tmux.sock", h.dir);
 	snprintf(tmux_sock, sizeof tmux_sock, "%s", sock);
 	snprintf(pane, sizeof pane, "%s/pane.txt", h.dir);
@@ -626,6 +626,14 @@ Test(observe, watch_screen_in_tmux)
 	struct pane_has escaped = { cmd, { pane, "L\\x1b[2J\\xffx" } };
 	cr_assert(harness_wait(pane_has, &escaped, 10000), "the label is not shown escaped: %s",
 	          slurp(pane));
+	/* by the rule of every table: a backslash doubled (so "\x1b" cannot
+	 * be faked), a right-to-left override shown as its code */
+	cr_assert_eq(coord_acquire(c, "key:bidi", COORD_READ, 1000, "B\\x1b\xe2\x80\xaeZ", &bidi), 0,
+	             "acquire with a backslash and a bidirectional override in the label");
+	struct pane_has bidi_shown = { cmd, { pane, "B\\\\x1b\\u202eZ" } };
+	cr_assert(harness_wait(pane_has, &bidi_shown, 10000),
+	          "the label is not shown by the tables' rule: %s", slurp(pane));
+	coord_release(bidi);
 	/* 15 more leases fit in 30 lines, not in 12: a smaller terminal gets a
 	 * shorter list, and no line wider than it. */
 	for (int i = 0; i < 15; i++) {

@@ -193,6 +193,13 @@ static void human_piece(const unsigned char *p, size_t left, char esc[16], size_
 	*cols = (int)strlen(esc);
 }
 
+size_t text_human_char(const char *s, size_t left, char esc[16], int *cols)
+{
+	size_t len;
+	human_piece((const unsigned char *)s, left, esc, &len, cols);
+	return len;
+}
+
 /* Escapes s into buf while it fits in size bytes and limit columns.
  * Returns the columns written; *done is 1 if all of s went in. */
 static int human_into(char *buf, size_t size, const char *s, int limit, int *done)

@@ -14,10 +14,11 @@
  *
  * `watch --json` prints each event as one JSON object per line, flushed
  * at once.  Text that came from clients (names, labels, commands) is
- * never written raw: on the screen every control character and every
- * byte that is not valid UTF-8 is shown as \xHH; in JSON it follows the
- * rule of every other --json output of coordctl, text.c's (U+FFFD per
- * invalid byte, the exact bytes in a sibling KEY_hex). */
+ * never written raw: on the screen and in JSON it follows the rules of
+ * every other output of coordctl, text.c's (on the screen \x1b, \n, \\,
+ * \xHH for a byte that is not UTF-8, \uXXXX for C1 and bidirectional
+ * controls; in JSON U+FFFD per invalid byte and the exact bytes in a
+ * sibling KEY_hex). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -34,12 +35,8 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
-#include <wchar.h>
-#include <langinfo.h>
-#include <locale.h>
 
 #include "coord.h"
-#include "coord_proto.h"
 #include "text.h"
 #include "watch.h"
 
@@ -52,14 +49,6 @@ static void usage(FILE *f)
 	           "--json: one JSON object per event and line instead (see coordctl(1)).\n");
 }
 
-/* ---- text that came from clients ---- */
-
-/* 1 if the sequence at s of k bytes is a C0 or C1 control character. */
-static int is_control(const unsigned char *s, size_t k)
-{
-	return (k == 1 && (s[0] < 0x20 || s[0] == 0x7f)) || (k == 2 && s[0] == 0xc2 && s[1] < 0xa0);
-}
-
 /* The screen being drawn: bytes for one write(), and the columns left on
  * the current line, so no line is longer than the terminal is wide. */
 struct out {
@@ -67,11 +56,6 @@ struct out {
 	size_t size, len;
 	int cols, room;
 };
-
-/* 1 if the terminal's character set is UTF-8; else every byte above
- * 0x7f is shown escaped too (an 8-bit terminal could take one for a C1
- * control). */
-static int utf8_terminal;
 
 /* Escape sequences: no columns. */
 static void out_raw(struct out *o, const char *s)
@@ -83,46 +67,27 @@ static void out_raw(struct out *o, const char *s)
 	}
 }
 
-/* str made safe for a terminal, in at most `max` columns of what is left
- * on the line, padded with spaces to `pad`: a control character or a byte
- * that is not valid UTF-8 is shown as \xHH. */
+/* str made safe for a terminal by text.c's human rule (as in every table
+ * of coordctl), in at most `max` columns of what is left on the line,
+ * padded with spaces to `pad`. */
 static void out_text(struct out *o, const char *str, int max, int pad)
 {
-	const unsigned char *s = (const unsigned char *)str;
 	size_t n = strlen(str);
 	int used = 0;
 	if (max > o->room)
 		max = o->room;
 	if (pad > max)
 		pad = max;
-	while (n && o->len + 8 < o->size) {
-		size_t k = coord_proto_utf8_seq(s, n);
-		int w = 1;
-		if (k > 1) {
-			wchar_t wc;
-			if (mbtowc(&wc, (const char *)s, k) == (int)k)
-				w = wcwidth(wc);
-			if (w < 0)
-				w = 1;
-		}
-		if (k == 0 || is_control(s, k) || (k > 1 && !utf8_terminal)) {
-			size_t bytes = k ? k : 1;
-			if (used + 4 * (int)bytes > max)
-				break;
-			for (size_t i = 0; i < bytes; i++)
-				o->len += (size_t)snprintf(o->buf + o->len, o->size - o->len, "\\x%02x",
-				                           s[i]);
-			used += 4 * (int)bytes;
-			s += bytes;
-			n -= bytes;
-			continue;
-		}
-		if (used + w > max)
+	while (n) {
+		char esc[16];
+		int w;
+		size_t k = text_human_char(str, n, esc, &w), elen = strlen(esc);
+		if (used + w > max || o->len + elen >= o->size)
 			break;
-		memcpy(o->buf + o->len, s, k);
-		o->len += k;
+		memcpy(o->buf + o->len, esc, elen);
+		o->len += elen;
 		used += w;
-		s += k;
+		str += k;
 		n -= k;
 	}
 	while (used < pad && o->len + 1 < o->size) {
@@ -583,8 +548,6 @@ static int watch_screen(coord_t *c, coord_feed_t *f, const char *dir)
 		                "in scripts\n");
 		return EX_USAGE;
 	}
-	setlocale(LC_CTYPE, ""); /* for the widths of characters */
-	utf8_terminal = !strcmp(nl_langinfo(CODESET), "UTF-8");
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGWINCH);
 	sigaddset(&mask, SIGINT);
