@@ -653,8 +653,9 @@ int cmd_watch(int argc, char **argv, const char *dir)
 	}
 	rc = coord_feed_open(c, &f);
 	if (rc < 0) {
-		fprintf(stderr, "coordctl: watch: event feed %s/coordd.events: %s\n", coord_dir(c),
-		        coord_strerror(rc));
+		fputs("coordctl: watch: event feed ", stderr);
+		text_put(stderr, coord_dir(c));
+		fprintf(stderr, "/coordd.events: %s\n", coord_strerror(rc));
 		if (rc == COORD_ENOENT || rc == COORD_EPROTO)
 			fprintf(stderr, "coordctl: hint: the broker is older than coordctl; restart "
 			                "coordd\n");
