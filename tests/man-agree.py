@@ -369,8 +369,9 @@ def json_outputs(tmp, env, fill, wanted):
     out = {sub: [] for sub in wanted}
     watch = None
     if 'watch --json' in wanted:
+        # Unbuffered: select() below must see every line not read yet.
         watch = subprocess.Popen([ctl, '--dir', inst, 'watch', '--json'], env=env,
-                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE)
+                                 stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, bufsize=0)
     try:
         return scenario(ctl, inst, tmp, env, out, watch)
     finally:
@@ -451,7 +452,7 @@ def scenario(ctl, inst, tmp, env, out, watch):
             line = watch.stdout.readline()
             if not line:
                 break
-            out['watch --json'].append(json.loads(line.decode('utf-8', 'surrogateescape')))
+            out['watch --json'].append(json.loads(line.decode('utf-8')))
         if not out['watch --json']:
             fail('watch --json printed no event')
     return out

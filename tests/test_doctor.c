@@ -8,7 +8,10 @@
  *    and holding a WAL that was deleted under it;
  *  - side files owned by another user or not writable by the database's
  *    user, and a directory that user cannot create files in;
- *  - a DuckDB file with a .wal.
+ *  - a DuckDB file with a .wal;
+ *  - a file name, a process name and a broker's command name with an ESC
+ *    sequence, invalid UTF-8 and a newline, which the report shows escaped
+ *    and a shell reads back from the suggested command.
  * Every doctor run also checks that the directory is unchanged: names,
  * sizes, owners, modes, times and bytes.
  *
@@ -29,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -499,6 +503,91 @@ Test(doctor, wal_deleted_while_open)
 	assert_says("deleted while open", "the connection writes to a deleted WAL");
 	snprintf(copy, sizeof copy, "cp /proc/%ld/fd/", (long)getpid());
 	assert_says(copy, "its copy can still be saved through /proc");
+}
+
+/* ---- text from elsewhere ---- */
+
+/* An ESC sequence, a byte that is not UTF-8 and a newline in a file name,
+ * in this process's name (which doctor reads from /proc; 9 bytes, within
+ * the 15 of a comm) and in the command name the broker reports. */
+static const char hostile_name[] = "bad\x1b[31m\xff\nname.db";
+static const char hostile_comm[] = "c\x1b]0;x\x07\xff\n";
+static const char hostile_command[] = "cmd\x1b[2J\xfe\r";
+
+/* What bash makes of `word` as one word: the output of `printf %s WORD`,
+ * into out (size bytes, terminated). */
+static void bash_word(const char *word, char *out, size_t size)
+{
+	char *cmd = NULL;
+	size_t n = 0;
+	ssize_t r;
+	int p[2], status;
+	pid_t pid;
+	cr_assert(asprintf(&cmd, "printf %%s %s", word) > 0, "asprintf");
+	cr_assert_eq(pipe(p), 0, "pipe: %s", strerror(errno));
+	pid = fork();
+	cr_assert(pid >= 0, "fork: %s", strerror(errno));
+	if (pid == 0) {
+		dup2(p[1], 1);
+		close(p[0]);
+		close(p[1]);
+		execlp("bash", "bash", "-c", cmd, (char *)NULL);
+		_exit(127);
+	}
+	close(p[1]);
+	while (n + 1 < size && (r = read(p[0], out + n, size - 1 - n)) > 0)
+		n += (size_t)r;
+	out[n] = 0;
+	close(p[0]);
+	cr_assert_eq(waitpid(pid, &status, 0), pid, "waitpid: %s", strerror(errno));
+	cr_assert(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+	          "bash -c '%s' failed (status %#x; 127: no bash on PATH)", cmd, status);
+	free(cmd);
+}
+
+Test(doctor, hostile_names_are_shown_escaped)
+{
+	const char *db = in_dir(hostile_name);
+	struct doctor_lease lease = { "write", 4242, hostile_command, 17 };
+	char path[512], save[600], prefix[64], word[2048], got[600];
+	const char *at, *end;
+	int fd, rc;
+	snprintf(path, sizeof path, "%s", db);
+	write_file(path, "hello\n", 6);
+	fd = open(path, O_RDONLY | O_CLOEXEC);
+	cr_assert(fd >= 0, "open the hostile file: %s", strerror(errno));
+	/* replaced under the open fd: the report names the process and gives
+	 * a cp command with the (hostile) path to save its copy to */
+	cr_assert_eq(unlink(path), 0, "unlink: %s", strerror(errno));
+	write_file(path, "hello\n", 6);
+	cr_assert_eq(prctl(PR_SET_NAME, hostile_comm), 0, "PR_SET_NAME: %s", strerror(errno));
+
+	rc = doctor_on(path, &lease, 1, 1);
+	close(fd);
+	assert_verdict(rc, 1, "a file replaced while this process has it open is one problem");
+	for (const unsigned char *p = (const unsigned char *)report; *p; p++)
+		cr_assert(*p == '\n' || (*p >= 0x20 && *p < 0x7f),
+		          "the report must write no control byte and (outside a UTF-8 locale) no\n"
+		          "byte above 0x7e; byte 0x%02x at %zu of:\n%s",
+		          *p, (size_t)(p - (const unsigned char *)report), report);
+	assert_says("bad\\x1b[31m\\xff\\nname.db", "the file name is shown with visible escapes");
+	assert_says("c\\x1b]0;x\\x07\\xff\\n", "the process name from /proc is shown escaped");
+	assert_says("cmd\\x1b[2J\\xfe\\r", "the broker's command name is shown escaped");
+	assert_says("deleted while open: pid", "this process uses the replaced file");
+
+	/* The suggested command still names the file: bash reads the quoted
+	 * word back to the exact bytes. */
+	snprintf(save, sizeof save, "%s.pid%ld", path, (long)getpid());
+	snprintf(prefix, sizeof prefix, "cp /proc/%ld/fd/%d ", (long)getpid(), fd);
+	at = strstr(report, prefix);
+	cr_assert(at, "the report must give `%s...`:\n%s", prefix, report);
+	at += strlen(prefix);
+	end = strchr(at, '\n');
+	cr_assert(end && (size_t)(end - at) < sizeof word, "the cp line must end:\n%s", report);
+	snprintf(word, sizeof word, "%.*s", (int)(end - at), at);
+	cr_assert(!strncmp(word, "$'", 2), "a name with control bytes is quoted as $'...': %s", word);
+	bash_word(word, got, sizeof got);
+	cr_assert_str_eq(got, save, "bash must read %s back as the path to save to", word);
 }
 
 /* ---- owners and permissions ---- */

@@ -407,8 +407,11 @@ Test(observe, hostile_scrapers_never_stall_the_broker)
 
 /* ---- the event feed ---- */
 
-/* Runs python over the JSON lines of `path`: every line parses, and the
- * lines named by `expect` (a Python expression over `events`) hold. */
+/* Runs python over the JSON lines of `path`: every line is strict UTF-8
+ * and parses, no string holds a lone surrogate (a strict parser refuses
+ * those), and `expect` (a Python expression over `events`, where
+ * raw(e, KEY) is KEY's exact bytes, from KEY_hex when there is one)
+ * holds. */
 static int python_check(const char *path, const char *expect)
 {
 	char script[512], *cmd = NULL;
@@ -420,7 +423,9 @@ static int python_check(const char *path, const char *expect)
 	fprintf(f,
 	        "import json, sys\n"
 	        "events = [json.loads(l) for l in open(sys.argv[1], encoding='utf-8')]\n"
-	        "def raw(s): return s.encode('utf-8', 'surrogateescape')\n"
+	        "json.dumps(events, ensure_ascii=False).encode('utf-8')\n"
+	        "def raw(e, k): return bytes.fromhex(e[k + '_hex']) if k + '_hex' in e "
+	        "else e[k].encode('utf-8')\n"
 	        "ok = %s\n"
 	        "sys.exit(0 if ok else 1)\n",
 	        expect);
@@ -441,7 +446,8 @@ static void start_watch_json(const char *out)
 
 Test(observe, watch_json_is_valid_for_hostile_names)
 {
-	char out[300];
+	char out[300], listed[300], list[8192], expect[1024];
+	FILE *f;
 	coord_t *c;
 	coord_lease_t *l;
 	snprintf(out, sizeof out, "%s/watch.json", h.dir);
@@ -453,17 +459,33 @@ Test(observe, watch_json_is_valid_for_hostile_names)
 		snprintf(key, sizeof key, "key:%s", "k\xff\x1b\"\\");
 		cr_assert_eq(coord_acquire(c, key, COORD_WRITE, 1000, hostile, &l), 0, "acquire");
 	}
+	/* list --json of the same lease, to hold watch to the same rule */
+	snprintf(listed, sizeof listed, "%s/list.json", h.dir);
+	cr_assert_eq(harness_coordctl(list, sizeof list, "list --json"), 0, "list --json: %s", list);
+	f = fopen(listed, "w");
+	cr_assert(f && fputs(list, f) >= 0 && fclose(f) == 0, "cannot write %s", listed);
 	coord_release(l);
 	struct file_has released = { out, "\"event\":\"release\"" };
 	cr_assert(harness_wait(file_has, &released, 10000), "no release event: %s", slurp(out));
 	cr_assert(!strchr(slurp(out), '\x1b'), "raw ESC in the JSON output: %s", slurp(out));
 	cr_assert_eq(python_check(out, "any(e['event'] == 'grant' and "
-	                               "raw(e['label']) == b'h\\xff\\x1b[31m\"\\\\\\nx' and "
-	                               "raw(e['resource']) == b'key:k\\xff\\x1b\"\\\\' and "
+	                               "e['label'] == 'h\\ufffd\\x1b[31m\"\\\\\\nx' and "
+	                               "raw(e, 'label') == b'h\\xff\\x1b[31m\"\\\\\\nx' and "
+	                               "e['resource'] == 'key:k\\ufffd\\x1b\"\\\\' and "
+	                               "raw(e, 'resource') == b'key:k\\xff\\x1b\"\\\\' and "
 	                               "e['mode'] == 'write' and e['lease_id'] > 0 "
 	                               "for e in events) and "
 	                               "any(e['event'] == 'release' for e in events)"),
 	             0, "the JSON lines must parse and give back the exact bytes: %s", slurp(out));
+	snprintf(expect, sizeof expect,
+	         "(lambda l: any(e['event'] == 'grant' and all(e[k] == l[k] for k in "
+	         "('resource', 'resource_hex', 'label', 'label_hex')) for e in events))"
+	         "(json.load(open('%s'))['leases'][0])",
+	         listed);
+	cr_assert_eq(python_check(out, expect), 0,
+	             "watch --json must write the hostile name and label as list --json does:\n"
+	             "%s\nlist --json: %s",
+	             slurp(out), list);
 	coord_disconnect(c);
 }
 
@@ -578,7 +600,7 @@ Test(observe, watch_screen_in_tmux)
 	char sock[300], cmd[1024], pane[300], resize[400];
 	struct actor a;
 	coord_t *c;
-	coord_lease_t *l, *many[15];
+	coord_lease_t *l, *bidi, *many[15];
 	snprintf(sock, sizeof sock, "%s/tmux.sock", h.dir);
 	snprintf(tmux_sock, sizeof tmux_sock, "%s", sock);
 	snprintf(pane, sizeof pane, "%s/pane.txt", h.dir);
@@ -604,6 +626,14 @@ Test(observe, watch_screen_in_tmux)
 	struct pane_has escaped = { cmd, { pane, "L\\x1b[2J\\xffx" } };
 	cr_assert(harness_wait(pane_has, &escaped, 10000), "the label is not shown escaped: %s",
 	          slurp(pane));
+	/* by the rule of every table: a backslash doubled (so "\x1b" cannot
+	 * be faked), a right-to-left override shown as its code */
+	cr_assert_eq(coord_acquire(c, "key:bidi", COORD_READ, 1000, "B\\x1b\xe2\x80\xaeZ", &bidi), 0,
+	             "acquire with a backslash and a bidirectional override in the label");
+	struct pane_has bidi_shown = { cmd, { pane, "B\\\\x1b\\u202eZ" } };
+	cr_assert(harness_wait(pane_has, &bidi_shown, 10000),
+	          "the label is not shown by the tables' rule: %s", slurp(pane));
+	coord_release(bidi);
 	/* 15 more leases fit in 30 lines, not in 12: a smaller terminal gets a
 	 * shorter list, and no line wider than it. */
 	for (int i = 0; i < 15; i++) {

@@ -10,7 +10,8 @@
  *  - the tables, under a UTF-8 locale and under C, hold no control byte,
  *    no invalid UTF-8 and no C1 or bidirectional character, and every
  *    lease takes exactly one line.
- * Also: text.c's escapes and human durations, byte for byte. */
+ * Also: text.c's escapes, shell quoting and human durations, byte for
+ * byte. */
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
@@ -435,6 +436,36 @@ Test(output, human_text_is_cut_at_whole_escapes)
 	cr_assert_eq(cols, 11, "columns of the cut text");
 	cols = text_human(buf, sizeof buf, "short", 12);
 	cr_assert(!strcmp(buf, "short") && cols == 5, "what fits is not cut: %s", buf);
+}
+
+struct quote_case {
+	char in[32], quoted[64];
+};
+
+ParameterizedTestParameters(output, shell_quotes_byte_for_byte)
+{
+	static struct quote_case cases[] = {
+		{ "/srv/shop.db", "'/srv/shop.db'" },
+		{ "it's", "'it'\\''s'" },
+		{ "a\\b c", "'a\\b c'" },                       /* a backslash alone stays plain */
+		{ "caf\xc3\xa9", "'caf\xc3\xa9'" },              /* printable under UTF-8 */
+		{ "x\x1b[1m'\\\n", "$'x\\x1b[1m\\'\\\\\\x0a'" }, /* ESC, quote, backslash, newline */
+		{ "\xff\xc2\x9b", "$'\\xff\\xc2\\x9b'" },        /* invalid UTF-8, C1 CSI */
+		{ "rlo\xe2\x80\xae", "$'rlo\\xe2\\x80\\xae'" },   /* a bidirectional override */
+	};
+	return cr_make_param_array(struct quote_case, cases, sizeof cases / sizeof cases[0]);
+}
+
+ParameterizedTest(struct quote_case *qc, output, shell_quotes_byte_for_byte)
+{
+	char *q;
+	setenv("LC_ALL", "C.UTF-8", 1);
+	cr_assert(setlocale(LC_CTYPE, ""), "the C.UTF-8 locale");
+	text_init();
+	q = text_shell_quote(qc->in);
+	cr_assert(q, "text_shell_quote: out of memory");
+	cr_assert_str_eq(q, qc->quoted, "the shell word for %s", qc->quoted);
+	free(q);
 }
 
 struct duration_case {

@@ -16,7 +16,13 @@
  * chmod'ed (the chown/chmod it suggests are printed, never run), and
  * nothing is opened through SQLite or DuckDB, because opening the database
  * replays or checkpoints the very WAL the admin is asking about.  The only
- * thing it writes is the report, to `out`. */
+ * thing it writes is the report, to `out`.
+ *
+ * Nor does it ever write text that came from elsewhere as it is: the path
+ * and file names, process names from /proc, the broker's command names
+ * are shown by text.c's human rule, paths in the suggested commands are
+ * quoted by text_shell_quote() (which still names the same file), and a
+ * user or group name that is not plain is shown as its number. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -34,8 +40,13 @@
 #include "coord_proto.h"
 #include "doctor.h"
 #include "doctor_scan.h"
+#include "text.h"
 
 static const char *const side_suffix[NSIDES] = { "-wal", "-shm", "-journal", ".wal" };
+
+/* Room for a command name (the kernel's comm, or the broker's) escaped by
+ * the human rule. */
+#define COMM_SHOWN 160
 
 /* ---- wording ---- */
 
@@ -68,34 +79,24 @@ static void item(FILE *f, int *count, const char *fmt, ...)
 #define problem(d, ...) item((d)->problems, &(d)->nproblems, __VA_ARGS__)
 #define fix(d, ...) item((d)->fixes, &(d)->nfixes, __VA_ARGS__)
 
-/* Returns s in single quotes, safe to paste into a shell; NULL on ENOMEM. */
-static char *shell_quote(const char *s)
+/* 1 if name is a plain user or group name (letters, digits, '.', '_',
+ * '-', not first), which is shown and put in a chown command as it is. */
+static int plain_name(const char *name)
 {
-	size_t n = 3;
-	char *q, *w;
-	for (const char *p = s; *p; p++)
-		n += *p == '\'' ? 4 : 1;
-	q = w = malloc(n);
-	if (!q)
-		return NULL;
-	*w++ = '\'';
-	for (const char *p = s; *p; p++) {
-		if (*p == '\'') {
-			memcpy(w, "'\\''", 4);
-			w += 4;
-		} else {
-			*w++ = *p;
-		}
-	}
-	*w++ = '\'';
-	*w = 0;
-	return q;
+	if (!*name || *name == '-')
+		return 0;
+	for (const char *p = name; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      *p == '.' || *p == '_' || *p == '-'))
+			return 0;
+	return 1;
 }
 
-/* The name of a user or group, or its number when it has none. */
+/* The name of a user or group, or its number when it has none or one that
+ * is not plain (chown takes either, and nothing raw reaches the report). */
 static void name_or_number(const char *name, unsigned id, char *buf, size_t size)
 {
-	if (name)
+	if (name && plain_name(name))
 		snprintf(buf, size, "%s", name);
 	else
 		snprintf(buf, size, "%u", id);
@@ -133,8 +134,11 @@ static void report_file(struct doctor *d, const char *path)
 {
 	const char *kind;
 	fprintf(d->out, "\nDatabase file\n");
-	if (strcmp(path, d->canon))
-		fprintf(d->out, "  path      %s\n", d->canon);
+	if (strcmp(path, d->canon)) {
+		fputs("  path      ", d->out);
+		text_put(d->out, d->canon);
+		fputc('\n', d->out);
+	}
 	if (d->kind == COORD_KIND_SQLITE)
 		kind = d->wal_mode ? "SQLite, WAL mode" : "SQLite, rollback journal mode";
 	else if (d->kind == COORD_KIND_DUCKDB)
@@ -222,8 +226,12 @@ static void report_holders(struct doctor *d)
 		fprintf(d->out, "  none\n");
 	for (size_t i = 0; i < d->nholders; i++) {
 		const struct holder *h = &d->holders[i];
-		fprintf(d->out, "  pid %-7ld %-15s %s, fd %d%s%s\n", h->pid, h->comm, file_label(h->file),
-		        h->fd, h->deleted ? ", DELETED" : "", h->pid == self ? " (this process)" : "");
+		char comm[COMM_SHOWN];
+		text_human(comm, sizeof comm, h->comm, 0);
+		fprintf(d->out, "  pid %-7ld ", h->pid);
+		text_pad(d->out, comm, 15);
+		fprintf(d->out, " %s, fd %d%s%s\n", file_label(h->file), h->fd,
+		        h->deleted ? ", DELETED" : "", h->pid == self ? " (this process)" : "");
 	}
 	if (d->unseen)
 		fprintf(d->out, "  (%zu process(es) of other users could not be\n"
@@ -239,11 +247,14 @@ static void report_leases(struct doctor *d, const struct doctor_lease *leases, s
 		fprintf(d->out, "  broker not running\n");
 	else if (!nleases)
 		fprintf(d->out, "  none\n");
-	for (size_t i = 0; i < nleases; i++)
-		fprintf(d->out, "  %-5s  pid %-7ld %-15s token %llu\n",
-		        leases[i].mode ? leases[i].mode : "?", leases[i].pid,
-		        leases[i].command ? leases[i].command : "?",
-		        (unsigned long long)leases[i].token);
+	for (size_t i = 0; i < nleases; i++) {
+		char command[COMM_SHOWN];
+		text_human(command, sizeof command, leases[i].command ? leases[i].command : "?", 0);
+		fprintf(d->out, "  %-5s  pid %-7ld ", leases[i].mode ? leases[i].mode : "?",
+		        leases[i].pid);
+		text_pad(d->out, command, 15);
+		fprintf(d->out, " token %llu\n", (unsigned long long)leases[i].token);
+	}
 }
 
 static const char *deleted_consequence(int file)
@@ -273,11 +284,12 @@ static int check_deleted(struct doctor *d)
 {
 	for (size_t i = 0; i < d->nholders; i++) {
 		const struct holder *h = &d->holders[i];
-		char *save = NULL, *quoted;
+		char *save = NULL, *quoted, comm[COMM_SHOWN];
 		if (!h->deleted)
 			continue;
+		text_human(comm, sizeof comm, h->comm, 0);
 		problem(d, "deleted while open: pid %ld (%s) still uses a\ndeleted %s (fd %d).\n%s",
-		        h->pid, h->comm, h->file == FILE_DATABASE ? "database file" : side_suffix[h->file],
+		        h->pid, comm, h->file == FILE_DATABASE ? "database file" : side_suffix[h->file],
 		        h->fd, deleted_consequence(h->file));
 		if (h->file == SIDE_SHM || h->file == SIDE_JOURNAL) {
 			fix(d,
@@ -289,7 +301,7 @@ static int check_deleted(struct doctor *d)
 		if (asprintf(&save, "%s%s.pid%ld", d->canon,
 		             h->file == FILE_DATABASE ? "" : side_suffix[h->file], h->pid) < 0)
 			return -1;
-		quoted = shell_quote(save);
+		quoted = text_shell_quote(save);
 		free(save);
 		if (!quoted)
 			return -1;
@@ -439,17 +451,21 @@ static void check_permissions(struct doctor *d)
 
 /* SQLite creates -journal, -wal and -shm next to the database (DuckDB its
  * .wal), so a writer needs write access to the directory too. */
-static void check_directory(struct doctor *d)
+static int check_directory(struct doctor *d)
 {
+	char *shown;
 	if (d->kind == COORD_KIND_PLAIN || !d->writable ||
 	    faccessat(AT_FDCWD, d->dir, W_OK | X_OK, AT_EACCESS) == 0)
-		return;
+		return 0;
+	shown = text_human_dup(d->dir);
+	if (!shown)
+		return -1;
 	problem(d,
 	        "directory not writable by you (%s): %s\n"
 	        "%s creates its %s there, so\n"
 	        "writes fail with \"unable to open database file\" or\n"
 	        "\"attempt to write a readonly database\".",
-	        d->me, d->dir, d->kind == COORD_KIND_SQLITE ? "SQLite" : "DuckDB",
+	        d->me, shown, d->kind == COORD_KIND_SQLITE ? "SQLite" : "DuckDB",
 	        d->kind == COORD_KIND_SQLITE ? "-journal, -wal and -shm files" : ".wal file");
 	fix(d,
 	    "Let the users who write the database create files in its\n"
@@ -457,6 +473,8 @@ static void check_directory(struct doctor *d)
 	    "  chgrp %s %s\n"
 	    "  chmod g+rwx %s",
 	    d->group, d->group, d->quoted_dir, d->quoted_dir);
+	free(shown);
+	return 0;
 }
 
 static void cannot_inspect(FILE *out, const char *why, const char *advice)
@@ -469,7 +487,7 @@ static void cannot_inspect(FILE *out, const char *why, const char *advice)
 static int name_files(struct doctor *d)
 {
 	char *slash;
-	d->quoted = shell_quote(d->canon);
+	d->quoted = text_shell_quote(d->canon);
 	d->dir = strdup(d->canon);
 	if (!d->quoted || !d->dir)
 		return -1;
@@ -478,7 +496,7 @@ static int name_files(struct doctor *d)
 		slash[1] = 0; /* the database is in / */
 	else if (slash)
 		*slash = 0;
-	d->quoted_dir = shell_quote(d->dir);
+	d->quoted_dir = text_shell_quote(d->dir);
 	if (!d->quoted_dir)
 		return -1;
 	for (int i = 0; i < NSIDES; i++) {
@@ -487,7 +505,7 @@ static int name_files(struct doctor *d)
 			s->path = NULL;
 			return -1;
 		}
-		s->quoted = shell_quote(s->path);
+		s->quoted = text_shell_quote(s->path);
 		if (!s->quoted)
 			return -1;
 		s->present = stat(s->path, &s->st) == 0 && S_ISREG(s->st.st_mode);
@@ -507,7 +525,9 @@ int doctor_run(FILE *out, const char *path, const struct doctor_lease *leases, s
 	struct doctor d = { .out = out };
 	int status = 2, err;
 
-	fprintf(out, "coordctl doctor: %s\n", path);
+	fputs("coordctl doctor: ", out);
+	text_put(out, path);
+	fputc('\n', out);
 	if (stat(path, &d.st) < 0) {
 		cannot_inspect(out, strerror(errno),
 		               errno == ENOENT ? "Check the path the application opens."
@@ -555,7 +575,8 @@ int doctor_run(FILE *out, const char *path, const struct doctor_lease *leases, s
 	/* Owners, modes and the directory first: their fixes come before the
 	 * checkpoint that replays a leftover WAL, which needs them. */
 	check_permissions(&d);
-	check_directory(&d);
+	if (check_directory(&d) < 0)
+		goto out_of_memory;
 	check_leftovers(&d, nleases);
 
 	/* Closing the streams completes their texts. */

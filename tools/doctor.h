@@ -32,6 +32,12 @@ struct doctor_lease {
  * creates, locks and deletes nothing.  Processes with the file open are
  * found in /proc; those of other users are only visible to root.
  *
+ * Text that came from elsewhere (path and file names, process names from
+ * /proc, the leases' command names) is written by text.c's human rule,
+ * and paths in suggested commands quoted by text_shell_quote(), so the
+ * report holds no control character; call text_init() first for a UTF-8
+ * terminal to see non-ASCII names as they are.
+ *
  * The report ends with a line "verdict: healthy", "verdict: N problem(s)"
  * or "verdict: cannot inspect".  Stable phrases in it, for scripts and
  * tests: "leftover WAL", "hot journal", "owner differs", "mode differs",

@@ -3,22 +3,27 @@
  * Any of them may hold any byte but NUL: invalid UTF-8, ESC sequences,
  * CR, BEL, newlines, C1 controls.  Nothing here ever writes one of those
  * bytes as it is.  Two rules, both in docs/design.md ("Output that cannot
- * break") and in coordctl --help:
+ * break"), in coordctl --help and in coordctl(1) ("JSON OUTPUT"):
  *
- * JSON.  Output is always valid UTF-8 and valid JSON (RFC 8259).  In a
- * string, '"' and '\' are escaped, \b \f \n \r \t take their short forms,
- * every other control character (U+0000-U+001F, U+007F and the C1 controls
- * U+0080-U+009F) and U+2028/U+2029 are written \u00XX (\u2028, \u2029),
- * so no control byte ever reaches a terminal that shows the JSON.  A byte
- * that is not part of a valid UTF-8 sequence (RFC 3629: no overlong form,
- * no surrogate, nothing above U+10FFFF) is written as U+FFFD, one per
- * byte, and the field gets a sibling KEY_hex holding the exact bytes of
- * the value in lower-case hex, so a script can still tell two names apart
- * and reach the file ("resource_hex", "label_hex", ...).  U+FFFD rather
- * than the byte's Latin-1 character (\u00ff for 0xff): that character is a
+ * JSON, for every --json of coordctl (list, show, status, watch), from
+ * this file alone.  Output is always valid UTF-8 and valid JSON (RFC
+ * 8259).  In a string, '"' and '\' are escaped, \b \f \n \r \t take their
+ * short forms, every other control character (U+0000-U+001F, U+007F and
+ * the C1 controls U+0080-U+009F) and U+2028/U+2029 are written \u00XX
+ * (\u2028, \u2029), so no control byte ever reaches a terminal that shows
+ * the JSON.  A byte that is not part of a valid UTF-8 sequence (RFC 3629,
+ * as coord_proto_utf8_seq() checks it) is written as U+FFFD, one per byte,
+ * and the field gets a sibling KEY_hex holding the exact bytes of the
+ * value in lower-case hex, so a script can still tell two names apart and
+ * reach the file ("resource_hex", "label_hex", ...).  U+FFFD rather than
+ * the byte's Latin-1 character (\u00ff for 0xff): that character is a
  * valid, different name ("ÿ") that a script would take at its word and
  * could match against another resource; U+FFFD says "not decodable", as
- * Python's errors="replace", jq and browsers do.
+ * Python's errors="replace", jq and browsers do.  U+FFFD rather than the
+ * lone surrogate \udcXX of Python's "surrogateescape": that is not a
+ * Unicode character, so strict parsers refuse it (Rust's serde_json) and
+ * others turn it into U+FFFD anyway (jq, Go), while U+FFFD reads the same
+ * in every parser.
  *
  * Human.  What is not printable is shown as a visible escape: \n \r \t,
  * \\ for a backslash (so that the escapes cannot be forged), \xHH for any
@@ -33,10 +38,12 @@
 #include <langinfo.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <wchar.h>
 #include <wctype.h>
 
+#include "coord_proto.h"
 #include "text.h"
 
 static int utf8_terminal; /* the locale's LC_CTYPE is UTF-8 */
@@ -47,31 +54,20 @@ void text_init(void)
 	utf8_terminal = cs && (!strcmp(cs, "UTF-8") || !strcmp(cs, "utf8"));
 }
 
-/* The length (1 to 4) of the valid UTF-8 sequence at p, with *cp its code
- * point; 0 if the byte at p does not start one. */
-static int decode(const unsigned char *p, uint32_t *cp)
+/* The length (1 to 4) of the valid UTF-8 sequence at p, which has left
+ * (> 0) bytes before its NUL, with *cp its code point; 0 if the byte at
+ * p does not start one.  Validity is coord_proto_utf8_seq()'s, the one
+ * check the broker's metrics and `coordctl watch` use too. */
+static size_t decode(const unsigned char *p, size_t left, uint32_t *cp)
 {
-	uint32_t c = p[0], min;
-	int n;
-	if (c < 0x80) {
-		*cp = c;
-		return 1;
-	}
-	if (c >= 0xc2 && c <= 0xdf)
-		n = 2, c &= 0x1f, min = 0x80;
-	else if (c >= 0xe0 && c <= 0xef)
-		n = 3, c &= 0x0f, min = 0x800;
-	else if (c >= 0xf0 && c <= 0xf4)
-		n = 4, c &= 0x07, min = 0x10000;
-	else
+	static const unsigned char lead_bits[5] = { 0, 0x7f, 0x1f, 0x0f, 0x07 };
+	size_t n = coord_proto_utf8_seq(p, left);
+	uint32_t c;
+	if (!n)
 		return 0;
-	for (int i = 1; i < n; i++) {
-		if ((p[i] & 0xc0) != 0x80) /* also stops at the NUL */
-			return 0;
+	c = p[0] & lead_bits[n];
+	for (size_t i = 1; i < n; i++)
 		c = c << 6 | (p[i] & 0x3f);
-	}
-	if (c < min || c > 0x10ffff || (c >= 0xd800 && c <= 0xdfff))
-		return 0;
 	*cp = c;
 	return n;
 }
@@ -79,12 +75,13 @@ static int decode(const unsigned char *p, uint32_t *cp)
 int text_valid_utf8(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s), n;
 	uint32_t cp;
-	int n;
-	while (*p) {
-		if (!(n = decode(p, &cp)))
+	while (left) {
+		if (!(n = decode(p, left, &cp)))
 			return 0;
 		p += n;
+		left -= n;
 	}
 	return 1;
 }
@@ -94,15 +91,17 @@ int text_valid_utf8(const char *s)
 int text_json_string(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s);
 	int invalid = 0;
 	uint32_t cp;
 	fputc('"', f);
-	while (*p) {
-		int n = decode(p, &cp);
+	while (left) {
+		size_t n = decode(p, left, &cp);
 		if (!n) {
 			fputs("\\ufffd", f);
 			invalid = 1;
 			p++;
+			left--;
 			continue;
 		}
 		switch (cp) {
@@ -117,9 +116,10 @@ int text_json_string(FILE *f, const char *s)
 			if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
 				fprintf(f, "\\u%04x", (unsigned)cp);
 			else
-				fwrite(p, 1, (size_t)n, f);
+				fwrite(p, 1, n, f);
 		}
 		p += n;
+		left -= n;
 	}
 	fputc('"', f);
 	return invalid;
@@ -160,12 +160,13 @@ static int invisible(uint32_t cp)
 	       (cp >= 0xe0000 && cp <= 0xe007f);
 }
 
-/* The escape of the character (or invalid byte) at p into esc, or its
- * bytes when it needs none; *len its length in s, *cols its columns. */
-static void human_piece(const unsigned char *p, char esc[16], int *len, int *cols)
+/* The escape of the character (or invalid byte) at p (left > 0 bytes
+ * before the NUL) into esc, or its bytes when it needs none; *len its
+ * length in s, *cols its columns. */
+static void human_piece(const unsigned char *p, size_t left, char esc[16], size_t *len, int *cols)
 {
-	uint32_t cp;
-	int n = decode(p, &cp);
+	uint32_t cp = 0;
+	size_t n = decode(p, left, &cp);
 	*len = n ? n : 1;
 	if (!n) {
 		snprintf(esc, 16, "\\x%02x", *p);
@@ -182,7 +183,7 @@ static void human_piece(const unsigned char *p, char esc[16], int *len, int *col
 		int w = utf8_terminal && !invisible(cp) && iswprint((wint_t)cp) ? wcwidth((wchar_t)cp)
 		                                                                  : -1;
 		if (w > 0) {
-			memcpy(esc, p, (size_t)n);
+			memcpy(esc, p, n);
 			esc[n] = 0;
 			*cols = w;
 			return;
@@ -192,20 +193,27 @@ static void human_piece(const unsigned char *p, char esc[16], int *len, int *col
 	*cols = (int)strlen(esc);
 }
 
+size_t text_human_char(const char *s, size_t left, char esc[16], int *cols)
+{
+	size_t len;
+	human_piece((const unsigned char *)s, left, esc, &len, cols);
+	return len;
+}
+
 /* Escapes s into buf while it fits in size bytes and limit columns.
  * Returns the columns written; *done is 1 if all of s went in. */
 static int human_into(char *buf, size_t size, const char *s, int limit, int *done)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	size_t used = 0;
+	size_t used = 0, left = strlen(s);
 	int cols = 0;
 	*done = 0;
 	buf[0] = 0;
-	while (*p) {
+	while (left) {
 		char esc[16];
-		int len, w;
-		size_t elen;
-		human_piece(p, esc, &len, &w);
+		size_t elen, len;
+		int w;
+		human_piece(p, left, esc, &len, &w);
 		elen = strlen(esc);
 		if (used + elen + 1 > size || (limit > 0 && cols + w > limit))
 			return cols;
@@ -213,6 +221,7 @@ static int human_into(char *buf, size_t size, const char *s, int limit, int *don
 		used += elen;
 		cols += w;
 		p += len;
+		left -= len;
 	}
 	*done = 1;
 	return cols;
@@ -237,30 +246,100 @@ int text_human(char *buf, size_t size, const char *s, int max_cols)
 void text_put(FILE *f, const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	while (*p) {
+	size_t left = strlen(s), len;
+	while (left) {
 		char esc[16];
-		int len, w;
-		human_piece(p, esc, &len, &w);
+		int w;
+		human_piece(p, left, esc, &len, &w);
 		fputs(esc, f);
 		p += len;
+		left -= len;
 	}
+}
+
+char *text_human_dup(const char *s)
+{
+	size_t size = strlen(s) * 4 + 1; /* \xHH, the longest escape per byte */
+	char *buf = malloc(size);
+	if (buf)
+		text_human(buf, size, s, 0);
+	return buf;
+}
+
+char *text_shell_quote(const char *s)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t left = strlen(s), len;
+	int ansi = 0;
+	char *q, *w;
+	/* $'...' only when the human rule would escape something but a
+	 * backslash (which is plain inside '...'). */
+	for (size_t at = 0; at < left && !ansi; at += len) {
+		char esc[16];
+		int cols;
+		human_piece(p + at, left - at, esc, &len, &cols);
+		ansi = p[at] != '\\' && (strlen(esc) != len || memcmp(esc, p + at, len));
+	}
+	q = w = malloc(left * 4 + 4); /* \xHH per byte, $' and ' and the NUL */
+	if (!q)
+		return NULL;
+	if (!ansi) {
+		*w++ = '\'';
+		for (; *p; p++) {
+			if (*p == '\'') {
+				memcpy(w, "'\\''", 4);
+				w += 4;
+			} else {
+				*w++ = (char)*p;
+			}
+		}
+		*w++ = '\'';
+		*w = 0;
+		return q;
+	}
+	*w++ = '$';
+	*w++ = '\'';
+	while (left) {
+		char esc[16];
+		int cols;
+		human_piece(p, left, esc, &len, &cols);
+		if (*p == '\'' || *p == '\\') {
+			*w++ = '\\';
+			*w++ = (char)*p;
+		} else if (strlen(esc) != len || memcmp(esc, p, len)) {
+			for (size_t i = 0; i < len; i++)
+				w += sprintf(w, "\\x%02x", p[i]);
+		} else {
+			memcpy(w, p, len);
+			w += len;
+		}
+		p += len;
+		left -= len;
+	}
+	*w++ = '\'';
+	*w = 0;
+	return q;
 }
 
 int text_columns(const char *safe)
 {
 	const unsigned char *p = (const unsigned char *)safe;
+	size_t left = strlen(safe);
 	int cols = 0;
-	while (*p) {
+	while (left) {
 		uint32_t cp;
-		int n = decode(p, &cp), w;
+		size_t n = decode(p, left, &cp);
+		int w;
 		if (!n) { /* not made by text_human(); count it as one */
 			cols++;
 			p++;
+			left--;
 			continue;
 		}
 		w = cp < 0x80 ? 1 : wcwidth((wchar_t)cp);
 		cols += w > 0 ? w : 0;
 		p += n;
+		left -= n;
 	}
 	return cols;
 }

@@ -35,8 +35,27 @@ void text_json_hex(FILE *f, const char *s);
  * columns the text takes on a terminal. */
 int text_human(char *buf, size_t size, const char *s, int max_cols);
 
+/* The human rule for the one character (or invalid byte) at s, which has
+ * left > 0 bytes before its NUL: its escape, or its own bytes when it
+ * needs none, into esc (terminated); *cols the columns that takes.
+ * Returns the bytes of s it stands for (1 to 4), for writers that lay out
+ * text themselves (the screen of `coordctl watch`). */
+size_t text_human_char(const char *s, size_t left, char esc[16], int *cols);
+
 /* Writes s escaped by the human rule to f. */
 void text_put(FILE *f, const char *s);
+
+/* s escaped by the human rule in a new string (free() it); NULL when out
+ * of memory. */
+char *text_human_dup(const char *s);
+
+/* s quoted for a shell, in a new string (free() it; NULL when out of
+ * memory), for commands printed to be pasted: 'S' (a ' written '\'')
+ * when the human rule shows every character of s as it is, else bash's
+ * $'S' (also zsh, ksh and POSIX.1-2024 sh), with \' and \\ and each byte
+ * of what the human rule would escape as \xHH.  Either way it names the
+ * same bytes and writes no control character. */
+char *text_shell_quote(const char *s);
 
 /* Columns that text already made safe (by text_human()) takes. */
 int text_columns(const char *safe);

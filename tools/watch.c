@@ -14,11 +14,11 @@
  *
  * `watch --json` prints each event as one JSON object per line, flushed
  * at once.  Text that came from clients (names, labels, commands) is
- * never written raw: on the screen every control character and every
- * byte that is not valid UTF-8 is shown as \xHH; in JSON control
- * characters are \u00XX escapes and a byte that is not valid UTF-8 is
- * the lone surrogate \uDCXX (Python's "surrogateescape", PEP 383, so
- * `s.encode("utf-8", "surrogateescape")` gives back the exact bytes). */
+ * never written raw: on the screen and in JSON it follows the rules of
+ * every other output of coordctl, text.c's (on the screen \x1b, \n, \\,
+ * \xHH for a byte that is not UTF-8, \uXXXX for C1 and bidirectional
+ * controls; in JSON U+FFFD per invalid byte and the exact bytes in a
+ * sibling KEY_hex). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -35,12 +35,9 @@
 #include <termios.h>
 #include <time.h>
 #include <unistd.h>
-#include <wchar.h>
-#include <langinfo.h>
-#include <locale.h>
 
 #include "coord.h"
-#include "coord_proto.h"
+#include "text.h"
 #include "watch.h"
 
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69 };
@@ -52,37 +49,6 @@ static void usage(FILE *f)
 	           "--json: one JSON object per event and line instead (see coordctl(1)).\n");
 }
 
-/* ---- text that came from clients ---- */
-
-/* 1 if the sequence at s of k bytes is a C0 or C1 control character. */
-static int is_control(const unsigned char *s, size_t k)
-{
-	return (k == 1 && (s[0] < 0x20 || s[0] == 0x7f)) || (k == 2 && s[0] == 0xc2 && s[1] < 0xa0);
-}
-
-static void json_string(FILE *f, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	size_t n = strlen(str);
-	putc('"', f);
-	while (n) {
-		size_t k = coord_proto_utf8_seq(s, n);
-		if (k == 0) {
-			fprintf(f, "\\udc%02x", s[0]);
-			k = 1;
-		} else if (k == 1 && (*s == '"' || *s == '\\')) {
-			fprintf(f, "\\%c", *s);
-		} else if (is_control(s, k)) {
-			fprintf(f, "\\u%04x", k == 1 ? s[0] : s[1]);
-		} else {
-			fwrite(s, 1, k, f);
-		}
-		s += k;
-		n -= k;
-	}
-	putc('"', f);
-}
-
 /* The screen being drawn: bytes for one write(), and the columns left on
  * the current line, so no line is longer than the terminal is wide. */
 struct out {
@@ -90,11 +56,6 @@ struct out {
 	size_t size, len;
 	int cols, room;
 };
-
-/* 1 if the terminal's character set is UTF-8; else every byte above
- * 0x7f is shown escaped too (an 8-bit terminal could take one for a C1
- * control). */
-static int utf8_terminal;
 
 /* Escape sequences: no columns. */
 static void out_raw(struct out *o, const char *s)
@@ -106,46 +67,27 @@ static void out_raw(struct out *o, const char *s)
 	}
 }
 
-/* str made safe for a terminal, in at most `max` columns of what is left
- * on the line, padded with spaces to `pad`: a control character or a byte
- * that is not valid UTF-8 is shown as \xHH. */
+/* str made safe for a terminal by text.c's human rule (as in every table
+ * of coordctl), in at most `max` columns of what is left on the line,
+ * padded with spaces to `pad`. */
 static void out_text(struct out *o, const char *str, int max, int pad)
 {
-	const unsigned char *s = (const unsigned char *)str;
 	size_t n = strlen(str);
 	int used = 0;
 	if (max > o->room)
 		max = o->room;
 	if (pad > max)
 		pad = max;
-	while (n && o->len + 8 < o->size) {
-		size_t k = coord_proto_utf8_seq(s, n);
-		int w = 1;
-		if (k > 1) {
-			wchar_t wc;
-			if (mbtowc(&wc, (const char *)s, k) == (int)k)
-				w = wcwidth(wc);
-			if (w < 0)
-				w = 1;
-		}
-		if (k == 0 || is_control(s, k) || (k > 1 && !utf8_terminal)) {
-			size_t bytes = k ? k : 1;
-			if (used + 4 * (int)bytes > max)
-				break;
-			for (size_t i = 0; i < bytes; i++)
-				o->len += (size_t)snprintf(o->buf + o->len, o->size - o->len, "\\x%02x",
-				                           s[i]);
-			used += 4 * (int)bytes;
-			s += bytes;
-			n -= bytes;
-			continue;
-		}
-		if (used + w > max)
+	while (n) {
+		char esc[16];
+		int w;
+		size_t k = text_human_char(str, n, esc, &w), elen = strlen(esc);
+		if (used + w > max || o->len + elen >= o->size)
 			break;
-		memcpy(o->buf + o->len, s, k);
-		o->len += k;
+		memcpy(o->buf + o->len, esc, elen);
+		o->len += elen;
 		used += w;
-		s += k;
+		str += k;
 		n -= k;
 	}
 	while (used < pad && o->len + 1 < o->size) {
@@ -170,13 +112,12 @@ static const char *mode_name(int mode)
 
 /* ---- --json ---- */
 
+/* ,"key":"V" by text.c's JSON rule (with "key_hex" when v is not UTF-8);
+ * null for a NULL or empty v. */
 static void json_nullable_str(FILE *f, const char *key, const char *v)
 {
-	fprintf(f, ",\"%s\":", key);
-	if (v && *v)
-		json_string(f, v);
-	else
-		fputs("null", f);
+	putc(',', f);
+	text_json_field(f, key, v && *v ? v : NULL);
 }
 
 static void json_event(FILE *f, const coord_event_t *e)
@@ -607,8 +548,6 @@ static int watch_screen(coord_t *c, coord_feed_t *f, const char *dir)
 		                "in scripts\n");
 		return EX_USAGE;
 	}
-	setlocale(LC_CTYPE, ""); /* for the widths of characters */
-	utf8_terminal = !strcmp(nl_langinfo(CODESET), "UTF-8");
 	sigemptyset(&mask);
 	sigaddset(&mask, SIGWINCH);
 	sigaddset(&mask, SIGINT);
@@ -714,8 +653,9 @@ int cmd_watch(int argc, char **argv, const char *dir)
 	}
 	rc = coord_feed_open(c, &f);
 	if (rc < 0) {
-		fprintf(stderr, "coordctl: watch: event feed %s/coordd.events: %s\n", coord_dir(c),
-		        coord_strerror(rc));
+		fputs("coordctl: watch: event feed ", stderr);
+		text_put(stderr, coord_dir(c));
+		fprintf(stderr, "/coordd.events: %s\n", coord_strerror(rc));
 		if (rc == COORD_ENOENT || rc == COORD_EPROTO)
 			fprintf(stderr, "coordctl: hint: the broker is older than coordctl; restart "
 			                "coordd\n");
