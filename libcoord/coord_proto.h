@@ -573,7 +573,7 @@ static inline int coord_proto_fs_local(unsigned long f_type)
 
 /* The length of the valid UTF-8 sequence at s (n > 0 bytes left: no
  * overlong form, no surrogate, nothing above U+10FFFF), or 0.  The
- * broker's metrics and `coordctl watch` escape by it. */
+ * broker's metrics and coordctl's output (tools/text.c) escape by it. */
 static inline size_t coord_proto_utf8_seq(const unsigned char *s, size_t n)
 {
 	size_t len;
