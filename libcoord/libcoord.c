@@ -995,12 +995,41 @@ static void coord__atfork_parent(void)
 	pthread_mutex_unlock(&coord__conns_lock);
 }
 
+/* Makes a cache page the child's own: the same bytes, in private memory
+ * at the same address.  The page is a shared mapping of the parent's
+ * memfd, and the broker reads the parent's reads in it: whatever the
+ * child's copy of the library then writes there (its coord_disconnect()
+ * ends what it inherited) must not reach the parent's entries, or the
+ * broker would see the parent's grant unbound or its read ended.  If the
+ * kernel refuses the mapping the page stays shared, and only the pid
+ * checks (coord__detach_locked()) keep the child off it.  The private
+ * memory is a MAP_PRIVATE mapping of /dev/zero, POSIX's anonymous memory
+ * (MAP_ANONYMOUS is not in POSIX.1-2008, which this file is built to). */
+static void coord__page_privatize(void *page, int zero_fd)
+{
+	unsigned char copy[COORD_CACHE_PAGE_SIZE];
+	if (zero_fd < 0)
+		return;
+	memcpy(copy, page, sizeof copy);
+	if (mmap(page, sizeof copy, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, zero_fd, 0) !=
+	    MAP_FAILED)
+		memcpy(page, copy, sizeof copy);
+}
+
 /* The child closes its copies of every socket and recall descriptor
  * (closing, not removing from the epoll set, which is the parent's too),
- * then unlocks what coord__atfork_prepare() took, as the parent does. */
+ * makes its copies of the cache pages private, then unlocks what
+ * coord__atfork_prepare() took, as the parent does. */
 static void coord__atfork_child(void)
 {
+	int zero_fd = -1;
 	for (coord_t *c = coord__conns; c; c = c->next_conn) {
+		if ((c->cache || c->old_pages) && zero_fd < 0)
+			zero_fd = open("/dev/zero", O_RDWR | O_CLOEXEC);
+		if (c->cache)
+			coord__page_privatize(c->cache, zero_fd);
+		for (struct coord__old_page *o = c->old_pages; o; o = o->next)
+			coord__page_privatize(o->page, zero_fd);
 		if (c->fd >= 0) {
 			close(c->fd);
 			c->fd = -1;
@@ -1013,6 +1042,8 @@ static void coord__atfork_child(void)
 			close(c->wait_ep);
 		c->recall_fd = c->recall_ep = c->wait_ep = -1;
 	}
+	if (zero_fd >= 0)
+		close(zero_fd);
 	coord__spares_close_in_child();
 	atomic_fetch_add_explicit(&coord__fork_epoch, 1, memory_order_relaxed);
 	coord__atfork_parent();
@@ -2206,15 +2237,24 @@ static int coord__cache_exit_locked(coord_resource_t *r)
 	return k->closing || !coord__cache_usable(k);
 }
 
-/* Frees r's entry and forgets the grant (coord__table_lock held). */
-static void coord__cache_unbind_locked(coord_t *c, coord_resource_t *r)
+/* Forgets r's grant (coord__table_lock held), and frees its entry in the
+ * page if `write_page`: never in a forked child, whose page is its
+ * parent's (coord__page_privatize()). */
+static void coord__cache_forget_locked(coord_t *c, coord_resource_t *r, int write_page)
 {
 	struct coord__cached *k = &r->cache;
-	atomic_store_explicit(&k->e->lease, 0, memory_order_release);
+	if (write_page)
+		atomic_store_explicit(&k->e->lease, 0, memory_order_release);
 	if (c && k->page == c->cache)
 		c->cache_used[k->entry] = 0;
 	k->lease = 0;
 	k->e = k->page = NULL;
+}
+
+/* Frees r's entry and forgets the grant (coord__table_lock held). */
+static void coord__cache_unbind_locked(coord_t *c, coord_resource_t *r)
+{
+	coord__cache_forget_locked(c, r, 1);
 }
 
 static int coord__send_fd(coord_t *c, const void *msg, size_t len, int fd)
@@ -2677,6 +2717,7 @@ fail:
 static void coord__detach_locked(coord_t *c)
 {
 	coord_resource_t *r, *next;
+	int mine = c->pid == getpid(); /* a child never writes the parent's page */
 	while (c->leases) {
 		struct coord__lease *rec = c->leases;
 		r = rec->cached_r;
@@ -2684,18 +2725,20 @@ static void coord__detach_locked(coord_t *c)
 		if (r) {
 			/* A read under a cached grant, ended here: its release
 			 * finds a stale handle. */
-			coord__cache_exit_locked(r);
+			if (mine)
+				coord__cache_exit_locked(r);
+			r->cache.busy = 0;
 			c->refs--; /* the caller still holds one */
 			if (r->cache.lease)
-				coord__cache_unbind_locked(c, r);
+				coord__cache_forget_locked(c, r, mine);
 			if (r->cache.closing)
 				free(r);
 		}
 	}
 	for (r = c->resources; r; r = next) {
 		next = r->next;
-		if (r->cache.lease)
-			coord__cache_unbind_locked(c, r); /* coord__cache_end() could not */
+		if (r->cache.lease) /* coord__cache_end() could not */
+			coord__cache_forget_locked(c, r, mine);
 		r->conn = NULL;
 		r->next = r->prev = NULL;
 	}

@@ -222,6 +222,113 @@ Test(cache, a_writer_takes_an_idle_grant_back_at_once_even_from_a_stopped_proces
 	          WEXITSTATUS(st));
 }
 
+/* A forked child that closes what it inherited (coord_disconnect(), as
+ * the header tells it to) writes nothing its parent's grant depends on:
+ * the page is shared memory, and an entry cleared by the child looked, to
+ * the broker, like a grant bound elsewhere, never idle, so a writer
+ * waited for ever for the parent's idle grant. */
+Test(cache, a_forked_child_closing_its_copies_leaves_the_parents_grant_alone)
+{
+	const char *path = make_file("fork.db");
+	struct shared *s = shared_new();
+	coord_t *c;
+	coord_lease_t *w;
+	pid_t pid = fork();
+	int st;
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		coord_t *cc;
+		coord_resource_t *r;
+		uint64_t id;
+		pid_t kid;
+		child_cache(path, &cc, &r, &id);
+		kid = fork();
+		if (kid < 0)
+			_exit(20);
+		if (kid == 0) {
+			coord_disconnect(cc); /* the handle is left to it */
+			_exit(0);
+		}
+		if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(21);
+		s->step = 1;
+		while (s->go < 1)
+			usleep(1000);
+		coord_resource_close(r);
+		coord_disconnect(cc);
+		_exit(0);
+	}
+	cr_assert(harness_wait_at_least(&s->step, 1, 5000), "the reader has its cached grant");
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, "w", &w), 0,
+	             "the parent's idle cached grant must be taken back for a writer after its "
+	             "child closed its inherited copies");
+	cr_assert_eq(coord_release(w), 0);
+	coord_disconnect(c);
+	s->go = 1;
+	st = wait_pid_status(pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the reader ran to its end (exit %d)",
+	          WEXITSTATUS(st));
+}
+
+/* The same with a read under the grant when the process forks: the
+ * child's coord_disconnect() must not end the parent's read in the page
+ * (inside 1 -> 0), or the broker would take the grant back, unlocking its
+ * kernel lock, and grant a writer while the parent still reads. */
+Test(cache, a_forked_child_closing_its_copies_does_not_end_the_parents_read)
+{
+	const char *path = make_file("fork-inside.db");
+	struct shared *s = shared_new();
+	coord_t *c;
+	coord_lease_t *w;
+	pid_t pid = fork();
+	int st, rc;
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		coord_t *cc;
+		coord_resource_t *r;
+		coord_lease_t *l;
+		uint64_t id;
+		pid_t kid;
+		child_cache(path, &cc, &r, &id);
+		if (coord_resource_acquire(r, COORD_READ, 5000, NULL, &l) != 0 || coord_lease_id(l) != id)
+			_exit(20); /* a read under the cached grant */
+		kid = fork();
+		if (kid < 0)
+			_exit(21);
+		if (kid == 0) {
+			coord_disconnect(cc);
+			_exit(0);
+		}
+		if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+			_exit(22);
+		s->step = 1;
+		while (s->go < 1)
+			usleep(1000);
+		s->readers_in = 0; /* the read ends */
+		if (coord_release(l) != 0)
+			_exit(23);
+		coord_disconnect(cc);
+		_exit(0);
+	}
+	cr_assert(harness_wait_at_least(&s->step, 1, 5000), "the reader reads under its grant");
+	s->readers_in = 1;
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	rc = coord_acquire(c, path, COORD_WRITE, 1500, "w", &w);
+	cr_assert_eq(rc, COORD_ETIMEDOUT,
+	             "a writer must not be granted while the parent reads under its cached grant, "
+	             "whatever its forked child closed (got %s)", coord_errname(rc));
+	s->go = 1;
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, "w", &w), 0,
+	             "the writer gets the lease once the read ends");
+	cr_assert_eq(s->readers_in, 0, "no writer while the read was under way");
+	cr_assert_eq(coord_release(w), 0);
+	coord_disconnect(c);
+	st = wait_pid_status(pid);
+	cr_assert(WIFEXITED(st) && WEXITSTATUS(st) == 0, "the reader ran to its end (exit %d)",
+	          WEXITSTATUS(st));
+}
+
 Test(cache, a_writer_waits_for_a_read_under_the_grant_and_a_waiting_writer_stops_new_ones)
 {
 	const char *path = make_file("d.db");
