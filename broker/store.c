@@ -506,6 +506,71 @@ static size_t resource_encode(const struct store_resource *r, char *buf)
 	return sizeof h + cl + ml;
 }
 
+/* ---- the record in memory ---- */
+
+int store_resource_mem_set(struct store_resource_mem *m, const struct store_resource *r)
+{
+	size_t cl = strnlen(r->command, sizeof r->command);
+	size_t ml = strnlen(r->message, sizeof r->message);
+	char *strings = NULL;
+	int rc = 0;
+	if (cl >= sizeof r->command || ml >= sizeof r->message)
+		return COORD_EINVAL;
+	if (cl || ml) {
+		strings = malloc(cl + 1 + ml + 1);
+		if (strings) {
+			memcpy(strings, r->command, cl + 1);
+			memcpy(strings + cl + 1, r->message, ml + 1);
+		}
+	}
+	if (strings || (!cl && !ml)) {
+		free(m->strings);
+	} else {
+		rc = COORD_ENOMEM; /* m keeps the strings it had */
+		strings = m->strings;
+	}
+	*m = (struct store_resource_mem){
+		.version = r->version, .policy = r->policy, .sqlite_mode = r->sqlite_mode,
+		.timeout_ms = r->timeout_ms, .token_ceiling = r->token_ceiling,
+		.checkpoints = r->checkpoints, .last_at_ms = r->last_at_ms,
+		.last_duration_us = r->last_duration_us, .wal_before = r->wal_before,
+		.wal_after = r->wal_after, .last_result = r->last_result,
+		.max_hold_ms = r->max_hold_ms, .recall_grace_ms = r->recall_grace_ms,
+		.strings = strings,
+	};
+	return rc;
+}
+
+const char *store_resource_mem_command(const struct store_resource_mem *m)
+{
+	return m->strings ? m->strings : "";
+}
+
+const char *store_resource_mem_message(const struct store_resource_mem *m)
+{
+	return m->strings ? m->strings + strlen(m->strings) + 1 : "";
+}
+
+void store_resource_mem_get(const struct store_resource_mem *m, struct store_resource *r)
+{
+	*r = (struct store_resource){
+		.version = m->version, .policy = m->policy, .sqlite_mode = m->sqlite_mode,
+		.timeout_ms = m->timeout_ms, .token_ceiling = m->token_ceiling,
+		.checkpoints = m->checkpoints, .last_at_ms = m->last_at_ms,
+		.last_duration_us = m->last_duration_us, .last_result = m->last_result,
+		.wal_before = m->wal_before, .wal_after = m->wal_after,
+		.max_hold_ms = m->max_hold_ms, .recall_grace_ms = m->recall_grace_ms,
+	};
+	snprintf(r->command, sizeof r->command, "%s", store_resource_mem_command(m));
+	snprintf(r->message, sizeof r->message, "%s", store_resource_mem_message(m));
+}
+
+void store_resource_mem_free(struct store_resource_mem *m)
+{
+	free(m->strings);
+	m->strings = NULL;
+}
+
 int store_resource_load(struct store *s, const char *name, struct store_resource *out)
 {
 	MDB_txn *txn;
