@@ -66,7 +66,8 @@ const char *store_resource_mem_message(const struct store_resource_mem *m);
 /* Frees m's strings (m is empty then). */
 void store_resource_mem_free(struct store_resource_mem *m);
 
-/* A lease record of leases.mdb, as recorded (for adoption and tools). */
+/* A lease record of leases.mdb, decoded (for adoption); on disk it is
+ * only as long as its name and label are (store.c). */
 struct store_lease {
 	uint64_t id;
 	uint64_t token;
