@@ -11,7 +11,9 @@ peak) from /proc.  Then it lets the clients go and stops the broker.  It
 measures, it asserts nothing (issue target: 1,000 clients holding 10,000
 leases in at most 32 MiB).  The coord package is taken from the source
 tree (bindings/python) and libcoord from build/ unless COORD_LIBRARY says
-otherwise; coordd from build/ unless --coordd.
+otherwise; coordd from build/ unless --coordd.  --maps also prints the
+resident memory of each mapping (the heap, leases.mdb, the event feed,
+the region, libraries), to see where it goes.
 """
 
 import argparse
@@ -112,7 +114,7 @@ def main():
               f"broker VmRSS {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f} MiB; "
               f"idle before the clients {idle / 1024:.1f} MiB)")
         print("broker-rss: of which " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in parts.items())
-              + " (RssFile: the pages of the LMDB files and the region it has touched)")
+              + " (RssFile: the pages of the LMDB files, the region and the event feed it has touched)")
         if args.maps:
             for kb, anon, name in smaps(broker.pid):
                 if kb >= 64:
