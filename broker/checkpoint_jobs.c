@@ -188,7 +188,7 @@ static int start_job(struct ckpt_jobs *j, struct lt_resource *res, void *request
 		.kind = kind,
 		.policy = policy,
 		.sqlite_mode = mode,
-		.command = x->rec.command,
+		.command = store_resource_mem_command(&x->rec),
 		.duckdb_lib = j->duckdb_lib,
 	};
 	int pipefd[2] = { -1, -1 };
@@ -310,6 +310,7 @@ static void finish_job(struct ckpt_job *job)
 	struct resource_ext *x = res->ext;
 	struct log *log = j->log;
 	struct ckpt_result r;
+	struct store_resource rec;
 
 	collect_result(job, &r);
 	if (job->kind == COORD_KIND_DUCKDB && r.status == COORD_ENOTSUP &&
@@ -324,25 +325,28 @@ static void finish_job(struct ckpt_job *job)
 		j->duckdb_ok = 0;
 		snprintf(j->duckdb_why, sizeof j->duckdb_why, "%s", r.message);
 	}
-	x->rec.checkpoints++;
-	x->rec.last_at_ms = (uint64_t)wall_ms();
-	x->rec.last_duration_us = (uint64_t)(now_us() - job->started_us);
-	x->rec.last_result = r.status;
-	x->rec.wal_before = r.wal_before;
-	x->rec.wal_after = r.wal_after;
-	snprintf(x->rec.message, sizeof x->rec.message, "%s", r.message);
-	if (res->token > x->rec.token_ceiling)
-		x->rec.token_ceiling = res->token; /* its last write token, lazily */
-	x->rec.version = STORE_RESOURCE_VERSION;
-	store_resource_save(j->store, res->name, &x->rec);
+	store_resource_mem_get(&x->rec, &rec);
+	rec.checkpoints++;
+	rec.last_at_ms = (uint64_t)wall_ms();
+	rec.last_duration_us = (uint64_t)(now_us() - job->started_us);
+	rec.last_result = r.status;
+	rec.wal_before = r.wal_before;
+	rec.wal_after = r.wal_after;
+	snprintf(rec.message, sizeof rec.message, "%s", r.message);
+	if (res->token > rec.token_ceiling)
+		rec.token_ceiling = res->token; /* its last write token, lazily */
+	rec.version = STORE_RESOURCE_VERSION;
+	store_resource_save(j->store, res->name, &rec);
+	/* Out of memory for the new message, the numbers change all the same. */
+	store_resource_mem_set(&x->rec, &rec);
 	log_event(log, r.status ? "checkpoint-failed" : "checkpoint",
 	          "resource=%s kind=%s mode=%s result=%s duration_us=%llu wal_before=%lld "
 	          "wal_after=%lld message=%s",
 	          log_quote(log, res->name), coord_proto_kind_name(job->kind), job_mode(job),
 	          r.status ? coord_proto_errname(r.status) : "ok",
-	          (unsigned long long)x->rec.last_duration_us, (long long)r.wal_before,
+	          (unsigned long long)rec.last_duration_us, (long long)r.wal_before,
 	          (long long)r.wal_after, log_quote(log, r.message));
-	events_checkpoint_done(res->name, job->kind, r.status, (int64_t)x->rec.last_duration_us,
+	events_checkpoint_done(res->name, job->kind, r.status, (int64_t)rec.last_duration_us,
 	                       r.wal_before, r.wal_after);
 
 	loop_del(j->loop, job->pidfd);

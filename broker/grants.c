@@ -64,23 +64,27 @@ int grants_resource_open(void *ud, struct lt_resource *res)
 {
 	struct broker *b = ud;
 	struct resource_ext *x = calloc(1, sizeof *x);
+	struct store_resource rec;
 	int rc;
 	if (!x)
 		return COORD_ENOMEM;
-	rc = store_resource_load(b->store, res->name, &x->rec);
+	rc = store_resource_load(b->store, res->name, &rec);
 	if (rc == COORD_ENOENT && !strncmp(res->name, "key:", 4)) {
 		/* Libraries before the key: syntax named this key without the
 		 * prefix: carry its policy and token ceiling over, so its tokens
 		 * never go back across the upgrade. */
-		rc = store_resource_load(b->store, res->name + 4, &x->rec);
+		rc = store_resource_load(b->store, res->name + 4, &rec);
 		if (rc == 0)
-			rc = store_resource_save(b->store, res->name, &x->rec);
+			rc = store_resource_save(b->store, res->name, &rec);
 	}
 	if (rc == 0) {
 		x->kept = 1;
 	} else if (rc == COORD_ENOENT) {
-		x->rec.version = STORE_RESOURCE_VERSION;
-	} else {
+		rec.version = STORE_RESOURCE_VERSION;
+	}
+	if (rc == 0 || rc == COORD_ENOENT)
+		rc = store_resource_mem_set(&x->rec, &rec);
+	if (rc < 0) {
 		free(x);
 		return rc;
 	}
@@ -113,6 +117,8 @@ void grants_resource_close(void *ud, struct lt_resource *res)
 	struct resource_ext *x = res->ext;
 	if (x && x->kept)
 		b->kept_resources--;
+	if (x)
+		store_resource_mem_free(&x->rec);
 	free(x);
 	res->ext = NULL;
 }

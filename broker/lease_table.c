@@ -422,6 +422,21 @@ static void hold(struct lease_table *t, struct lt_lease *l)
 	t->nleases++;
 }
 
+/* The bytes a label (NULL: none) takes at the end of a lease or waiter:
+ * at most COORD_LABEL_MAX of it, and its terminator. */
+static size_t label_size(const char *label)
+{
+	return (label ? strnlen(label, COORD_LABEL_MAX) : 0) + 1;
+}
+
+static void label_copy(char *to, const char *label)
+{
+	size_t n = label_size(label) - 1;
+	if (n)
+		memcpy(to, label, n);
+	to[n] = 0;
+}
+
 static int grant(struct lease_table *t, struct lt_resource *res, void *owner, int mode,
                  int64_t now_ms, const char *label, struct lt_waiter *w, struct lt_lease **out)
 {
@@ -431,7 +446,7 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 		return COORD_ELIMIT;
 	if (limited(res) && lt_heap_reserve(&t->heap, t->heap.len + 1) < 0)
 		return COORD_ENOMEM;
-	l = calloc(1, sizeof *l);
+	l = calloc(1, sizeof *l + label_size(label));
 	if (!l)
 		return COORD_ENOMEM;
 	l->timer = (struct lt_timer){ LT_TIMER_LEASE, LT_NEVER, LT_HEAP_NONE };
@@ -442,8 +457,7 @@ static int grant(struct lease_table *t, struct lt_resource *res, void *owner, in
 	l->owner = owner;
 	l->granted_ms = now_ms;
 	l->recalled_ms = -1;
-	if (label)
-		strncpy(l->label, label, sizeof l->label - 1);
+	label_copy(l->label, label);
 	rc = t->ev.grant ? t->ev.grant(t->ud, l, w) : 0;
 	if (rc < 0) {
 		free(l);
@@ -480,7 +494,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 		rc = COORD_ENOMEM;
 		goto done;
 	}
-	l = calloc(1, sizeof *l);
+	l = calloc(1, sizeof *l + label_size(a->label));
 	if (!l) {
 		rc = COORD_ENOMEM;
 		goto done;
@@ -497,7 +511,7 @@ int lease_table_adopt(struct lease_table *t, const struct lt_adoption *a, struct
 	l->recalled_ms = -1;
 	l->slot = a->slot;
 	l->adopted = 1;
-	snprintf(l->label, sizeof l->label, "%s", a->label);
+	label_copy(l->label, a->label);
 	hold(t, l);
 	limit_arm(t, l);
 	*out = l;
@@ -619,7 +633,7 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 		rc = COORD_ELIMIT;
 		goto done;
 	}
-	w = calloc(1, sizeof *w);
+	w = calloc(1, sizeof *w + label_size(label));
 	if (!w) {
 		rc = COORD_ENOMEM;
 		goto done;
@@ -631,8 +645,7 @@ int lease_table_request(struct lease_table *t, const char *name, void *owner, in
 	w->since_ms = now_ms;
 	w->timer = (struct lt_timer){ LT_TIMER_WAITER, deadline_ms, LT_HEAP_NONE };
 	w->res = res;
-	if (label)
-		strncpy(w->label, label, sizeof w->label - 1);
+	label_copy(w->label, label);
 	if (deadline_ms >= 0) {
 		rc = lt_heap_push(&t->heap, &w->timer);
 		if (rc < 0) {

@@ -44,7 +44,8 @@ struct lt_lease {
 	int cache_fd;               /* its kernel lock, or -1 (when cached) */
 	struct cache_page *cache_page; /* its connection's, NULL once gone */
 	struct lt_lease *drop_next, *drop_prev;
-	char label[COORD_LABEL_MAX + 1];
+	char label[];               /* at most COORD_LABEL_MAX bytes, allocated
+	                               to its length */
 };
 
 struct lt_waiter {
@@ -58,7 +59,7 @@ struct lt_waiter {
 	struct lt_waiter *next, *prev;
 	struct lt_waiter *owner_next, *owner_prev; /* the table's own index of
 	                                              each owner's waiters */
-	char label[COORD_LABEL_MAX + 1];
+	char label[];               /* like lt_lease's */
 };
 
 enum { LT_FOR_CLIENT = 0, LT_FOR_CHECKPOINT = 1 };

@@ -12,8 +12,11 @@
  * allocated at open (posix_fallocate), so that a slot write on a full
  * filesystem never meets a hole.
  *
- * Free slots are kept on a stack, lowest first, so a quiet broker touches
- * only the first pages of the file.  The file is mode 0644: every slot
+ * Free slots are handed out lowest first, so a quiet broker touches only
+ * the first pages of the file: those given back (and those below an
+ * adopted one) from a stack, the ones never used from a mark that rises
+ * once the stack is empty.  The broker's own memory for the slots (the
+ * shadow, the stack) is touched only as far as slots are used.  The file is mode 0644: every slot
  * holds only a lease id, which `coordctl list` shows anyway, and a group
  * instance (stage 3) will need its clients to read it.
  *
@@ -68,8 +71,10 @@ struct region {
 	struct shadow_slot *shadow; /* what every file's slots should hold */
 	uint64_t nslots;           /* in the file (it may be larger than asked) */
 	uint64_t slot_count;       /* asked for; slots at or above are never used */
-	uint64_t *free;            /* stack of free slots below slot_count */
+	uint64_t *free;            /* stack of free slots below `fresh` */
 	uint64_t nfree;
+	uint64_t fresh;            /* from region_ready(): slots from here to
+	                              slot_count are free and never used */
 	unsigned char *claimed;    /* until region_ready(): slots adopted */
 	int repaired;              /* after a SIGBUS: for region_check() to tell */
 };
@@ -212,6 +217,7 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	r->free = malloc(slots * sizeof *r->free);
 	r->claimed = calloc(slots, 1);
 	r->slot_count = slots;
+	r->fresh = slots; /* none free before region_ready() */
 	r->mode = 0644;
 	snprintf(r->path, sizeof r->path, "%s/%s", dir, COORD_SHM_NAME);
 	if (!r->free || !r->claimed) {
@@ -238,8 +244,12 @@ int region_open(struct region **out, const char *dir, uint64_t slots, char *err,
 	/* Until region_ready() the slots keep what the last broker left, for
 	 * adoption: the shadow starts as a copy. */
 	for (uint64_t i = 0; i < r->nslots; i++) {
-		r->shadow[i].lease = atomic_load(&slots_of(f)[i].lease);
-		r->shadow[i].flags = atomic_load(&slots_of(f)[i].flags);
+		uint64_t lease = atomic_load(&slots_of(f)[i].lease);
+		uint64_t flags = atomic_load(&slots_of(f)[i].flags);
+		if (lease || flags) { /* calloc's zeros stay untouched */
+			r->shadow[i].lease = lease;
+			r->shadow[i].flags = flags;
+		}
 	}
 	if (!memcmp(header(f)->magic, COORD_SHM_MAGIC, 8))
 		r->epoch = header(f)->broker_epoch;
@@ -298,12 +308,17 @@ void region_unclaim(struct region *r, uint64_t slot)
 
 void region_ready(struct region *r)
 {
+	r->fresh = 0;
+	for (uint64_t i = 0; i < r->slot_count; i++)
+		if (r->claimed[i])
+			r->fresh = i + 1;
 	for (uint64_t i = r->nslots; i-- > 0;) {
 		if (i < r->slot_count && r->claimed[i])
 			continue;
-		r->shadow[i].lease = r->shadow[i].flags = 0;
+		if (r->shadow[i].lease || r->shadow[i].flags)
+			r->shadow[i].lease = r->shadow[i].flags = 0;
 		store_slot(r, i);
-		if (i < r->slot_count)
+		if (i < r->fresh)
 			r->free[r->nfree++] = i;
 	}
 	free(r->claimed);
@@ -332,9 +347,12 @@ void region_close(struct region *r)
 
 int region_slot_alloc(struct region *r, uint64_t *slot)
 {
-	if (!r->nfree)
+	if (r->nfree)
+		*slot = r->free[--r->nfree];
+	else if (r->fresh < r->slot_count)
+		*slot = r->fresh++;
+	else
 		return COORD_ELIMIT;
-	*slot = r->free[--r->nfree];
 	return 0;
 }
 

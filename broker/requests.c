@@ -39,6 +39,8 @@ static void answer(struct owner *o, uint32_t seq, int status)
 static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
                                struct lt_resource *res, const char *name,
                                const struct store_resource *rec, int kind, int status);
+static void send_resource_info_of(struct broker *b, struct client *c, uint32_t seq,
+                                  struct lt_resource *res, int status);
 
 int requests_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
 {
@@ -51,10 +53,8 @@ int requests_granted(void *ud, struct lt_waiter *w, struct lt_lease *l)
 		return 0;
 	}
 	bits = ckpt_jobs_start_requested(&b->jobs, w->res, o, w->seq, &status);
-	if (!bits && o->client) {
-		struct resource_ext *x = w->res->ext;
-		send_resource_info(b, o->client, w->seq, w->res, w->res->name, &x->rec, x->kind, status);
-	}
+	if (!bits && o->client)
+		send_resource_info_of(b, o->client, w->seq, w->res, status);
 	return bits;
 }
 
@@ -76,9 +76,8 @@ void requests_checkpoint_done(void *ud, struct lt_resource *res, void *requester
 {
 	struct broker *b = ud;
 	struct owner *o = requester;
-	struct resource_ext *x = res->ext;
 	if (o->client)
-		send_resource_info(b, o->client, seq, res, res->name, &x->rec, x->kind, status);
+		send_resource_info_of(b, o->client, seq, res, status);
 }
 
 /* ---- leases ---- */
@@ -540,6 +539,16 @@ static void send_resource_info(struct broker *b, struct client *c, uint32_t seq,
 	client_send(c, &m, build_resource_info(b, &m, seq, res, name, rec, kind, status));
 }
 
+/* The same for res, in memory, as its record says there. */
+static void send_resource_info_of(struct broker *b, struct client *c, uint32_t seq,
+                                  struct lt_resource *res, int status)
+{
+	struct resource_ext *x = res->ext;
+	struct store_resource rec;
+	store_resource_mem_get(&x->rec, &rec);
+	send_resource_info(b, c, seq, res, res->name, &rec, x->kind, status);
+}
+
 /* SHOW: like LIST, a snapshot sent as the socket drains, however many
  * hold or wait for the resource. */
 static void handle_show(struct broker *b, struct client *c, const struct request *req)
@@ -552,7 +561,8 @@ static void handle_show(struct broker *b, struct client *c, const struct request
 	struct store_resource rec;
 	if (res) {
 		struct resource_ext *x = res->ext;
-		len = build_resource_info(b, &m, req->seq, res, req->name, &x->rec,
+		store_resource_mem_get(&x->rec, &rec);
+		len = build_resource_info(b, &m, req->seq, res, req->name, &rec,
 		                          ckpt_jobs_detect_kind(res), 0);
 	} else {
 		int rc = store_resource_load(b->store, req->name, &rec);
@@ -576,16 +586,19 @@ static void handle_show(struct broker *b, struct client *c, const struct request
 	listing_send(c, req->seq, ls, lw.rc);
 }
 
-/* The durable record of a resource, for a change: the table's copy if the
- * resource is in memory (*res set), else *scratch loaded from the store
- * (or fresh).  Returns it, or NULL with *rc set. */
+/* The durable record of a resource, for a change, in *scratch: the
+ * table's copy if the resource is in memory (*res set), else loaded from
+ * the store (or fresh).  record_save() saves it and puts it back in the
+ * table.  Returns scratch, or NULL with *rc set. */
 static struct store_resource *record_for_change(struct broker *b, const char *name,
                                                 struct lt_resource **res,
                                                 struct store_resource *scratch, int *rc)
 {
 	*res = lease_table_find(b->table, name);
-	if (*res)
-		return &((struct resource_ext *)(*res)->ext)->rec;
+	if (*res) {
+		store_resource_mem_get(&((struct resource_ext *)(*res)->ext)->rec, scratch);
+		return scratch;
+	}
 	*rc = store_resource_load(b->store, name, scratch);
 	if (*rc < 0 && *rc != COORD_ENOENT)
 		return NULL;
@@ -594,21 +607,32 @@ static struct store_resource *record_for_change(struct broker *b, const char *na
 	return scratch;
 }
 
-/* Saves a changed record; a resource in memory now has one in the store. */
+/* Saves a changed record and, once it is saved, puts it in the table if
+ * the resource is in memory, which then has a record in the store.  A
+ * change that fails changes nothing, in the store or in memory. */
 static int record_save(struct broker *b, const char *name, struct lt_resource *res,
                        struct store_resource *r)
 {
+	struct store_resource_mem fresh = { 0 };
+	struct resource_ext *x = res ? res->ext : NULL;
 	int rc;
 	r->version = STORE_RESOURCE_VERSION;
 	if (res && res->token > r->token_ceiling)
 		r->token_ceiling = res->token; /* its last write token, lazily */
-	rc = store_resource_save(b->store, name, r);
-	if (rc == 0 && res) {
-		struct resource_ext *x = res->ext;
+	/* Room for the copy in memory first, so a saved record is one the
+	 * table can hold. */
+	rc = x ? store_resource_mem_set(&fresh, r) : 0;
+	if (rc == 0)
+		rc = store_resource_save(b->store, name, r);
+	if (rc == 0 && x) {
+		store_resource_mem_free(&x->rec);
+		x->rec = fresh;
+		fresh.strings = NULL;
 		if (!x->kept)
 			b->kept_resources++;
 		x->kept = 1;
 	}
+	store_resource_mem_free(&fresh);
 	return rc;
 }
 
@@ -740,7 +764,6 @@ static void handle_checkpoint(struct broker *b, struct client *c, const struct r
 	struct lt_lease *l = NULL;
 	struct lt_waiter *w = NULL;
 	struct lt_resource *res;
-	struct resource_ext *x;
 	int rc, bits, status;
 	if (req->name[0] != '/') {
 		client_reply(c, req->seq, COORD_ENOTSUP);
@@ -766,12 +789,11 @@ static void handle_checkpoint(struct broker *b, struct client *c, const struct r
 	}
 	/* Its turn already: nothing conflicting holds the resource. */
 	res = lease_table_find(b->table, req->name);
-	x = res->ext;
 	bits = ckpt_jobs_start_requested(&b->jobs, res, o, req->seq, &status);
 	if (bits)
 		lease_table_block(b->table, res, bits);
 	else
-		send_resource_info(b, c, req->seq, res, res->name, &x->rec, x->kind, status);
+		send_resource_info_of(b, c, req->seq, res, status);
 	lease_table_maybe_close(b->table, res);
 }
 

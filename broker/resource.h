@@ -8,7 +8,8 @@
 struct ckpt_job;
 
 struct resource_ext {
-	struct store_resource rec; /* as stored in state.mdb */
+	struct store_resource_mem rec; /* as stored in state.mdb (compact:
+	                              its strings only as long as they are) */
 	int kept;                  /* rec exists in state.mdb, or a write token
 	                              was granted: counted in kept_resources,
 	                              and kept in memory when idle */

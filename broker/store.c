@@ -72,8 +72,9 @@ struct store_condition_log {
 
 /* A lease-record change of the batch. */
 struct store_op {
-	int del;                   /* 1: delete rec.id; 0: put rec */
-	struct store_lease rec;
+	int del;                   /* 1: delete id; 0: put the record */
+	uint64_t id;
+	size_t off, len;           /* a put: its encoded record, in bytes */
 };
 
 struct store {
@@ -90,6 +91,8 @@ struct store {
 	int64_t retry_ms;          /* when they are tried again */
 	struct store_op *ops;      /* the batch: changes not committed yet */
 	size_t nops, ops_cap;
+	char *bytes;               /* the batch's encoded records */
+	size_t nbytes, bytes_cap;
 	struct store_condition_log cond[STORE_CONDITIONS];
 };
 
@@ -224,6 +227,97 @@ fail:
 	return lmdb_err(rc);
 }
 
+/* ---- lease records ----
+ *
+ * On disk: struct lease_v2 (numbers only, first a tag no lease id ever
+ * takes), then name_len bytes of name and label_len bytes of label,
+ * unterminated.  Brokers before it wrote struct store_lease as it was
+ * then, name and label in full arrays (struct lease_fixed, 720 bytes,
+ * its id first): such records still load, so a broker of either kind is
+ * adopted by this one. */
+
+#define LEASE_V2_TAG UINT64_C(0xc00dc00d00000002)
+
+struct lease_v2 {
+	uint64_t tag;
+	uint64_t id, token;
+	uint32_t mode, uid;
+	uint64_t pid, pid_start, slot;
+	int64_t granted_wall_ms, granted_ms;
+	uint64_t client_id, secret;
+	uint16_t name_len, label_len;
+	uint32_t reserved;
+};
+
+struct lease_fixed {
+	uint64_t id, token;
+	uint32_t mode, uid;
+	uint64_t pid, pid_start, slot;
+	int64_t granted_wall_ms, granted_ms;
+	uint64_t client_id, secret;
+	char name[512];
+	char label[128];
+};
+static_assert(sizeof(struct lease_fixed) == 720, "the old lease layout moved");
+static_assert(COORD_NAME_MAX < 512 && COORD_LABEL_MAX < 128, "fields outgrew the old layout");
+#define LEASE_RECORD_MAX (sizeof(struct lease_v2) + COORD_NAME_MAX + COORD_LABEL_MAX)
+
+/* Decodes the lease record v of n bytes into out.  0, or -1 for a record
+ * of no known layout. */
+static int lease_decode(const void *v, size_t n, struct store_lease *out)
+{
+	struct lease_v2 h;
+	memset(out, 0, sizeof *out);
+	if (n >= sizeof h) {
+		memcpy(&h, v, sizeof h);
+		if (h.tag == LEASE_V2_TAG) {
+			if (h.name_len > COORD_NAME_MAX || h.label_len > COORD_LABEL_MAX ||
+			    n != sizeof h + h.name_len + h.label_len)
+				return -1;
+			*out = (struct store_lease){
+				.id = h.id, .token = h.token, .mode = h.mode, .uid = h.uid,
+				.pid = h.pid, .pid_start = h.pid_start, .slot = h.slot,
+				.granted_wall_ms = h.granted_wall_ms, .granted_ms = h.granted_ms,
+				.client_id = h.client_id, .secret = h.secret,
+			};
+			memcpy(out->name, (const char *)v + sizeof h, h.name_len);
+			memcpy(out->label, (const char *)v + sizeof h + h.name_len, h.label_len);
+			return 0;
+		}
+	}
+	if (n == sizeof(struct lease_fixed)) {
+		struct lease_fixed f;
+		memcpy(&f, v, sizeof f);
+		*out = (struct store_lease){
+			.id = f.id, .token = f.token, .mode = f.mode, .uid = f.uid, .pid = f.pid,
+			.pid_start = f.pid_start, .slot = f.slot,
+			.granted_wall_ms = f.granted_wall_ms, .granted_ms = f.granted_ms,
+			.client_id = f.client_id, .secret = f.secret,
+		};
+		snprintf(out->name, sizeof out->name, "%.*s", COORD_NAME_MAX, f.name);
+		snprintf(out->label, sizeof out->label, "%.*s", COORD_LABEL_MAX, f.label);
+		return 0;
+	}
+	return -1;
+}
+
+/* Encodes l into buf (LEASE_RECORD_MAX bytes); returns its length. */
+static size_t lease_encode(const struct store_lease *l, char *buf)
+{
+	size_t nl = strnlen(l->name, COORD_NAME_MAX), ll = strnlen(l->label, COORD_LABEL_MAX);
+	struct lease_v2 h = {
+		.tag = LEASE_V2_TAG, .id = l->id, .token = l->token, .mode = l->mode,
+		.uid = l->uid, .pid = l->pid, .pid_start = l->pid_start, .slot = l->slot,
+		.granted_wall_ms = l->granted_wall_ms, .granted_ms = l->granted_ms,
+		.client_id = l->client_id, .secret = l->secret,
+		.name_len = (uint16_t)nl, .label_len = (uint16_t)ll,
+	};
+	memcpy(buf, &h, sizeof h);
+	memcpy(buf + sizeof h, l->name, nl);
+	memcpy(buf + sizeof h + nl, l->label, ll);
+	return sizeof h + nl + ll;
+}
+
 static int open_leases(struct store *s, const char *dir,
                        void (*old)(void *ud, const struct store_lease *l), void *ud,
                        uint64_t *next_id, char *err, size_t errsize)
@@ -271,14 +365,11 @@ static int open_leases(struct store *s, const char *dir,
 			goto fail;
 		while (mdb_cursor_get(cur, &k, &v, MDB_NEXT) == 0) {
 			struct store_lease l;
-			if (v.mv_size != sizeof l) {
+			if (lease_decode(v.mv_data, v.mv_size, &l) < 0) {
 				if ((rc = mdb_cursor_del(cur, 0)))
 					goto fail;
 				continue;
 			}
-			memcpy(&l, v.mv_data, sizeof l);
-			l.name[COORD_NAME_MAX] = 0;
-			l.label[COORD_LABEL_MAX] = 0;
 			if (old)
 				old(ud, &l);
 		}
@@ -389,6 +480,7 @@ void store_close(struct store *s)
 		delete_undeleted(s);
 	free(s->undeleted);
 	free(s->ops);
+	free(s->bytes);
 	if (s->leases) {
 		mdb_env_sync(s->leases, 1);
 		mdb_env_close(s->leases);
@@ -504,6 +596,71 @@ static size_t resource_encode(const struct store_resource *r, char *buf)
 	memcpy(buf + sizeof h, r->command, cl);
 	memcpy(buf + sizeof h + cl, r->message, ml);
 	return sizeof h + cl + ml;
+}
+
+/* ---- the record in memory ---- */
+
+int store_resource_mem_set(struct store_resource_mem *m, const struct store_resource *r)
+{
+	size_t cl = strnlen(r->command, sizeof r->command);
+	size_t ml = strnlen(r->message, sizeof r->message);
+	char *strings = NULL;
+	int rc = 0;
+	if (cl >= sizeof r->command || ml >= sizeof r->message)
+		return COORD_EINVAL;
+	if (cl || ml) {
+		strings = malloc(cl + 1 + ml + 1);
+		if (strings) {
+			memcpy(strings, r->command, cl + 1);
+			memcpy(strings + cl + 1, r->message, ml + 1);
+		}
+	}
+	if (strings || (!cl && !ml)) {
+		free(m->strings);
+	} else {
+		rc = COORD_ENOMEM; /* m keeps the strings it had */
+		strings = m->strings;
+	}
+	*m = (struct store_resource_mem){
+		.version = r->version, .policy = r->policy, .sqlite_mode = r->sqlite_mode,
+		.timeout_ms = r->timeout_ms, .token_ceiling = r->token_ceiling,
+		.checkpoints = r->checkpoints, .last_at_ms = r->last_at_ms,
+		.last_duration_us = r->last_duration_us, .wal_before = r->wal_before,
+		.wal_after = r->wal_after, .last_result = r->last_result,
+		.max_hold_ms = r->max_hold_ms, .recall_grace_ms = r->recall_grace_ms,
+		.strings = strings,
+	};
+	return rc;
+}
+
+const char *store_resource_mem_command(const struct store_resource_mem *m)
+{
+	return m->strings ? m->strings : "";
+}
+
+const char *store_resource_mem_message(const struct store_resource_mem *m)
+{
+	return m->strings ? m->strings + strlen(m->strings) + 1 : "";
+}
+
+void store_resource_mem_get(const struct store_resource_mem *m, struct store_resource *r)
+{
+	*r = (struct store_resource){
+		.version = m->version, .policy = m->policy, .sqlite_mode = m->sqlite_mode,
+		.timeout_ms = m->timeout_ms, .token_ceiling = m->token_ceiling,
+		.checkpoints = m->checkpoints, .last_at_ms = m->last_at_ms,
+		.last_duration_us = m->last_duration_us, .last_result = m->last_result,
+		.wal_before = m->wal_before, .wal_after = m->wal_after,
+		.max_hold_ms = m->max_hold_ms, .recall_grace_ms = m->recall_grace_ms,
+	};
+	snprintf(r->command, sizeof r->command, "%s", store_resource_mem_command(m));
+	snprintf(r->message, sizeof r->message, "%s", store_resource_mem_message(m));
+}
+
+void store_resource_mem_free(struct store_resource_mem *m)
+{
+	free(m->strings);
+	m->strings = NULL;
 }
 
 int store_resource_load(struct store *s, const char *name, struct store_resource *out)
@@ -704,6 +861,14 @@ void store_expire(struct store *s, int64_t now)
 static int batch_add(struct store *s, int del, const struct store_lease *rec, uint64_t id)
 {
 	struct store_op *op;
+	if (!del && s->bytes_cap - s->nbytes < LEASE_RECORD_MAX) {
+		size_t cap = s->bytes_cap ? 2 * s->bytes_cap : 16 * LEASE_RECORD_MAX;
+		char *v = realloc(s->bytes, cap);
+		if (!v)
+			return COORD_ENOMEM;
+		s->bytes = v;
+		s->bytes_cap = cap;
+	}
 	if (s->nops == s->ops_cap) {
 		size_t cap = s->ops_cap ? 2 * s->ops_cap : 64;
 		struct store_op *v = realloc(s->ops, cap * sizeof *v);
@@ -714,10 +879,10 @@ static int batch_add(struct store *s, int del, const struct store_lease *rec, ui
 	}
 	op = &s->ops[s->nops++];
 	op->del = del;
-	if (del)
-		op->rec.id = id;
-	else
-		op->rec = *rec;
+	op->id = del ? id : rec->id;
+	op->off = s->nbytes;
+	op->len = del ? 0 : lease_encode(rec, s->bytes + s->nbytes);
+	s->nbytes += op->len;
 	return 0;
 }
 
@@ -761,7 +926,7 @@ int store_commit(struct store *s)
 		goto fail;
 	for (size_t i = 0; i < s->nops && !rc; i++) {
 		struct store_op *op = &s->ops[i];
-		MDB_val k = { sizeof op->rec.id, &op->rec.id }, v = { sizeof op->rec, &op->rec };
+		MDB_val k = { sizeof op->id, &op->id }, v = { op->len, s->bytes + op->off };
 		if (op->del) {
 			rc = mdb_del(txn, s->table, &k, NULL);
 			if (rc == MDB_NOTFOUND)
@@ -779,6 +944,7 @@ int store_commit(struct store *s)
 	succeeded(s, s->leases);
 	s->nundeleted = 0;
 	s->nops = 0;
+	s->nbytes = 0;
 	return 0;
 fail:
 	if (txn)
@@ -787,8 +953,9 @@ fail:
 	 * undo; its deletes are remembered and done again. */
 	for (size_t i = 0; i < s->nops; i++)
 		if (s->ops[i].del)
-			remember_undeleted(s, s->ops[i].rec.id);
+			remember_undeleted(s, s->ops[i].id);
 	s->nops = 0;
+	s->nbytes = 0;
 	if (s->nundeleted)
 		s->retry_ms = now_ms() + STORE_LOG_INTERVAL_MS;
 	return failed(s, s->leases, rc);

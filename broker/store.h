@@ -41,7 +41,33 @@ struct store_resource {
 };
 #define STORE_RESOURCE_VERSION 3
 
-/* A lease record of leases.mdb, as recorded (for adoption and tools). */
+/* The same record as the broker keeps it in memory for every resource it
+ * has open (struct resource_ext): the numbers of struct store_resource,
+ * and its command and message in one allocation of their length
+ * ("command\0message\0"), or none while both are empty (strings NULL). */
+struct store_resource_mem {
+	uint32_t version, policy, sqlite_mode, timeout_ms;
+	uint64_t token_ceiling, checkpoints, last_at_ms, last_duration_us;
+	int64_t wal_before, wal_after;
+	int32_t last_result;
+	uint32_t max_hold_ms, recall_grace_ms;
+	char *strings;
+};
+/* Makes *m a copy of r, freeing what m held before.  Returns 0;
+ * COORD_ENOMEM with r's numbers copied but m's strings as they were; or
+ * COORD_EINVAL (m unchanged) if r's command or message is not terminated
+ * within its array. */
+int store_resource_mem_set(struct store_resource_mem *m, const struct store_resource *r);
+/* The full record of m, in *r. */
+void store_resource_mem_get(const struct store_resource_mem *m, struct store_resource *r);
+/* m's command and message ("" when empty), valid until m changes. */
+const char *store_resource_mem_command(const struct store_resource_mem *m);
+const char *store_resource_mem_message(const struct store_resource_mem *m);
+/* Frees m's strings (m is empty then). */
+void store_resource_mem_free(struct store_resource_mem *m);
+
+/* A lease record of leases.mdb, decoded (for adoption); on disk it is
+ * only as long as its name and label are (store.c). */
 struct store_lease {
 	uint64_t id;
 	uint64_t token;

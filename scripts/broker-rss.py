@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The broker's memory with many clients holding many leases.
 
-    scripts/broker-rss.py [--clients 1000] [--leases 10] [--coordd PATH]
+    scripts/broker-rss.py [--clients 1000] [--leases 10] [--coordd PATH] [--maps]
 
 Starts a private coordd in a temporary directory, forks CLIENTS processes
 that each connect and take LEASES write leases on keys of their own (so
@@ -11,11 +11,14 @@ peak) from /proc.  Then it lets the clients go and stops the broker.  It
 measures, it asserts nothing (issue target: 1,000 clients holding 10,000
 leases in at most 32 MiB).  The coord package is taken from the source
 tree (bindings/python) and libcoord from build/ unless COORD_LIBRARY says
-otherwise; coordd from build/ unless --coordd.
+otherwise; coordd from build/ unless --coordd.  --maps also prints the
+resident memory of each mapping (the heap, leases.mdb, the event feed,
+the region, libraries), to see where it goes.
 """
 
 import argparse
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -37,11 +40,30 @@ def status(pid, key):
     return 0
 
 
+def smaps(pid):
+    """(Rss kB, Anonymous kB, name) of each mapping with resident pages, largest first."""
+    out, cur = [], None
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            fields = line.split()
+            if re.match(r"^[0-9a-f]+-[0-9a-f]+ ", line):
+                cur = [0, 0, fields[5] if len(fields) > 5 else "[anon]"]
+                out.append(cur)
+            elif fields[0] == "Rss:":
+                cur[0] = int(fields[1])
+            elif fields[0] == "Anonymous:":
+                cur[1] = int(fields[1])
+    return sorted((m for m in out if m[0]), key=lambda m: -m[0])
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--clients", type=int, default=1000)
     ap.add_argument("--leases", type=int, default=10)
     ap.add_argument("--coordd", default=os.path.join(ROOT, "build", "broker", "coordd"))
+    ap.add_argument("--maps", action="store_true",
+                    help="also print the broker's resident memory per mapping of 64 KiB or more "
+                    "(/proc/PID/smaps)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="coord-rss-")
     inst = os.path.join(tmp, "instance")
@@ -49,6 +71,7 @@ def main():
     os.environ["COORD_NO_AUTOSTART"] = "1"
     broker = subprocess.Popen([args.coordd, "--dir", inst], stderr=subprocess.DEVNULL)
     children = []
+    go_w = None
     try:
         client = coord.Client(dir=inst, autostart=False, connect_timeout=10)
         deadline = time.monotonic() + 10
@@ -91,9 +114,15 @@ def main():
               f"broker VmRSS {rss / 1024:.1f} MiB (peak {hwm / 1024:.1f} MiB; "
               f"idle before the clients {idle / 1024:.1f} MiB)")
         print("broker-rss: of which " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in parts.items())
-              + " (RssFile: the pages of the LMDB files and the region it has touched)")
-        os.close(go_w)
+              + " (RssFile: the pages of the LMDB files, the region and the event feed it has touched)")
+        if args.maps:
+            for kb, anon, name in smaps(broker.pid):
+                if kb >= 64:
+                    print(f"broker-rss:   {kb / 1024:6.2f} MiB (anon {anon / 1024:.2f}) "
+                          f"{name.replace(tmp + os.sep, '')}")
     finally:
+        if go_w is not None:
+            os.close(go_w)  # the clients let go (also when this failed)
         for pid in children:
             try:
                 os.waitpid(pid, 0)
