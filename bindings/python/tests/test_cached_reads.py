@@ -79,33 +79,47 @@ def test_a_closed_client_refuses_a_read_even_with_a_cached_grant(broker, key):
     c.close()
     with pytest.raises(ValueError, match="closed"):
         c.read(key)
+    warm(coord.default_client(), key)
     with pytest.raises(TypeError):
-        coord.read(key, timeout="soon")  # the fast path checks what it is given
+        coord.read(key, timeout="soon")  # the cached read checks what it is given
 
 
-def test_cached_reads_released_by_another_thread(broker, key):
-    """One thread reads, another releases: each release counts once, and
-    the grant ends idle, so a writer gets the resource at once."""
+def test_cached_reads_released_by_two_other_threads_at_once(broker, key):
+    """One thread reads, two others release each read at the same time:
+    each read counts as released once, and the grant ends idle, so a
+    writer gets the resource at once."""
     c = coord.Client()
     warm(c, key)
-    handed = queue.Queue()
+    handed = [queue.Queue(), queue.Queue()]
     errors = []
 
-    def release_all():
+    def release_all(q):
         try:
-            while (lease := handed.get()) is not None:
+            while (lease := q.get()) is not None:
                 lease.release()
                 lease.release()  # a second release does nothing
         except BaseException as e:
             errors.append(e)
 
-    releaser = threading.Thread(target=release_all)
-    releaser.start()
-    for _ in range(2000):
-        handed.put(c.read(key))
-    handed.put(None)
-    releaser.join(60)
-    assert not releaser.is_alive() and not errors, f"the releasing thread failed: {errors}"
+    releasers = [threading.Thread(target=release_all, args=(q,)) for q in handed]
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # the threads take turns often, inside release() too
+    try:
+        for t in releasers:
+            t.start()
+        for _ in range(2000):
+            lease = c.read(key)
+            for q in handed:
+                q.put(lease)
+        del lease
+        for q in handed:
+            q.put(None)
+        for t in releasers:
+            t.join(60)
+    finally:
+        sys.setswitchinterval(old)
+    assert not any(t.is_alive() for t in releasers) and not errors, \
+        f"a releasing thread failed: {errors}"
     conn = c._local.sync
     assert conn.leases == 0, f"every release counted once: {conn.leases} Leases left counted"
     assert all(e["cached"] == "idle" for e in listed(c, key)), \
