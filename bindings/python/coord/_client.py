@@ -28,12 +28,12 @@ hand-over of its connection (Lease._conn), so a release happens once.
 
 A read under a cached grant (coord_resource_read_cached()) is the hot
 path, and Client.read() takes it before anything else: this thread's
-connection is remembered in the client's thread-local state, the
-resource handle is found by the path exactly as given (a str or bytes
-that is absolute or a key, seen before), the lease's fields come from
-the grant's last Lease when its id matches, and the process id comes
-from _PID (set at import and in every fork()ed child) rather than from
-os.getpid(), a system call.
+connection is remembered in the client's thread-local state, the kept
+resource handle is found by the path as given (an absolute path or a
+key, str or bytes, seen before: no path work), the lease's fields come
+from the grant's last Lease when its id matches, and the process id
+comes from _PID (set at import and in every fork()ed child) rather than
+from os.getpid(), a system call.
 """
 
 import asyncio
@@ -124,7 +124,7 @@ class _Conn:
         self.lock = threading.RLock()
         self.deferred = []  # lease handles released by a finalizer while locked
         self.resources = {}  # name -> _Resource, for keys and absolute paths
-        self.by_path = {}  # the same, by the str or bytes path a caller gave
+        self.by_path = {}  # the same, by name and by os.fsdecode(name)
         self.leases = 0  # Lease objects of this connection not yet released (lock held)
         self.out = ctypes.c_void_p()  # the lease handle out of a cached read (lock held)
         self.pending = False
@@ -173,10 +173,9 @@ class _Conn:
         else:
             self.deferred.append(lease_handle)
 
-    def resource(self, name, path=None):
+    def resource(self, name):
         """A coord_resource_t* for name (cached for keys and absolute paths,
-        also under path, the str spelling a caller gave, for the cached
-        read path).  The lock held."""
+        found in by_path by name and by its str spelling).  The lock held."""
         res = self.resources.get(name)
         if res is not None:
             return res.handle, False
@@ -192,9 +191,7 @@ class _Conn:
                 self.by_path.pop(os.fsdecode(old), None)
                 _lib.coord_resource_close(self.resources.pop(old).handle)
             res = self.resources[name] = _Resource(out.value)
-            self.by_path[name] = res
-            if isinstance(path, str):
-                self.by_path[path] = res
+            self.by_path[name] = self.by_path[os.fsdecode(name)] = res
         return out.value, not cache
 
     def close(self):
@@ -208,8 +205,8 @@ class _Conn:
 
     # -- acquiring ------------------------------------------------------
     def read_cached(self, key):
-        """A read under the cached grant of the kept handle of key (a name,
-        or the str path it was opened under; see
+        """A read under the cached grant of the kept handle of key (a name
+        or its str spelling; see
         coord_resource_read_cached()), or None, having sent nothing.  No
         wait, so no Ctrl+C handling: a KeyboardInterrupt between the call
         and the Lease object gives the read back at once."""
@@ -247,7 +244,7 @@ class _Conn:
         finally:
             lock.release()
 
-    def acquire(self, name, mode, timeout_ms, label, what, path=None):
+    def acquire(self, name, mode, timeout_ms, label, what):
         """Blocking acquire, interruptible: start, then 50 ms steps.  From
         the request to the Lease object, Ctrl+C only sets a flag (main
         thread), so KeyboardInterrupt is raised only where nothing can be
@@ -256,7 +253,7 @@ class _Conn:
         interrupted = []
         restore = _sigint_to_flag(interrupted)
         try:
-            r, temporary, lease, p = self._begin(name, mode, timeout_ms, label, what, path)
+            r, temporary, lease, p = self._begin(name, mode, timeout_ms, label, what)
             try:
                 if lease:
                     result = Lease._new(self, lease)
@@ -272,13 +269,12 @@ class _Conn:
             raise KeyboardInterrupt
         return result
 
-    def _begin(self, name, mode, timeout_ms, label, what, path=None):
-        """Opens the resource and sends the request: (r, temporary, lease, p).
-        path: the caller's spelling of name, for the cached read path."""
+    def _begin(self, name, mode, timeout_ms, label, what):
+        """Opens the resource and sends the request: (r, temporary, lease, p)."""
         with self.lock:
             if self.closed:
                 raise ValueError("coord: the client is closed")
-            r, temporary = self.resource(name, path)
+            r, temporary = self.resource(name)
             try:
                 lease, p, rc = self._start(r, mode, timeout_ms, label)
             except BaseException:
@@ -334,9 +330,9 @@ class _Conn:
         self._free(p)
         return Lease._new(self, granted)
 
-    async def acquire_async(self, name, mode, timeout_ms, label, what, path=None):
+    async def acquire_async(self, name, mode, timeout_ms, label, what):
         """The same, for asyncio: the descriptor wakes the loop, plus a tick."""
-        r, temporary, lease0, p = self._begin(name, mode, timeout_ms, label, what, path)
+        r, temporary, lease0, p = self._begin(name, mode, timeout_ms, label, what)
         try:
             if lease0:
                 return Lease._new(self, lease0)
@@ -656,11 +652,11 @@ class Client:
         """A read under a cached grant (Client.read()'s hot path), or None:
         then acquire as usual.  It takes the connection _conn_for(_SYNC)
         chose last in this thread, if it is still this thread's and not
-        waiting, and only a path seen before, exactly as given (a str or
-        bytes, absolute or a key)."""
+        waiting, and finds the kept handle by the path as given (absolute
+        or a key; a relative path has no kept handle)."""
         cls = type(path)
         if cls is not str and cls is not bytes:
-            return None
+            path = os.fspath(path)  # acquire()'s TypeError for what is no path
         try:
             conn = self._local.sync
         except AttributeError:  # no acquire yet in this thread (or since fork())
@@ -702,7 +698,7 @@ class Client:
             lease = conn.read_cached(name)
             if lease is not None:
                 return lease
-        return conn.acquire(name, m, tms, _label(label), f"{mode} {os.fsdecode(name)}", path)
+        return conn.acquire(name, m, tms, _label(label), f"{mode} {os.fsdecode(name)}")
 
     def write(self, path, timeout=None, label=None):
         """acquire(path, "write", ...): ``with client.write(path) as lease:``."""
@@ -724,7 +720,7 @@ class Client:
         tms = _timeout_ms(timeout)
         conn = self._conn_for(asyncio.current_task())
         return await conn.acquire_async(name, m, tms, _label(label),
-                                        f"{mode} {os.fsdecode(name)}", path)
+                                        f"{mode} {os.fsdecode(name)}")
 
     def write_async(self, path, timeout=None, label=None):
         """``async with client.write_async(path) as lease:``"""

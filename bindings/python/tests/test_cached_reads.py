@@ -30,7 +30,7 @@ def warm(client, key):
 def test_every_spelling_of_a_path_reads_under_the_one_cached_grant(broker, files, monkeypatch):
     path = files / "shop.db"
     c = coord.Client()
-    grant = warm(c, str(path))
+    grant = warm(c, path)  # a pathlib.Path
     for spelling in (str(path), os.fsencode(path), pathlib.Path(path)):
         with c.read(spelling) as lease:
             assert lease.id == grant, f"{spelling!r} reads under the cached grant {grant}"
