@@ -92,10 +92,17 @@ def _label(label):
 
 
 def _disconnect(handle, pid, resources):
-    """The finalizer of a connection; safe in a forked child (coord.h section 7)."""
-    if os.getpid() == pid:
-        for res in resources.values():
-            _lib.coord_resource_close(res.handle)
+    """The finalizer of a connection.  A fork()ed child leaves its copy of
+    a parent's connection alone (its socket is closed in the child
+    already, coord.h section 7): coord_disconnect() there would clear the
+    entries of the connection's cached read grants in their page, which
+    the child shares with the parent, and the broker, no longer finding
+    an idle grant there, would wait for the parent to give it back before
+    granting any writer.  The copy's memory is the child's to lose."""
+    if os.getpid() != pid:
+        return
+    for res in resources.values():
+        _lib.coord_resource_close(res.handle)
     _lib.coord_disconnect(handle)
 
 

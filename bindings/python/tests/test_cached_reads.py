@@ -190,7 +190,38 @@ def test_a_forked_child_never_holds_the_parents_cached_read(broker, key):
     assert lease.valid, "the parent's read must survive the child"
     [mine] = [e for e in listed(coord.default_client(), key) if e["pid"] == os.getpid()]
     assert mine["cached"] == "in-use", f"the parent still reads under its grant: {mine}"
+    writer = coord.Client()
+    with pytest.raises(coord.Busy):
+        writer.write(key, timeout=0)  # the parent's read is still under way
     lease.release()
+    with writer.write(key, timeout=5) as w:
+        assert w.valid, "once the parent's read ended, its idle grant goes to a writer"
+    writer.close()
+
+
+def test_a_child_that_forgets_its_parents_connections_leaves_their_grants_alone(broker, key):
+    """The parent's idle cached grant, in a page the child shares, is still
+    the broker's to take back once the child has dropped (disconnected)
+    its copies of the parent's connections."""
+    c = coord.Client()
+    warm(c, key)
+    pid = os.fork()
+    if pid == 0:
+        status = 0
+        try:
+            with coord.read(key + "-child", timeout=5):  # the child's own client
+                pass
+            gc.collect()
+        except BaseException:
+            status = 1
+        os._exit(status)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, "the child's own read failed"
+    writer = coord.Client()
+    with writer.write(key, timeout=5) as w:
+        assert w.valid, "a writer takes the parent's idle grant back, child or no child"
+    writer.close()
+    c.close()
 
 
 def test_kept_handles_stay_bounded_and_the_path_index_names_only_kept_ones(broker, key):
