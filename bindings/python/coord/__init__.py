@@ -98,7 +98,7 @@ def write(path, timeout=None, label=None):
 
 def read(path, timeout=None, label=None):
     """A shared lease: ``with coord.read(path):``."""
-    return default_client().acquire(path, READ, timeout, label)
+    return (_default or default_client()).read(path, timeout, label)
 
 
 def try_read(path, label=None):

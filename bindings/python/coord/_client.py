@@ -22,7 +22,18 @@ at the thread's first acquire:
 
 Nothing here is ever closed while a libcoord call on it is in progress:
 every call holds the connection's lock (an RLock), and the finalizer
-runs only once no Python object refers to the connection.
+runs only once no Python object refers to the connection.  The same lock
+guards the connection's count of unreleased Lease objects and a Lease's
+hand-over of its connection (Lease._conn), so a release happens once.
+
+A read under a cached grant (coord_resource_read_cached()) is the hot
+path, and Client.read() takes it before anything else: this thread's
+connection is remembered in the client's thread-local state, the kept
+resource handle is found by the path as given (an absolute path or a
+key, str or bytes, seen before: no path work), the lease's fields come
+from the grant's last Lease when its id matches, and the process id
+comes from _PID (set at import and in every fork()ed child) rather than
+from os.getpid(), a system call.
 """
 
 import asyncio
@@ -46,7 +57,11 @@ _RESOURCE_CACHE = 64  # resource handles kept per connection
 _EFORKED = next(c for c, k in BY_CODE.items() if k.name == "COORD_EFORKED")
 
 _SYNC = object()  # the owner of a thread's connection outside asyncio
-_state_lock = threading.Lock()  # Lease._conn hand-over between threads
+_PID = os.getpid()  # this process's id: updated in a fork()ed child
+_new_lease = object.__new__
+_read_cached = _lib.coord_resource_read_cached
+_lease_id = _lib.coord_lease_id
+_release = _lib.coord_release
 
 
 def _name(path):
@@ -77,11 +92,29 @@ def _label(label):
 
 
 def _disconnect(handle, pid, resources):
-    """The finalizer of a connection; safe in a forked child (coord.h section 7)."""
-    if os.getpid() == pid:
-        for r in resources.values():
-            _lib.coord_resource_close(r)
+    """The finalizer of a connection.  A fork()ed child leaves its copy of
+    a parent's connection alone (its socket is closed in the child
+    already, coord.h section 7): coord_disconnect() there would clear the
+    entries of the connection's cached read grants in their page, which
+    the child shares with the parent, and the broker, no longer finding
+    an idle grant there, would wait for the parent to give it back before
+    granting any writer.  The copy's memory is the child's to lose."""
+    if os.getpid() != pid:
+        return
+    for res in resources.values():
+        _lib.coord_resource_close(res.handle)
     _lib.coord_disconnect(handle)
+
+
+class _Resource:
+    """A kept coord_resource_t* of a connection, and what the Lease of its
+    cached grant said: (id, token, mode, resource), or None."""
+
+    __slots__ = ("handle", "known")
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.known = None
 
 
 class _Conn:
@@ -97,9 +130,10 @@ class _Conn:
         self.pid = os.getpid()
         self.lock = threading.RLock()
         self.deferred = []  # lease handles released by a finalizer while locked
-        self.resources = {}  # name -> coord_resource_t*, for keys and absolute paths
-        self.cached = {}  # name -> (id, token, mode, resource) of its cached grant's Lease
-        self.leases = 0  # Lease objects of this connection not yet released
+        self.resources = {}  # name -> _Resource, for keys and absolute paths
+        self.by_path = {}  # the same, by name and by os.fsdecode(name)
+        self.leases = 0  # Lease objects of this connection not yet released (lock held)
+        self.out = ctypes.c_void_p()  # the lease handle out of a cached read (lock held)
         self.pending = False
         self.closed = False
         self.owner = _SYNC
@@ -128,14 +162,18 @@ class _Conn:
                 self._drain()
 
     def _drain(self):
+        """Releases what finalizers left (the lock held); their Lease
+        objects are gone, and with them their count."""
         while self.deferred:
             _lib.coord_release(self.deferred.pop())
+            self.leases -= 1
 
     def release_soon(self, lease_handle):
-        """Releases now if the lock is free, else when its holder lets go."""
+        """Releases now if the lock is free, else when its holder lets go
+        (a finalizer's release: its Lease object has let go of self)."""
         if self.lock.acquire(blocking=False):
             try:
-                _lib.coord_release(lease_handle)
+                self.deferred.append(lease_handle)
                 self._drain()
             finally:
                 self.lock.release()
@@ -143,10 +181,11 @@ class _Conn:
             self.deferred.append(lease_handle)
 
     def resource(self, name):
-        """A coord_resource_t* for name (cached for keys and absolute paths)."""
-        r = self.resources.get(name)
-        if r is not None:
-            return r, False
+        """A coord_resource_t* for name (cached for keys and absolute paths,
+        found in by_path by name and by its str spelling).  The lock held."""
+        res = self.resources.get(name)
+        if res is not None:
+            return res.handle, False
         out = _lib.c_resource_p()
         rc = _lib.coord_resource_open(self.handle, name, ctypes.byref(out))
         if rc < 0:
@@ -155,8 +194,11 @@ class _Conn:
         if cache:
             if len(self.resources) >= _RESOURCE_CACHE:
                 old = next(iter(self.resources))
-                _lib.coord_resource_close(self.resources.pop(old))
-            self.resources[name] = out.value
+                self.by_path.pop(old, None)
+                self.by_path.pop(os.fsdecode(old), None)
+                _lib.coord_resource_close(self.resources.pop(old).handle)
+            res = self.resources[name] = _Resource(out.value)
+            self.by_path[name] = self.by_path[os.fsdecode(name)] = res
         return out.value, not cache
 
     def close(self):
@@ -169,26 +211,45 @@ class _Conn:
                 self._finalizer()
 
     # -- acquiring ------------------------------------------------------
-    def read_cached(self, name):
-        """A read under the cached grant of name's kept handle (see
+    def read_cached(self, key):
+        """A read under the cached grant of the kept handle of key (a name
+        or its str spelling; see
         coord_resource_read_cached()), or None, having sent nothing.  No
         wait, so no Ctrl+C handling: a KeyboardInterrupt between the call
         and the Lease object gives the read back at once."""
-        r = self.resources.get(name)
-        if r is None:
+        res = self.by_path.get(key)
+        if res is None:
             return None
-        out = _lib.c_lease_p()
-        with self.lock:
+        lock = self.lock
+        out = self.out
+        lock.acquire()
+        try:
             if self.closed:
                 return None
-            try:
-                if _lib.coord_resource_read_cached(r, ctypes.byref(out)) != 1:
-                    return None
-                return Lease._again(self, out.value, name)
-            except BaseException:
-                if out.value:
-                    _lib.coord_release(out.value)
-                raise
+            out.value = None
+            if _read_cached(res.handle, out) != 1:
+                return None
+            handle = out.value
+            if self.deferred:
+                self._drain()
+            known = res.known
+            if known is None or known[0] != _lease_id(handle):
+                lease = Lease._new_locked(self, handle)
+                res.known = (lease.id, lease.token, lease.mode, lease.resource)
+            else:
+                lease = _new_lease(Lease)
+                lease._handle = handle
+                lease._pid = self.pid
+                lease.id, lease.token, lease.mode, lease.resource = known
+                self.leases += 1
+                lease._conn = self
+            return lease
+        except BaseException:
+            if out.value:
+                _release(out.value)
+            raise
+        finally:
+            lock.release()
 
     def acquire(self, name, mode, timeout_ms, label, what):
         """Blocking acquire, interruptible: start, then 50 ms steps.  From
@@ -405,7 +466,13 @@ class Lease:
 
     @classmethod
     def _new(cls, conn, handle):
-        self = cls.__new__(cls)
+        with conn.lock:
+            return cls._new_locked(conn, handle)
+
+    @classmethod
+    def _new_locked(cls, conn, handle):
+        """The Lease of a granted handle, counted in conn (its lock held)."""
+        self = _new_lease(cls)
         self._handle = handle
         self._pid = conn.pid
         self.token = _lib.coord_lease_token(handle)
@@ -413,27 +480,8 @@ class Lease:
         self.mode = _MODE_NAMES.get(_lib.coord_lease_mode(handle))
         res = _lib.coord_lease_resource(handle)
         self.resource = os.fsdecode(res) if res is not None else None
-        with _state_lock:
-            conn.leases += 1
-            self._conn = conn
-        return self
-
-    @classmethod
-    def _again(cls, conn, handle, name):
-        """A read under a cached grant: the same lease as the last one of
-        name, so its fields are known once its id matches."""
-        known = conn.cached.get(name)
-        if known is None or known[0] != _lib.coord_lease_id(handle):
-            self = cls._new(conn, handle)
-            conn.cached[name] = (self.id, self.token, self.mode, self.resource)
-            return self
-        self = cls.__new__(cls)
-        self._handle = handle
-        self._pid = conn.pid
-        self.id, self.token, self.mode, self.resource = known
-        with _state_lock:
-            conn.leases += 1
-            self._conn = conn
+        conn.leases += 1
+        self._conn = conn
         return self
 
     def __init__(self):
@@ -447,22 +495,15 @@ class Lease:
 
     @property
     def valid(self):
-        if self.released or os.getpid() != self._pid:
+        if self.released or _PID != self._pid:
             return False
         return bool(_lib.coord_lease_valid(self._handle))
 
     @property
     def recalled(self):
-        if self.released or os.getpid() != self._pid:
+        if self.released or _PID != self._pid:
             return False
         return bool(_lib.coord_lease_recalled(self._handle))
-
-    def _take_conn(self):
-        with _state_lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                conn.leases -= 1
-        return conn
 
     def release(self):
         """Releases the lease; a second call does nothing.
@@ -471,14 +512,24 @@ class Lease:
         lease back already (revoked, or lost in a broker restart): what was
         written under it must be treated as unfenced."""
         conn = self._conn
-        if conn is None or conn.closed or os.getpid() != self._pid:
+        if conn is None or conn.closed or _PID != self._pid:
             return
-        # Released first, detached after: an exception in between (Ctrl+C)
-        # leaves a Lease whose second release the C library answers with
-        # COORD_ENOLEASE, never a lease held with no object to release it.
-        rc = conn.call(_lib.coord_release, self._handle)
-        if self._take_conn() is None:
-            return  # another thread's release() came first
+        # Released first, detached after (under the connection's lock, so
+        # once): an exception in between (Ctrl+C) leaves a Lease whose
+        # second release the C library answers with COORD_ENOLEASE, never
+        # a lease held with no object to release it.
+        lock = conn.lock
+        lock.acquire()
+        try:
+            rc = _release(self._handle)
+            if conn.deferred:
+                conn._drain()
+            if self._conn is None:
+                return  # another thread's release() came first
+            self._conn = None
+            conn.leases -= 1
+        finally:
+            lock.release()
         if rc < 0 and rc != _EFORKED:
             raise error(rc, f"release {self.mode} lease of {self.resource}",
                         resource=self.resource)
@@ -487,7 +538,7 @@ class Lease:
         return self
 
     def __exit__(self, exc_type, exc, tb):
-        if os.getpid() != self._pid and exc_type is None:
+        if _PID != self._pid and exc_type is None:
             # a fork()ed child ran the block: it never held the lease
             raise error(_EFORKED, f"the {self.mode} lease of {self.resource} is the parent "
                         "process's: this child ran the block without it",
@@ -495,11 +546,16 @@ class Lease:
         self.release()
 
     def __del__(self):
+        # Nobody else refers to self now, so nothing races this hand-over;
+        # release_soon() counts the release in conn.
         try:
-            conn = self._take_conn()
+            conn = self._conn
         except AttributeError:  # never fully made
             return
-        if conn is None or conn.closed or os.getpid() != self._pid:
+        if conn is None:
+            return
+        self._conn = None
+        if conn.closed or _PID != self._pid:
             return
         conn.release_soon(self._handle)  # first: a warning may be an error
         warnings.warn(f"coord: {self.mode} lease of {self.resource} was never released; "
@@ -571,7 +627,7 @@ class Client:
         if self._closed:
             raise ValueError("coord: the client is closed")
         slot = getattr(self._local, "slot", None)
-        if slot is None or slot.pid != os.getpid():
+        if slot is None or slot.pid != _PID:
             slot = self._local.slot = _Slot()
         conns = slot.conns
         # Idle connections beyond a few are closed: many asyncio tasks that
@@ -583,17 +639,42 @@ class Client:
             conns[:] = [c for c in conns if not c.closed]
         for c in conns:
             if c.owned_by(owner) and not c.pending:
-                return c
-        for c in conns:
-            if c.idle():
+                break
+        else:
+            for c in conns:
+                if c.idle():
+                    c.set_owner(owner)
+                    break
+            else:
+                c = _Conn(self)
                 c.set_owner(owner)
-                return c
-        c = _Conn(self)
-        c.set_owner(owner)
-        conns.append(c)
-        with self._lock:
-            self._conns.add(c)
+                conns.append(c)
+                with self._lock:
+                    self._conns.add(c)
+        if owner is _SYNC:
+            self._local.sync = c  # for _cached_read()
         return c
+
+    def _cached_read(self, path, timeout, label):
+        """A read under a cached grant (Client.read()'s hot path), or None:
+        then acquire as usual.  It takes the connection _conn_for(_SYNC)
+        chose last in this thread, if it is still this thread's and not
+        waiting, and finds the kept handle by the path as given (absolute
+        or a key; a relative path has no kept handle)."""
+        cls = type(path)
+        if cls is not str and cls is not bytes:
+            path = os.fspath(path)  # acquire()'s TypeError for what is no path
+        try:
+            conn = self._local.sync
+        except AttributeError:  # no acquire yet in this thread (or since fork())
+            return None
+        if self._closed or conn.pending or conn.owner is not _SYNC:
+            return None
+        if timeout is not None:
+            _timeout_ms(timeout)  # the same TypeError for a bad one
+        if label is not None:
+            _label(label)  # ignored under a cached grant (coord.h)
+        return conn.read_cached(path)
 
     # -- leases ---------------------------------------------------------
     def acquire(self, path, mode, timeout=None, label=None):
@@ -609,6 +690,13 @@ class Client:
         coord.BadName, coord.NoBroker, ... (all coord.Error).  Ctrl+C
         during the wait raises KeyboardInterrupt at once and leaves the
         broker's queue clean."""
+        if mode == READ:
+            lease = self._cached_read(path, timeout, label)
+            if lease is not None:
+                return lease
+        return self._acquire(path, mode, timeout, label)
+
+    def _acquire(self, path, mode, timeout, label):
         name = _name(path)
         m = _mode(mode)
         tms = _timeout_ms(timeout)
@@ -621,11 +709,14 @@ class Client:
 
     def write(self, path, timeout=None, label=None):
         """acquire(path, "write", ...): ``with client.write(path) as lease:``."""
-        return self.acquire(path, WRITE, timeout, label)
+        return self._acquire(path, WRITE, timeout, label)
 
     def read(self, path, timeout=None, label=None):
         """acquire(path, "read", ...): ``with client.read(path):``."""
-        return self.acquire(path, READ, timeout, label)
+        lease = self._cached_read(path, timeout, label)
+        if lease is not None:
+            return lease
+        return self._acquire(path, READ, timeout, label)
 
     async def acquire_async(self, path, mode, timeout=None, label=None):
         """acquire() for asyncio: waits without blocking the event loop.
@@ -775,10 +866,10 @@ async def recalled(lease):
 
 
 def _after_fork_in_child():
+    global _PID
+    _PID = os.getpid()
     for client in list(_CLIENTS):
         client._after_fork_child()
-    global _state_lock
-    _state_lock = threading.Lock()
 
 
 os.register_at_fork(after_in_child=_after_fork_in_child)
