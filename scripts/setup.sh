@@ -9,7 +9,7 @@ packages=(build-essential meson ninja-build pkg-config python3 systemd liblmdb-d
           libsqlite3-dev sqlite3 libcriterion-dev npm faketime
           python3-pytest python3-filelock python3-fasteners python3-portalocker
           python3-sqlalchemy python3-flask python3-psycopg2 postgresql
-          prometheus tmux)
+          prometheus tmux python3-matplotlib)
 missing=()
 # The manual pages (scdoc builds them, man-db renders them in a test) and
 # the completion's test (bash-completion).
