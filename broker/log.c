@@ -63,16 +63,22 @@ static size_t write_all(int fd, const char *p, size_t n)
 	return done;
 }
 
-/* "2026-01-31T12:00:00.123Z" */
+/* "2026-01-31T12:00:00.123Z".  The part up to the seconds is formatted
+ * once per second (a busy broker logs thousands of lines in one). */
 static void timestamp(char *when, size_t size)
 {
+	static time_t last_sec = -1;
+	static char last[32];
+	static size_t last_len;
 	struct timespec ts;
 	struct tm tm;
-	size_t n;
 	clock_gettime(CLOCK_REALTIME, &ts);
-	gmtime_r(&ts.tv_sec, &tm);
-	n = strftime(when, size, "%Y-%m-%dT%H:%M:%S", &tm);
-	snprintf(when + n, size - n, ".%03ldZ", ts.tv_nsec / 1000000);
+	if (ts.tv_sec != last_sec) {
+		gmtime_r(&ts.tv_sec, &tm);
+		last_len = strftime(last, sizeof last, "%Y-%m-%dT%H:%M:%S", &tm);
+		last_sec = ts.tv_sec;
+	}
+	snprintf(when, size, "%.*s.%03ldZ", (int)last_len, last, ts.tv_nsec / 1000000);
 }
 
 /* Formats the line "ts=WHEN event=EVENT FIELDS\n" into p.  Returns its

@@ -32,12 +32,14 @@ static void timer_fired(struct watch *w, uint32_t events)
 	if (read(l->timer_fd, &ticks, sizeof ticks) < 0) {
 		/* EAGAIN: re-armed since; whatever is due is checked anyway */
 	}
+	l->armed_ms = -2; /* spent: the next loop_arm() sets it again */
 	l->on_timer(l->timer_ud);
 }
 
 int loop_init(struct loop *l, void (*on_timer)(void *ud), void *ud)
 {
 	l->stopping = 0;
+	l->armed_ms = -2;
 	l->on_timer = on_timer;
 	l->timer_ud = ud;
 	l->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -77,6 +79,10 @@ void loop_del(struct loop *l, int fd)
 void loop_arm(struct loop *l, int64_t deadline_ms)
 {
 	struct itimerspec its = { 0 };
+	/* Most batches leave the earliest deadline where it was: no call. */
+	if (deadline_ms == l->armed_ms)
+		return;
+	l->armed_ms = deadline_ms < 0 ? -1 : deadline_ms;
 	if (deadline_ms >= 0) {
 		int64_t left = deadline_ms - now_ms();
 		if (left < 1)

@@ -20,6 +20,8 @@ struct loop {
 	void (*on_timer)(void *ud);
 	void *timer_ud;
 	int stopping;              /* set to leave loop_run() */
+	int64_t armed_ms;          /* the deadline the timer is set for; -1 none,
+	                              -2 unknown (not set yet, or it fired) */
 };
 
 /* Creates the epoll set and the timerfd; on_timer(ud) runs when the armed
