@@ -353,11 +353,17 @@ def run(args, dir):
         print(f"  coord {coord.__version__} from {os.path.dirname(coord.__file__)}"
               f"{'; ' + versions if versions else ''}")
         print(f"  {'operation':<38} {'who':<11} {'p50':>9} {'p99':>9} {'mean':>9}", flush=True)
-    # A connection without cached reads (COORD_NO_CACHE is read when it
-    # connects): every read asks the broker, as before the cache.
+    # A connection without cached reads: COORD_NO_CACHE is read when it
+    # connects, which a Client does at its first lease in each thread, so
+    # the variable stays set until that lease is taken.  Every read on it
+    # asks the broker, as before the cache.
     os.environ["COORD_NO_CACHE"] = "1"
-    uncached = coord.Client(dir=dir, autostart=False)
-    del os.environ["COORD_NO_CACHE"]
+    try:
+        uncached = coord.Client(dir=dir, autostart=False)
+        with uncached.read(resource):
+            pass
+    finally:
+        del os.environ["COORD_NO_CACHE"]
 
     # Uncontended, write then read.  Each hold() is the library's own idiom.
     cfl = coord.FileLock(resource)
