@@ -212,7 +212,8 @@ struct coord {
 	int no_cache;           /* coord_options_t.no_cache or COORD_NO_CACHE=1 */
 	struct coord__old_page *old_pages; /* earlier connections' pages, unmapped
 	                                      with c (reads may still use them) */
-	unsigned char cache_used[COORD_CACHE_ENTRIES];
+	coord_resource_t *cache_used[COORD_CACHE_ENTRIES]; /* the handle each entry
+	                                      is bound to (or being bound), or NULL */
 	uint64_t broker_pid;    /* of the broker connected to */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
@@ -2246,7 +2247,7 @@ static void coord__cache_forget_locked(coord_t *c, coord_resource_t *r, int writ
 	if (write_page)
 		atomic_store_explicit(&k->e->lease, 0, memory_order_release);
 	if (c && k->page == c->cache)
-		c->cache_used[k->entry] = 0;
+		c->cache_used[k->entry] = NULL;
 	k->lease = 0;
 	k->e = k->page = NULL;
 }
@@ -2328,15 +2329,33 @@ static int coord__cache_settle(coord_t *c, coord_resource_t *r, int force)
 }
 
 /* Settles every cached grant of c on resource `name` (c->lock held), so
- * that a write request of c does not find its own idle read in the way. */
+ * that a write request of c does not find its own idle read in the way.
+ * It looks at the page's bound entries, not at every handle: a process
+ * may keep thousands of handles open on one connection, and this runs
+ * before each of its writes.  Grants on the pages of earlier connections
+ * (after a reconnect) are in no entry: then every handle is looked at. */
+static coord_resource_t *coord__cache_find_name_locked(coord_t *c, const char *name)
+{
+	coord_resource_t *r;
+	if (!c->old_pages) {
+		for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++)
+			if ((r = c->cache_used[i]) && r->cache.lease && !r->cache.busy &&
+			    !strcmp(r->name, name))
+				return r;
+		return NULL;
+	}
+	for (r = c->resources; r; r = r->next)
+		if (r->cache.lease && !r->cache.busy && !strcmp(r->name, name))
+			return r;
+	return NULL;
+}
+
 static void coord__cache_settle_name(coord_t *c, const char *name)
 {
 	for (;;) {
 		coord_resource_t *r;
 		pthread_mutex_lock(&coord__table_lock);
-		for (r = c->resources; r; r = r->next)
-			if (r->cache.lease && !r->cache.busy && !strcmp(r->name, name))
-				break;
+		r = coord__cache_find_name_locked(c, name);
 		pthread_mutex_unlock(&coord__table_lock);
 		if (!r)
 			return;
@@ -2447,7 +2466,7 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 		pthread_mutex_unlock(&coord__table_lock);
 		return 1;
 	}
-	c->cache_used[entry] = 1;
+	c->cache_used[entry] = r;
 	pthread_mutex_unlock(&coord__table_lock);
 	if (k && !(own = coord__cache_lockfd(ch, k)))
 		goto undo;
@@ -2481,7 +2500,7 @@ undo:
 	if (own)
 		flock(own->fd, LOCK_UN);
 	pthread_mutex_lock(&coord__table_lock);
-	c->cache_used[entry] = 0;
+	c->cache_used[entry] = NULL;
 	pthread_mutex_unlock(&coord__table_lock);
 	return 1;
 }
@@ -2597,7 +2616,8 @@ static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done
 	pthread_mutex_lock(&coord__table_lock);
 	c->cache = NULL;
 	c->cache_state = 0;
-	memset(c->cache_used, 0, sizeof c->cache_used);
+	for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++)
+		c->cache_used[i] = NULL;
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
 }
@@ -3022,6 +3042,10 @@ COORD_API void coord_resource_close(coord_resource_t *r)
 		r->cache.closing = 1;
 		r = NULL;
 	}
+	/* A forked child's copy of a parent's grant: forgotten, the page
+	 * left alone (coord__page_privatize()). */
+	if (r && c && !locked && r->cache.lease)
+		coord__cache_forget_locked(c, r, 0);
 	pthread_mutex_unlock(&coord__table_lock);
 	if (r && c && locked && r->cache.lease)
 		coord__cache_finish(c, r);
