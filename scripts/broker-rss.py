@@ -64,6 +64,10 @@ def main():
     ap.add_argument("--maps", action="store_true",
                     help="also print the broker's resident memory per mapping of 64 KiB or more "
                     "(/proc/PID/smaps)")
+    ap.add_argument("--time-list", type=int, default=0, metavar="N",
+                    help="also time N runs of `coordctl list --json` (and of `coordctl list`) "
+                    "while the leases are held, and print the median and the slowest")
+    ap.add_argument("--coordctl", default=os.path.join(ROOT, "build", "tools", "coordctl"))
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="coord-rss-")
     inst = os.path.join(tmp, "instance")
@@ -115,6 +119,18 @@ def main():
               f"idle before the clients {idle / 1024:.1f} MiB)")
         print("broker-rss: of which " + ", ".join(f"{k} {v / 1024:.1f} MiB" for k, v in parts.items())
               + " (RssFile: the pages of the LMDB files, the region and the event feed it has touched)")
+        for form in (["list", "--json"], ["list"]) if args.time_list else ():
+            took = []
+            for _ in range(args.time_list):
+                t0 = time.perf_counter()
+                out = subprocess.run([args.coordctl, "--dir", inst] + form, check=True,
+                                     stdout=subprocess.PIPE).stdout
+                took.append((time.perf_counter() - t0) * 1000)
+            took.sort()
+            print(f"broker-rss: coordctl {' '.join(form)} of {st['leases']} leases "
+                  f"({len(out)} bytes): median {took[len(took) // 2]:.1f} ms, slowest "
+                  f"{took[-1]:.1f} ms over {len(took)} runs (the process's whole run, "
+                  f"output to a pipe)")
         if args.maps:
             for kb, anon, name in smaps(broker.pid):
                 if kb >= 64:

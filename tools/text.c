@@ -90,37 +90,51 @@ int text_valid_utf8(const char *s)
 
 int text_json_string(FILE *f, const char *s)
 {
-	const unsigned char *p = (const unsigned char *)s;
+	const unsigned char *p = (const unsigned char *)s, *run = p;
 	size_t left = strlen(s);
 	int invalid = 0;
 	uint32_t cp;
+	/* Characters that need no escape go out in runs, one fwrite() each:
+	 * `list --json` of 10,000 leases writes megabytes of them. */
+#define TEXT_FLUSH_RUN()                                                                           	do {                                                                                       		if (p > run)                                                                       			fwrite(run, 1, (size_t)(p - run), f);                                      	} while (0)
 	fputc('"', f);
 	while (left) {
 		size_t n = decode(p, left, &cp);
+		const char *esc = NULL;
 		if (!n) {
+			TEXT_FLUSH_RUN();
 			fputs("\\ufffd", f);
 			invalid = 1;
 			p++;
 			left--;
+			run = p;
 			continue;
 		}
 		switch (cp) {
-		case '"': fputs("\\\"", f); break;
-		case '\\': fputs("\\\\", f); break;
-		case '\b': fputs("\\b", f); break;
-		case '\f': fputs("\\f", f); break;
-		case '\n': fputs("\\n", f); break;
-		case '\r': fputs("\\r", f); break;
-		case '\t': fputs("\\t", f); break;
+		case '"': esc = "\\\""; break;
+		case '\\': esc = "\\\\"; break;
+		case '\b': esc = "\\b"; break;
+		case '\f': esc = "\\f"; break;
+		case '\n': esc = "\\n"; break;
+		case '\r': esc = "\\r"; break;
+		case '\t': esc = "\\t"; break;
 		default:
 			if (cp < 0x20 || (cp >= 0x7f && cp <= 0x9f) || cp == 0x2028 || cp == 0x2029)
-				fprintf(f, "\\u%04x", (unsigned)cp);
+				esc = "";
+		}
+		if (esc) {
+			TEXT_FLUSH_RUN();
+			if (*esc)
+				fputs(esc, f);
 			else
-				fwrite(p, 1, n, f);
+				fprintf(f, "\\u%04x", (unsigned)cp);
+			run = p + n;
 		}
 		p += n;
 		left -= n;
 	}
+	TEXT_FLUSH_RUN();
+#undef TEXT_FLUSH_RUN
 	fputc('"', f);
 	return invalid;
 }
