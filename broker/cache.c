@@ -53,8 +53,8 @@ struct cache_page {
 /* Descriptors kept for cached grants, and how many may be: a client could
  * otherwise spend the broker's descriptors (one per grant, 256 per
  * connection) and keep others from connecting.  A grant refused for
- * want of one is released as usual: only the cache is lost. */
-#define CACHE_FDS_PER_CLIENT 32
+ * want of one is released as usual: only the cache is lost.  The
+ * library knows COORD_CACHE_FDS_PER_CONN and does not ask past it. */
 static unsigned long cache_fds, cache_fds_max;
 
 static int fd_budget_ok(const struct cache_page *p)
@@ -67,7 +67,7 @@ static int fd_budget_ok(const struct cache_page *p)
 		                        ? (unsigned long)rl.rlim_cur / 8
 		                        : 128;
 	}
-	return p->fds < CACHE_FDS_PER_CLIENT && cache_fds < cache_fds_max;
+	return p->fds < COORD_CACHE_FDS_PER_CONN && cache_fds < cache_fds_max;
 }
 
 int cache_page_make(struct client *c, int *fd_out)

@@ -427,6 +427,9 @@ typedef struct coord_cache_entry {
 } coord_cache_entry;
 
 #define COORD_CACHE_ENTRIES (COORD_CACHE_PAGE_SIZE / sizeof(coord_cache_entry))
+/* The descriptors (kernel locks) the broker keeps for one connection's
+ * cached grants; it refuses to cache more, and the library does not ask. */
+#define COORD_CACHE_FDS_PER_CONN 32
 /* ---- the event feed: coordd.events ----
  *
  * A ring of fixed-size records the broker appends to, one per event

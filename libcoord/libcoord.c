@@ -214,6 +214,8 @@ struct coord {
 	                                      with c (reads may still use them) */
 	coord_resource_t *cache_used[COORD_CACHE_ENTRIES]; /* the handle each entry
 	                                      is bound to (or being bound), or NULL */
+	unsigned cache_fds;     /* grants bound in `cache` that passed the broker
+	                           a descriptor (COORD_CACHE_FDS_PER_CONN at most) */
 	uint64_t broker_pid;    /* of the broker connected to */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
@@ -246,6 +248,8 @@ struct coord__cached {
 	int closing;            /* coord_resource_close() came during a read */
 	struct coord__kfile *k; /* the descriptor its kernel lock is on, or
 	                           NULL; kept with the handle when unbound */
+	int passed_fd;          /* the bind gave the broker a copy of k: counted
+	                           in its connection's cache_fds */
 };
 
 struct coord_resource {
@@ -2246,8 +2250,12 @@ static void coord__cache_forget_locked(coord_t *c, coord_resource_t *r, int writ
 	struct coord__cached *k = &r->cache;
 	if (write_page)
 		atomic_store_explicit(&k->e->lease, 0, memory_order_release);
-	if (c && k->page == c->cache)
+	if (c && k->page == c->cache) {
 		c->cache_used[k->entry] = NULL;
+		if (k->passed_fd)
+			c->cache_fds--;
+	}
+	k->passed_fd = 0;
 	k->lease = 0;
 	k->e = k->page = NULL;
 }
@@ -2462,7 +2470,12 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 	pthread_mutex_lock(&coord__table_lock);
 	for (entry = 0; entry < COORD_CACHE_ENTRIES && c->cache_used[entry]; entry++)
 		;
-	if (entry == COORD_CACHE_ENTRIES || ch->lease || ch->closing) {
+	/* The broker keeps at most COORD_CACHE_FDS_PER_CONN descriptors per
+	 * connection and refuses the rest: asking would only cost it the
+	 * check of one more descriptor, and this release a round of
+	 * SCM_RIGHTS, for a grant it then releases anyway. */
+	if (entry == COORD_CACHE_ENTRIES || ch->lease || ch->closing ||
+	    (k && c->cache_fds >= COORD_CACHE_FDS_PER_CONN)) {
 		pthread_mutex_unlock(&coord__table_lock);
 		return 1;
 	}
@@ -2493,7 +2506,9 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 		                      coord__region_epoch(c->slots),
 		                      atomic_load_explicit(coord__region_epoch(c->slots),
 		                                           memory_order_relaxed),
-		                      0, 0, 0, 0, own };
+		                      0, 0, 0, 0, own, own != NULL };
+	if (own)
+		c->cache_fds++;
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
 undo:
@@ -2618,6 +2633,7 @@ static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done
 	c->cache_state = 0;
 	for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++)
 		c->cache_used[i] = NULL;
+	c->cache_fds = 0;
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
 }
