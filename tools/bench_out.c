@@ -1,15 +1,39 @@
-/* coord-bench's output: percentiles of a run's samples, and the rows that
- * show them, either as a table for people or as JSON lines for scripts
+/* coord-bench's shared state and output: the run's settings (bench), how
+ * a measurement fails (bench_die()), percentiles of a run's samples, and
+ * the rows that show them, either as a table for people or as JSON lines for scripts
  * (scripts/bench-plot.py reads them).  Every row, target and note of a run
  * goes through here, so the two forms always say the same thing.  Nothing
  * here measures; the strings it prints are the program's own. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bench.h"
+
+struct bench_env bench = { .iterations = 20000, .handoffs = 300 };
+
+static pid_t main_pid;
+
+void bench_set_main_pid(void)
+{
+	main_pid = getpid();
+}
+
+void bench_die(const char *what, int rc)
+{
+	if (rc > 0)
+		fprintf(stderr, "coord-bench: %s failed\n", what);
+	else
+		fprintf(stderr, "coord-bench: %s: %s\n", what,
+		        rc < 0 ? coord_strerror(rc) : strerror(errno));
+	if (getpid() != main_pid)
+		_exit(1); /* the private broker and its directory are the parent's */
+	exit(1);
+}
 
 int64_t bench_now_ns(void)
 {

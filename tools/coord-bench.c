@@ -46,27 +46,6 @@
 
 #include "bench.h"
 
-struct bench_env bench = { .iterations = 20000, .handoffs = 300 };
-
-static pid_t main_pid;
-
-void bench_set_main_pid(void)
-{
-	main_pid = getpid();
-}
-
-void bench_die(const char *what, int rc)
-{
-	if (rc > 0)
-		fprintf(stderr, "coord-bench: %s failed\n", what);
-	else
-		fprintf(stderr, "coord-bench: %s: %s\n", what,
-		        rc < 0 ? coord_strerror(rc) : strerror(errno));
-	if (getpid() != main_pid)
-		_exit(1); /* the private broker and its directory are the parent's */
-	exit(1);
-}
-
 /* ---- the Python rows ---- */
 
 /* Where bench.py is, beside this binary: in a build tree, as
