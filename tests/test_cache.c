@@ -222,6 +222,23 @@ Test(cache, a_writer_takes_an_idle_grant_back_at_once_even_from_a_stopped_proces
 	          WEXITSTATUS(st));
 }
 
+/* In a child process holding cc: forks a grandchild that closes its copy
+ * of cc (the handles are left to it) and exits, and waits for it.  Exits
+ * with 20 or 21 if that fails. */
+static void fork_a_child_that_disconnects(coord_t *cc)
+{
+	int st;
+	pid_t kid = fork();
+	if (kid < 0)
+		_exit(20);
+	if (kid == 0) {
+		coord_disconnect(cc);
+		_exit(0);
+	}
+	if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		_exit(21);
+}
+
 /* A forked child that closes what it inherited (coord_disconnect(), as
  * the header tells it to) writes nothing its parent's grant depends on:
  * the page is shared memory, and an entry cleared by the child looked, to
@@ -240,17 +257,8 @@ Test(cache, a_forked_child_closing_its_copies_leaves_the_parents_grant_alone)
 		coord_t *cc;
 		coord_resource_t *r;
 		uint64_t id;
-		pid_t kid;
 		child_cache(path, &cc, &r, &id);
-		kid = fork();
-		if (kid < 0)
-			_exit(20);
-		if (kid == 0) {
-			coord_disconnect(cc); /* the handle is left to it */
-			_exit(0);
-		}
-		if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			_exit(21);
+		fork_a_child_that_disconnects(cc);
 		s->step = 1;
 		while (s->go < 1)
 			usleep(1000);
@@ -289,19 +297,10 @@ Test(cache, a_forked_child_closing_its_copies_does_not_end_the_parents_read)
 		coord_resource_t *r;
 		coord_lease_t *l;
 		uint64_t id;
-		pid_t kid;
 		child_cache(path, &cc, &r, &id);
 		if (coord_resource_acquire(r, COORD_READ, 5000, NULL, &l) != 0 || coord_lease_id(l) != id)
 			_exit(20); /* a read under the cached grant */
-		kid = fork();
-		if (kid < 0)
-			_exit(21);
-		if (kid == 0) {
-			coord_disconnect(cc);
-			_exit(0);
-		}
-		if (waitpid(kid, &st, 0) != kid || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
-			_exit(22);
+		fork_a_child_that_disconnects(cc);
 		s->step = 1;
 		while (s->go < 1)
 			usleep(1000);
