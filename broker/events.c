@@ -6,10 +6,12 @@
  * are in coord_proto.h; docs/design.md, "Event feed", says why.
  *
  * Each hook writes its record at once, through the mapping, and counts
- * the event for the metrics (metrics.c).  events_publish(), once per
- * batch of events after the commit, stores `head` and `wake`, then does
- * one FUTEX_WAKE if a connection asked to be woken (events_watch()): no
- * system call at all while nobody watches.  A reader that falls behind
+ * the event for the metrics (metrics.c); the feed's own figures (records
+ * published, watchers) are told to the metrics here too, as they change,
+ * so the metrics never call back into this file.  events_publish(), once
+ * per batch of events after the commit, stores `head` and `wake`, then
+ * does one FUTEX_WAKE if a connection asked to be woken (events_watch()):
+ * no system call at all while nobody watches.  A reader that falls behind
  * by more than the ring holds is lapped, and finds out by the seq words;
  * the broker never learns of it.
  *
@@ -54,6 +56,13 @@ static struct {
 	struct client *watchers[EVENTS_WATCHERS_MAX];
 	size_t nwatchers;
 } feed;
+
+/* Tells the metrics the feed's figures, after each change: the records
+ * published (0: no feed) and the watchers. */
+static void feed_changed(void)
+{
+	metrics_on_feed(feed.map ? feed.published - 1 : 0, feed.nwatchers);
+}
 
 /* Maps fd (EVENTS_FILE_SIZE bytes).  Returns 0 or -1 (errno). */
 static int map_feed(int fd)
@@ -147,6 +156,7 @@ void events_open(struct broker *b)
 	feed.next = feed.published = head ? head : 1;
 	atomic_store_explicit(&feed.hdr->broker_epoch, feed.epoch, memory_order_release);
 	atomic_store_explicit(&feed.hdr->broker_pid, (uint64_t)getpid(), memory_order_release);
+	feed_changed();
 	append_start();
 }
 
@@ -308,6 +318,7 @@ void events_publish(void)
 	if (!feed.map || feed.next == feed.published)
 		return;
 	feed.published = feed.next;
+	feed_changed();
 	atomic_store_explicit(&feed.hdr->head, feed.next, memory_order_release);
 	atomic_store_explicit(&feed.hdr->wake, (uint32_t)feed.next, memory_order_release);
 	/* A reader that read the old wake word and then the old head is in
@@ -328,6 +339,7 @@ void events_close(void)
 	munmap(feed.map, EVENTS_FILE_SIZE);
 	feed.map = NULL;
 	feed.nwatchers = 0;
+	feed_changed();
 }
 
 int events_watch(struct client *c)
@@ -340,6 +352,7 @@ int events_watch(struct client *c)
 	if (feed.nwatchers == EVENTS_WATCHERS_MAX)
 		return COORD_ELIMIT;
 	feed.watchers[feed.nwatchers++] = c;
+	feed_changed();
 	return 0;
 }
 
@@ -348,17 +361,8 @@ void events_unwatch(struct client *c)
 	for (size_t i = 0; i < feed.nwatchers; i++) {
 		if (feed.watchers[i] == c) {
 			feed.watchers[i] = feed.watchers[--feed.nwatchers];
+			feed_changed();
 			return;
 		}
 	}
-}
-
-uint64_t events_head(void)
-{
-	return feed.map ? feed.published : 0;
-}
-
-size_t events_watchers(void)
-{
-	return feed.nwatchers;
 }

@@ -1,6 +1,7 @@
 /* The event feed: what happened in the broker, appended to the ring file
  * coordd.events that readers map read-only (see events.c), and counted
- * for the metrics (metrics.c) on the way. */
+ * for the metrics (metrics.c) on the way, with the feed's own figures
+ * (records published, watchers). */
 #ifndef COORD_EVENTS_H
 #define COORD_EVENTS_H
 
@@ -34,17 +35,13 @@ void events_checkpoint_start(const char *name, int kind, int pid);
 void events_checkpoint_done(const char *name, int kind, int code, int64_t duration_us,
                             int64_t wal_before, int64_t wal_after);
 
-/* Connection c sleeps on the feed (METRICS{COORD_METRICS_WATCH}): wake
- * it after each publish until it goes.  Returns 0, or COORD_ELIMIT
+/* Connection c sleeps on the feed (METRICS{COORD_METRICS_WATCH}, which
+ * requests.c answers with this): wake it after each publish until it
+ * goes.  Returns 0, or COORD_ELIMIT
  * (EVENTS_WATCHERS_MAX watchers already), COORD_ENOTSUP (no feed). */
 #define EVENTS_WATCHERS_MAX 256
 int events_watch(struct client *c);
 /* c is going: no more wakes for it (a no-op if it never watched). */
 void events_unwatch(struct client *c);
-
-/* For the metrics: the seq of the next record (0: no feed), and how many
- * connections watch. */
-uint64_t events_head(void);
-size_t events_watchers(void);
 
 #endif

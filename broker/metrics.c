@@ -2,16 +2,18 @@
  *
  * Counters and histograms are kept here as events happen (the hooks in
  * events.c call metrics_on_*()): a few additions per event, no system
- * call.  Gauges are read when someone asks (metrics_render()): one walk
- * of the lease table for the leases and waiters per mode and the longest
- * current wait and hold, and one stat(2) of the WAL file (NAME-wal for
- * SQLite, NAME.wal for DuckDB) of each database resource the broker knows,
- * at most WAL_STAT_MAX of them.  That stat is the one thing here that can
- * block: a file on a hung network filesystem would stall the broker for
- * as long as the stat hangs, as it would the checkpoint's kind detection
- * already.  The text is built in memory and handed over whole (a sealed
- * memfd for METRICS, a buffer for HTTP), so a slow reader never holds the
- * broker.
+ * call.  The event feed's own figures (records published, watchers) come
+ * the same way, from events.c as they change (metrics_on_feed()), so this
+ * file reads nothing of the feed's.  The other gauges are read when
+ * someone asks (metrics_render()): one walk of the lease table for the
+ * leases and waiters per mode and the longest current wait and hold, and
+ * one stat(2) of the WAL file (NAME-wal for SQLite, NAME.wal for DuckDB)
+ * of each database resource the broker knows, at most WAL_STAT_MAX of
+ * them.  That stat is the one thing here that can block: a file on a hung
+ * network filesystem would stall the broker for as long as the stat
+ * hangs, as it would the checkpoint's kind detection already.  The text
+ * is built in memory and handed over whole (a sealed memfd for METRICS, a
+ * buffer for HTTP), so a slow reader never holds the broker.
  *
  * Label values are resource names, which are arbitrary bytes: a
  * backslash becomes "\\" and every byte that is a control character or
@@ -28,7 +30,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "events.h"
 #include "metrics.h"
 #include "protocol.h"
 #include "resource.h"
@@ -63,6 +64,8 @@ static struct {
 	} ckpt_results[8];
 	size_t nresults;
 	struct histogram ckpt;
+	uint64_t feed_published;  /* records published in the event feed */
+	size_t feed_watchers;     /* connections woken at new events */
 } m;
 
 static int idx(int mode)
@@ -127,6 +130,12 @@ void metrics_on_checkpoint(int code, int64_t duration_us)
 	if (i < m.nresults)
 		m.ckpt_results[i].n++;
 	observe(&m.ckpt, ckpt_bounds, NCKPT, (double)duration_us / 1e6);
+}
+
+void metrics_on_feed(uint64_t published, size_t watchers)
+{
+	m.feed_published = published;
+	m.feed_watchers = watchers;
 }
 
 /* ---- the text ---- */
@@ -380,10 +389,9 @@ int metrics_render(struct broker *b, char **text, size_t *len)
 	help(&t, "coord_broker_resident_memory_bytes", "gauge", "The broker's resident set size.");
 	put(&t, "coord_broker_resident_memory_bytes %lld\n", rss < 0 ? 0 : rss);
 	help(&t, "coord_feed_events_total", "counter", "Records published in the event feed.");
-	put(&t, "coord_feed_events_total %llu\n",
-	    (unsigned long long)(events_head() ? events_head() - 1 : 0));
+	put(&t, "coord_feed_events_total %llu\n", (unsigned long long)m.feed_published);
 	help(&t, "coord_feed_watchers", "gauge", "Connections woken at new events.");
-	put(&t, "coord_feed_watchers %zu\n", events_watchers());
+	put(&t, "coord_feed_watchers %zu\n", m.feed_watchers);
 	free(wal.buf);
 	if (t.failed || wal.failed) {
 		free(t.buf);
@@ -428,12 +436,7 @@ static int text_memfd(struct broker *b)
 void metrics_request(struct broker *b, struct client *c, const struct request *req)
 {
 	coord_msg_reply r = { { COORD_MSG_REPLY, req->seq }, 0, 0 };
-	int fd;
-	if (req->flags & COORD_METRICS_WATCH) {
-		client_reply(c, req->seq, events_watch(c));
-		return;
-	}
-	fd = text_memfd(b);
+	int fd = text_memfd(b);
 	if (fd < 0) {
 		client_reply(c, req->seq, fd);
 		return;

@@ -20,13 +20,16 @@ void metrics_on_reclaim(int mode, const char *reason);
 void metrics_on_recall(int mode);
 void metrics_on_timeout(int mode);
 void metrics_on_checkpoint(int code, int64_t duration_us);
+/* The event feed's figures, from events.c whenever they change: records
+ * published (0: no feed) and connections that watch. */
+void metrics_on_feed(uint64_t published, size_t watchers);
 
 /* The whole text, NUL-terminated, in a buffer for free() (*len without the
  * NUL).  Returns 0 or COORD_ENOMEM. */
 int metrics_render(struct broker *b, char **text, size_t *len);
 
-/* METRICS from c: the text in a sealed memfd passed with REPLY{0}, or
- * (COORD_METRICS_WATCH) c's process is woken at new events. */
+/* METRICS from c (without COORD_METRICS_WATCH, which requests.c gives to
+ * events_watch()): the text in a sealed memfd passed with REPLY{0}. */
 void metrics_request(struct broker *b, struct client *c, const struct request *req);
 
 #endif

@@ -1,5 +1,7 @@
 /* Request handlers: HELLO, ACQUIRE, CANCEL, RELEASE, STATUS, LIST, SHOW, POLICY,
  * LIMITS, NOTIFY, CHECKPOINT, REVOKE and ATTACH, and the answers that come later.
+ * METRICS is metrics.c's, except METRICS{COORD_METRICS_WATCH}, which makes
+ * the connection a watcher of the event feed (events_watch()).
  *
  * Nothing read from a client is trusted: every packet goes through
  * proto_decode() before anything here looks at it, a lease id in RELEASE
@@ -870,7 +872,11 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		handle_cancel(b, c, &req);
 		break;
 	case COORD_MSG_METRICS:
-		metrics_request(b, c, &req);
+		/* WATCH: c sleeps on the event feed; else the metrics text. */
+		if (req.flags & COORD_METRICS_WATCH)
+			client_reply(c, req.seq, events_watch(c));
+		else
+			metrics_request(b, c, &req);
 		break;
 	}
 }

@@ -3,17 +3,19 @@
  * Subcommands talk to the broker of the instance directory through the
  * public calls of libcoord (coord_status(), coord_list(), coord_show(),
  * ...), like any other program: nothing here knows the wire protocol.
- * This file holds main(), the help texts (the source of coordctl(1): each
- * says exactly which options exist), the error reporting every command
- * uses, and the commands that change things; listing.c has those that
- * look (status, list, show), connect.c how a broker is reached or
- * started.  Only `run`, `checkpoint`, `policy` and `limit` start a broker
- * when none is running, and only where an instance is (or with
- * --create); the others never do, so looking never changes anything.
+ * This file is the top of coordctl: main() (the options and the dispatch
+ * to a command), the help texts (the source of coordctl(1): each says
+ * exactly which options exist) and the commands that change things;
+ * listing.c has those that look (status, list, show), share.c
+ * setup-shared and share, connect.c how a broker is reached or started,
+ * and ctl.c, below them all, the error reporting every command uses.
+ * Only `run`, `checkpoint`, `policy` and `limit` start a broker when none
+ * is running, and only where an instance is (or with --create); the
+ * others never do, so looking never changes anything.
  *
  * A command that fails says, on stderr, what it tried, the COORD_E* code
  * and a hint that fixes it, in that order, and exits with the status its
- * help gives (see ctl_complain()). */
+ * help gives (see ctl_complain() in ctl.c). */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -22,7 +24,6 @@
 #include <math.h>
 #include <pwd.h>
 #include <signal.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,10 +41,6 @@
 #include "share.h"
 #include "watch.h"
 #include "text.h"
-
-const char *ctl_progname = "coordctl";
-const char *ctl_dir_opt;
-int ctl_create;
 
 /* ---- help ---- */
 
@@ -289,121 +286,6 @@ static const char share_help[] =
         "COORD_EINSTANCE on the files there.\n"
         "\n"
         "Exit status: 0 ok; 1 failed; 64 usage.\n";
-
-/* ---- failures ---- */
-
-static const char see_holders[] = "see who holds it with `coordctl list --resource RESOURCE`";
-
-/* The exit status each error gives, and what to tell the admin about it.
- * Errors not listed exit EX_FAIL with a generic hint. */
-static const struct failure {
-	int code, status;
-	const char *hint;
-} failures[] = {
-	{ COORD_ENOBROKER, EX_UNAVAILABLE,
-	  "start one with `coordd --daemon` (or unset COORD_NO_AUTOSTART), and check "
-	  "that coordd is on PATH or COORD_BROKER names it" },
-	{ COORD_EPERM, EX_UNAVAILABLE,
-	  "you may not use this instance directory; check its owner and mode" },
-	{ COORD_EIO, EX_UNAVAILABLE,
-	  "the broker closed the connection: see `coordctl status` and its coordd.log" },
-	{ COORD_ETIMEDOUT, EX_TEMPFAIL, see_holders },
-	{ COORD_EBUSY, EX_TEMPFAIL, see_holders },
-	{ COORD_EINVAL, EX_USAGE, "see `coordctl --help`" },
-	{ COORD_ENAME, EX_USAGE,
-	  "a resource is key:NAME (NAME not empty, no '/') or a file path whose directory "
-	  "exists, at most 511 bytes" },
-	{ COORD_EDEADLK, EX_FAIL, "this process already holds the resource, or waiting would close a wait-for cycle; the broker log names it (event=deadlock)" },
-	{ COORD_EPROTO, EX_FAIL, "coordctl and coordd are different versions; restart coordd" },
-	{ COORD_EINSTANCE, EX_FAIL,
-	  "the file's directory has a .coord-instance naming another instance; use that one "
-	  "with --dir or COORD_DIR" },
-	{ COORD_ELIMIT, EX_FAIL,
-	  "the broker is at a limit (--max-leases, --max-clients, or its descriptors): see its "
-	  "coordd.log, and restart it with more" },
-	{ COORD_EFULL, EX_FAIL, "restart coordd with a larger --map-size" },
-	{ COORD_ENOSPC, EX_FAIL, "free space on the instance directory's filesystem" },
-	{ COORD_ENOMEM, EX_FAIL, "free memory, then try again" },
-	{ COORD_EREGION, EX_FAIL, "try again in a second" },
-	{ COORD_ENOLEASE, EX_FAIL, "see the leases with `coordctl list --wide`" },
-};
-
-static char hint_text[1024];
-static char detail_text[4][1024];
-static int ndetails;
-
-void ctl_hint(const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(hint_text, sizeof hint_text, fmt, ap);
-	va_end(ap);
-}
-
-void ctl_detail(const char *fmt, ...)
-{
-	va_list ap;
-	if (ndetails == 4)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(detail_text[ndetails++], sizeof detail_text[0], fmt, ap);
-	va_end(ap);
-}
-
-static const struct failure *failure_of(int rc)
-{
-	for (size_t i = 0; i < sizeof failures / sizeof failures[0]; i++)
-		if (failures[i].code == rc)
-			return &failures[i];
-	return NULL;
-}
-
-int ctl_complain(int rc, const char *fmt, ...)
-{
-	const struct failure *f = failure_of(rc);
-	char what[2048];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "%s: ", ctl_progname);
-	text_put(stderr, what);
-	fprintf(stderr, ": %s\n", coord_strerror(rc));
-	for (int i = 0; i < ndetails; i++) {
-		fprintf(stderr, "%s: ", ctl_progname);
-		text_put(stderr, detail_text[i]);
-		fputc('\n', stderr);
-	}
-	fprintf(stderr, "%s: hint: ", ctl_progname);
-	text_put(stderr, hint_text[0] ? hint_text
-	                 : f && f->hint ? f->hint
-	                                : "the broker's log (coordd.log in the instance directory) "
-	                                  "may say more");
-	fputc('\n', stderr);
-	hint_text[0] = 0;
-	ndetails = 0;
-	return f ? f->status : EX_FAIL;
-}
-
-int ctl_usage(const char *cmd, const char *fmt, ...)
-{
-	char what[1024];
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(what, sizeof what, fmt, ap);
-	va_end(ap);
-	ctl_hint("see `coordctl %s --help`", cmd);
-	ctl_complain(COORD_EINVAL, "%s: %s", cmd, what);
-	return EX_USAGE;
-}
-
-int ctl_canonical_arg(const char *what, const char *arg, char *name)
-{
-	int rc = coord_canonicalize(arg, name, COORD_NAME_MAX + 1);
-	if (rc < 0)
-		return ctl_complain(rc, "%s: resource '%s'", what, arg);
-	return 0;
-}
 
 /* ---- checkpoint ---- */
 
@@ -927,11 +809,7 @@ static int cmd_metrics_run(int argc, char **argv)
 	return cmd_metrics(argc, argv, ctl_dir_opt);
 }
 
-static const struct command {
-	const char *name;
-	int (*run)(int argc, char **argv);
-	const char *help;
-} commands[] = {
+static const struct command commands[] = {
 	{ "status", cmd_status, status_help },
 	{ "list", cmd_list, list_help },
 	{ "show", cmd_show, show_help },
@@ -953,17 +831,6 @@ static const struct command *command_named(const char *name)
 		if (!strcmp(name, commands[k].name))
 			return &commands[k];
 	return NULL;
-}
-
-int ctl_help_asked(int argc, char **argv)
-{
-	const struct command *cmd;
-	if (argc < 2 || (strcmp(argv[1], "--help") && strcmp(argv[1], "-h")))
-		return 0;
-	cmd = command_named(argv[0]);
-	if (cmd)
-		fputs(cmd->help, stdout);
-	return 1;
 }
 
 static void main_usage(FILE *f)
@@ -1016,5 +883,6 @@ int main(int argc, char **argv)
 		ctl_complain(COORD_EINVAL, "unknown command '%s'", argv[i]);
 		return EX_USAGE;
 	}
+	ctl_command = cmd;
 	return cmd->run(argc - i, argv + i);
 }

@@ -1,7 +1,8 @@
 /* coordctl, private: what its command files share.  coordctl.c has main(),
- * the help texts and the commands that change things; listing.c the ones
- * that look (status, list, show); connect.c how a command reaches a
- * broker.  Not installed. */
+ * the help texts, the table of commands and the commands that change
+ * things; listing.c the ones that look (status, list, show); connect.c how
+ * a command reaches a broker; ctl.c, below them all, the options, the error
+ * reporting and the small formatting they use.  Not installed. */
 #ifndef COORD_CTL_H
 #define COORD_CTL_H
 
@@ -13,10 +14,22 @@
 /* Exit statuses (coordctl --help lists them; scripts depend on them). */
 enum { EX_OK = 0, EX_FAIL = 1, EX_USAGE = 64, EX_UNAVAILABLE = 69, EX_TEMPFAIL = 75 };
 
+/* A command: its name (its argv[0]), what runs it, and its --help text. */
+struct command {
+	const char *name;
+	int (*run)(int argc, char **argv);
+	const char *help;
+};
+
+/* In ctl.c: */
+
 extern const char *ctl_progname;
-/* coordctl's --dir (NULL: none given) and --create. */
+/* coordctl's --dir (NULL: none given) and --create, as main() read them. */
 extern const char *ctl_dir_opt;
 extern int ctl_create;
+/* The command main() runs (NULL until then): whose help ctl_help_asked()
+ * prints. */
+extern const struct command *ctl_command;
 
 /* Says that `what` failed with rc, on stderr, in this order:
  *     coordctl: WHAT: COORD_EXXX: message
@@ -34,6 +47,25 @@ void ctl_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* A usage error of command cmd: ctl_complain(COORD_EINVAL) with the hint
  * "see `coordctl CMD --help`"; returns EX_USAGE. */
 int ctl_usage(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Canonicalises a RESOURCE argument into name (COORD_NAME_MAX + 1 bytes).
+ * Returns 0, or the exit status after saying what is wrong with it. */
+int ctl_canonical_arg(const char *what, const char *arg, char *name);
+
+/* 1 if argv[1] asks for the command's help (--help or -h), after printing
+ * ctl_command's on stdout. */
+int ctl_help_asked(int argc, char **argv);
+
+/* "-", "512 B", "3.5 KiB", "12.0 MiB". */
+void ctl_fmt_bytes(char *buf, size_t size, int64_t bytes);
+
+/* "none", or "max hold 60 s, recall grace 10 s" (what is set). */
+const char *ctl_limits_text(const coord_limits_t *l, char *buf, size_t size);
+
+/* "read" or "write". */
+const char *ctl_mode_name(int mode);
+
+/* In connect.c: */
 
 /* Connects to the broker of the instance directory (--dir, $COORD_DIR or
  * the default).  With autostart, starts one if none runs (see connect.c:
@@ -63,25 +95,9 @@ int ctl_default_dir(void);
  * --create makes one. */
 int ctl_no_instance(const char *what, const char *dir, int can_create);
 
-/* "-", "512 B", "3.5 KiB", "12.0 MiB". */
-void ctl_fmt_bytes(char *buf, size_t size, int64_t bytes);
-
-/* "none", or "max hold 60 s, recall grace 10 s" (what is set). */
-const char *ctl_limits_text(const coord_limits_t *l, char *buf, size_t size);
-
-const char *ctl_mode_name(int mode);
-
-/* Canonicalises a RESOURCE argument into name (COORD_NAME_MAX + 1 bytes).
- * Returns 0, or the exit status after saying what is wrong with it. */
-int ctl_canonical_arg(const char *what, const char *arg, char *name);
-
 /* The commands of listing.c. */
 int cmd_status(int argc, char **argv);
 int cmd_list(int argc, char **argv);
 int cmd_show(int argc, char **argv);
-
-/* 1 if argv[1] asks for the command's help (--help or -h), after printing
- * it on stdout. */
-int ctl_help_asked(int argc, char **argv);
 
 #endif

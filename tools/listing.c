@@ -224,25 +224,6 @@ static void json_cmdline(FILE *f, const struct who *w)
 	fputc(']', f);
 }
 
-/* ---- shared formatting ---- */
-
-void ctl_fmt_bytes(char *buf, size_t size, int64_t b)
-{
-	if (b < 0)
-		snprintf(buf, size, "-");
-	else if (b < 1024)
-		snprintf(buf, size, "%" PRId64 " B", b);
-	else if (b < 1024 * 1024)
-		snprintf(buf, size, "%.1f KiB", b / 1024.0);
-	else
-		snprintf(buf, size, "%.1f MiB", b / 1048576.0);
-}
-
-const char *ctl_mode_name(int m)
-{
-	return m == COORD_WRITE ? "write" : "read";
-}
-
 /* ---- leases as JSON ---- */
 
 /* The fields holders and waiters share: "mode", "pid" (holders also
@@ -615,21 +596,6 @@ done:
 }
 
 /* ---- show ---- */
-
-/* "none", or "max hold 60 s, recall grace 10 s" (what is set). */
-const char *ctl_limits_text(const coord_limits_t *l, char *buf, size_t size)
-{
-	int n = 0;
-	if (!l->max_hold_ms && !l->recall_grace_ms)
-		return "none";
-	buf[0] = 0;
-	if (l->max_hold_ms)
-		n = snprintf(buf, size, "max hold %g s", l->max_hold_ms / 1000.0);
-	if (l->recall_grace_ms && n >= 0 && (size_t)n < size)
-		snprintf(buf + n, size - (size_t)n, "%srecall grace %g s", n ? ", " : "",
-		         l->recall_grace_ms / 1000.0);
-	return buf;
-}
 
 static void print_policy(const coord_resource_info_t *i)
 {
