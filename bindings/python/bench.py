@@ -21,7 +21,7 @@ with a raw fcntl.flock() from Python as the floor:
     sleep;
   - reads both with the library's cached read grants (the default: the
     second and later reads of a path never leave the process) and on a
-    client made with COORD_NO_CACHE=1 (every read asks the broker), beside
+    client made with coord.Client(cache=False) (every read asks the broker), beside
     an empty `with` block, the loop's own cost;
   - a tiny SQLite query (one row by primary key, WAL database, connection
     kept open) with no lock, under coord.read() cached and not, and under
@@ -353,17 +353,9 @@ def run(args, dir):
         print(f"  coord {coord.__version__} from {os.path.dirname(coord.__file__)}"
               f"{'; ' + versions if versions else ''}")
         print(f"  {'operation':<38} {'who':<11} {'p50':>9} {'p99':>9} {'mean':>9}", flush=True)
-    # A connection without cached reads: COORD_NO_CACHE is read when it
-    # connects, which a Client does at its first lease in each thread, so
-    # the variable stays set until that lease is taken.  Every read on it
-    # asks the broker, as before the cache.
-    os.environ["COORD_NO_CACHE"] = "1"
-    try:
-        uncached = coord.Client(dir=dir, autostart=False)
-        with uncached.read(resource):
-            pass
-    finally:
-        del os.environ["COORD_NO_CACHE"]
+    # A client without cached reads: every read asks the broker, as before
+    # the cache.
+    uncached = coord.Client(dir=dir, autostart=False, cache=False)
 
     # Uncontended, write then read.  Each hold() is the library's own idiom.
     cfl = coord.FileLock(resource)

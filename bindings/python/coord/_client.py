@@ -589,6 +589,11 @@ class Client:
     ``broker``       the coordd binary to start; None: $COORD_BROKER or
                      coordd on PATH
     ``connect_timeout``  seconds to wait for a starting broker (None: 5)
+    ``cache``        False: no cached read grants, every read asks the
+                     broker (as COORD_NO_CACHE=1 does for every client);
+                     True (the default): a path's second and later reads
+                     are taken in shared memory (coord.h,
+                     coord_resource_acquire())
 
     Connections are made per thread on first use, and closed when the
     thread ends and holds no lease (see the package docstring).  close()
@@ -596,7 +601,7 @@ class Client:
     every lease still held through this client.
     """
 
-    def __init__(self, dir=None, autostart=True, broker=None, connect_timeout=None):
+    def __init__(self, dir=None, autostart=True, broker=None, connect_timeout=None, cache=True):
         self.dir = os.fspath(dir) if dir is not None else None
         self._dir_b = os.fsencode(self.dir) if self.dir is not None else None
         self._broker_b = os.fsencode(os.fspath(broker)) if broker is not None else None
@@ -605,6 +610,7 @@ class Client:
             broker=self._broker_b,
             no_autostart=0 if autostart else 1,
             connect_timeout_ms=0 if connect_timeout is None else max(1, int(connect_timeout * 1000)),
+            no_cache=0 if cache else 1,
         )
         self._closed = False
         self._reset()

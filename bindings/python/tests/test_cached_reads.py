@@ -255,3 +255,22 @@ def test_no_cache_makes_every_read_ask_the_broker(broker, key):
     assert out.returncode == 0, f"the child failed: {out.stderr}"
     assert out.stdout.split() == ["3", "0"], \
         f"with COORD_NO_CACHE=1 each read is its own grant and none is kept: {out.stdout!r}"
+
+
+def test_a_client_made_with_cache_false_asks_the_broker_for_every_read(broker, key):
+    cached, uncached = coord.Client(), coord.Client(cache=False)
+    try:
+        ids = []
+        for _ in range(3):
+            with uncached.read(key) as lease:
+                ids.append(lease.id)
+        assert len(set(ids)) == 3, f"Client(cache=False): each read is its own grant: {ids}"
+        left = [e for e in cached.list() if e["resource"] == key]
+        assert not left, f"Client(cache=False) keeps no grant after its reads: {left}"
+        for _ in range(3):
+            with cached.read(key) as lease:
+                ids.append(lease.id)
+        assert len(set(ids[3:])) == 1, f"the default Client caches its reads: {ids[3:]}"
+    finally:
+        uncached.close()
+        cached.close()
