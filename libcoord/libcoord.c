@@ -39,6 +39,7 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <search.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -200,6 +201,8 @@ struct coord {
 	struct coord_resource *resources;  /* open handles */
 	/* under lock: */
 	struct coord__kfile *kfiles;       /* files this connection has locked (8.6) */
+	void *kfile_index;      /* the same, by (dev, ino, name): a tsearch() tree */
+	int kfile_index_partial; /* an insertion failed: search the list too */
 	struct coord_pending *pend;        /* the request coord_acquire_start() left
 	                                      waiting, or NULL */
 	unsigned gen;           /* connections made after a loss, so far */
@@ -255,6 +258,9 @@ struct coord__cached {
 struct coord_resource {
 	coord_t *conn;          /* NULL once the connection is closed */
 	int nocache;            /* coord_acquire()'s own: never caches */
+	struct coord__kfile *kf; /* conn's kernel-lock file of this name, as
+	                            found last: checked, then used, before the
+	                            list is searched (c->lock held) */
 	struct coord__cached cache;
 	struct coord_resource *next, *prev; /* conn->resources */
 	size_t name_len;
@@ -1927,8 +1933,15 @@ static const struct coord__backend coord__broker_backend = {
  * open.  Nested read leases of one connection share one flock.  flock(2)
  * on network filesystems (NFS, SMB) is emulated with POSIX locks and would
  * interfere with the database's own, so no kernel lock is taken there. */
+struct coord__kfile_id {
+	dev_t dev;
+	ino_t ino;
+	const char *name;
+};
+
 struct coord__kfile {
 	struct coord__kfile *next;  /* conn->kfiles, newest first */
+	struct coord__kfile_id id;  /* its key in conn->kfile_index */
 	int fd;
 	dev_t dev;                  /* the file fd is open on */
 	ino_t ino;
@@ -2016,16 +2029,66 @@ static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, si
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* The kernel-lock file of `name` for c (c->lock held), opened the first
+/* c->kfile_index holds &k->id of each kfile k of c, ordered by file,
+ * then name; a lookup's key is a coord__kfile_id of its own. */
+static int coord__kfile_cmp(const void *a, const void *b)
+{
+	const struct coord__kfile_id *x = a, *y = b;
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	if (x->ino != y->ino)
+		return x->ino < y->ino ? -1 : 1;
+	return strcmp(x->name, y->name);
+}
+
+/* c's kfile of (dev, ino, name), or NULL (c->lock held). */
+static struct coord__kfile *coord__kfile_find(coord_t *c, dev_t dev, ino_t ino, const char *name)
+{
+	struct coord__kfile_id key = { dev, ino, name };
+	struct coord__kfile *k;
+	void *found;
+	if (c->kfile_index_partial) {
+		for (k = c->kfiles; k; k = k->next)
+			if (!coord__kfile_cmp(&key, &k->id))
+				return k;
+		return NULL;
+	}
+	found = tfind(&key, &c->kfile_index, coord__kfile_cmp);
+	if (!found)
+		return NULL;
+	return (struct coord__kfile *)(void *)((char *)*(struct coord__kfile_id **)found -
+	                                       offsetof(struct coord__kfile, id));
+}
+
+/* Puts k, whose dev, ino and name are set, on c's list and in its index
+ * (c->lock held).  Without memory for the index, the list is searched
+ * from then on. */
+static void coord__kfile_add(coord_t *c, struct coord__kfile *k)
+{
+	void *node;
+	k->id = (struct coord__kfile_id){ k->dev, k->ino, k->name };
+	k->next = c->kfiles;
+	c->kfiles = k;
+	if (c->kfile_index_partial)
+		return;
+	node = tsearch(&k->id, &c->kfile_index, coord__kfile_cmp);
+	if (!node)
+		c->kfile_index_partial = 1;
+	else /* an inode number used again by a new file: the newest wins, as
+	      * in the list */
+		*(struct coord__kfile_id **)node = &k->id;
+}
+
+/* The kernel-lock file of r's name for c (c->lock held), opened the first
  * time and again when the name has come to mean another file (replaced
  * or recreated; the old descriptor stays open, see above).  A key's lock
  * is its file under DIR/keys, created if need be.  *out is NULL when no
  * kernel lock applies: a file that does not exist (yet), something that is
  * not a regular file, a network filesystem.  Returns 0 or COORD_ENOMEM. */
-static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **out)
+static int coord__kfile_get(coord_t *c, coord_resource_t *r, struct coord__kfile **out)
 {
 	char keypath[PATH_MAX];
-	const char *path = name;
+	const char *name = r->name, *path = name;
 	struct coord__kfile *k;
 	struct stat st;
 	int fd, key = name[0] != '/', known;
@@ -2038,18 +2101,22 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 	known = stat(path, &st) == 0;
 	if (!key && (!known || !S_ISREG(st.st_mode)))
 		return 0;
-	for (k = c->kfiles; known && k; k = k->next) {
-		if (!strcmp(k->name, name) && k->dev == st.st_dev && k->ino == st.st_ino) {
-			*out = k->unlocked ? NULL : k;
-			return 0;
-		}
+	/* The handle's last one, else the index: a process may have
+	 * thousands of files locked on one connection. */
+	k = r->kf;
+	if (known && !(k && k->dev == st.st_dev && k->ino == st.st_ino && !strcmp(k->name, name)))
+		k = coord__kfile_find(c, st.st_dev, st.st_ino, name);
+	if (known && k) {
+		r->kf = k;
+		*out = k->unlocked ? NULL : k;
+		return 0;
 	}
 	k = known ? coord__spare_take(st.st_dev, st.st_ino) : NULL;
 	if (k) {
 		snprintf(k->name, sizeof k->name, "%s", name);
 		k->holds = 0;
-		k->next = c->kfiles;
-		c->kfiles = k;
+		coord__kfile_add(c, k);
+		r->kf = k;
 		*out = k->unlocked ? NULL : k;
 		return 0;
 	}
@@ -2077,8 +2144,8 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 	k->dev = st.st_dev;
 	k->ino = st.st_ino;
 	snprintf(k->name, sizeof k->name, "%s", name);
-	k->next = c->kfiles;
-	c->kfiles = k;
+	coord__kfile_add(c, k);
+	r->kf = k;
 	*out = k->unlocked ? NULL : k;
 	return 0;
 }
@@ -2132,6 +2199,7 @@ static void coord__kfiles_close(coord_t *c)
 	while (c->kfiles) {
 		struct coord__kfile *k = c->kfiles;
 		c->kfiles = k->next;
+		tdelete(&k->id, &c->kfile_index, coord__kfile_cmp);
 		if (k->holds > 0 && !k->unlocked)
 			flock(k->fd, LOCK_UN); /* what closing did, without closing */
 		k->holds = 0;
@@ -3099,7 +3167,7 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	pthread_mutex_unlock(&coord__table_lock);
 	if (rc < 0)
 		return rc;
-	rc = coord__kfile_get(c, r->name, &k);
+	rc = coord__kfile_get(c, r, &k);
 	if (rc < 0)
 		goto fail;
 	/* A broker restart while the request waits loses its place in the
@@ -3333,7 +3401,7 @@ COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
 		pthread_mutex_unlock(&coord__table_lock);
 	}
 	if (rc == 0) {
-		rc = coord__kfile_get(c, r->name, &p->k);
+		rc = coord__kfile_get(c, r, &p->k);
 		if (rc < 0)
 			coord__pending_end(p, 0);
 	}
