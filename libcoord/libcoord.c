@@ -2516,6 +2516,24 @@ static struct coord__kfile *coord__cache_lockfd(struct coord__cached *ch, const 
 	return own;
 }
 
+/* Forgets c's bound grants the broker has taken back (c->table_lock
+ * held): their slot no longer holds their lease.  A grant taken back
+ * (recalled while idle, revoked, past a hold limit) is otherwise forgotten
+ * only when its handle is used again, and until then it would count
+ * against COORD_CACHE_FDS_PER_CONN.  Nothing to send: the broker unlocked
+ * and closed its copy of the descriptor before it cleared the slot, and
+ * the handle keeps its own. */
+static void coord__cache_forget_taken_locked(coord_t *c)
+{
+	for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++) {
+		coord_resource_t *r = c->cache_used[i];
+		struct coord__cached *k = r ? &r->cache : NULL;
+		if (k && k->lease && !k->busy && k->page == c->cache &&
+		    atomic_load_explicit(&k->slot->lease, memory_order_acquire) != k->lease)
+			coord__cache_forget_locked(c, r, 1);
+	}
+}
+
 /* At the release of read lease g, acquired through r: keeps it as r's
  * cached grant instead (c->lock held, g's record retired; k, its kernel
  * lock, still taken).  Returns 0 (kept: k's hold is given up here), or 1
@@ -2536,6 +2554,8 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 	if (!c->cache && coord__cache_page(c) < 0)
 		return 1;
 	pthread_mutex_lock(&coord__table_lock);
+	if (k && c->cache_fds >= COORD_CACHE_FDS_PER_CONN)
+		coord__cache_forget_taken_locked(c);
 	for (entry = 0; entry < COORD_CACHE_ENTRIES && c->cache_used[entry]; entry++)
 		;
 	/* The broker keeps at most COORD_CACHE_FDS_PER_CONN descriptors per
@@ -2647,46 +2667,69 @@ static void coord__cache_ended(coord_t *c, coord_resource_t *r)
  * (the same broker: the connection broke, the broker did not restart)
  * leaves that descriptor unusable for good.  Returns 0 or a COORD_E*
  * code from the broker. */
+static int coord__cache_reattach_one(coord_t *c, coord_resource_t *r, uint64_t old_broker,
+                                     uint64_t *done, size_t *ndone)
+{
+	uint64_t id, secret, client_id, slot;
+	size_t j;
+	int rc;
+	pthread_mutex_lock(&coord__table_lock);
+	id = r->cache.lease;
+	secret = r->cache.secret;
+	client_id = r->cache.client_id;
+	pthread_mutex_unlock(&coord__table_lock);
+	if (!id)
+		return 0;
+	rc = coord__attach(c, client_id, id, secret, &slot);
+	if (rc < 0 && rc != COORD_ENOLEASE)
+		return rc;
+	pthread_mutex_lock(&coord__table_lock);
+	if (r->cache.lease == id) {
+		if (rc == 1) {
+			r->cache.slot = &c->slots[slot];
+			r->cache.client_id = c->client_id;
+			for (struct coord__lease *rec = c->leases; rec; rec = rec->next) {
+				if (rec->cached_r != r)
+					continue;
+				atomic_store_explicit(&rec->word, &c->slots[slot].lease,
+				                      memory_order_release);
+				atomic_store_explicit(&rec->flags, &c->slots[slot].flags,
+				                      memory_order_release);
+				rec->client_id = c->client_id;
+			}
+		}
+		r->cache.orphan = 1;
+		r->cache.quarantine = old_broker == c->broker_pid;
+	}
+	pthread_mutex_unlock(&coord__table_lock);
+	for (j = 0; j < *ndone && done[j] != client_id; j++)
+		;
+	if (j == *ndone)
+		done[(*ndone)++] = client_id;
+	return 0;
+}
+
 static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done, size_t *ndone)
 {
-	for (coord_resource_t *r = c->resources; r; r = r->next) {
-		uint64_t id, secret, client_id, slot;
-		size_t j;
-		int rc;
-		pthread_mutex_lock(&coord__table_lock);
-		id = r->cache.lease;
-		secret = r->cache.secret;
-		client_id = r->cache.client_id;
-		pthread_mutex_unlock(&coord__table_lock);
-		if (!id)
-			continue;
-		rc = coord__attach(c, client_id, id, secret, &slot);
-		if (rc < 0 && rc != COORD_ENOLEASE)
+	coord_resource_t *closing[COORD_CACHE_ENTRIES];
+	size_t nclosing = 0;
+	int rc;
+	for (coord_resource_t *r = c->resources; r; r = r->next)
+		if ((rc = coord__cache_reattach_one(c, r, old_broker, done, ndone)) < 0)
 			return rc;
-		pthread_mutex_lock(&coord__table_lock);
-		if (r->cache.lease == id) {
-			if (rc == 1) {
-				r->cache.slot = &c->slots[slot];
-				r->cache.client_id = c->client_id;
-				for (struct coord__lease *rec = c->leases; rec; rec = rec->next) {
-					if (rec->cached_r != r)
-						continue;
-					atomic_store_explicit(&rec->word, &c->slots[slot].lease,
-					                      memory_order_release);
-					atomic_store_explicit(&rec->flags, &c->slots[slot].flags,
-					                      memory_order_release);
-					rec->client_id = c->client_id;
-				}
-			}
-			r->cache.orphan = 1;
-			r->cache.quarantine = old_broker == c->broker_pid;
-		}
-		pthread_mutex_unlock(&coord__table_lock);
-		for (j = 0; j < *ndone && done[j] != client_id; j++)
-			;
-		if (j == *ndone)
-			done[(*ndone)++] = client_id;
-	}
+	/* A handle closed during a read under its grant is off c->resources
+	 * but still holds the grant until that read's release: its grant is
+	 * attached too, or the new broker would let it go (attach-unclaimed)
+	 * and grant a writer beside the read.  One read at a time per handle,
+	 * and one handle per entry of the page: at most that many. */
+	pthread_mutex_lock(&coord__table_lock);
+	for (struct coord__lease *rec = c->leases; rec; rec = rec->next)
+		if (rec->cached_r && rec->cached_r->cache.closing && nclosing < COORD_CACHE_ENTRIES)
+			closing[nclosing++] = rec->cached_r;
+	pthread_mutex_unlock(&coord__table_lock);
+	for (size_t i = 0; i < nclosing; i++)
+		if ((rc = coord__cache_reattach_one(c, closing[i], old_broker, done, ndone)) < 0)
+			return rc;
 	/* The old page stays mapped for reads still under way in it. */
 	if (c->cache) {
 		struct coord__old_page *o = malloc(sizeof *o);

@@ -17,6 +17,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
@@ -478,6 +479,74 @@ Test(cache, a_broker_restart_keeps_a_read_under_way_and_lets_the_idle_grant_go)
 	coord_disconnect(c);
 }
 
+/* A handle closed during a read under its grant (allowed: the read's
+ * release frees it) is off the connection's list of handles, but its grant
+ * still protects the read: a broker restart must attach it like any held
+ * lease, or the new broker lets it go and grants a writer beside the read.
+ * The resource is a file that does not exist, so no kernel lock stands in
+ * for the broker. */
+Test(cache, a_handle_closed_during_its_read_keeps_the_read_across_a_broker_restart)
+{
+	const char *path = harness_path(&h, "missing.db"), *other = make_file("other.db");
+	struct shared *s = shared_new();
+	coord_t *c;
+	coord_lease_t *w;
+	int rc;
+	pid_t pid = fork();
+	cr_assert(pid >= 0);
+	if (pid == 0) {
+		coord_t *cc;
+		coord_resource_t *r;
+		coord_lease_t *l, *l2;
+		uint64_t id;
+		child_cache(path, &cc, &r, &id);
+		if (coord_resource_acquire(r, COORD_READ, 5000, NULL, &l) != 0 || coord_lease_id(l) != id)
+			_exit(60); /* a read under the grant */
+		coord_resource_close(r); /* during the read */
+		s->step = 1;
+		while (s->go < 1)
+			usleep(1000);
+		/* After the restart: any call reconnects. */
+		if (coord_acquire(cc, other, COORD_READ, 5000, NULL, &l2) != 0)
+			_exit(61);
+		coord_release(l2);
+		s->step = 2;
+		while (s->go < 2)
+			usleep(1000);
+		if (!coord_lease_valid(l))
+			_exit(62);
+		if (coord_release(l) != 0)
+			_exit(63);
+		s->step = 3;
+		while (s->go < 3)
+			usleep(1000);
+		coord_disconnect(cc);
+		_exit(0);
+	}
+	cr_assert(harness_wait_at_least(&s->step, 1, 5000), "the reader reads, its handle closed");
+	harness_kill_broker(&h);
+	harness_start_broker(&h, NULL);
+	s->go = 1;
+	if (!harness_wait_at_least(&s->step, 2, 10000)) {
+		int st = wait_pid_status(pid);
+		cr_assert_fail("the reader goes on after the restart (exit %d)", WEXITSTATUS(st));
+	}
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	rc = coord_acquire(c, path, COORD_WRITE, 0, "w", &w);
+	cr_assert_eq(rc, COORD_EBUSY,
+	             "a writer must not get the file while the read under the closed handle's "
+	             "grant goes on after the restart (got %s)",
+	             rc == 0 ? "the lease" : coord_errname(rc));
+	s->go = 2;
+	cr_assert(harness_wait_at_least(&s->step, 3, 10000), "the reader's lease stayed valid");
+	cr_assert_eq(coord_acquire(c, path, COORD_WRITE, 5000, "w", &w), 0,
+	             "the writer gets the file once the read ends");
+	coord_release(w);
+	s->go = 3;
+	cr_assert_eq(wait_pid_status(pid), 0);
+	coord_disconnect(c);
+}
+
 Test(cache, an_idle_grant_closes_no_wait_for_cycle)
 {
 	const char *x = make_file("x.db"), *y = make_file("y.db");
@@ -607,6 +676,45 @@ static ssize_t recv_msg(int fd, void *buf, size_t size, int *got)
 	if (n > 0 && cm && cm->cmsg_type == SCM_RIGHTS)
 		memcpy(got, CMSG_DATA(cm), sizeof *got);
 	return n;
+}
+
+/* Grants the broker took back (here: recalled by a writer while idle) no
+ * longer count against the 32 a connection may keep: the library learns
+ * it from their slots, and a new handle's read is cached again. */
+Test(cache, grants_taken_back_make_room_for_new_cached_grants)
+{
+	coord_t *c, *w;
+	coord_resource_t *r[33];
+	coord_lease_t *l;
+	char name[32];
+	const char *path[33];
+	cr_assert_eq(coord_connect(&c, NULL), 0);
+	cr_assert_eq(coord_connect(&w, NULL), 0);
+	for (int i = 0; i < 33; i++) {
+		snprintf(name, sizeof name, "room-%d.db", i);
+		path[i] = strdup(make_file(name));
+		cr_assert_eq(coord_resource_open(c, path[i], &r[i]), 0);
+	}
+	for (int i = 0; i < 32; i++) {
+		cr_assert_eq(coord_resource_acquire(r[i], COORD_READ, 5000, NULL, &l), 0);
+		cr_assert_eq(coord_release(l), 0);
+		cr_assert_eq(cached_state(path[i]), COORD_CACHED_IDLE, "grant %d is cached", i);
+	}
+	for (int i = 0; i < 32; i++) { /* each idle grant is taken back */
+		cr_assert_eq(coord_acquire(w, path[i], COORD_WRITE, 5000, NULL, &l), 0,
+		             "a writer takes file %d from its idle cached grant", i);
+		cr_assert_eq(coord_release(l), 0);
+	}
+	cr_assert_eq(coord_resource_acquire(r[32], COORD_READ, 5000, NULL, &l), 0);
+	cr_assert_eq(coord_release(l), 0);
+	cr_assert_eq(cached_state(path[32]), COORD_CACHED_IDLE,
+	             "with its 32 grants taken back, the connection caches a 33rd file");
+	for (int i = 0; i < 33; i++) {
+		coord_resource_close(r[i]);
+		free((void *)path[i]);
+	}
+	coord_disconnect(w);
+	coord_disconnect(c);
 }
 
 Test(cache, the_page_is_sealed_and_a_descriptor_that_is_no_local_file_costs_the_connection)
