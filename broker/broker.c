@@ -160,10 +160,19 @@ static void commit_and_send(struct broker *b)
 	clients_flush(&b->clients);
 }
 
+/* Sets the timer for the earliest deadline of every part. */
+static void arm_timer(struct broker *b)
+{
+	int64_t next;
+	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
+	next = earliest(next, revoke_next_deadline(b));
+	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
+	loop_arm(&b->loop, earliest(next, clients_next_deadline(&b->clients)));
+}
+
 static void after_events(void *ud)
 {
 	struct broker *b = ud;
-	int64_t next;
 	requests_decide_tries(b);
 	cache_drops_run(b);
 	commit_and_send(b);
@@ -171,10 +180,7 @@ static void after_events(void *ud)
 	cache_drops_run(b);
 	commit_and_send(b);
 	events_publish(); /* the batch's events, for coordctl watch */
-	next = earliest(lease_table_next_deadline(b->table), ckpt_jobs_next_deadline(&b->jobs));
-	next = earliest(next, revoke_next_deadline(b));
-	next = earliest(next, earliest(store_next_deadline(b->store), instance_next_deadline()));
-	loop_arm(&b->loop, earliest(next, clients_next_deadline(&b->clients)));
+	arm_timer(b);
 }
 
 static void signal_event(struct watch *w, uint32_t events)
@@ -268,6 +274,9 @@ int broker_run(struct broker *b)
 	int rc;
 	b->log.buffered = 1;
 	log_flush_on_crash(&b->log);
+	/* Deadlines known before the first event (the hold limits of leases
+	 * adopted at the start) are timed from now, not from that event. */
+	arm_timer(b);
 	rc = loop_run(&b->loop, after_events, b);
 	log_flush_on_crash(NULL);
 	log_flush(&b->log);

@@ -152,21 +152,29 @@ static int take_token(struct broker *b, struct lt_lease *l)
 /* Random bytes for lease secrets, drawn from a pool that one
  * arc4random_buf() call (getrandom(2)) fills 4 KiB at a time, instead of
  * a system call per grant. */
+static unsigned char secret_pool[4096];
+static size_t secret_left;
+
+void grants_secrets_forget(void)
+{
+	explicit_bzero(secret_pool, sizeof secret_pool);
+	secret_left = 0;
+}
+
 static void grants_secret(void *out, size_t n)
 {
-	static unsigned char pool[4096];
-	static size_t left;
-	if (n > sizeof pool) {
+	if (n > sizeof secret_pool) {
 		arc4random_buf(out, n);
 		return;
 	}
-	if (left < n) {
-		arc4random_buf(pool, sizeof pool);
-		left = sizeof pool;
+	if (secret_left < n) {
+		arc4random_buf(secret_pool, sizeof secret_pool);
+		secret_left = sizeof secret_pool;
 	}
-	memcpy(out, pool + sizeof pool - left, n);
-	explicit_bzero(pool + sizeof pool - left, n); /* a secret is never in two places */
-	left -= n;
+	memcpy(out, secret_pool + sizeof secret_pool - secret_left, n);
+	/* a secret is never in two places */
+	explicit_bzero(secret_pool + sizeof secret_pool - secret_left, n);
+	secret_left -= n;
 }
 
 /* Step 3: the lease record. */

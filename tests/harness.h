@@ -49,6 +49,9 @@ void harness_fini(struct harness *h);
 /* Starts `coordd --dir DIR` in the foreground as a child and waits until
  * it accepts connections.  Extra arguments may follow (NULL-terminated). */
 void harness_start_broker(struct harness *h, ...);
+/* The same without waiting for it to accept a connection: nothing
+ * reaches the broker until the test connects (or a holder does). */
+void harness_start_broker_undialed(struct harness *h, ...);
 /* The same, with the broker's RLIMIT_NOFILE (soft and hard) set to
  * nofile. */
 void harness_start_broker_nofile(struct harness *h, unsigned long nofile, ...);

@@ -157,6 +157,34 @@ Test(revoke, a_lease_held_past_max_hold_is_revoked)
 	          out);
 }
 
+/* A lease adopted by a restarted broker keeps its hold limit, timed from
+ * the start, not from the first event: here nothing connects to the new
+ * broker at all (the holder is asleep, the test only waits for it). */
+Test(revoke, an_adopted_lease_past_max_hold_is_revoked_with_no_client_event)
+{
+	const char *res = harness_path(&h, "adopted.db");
+	struct actor a;
+	char out[4096];
+	int status = 0;
+	pid_t got = 0;
+	write_file(res, "x", 1);
+	cr_assert_eq(harness_coordctl(out, sizeof out, "limit '%s' --max-hold 1.5 --recall-grace 0.2",
+	                              res), 0, "coordctl limit: %s", out);
+	holder(&a, res);
+	harness_kill_broker(&h);
+	harness_start_broker_undialed(&h, NULL);
+	for (int i = 0; i < 1500 && got == 0; i++) { /* 15 s */
+		got = waitpid(a.pid, &status, WNOHANG);
+		if (got == 0)
+			usleep(10000);
+	}
+	cr_assert_eq(got, a.pid, "the holder of an adopted lease past its max hold must be "
+	                         "recalled and get SIGTERM, with no other event in the broker");
+	a.pid = 0;
+	cr_assert(WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM,
+	          "the holder ends by SIGTERM (status %d)", status);
+}
+
 /* An idle reader that ignores the recall (and SIGTERM) is killed after the
  * grace, and the waiting writer is granted only once it has exited. */
 Test(revoke, a_recalled_reader_that_does_not_let_go_is_revoked_before_the_writer_gets_in)
