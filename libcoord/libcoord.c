@@ -217,8 +217,6 @@ struct coord {
 	                                      with c (reads may still use them) */
 	coord_resource_t *cache_used[COORD_CACHE_ENTRIES]; /* the handle each entry
 	                                      is bound to (or being bound), or NULL */
-	unsigned cache_fds;     /* grants bound in `cache` that passed the broker
-	                           a descriptor (COORD_CACHE_FDS_PER_CONN at most) */
 	uint64_t broker_pid;    /* of the broker connected to */
 	union coord__msg in;    /* the message being read */
 	char dir[PATH_MAX];
@@ -251,16 +249,11 @@ struct coord__cached {
 	int closing;            /* coord_resource_close() came during a read */
 	struct coord__kfile *k; /* the descriptor its kernel lock is on, or
 	                           NULL; kept with the handle when unbound */
-	int passed_fd;          /* the bind gave the broker a copy of k: counted
-	                           in its connection's cache_fds */
 };
 
 struct coord_resource {
 	coord_t *conn;          /* NULL once the connection is closed */
 	int nocache;            /* coord_acquire()'s own: never caches */
-	struct coord__kfile *kf; /* conn's kernel-lock file of this name, as
-	                            found last: checked, then used, before the
-	                            list is searched (c->lock held) */
 	struct coord__cached cache;
 	struct coord_resource *next, *prev; /* conn->resources */
 	size_t name_len;
@@ -2079,16 +2072,16 @@ static void coord__kfile_add(coord_t *c, struct coord__kfile *k)
 		*(struct coord__kfile_id **)node = &k->id;
 }
 
-/* The kernel-lock file of r's name for c (c->lock held), opened the first
+/* The kernel-lock file of `name` for c (c->lock held), opened the first
  * time and again when the name has come to mean another file (replaced
  * or recreated; the old descriptor stays open, see above).  A key's lock
  * is its file under DIR/keys, created if need be.  *out is NULL when no
  * kernel lock applies: a file that does not exist (yet), something that is
  * not a regular file, a network filesystem.  Returns 0 or COORD_ENOMEM. */
-static int coord__kfile_get(coord_t *c, coord_resource_t *r, struct coord__kfile **out)
+static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **out)
 {
 	char keypath[PATH_MAX];
-	const char *name = r->name, *path = name;
+	const char *path = name;
 	struct coord__kfile *k;
 	struct stat st;
 	int fd, key = name[0] != '/', known;
@@ -2101,13 +2094,10 @@ static int coord__kfile_get(coord_t *c, coord_resource_t *r, struct coord__kfile
 	known = stat(path, &st) == 0;
 	if (!key && (!known || !S_ISREG(st.st_mode)))
 		return 0;
-	/* The handle's last one, else the index: a process may have
-	 * thousands of files locked on one connection. */
-	k = r->kf;
-	if (known && !(k && k->dev == st.st_dev && k->ino == st.st_ino && !strcmp(k->name, name)))
-		k = coord__kfile_find(c, st.st_dev, st.st_ino, name);
-	if (known && k) {
-		r->kf = k;
+	/* Through the index: a process may have thousands of files locked on
+	 * one connection. */
+	k = known ? coord__kfile_find(c, st.st_dev, st.st_ino, name) : NULL;
+	if (k) {
 		*out = k->unlocked ? NULL : k;
 		return 0;
 	}
@@ -2116,7 +2106,6 @@ static int coord__kfile_get(coord_t *c, coord_resource_t *r, struct coord__kfile
 		snprintf(k->name, sizeof k->name, "%s", name);
 		k->holds = 0;
 		coord__kfile_add(c, k);
-		r->kf = k;
 		*out = k->unlocked ? NULL : k;
 		return 0;
 	}
@@ -2145,7 +2134,6 @@ static int coord__kfile_get(coord_t *c, coord_resource_t *r, struct coord__kfile
 	k->ino = st.st_ino;
 	snprintf(k->name, sizeof k->name, "%s", name);
 	coord__kfile_add(c, k);
-	r->kf = k;
 	*out = k->unlocked ? NULL : k;
 	return 0;
 }
@@ -2318,12 +2306,8 @@ static void coord__cache_forget_locked(coord_t *c, coord_resource_t *r, int writ
 	struct coord__cached *k = &r->cache;
 	if (write_page)
 		atomic_store_explicit(&k->e->lease, 0, memory_order_release);
-	if (c && k->page == c->cache) {
+	if (c && k->page == c->cache)
 		c->cache_used[k->entry] = NULL;
-		if (k->passed_fd)
-			c->cache_fds--;
-	}
-	k->passed_fd = 0;
 	k->lease = 0;
 	k->e = k->page = NULL;
 }
@@ -2516,22 +2500,21 @@ static struct coord__kfile *coord__cache_lockfd(struct coord__cached *ch, const 
 	return own;
 }
 
-/* Forgets c's bound grants the broker has taken back (c->table_lock
- * held): their slot no longer holds their lease.  A grant taken back
- * (recalled while idle, revoked, past a hold limit) is otherwise forgotten
- * only when its handle is used again, and until then it would count
- * against COORD_CACHE_FDS_PER_CONN.  Nothing to send: the broker unlocked
- * and closed its copy of the descriptor before it cleared the slot, and
- * the handle keeps its own. */
-static void coord__cache_forget_taken_locked(coord_t *c)
+/* How many of c's grants the broker holds a descriptor for (c->table_lock
+ * held): bound in its page with a descriptor passed at the bind (the
+ * handle's own, k), and still in their slot.  A grant the broker took
+ * back on its own (recalled while idle, revoked) no longer counts: the
+ * broker closed its copy before it cleared the slot. */
+static unsigned coord__cache_fds_locked(const coord_t *c)
 {
+	unsigned n = 0;
 	for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++) {
-		coord_resource_t *r = c->cache_used[i];
-		struct coord__cached *k = r ? &r->cache : NULL;
-		if (k && k->lease && !k->busy && k->page == c->cache &&
-		    atomic_load_explicit(&k->slot->lease, memory_order_acquire) != k->lease)
-			coord__cache_forget_locked(c, r, 1);
+		const coord_resource_t *r = c->cache_used[i];
+		const struct coord__cached *k = r ? &r->cache : NULL;
+		n += k && k->lease && k->k && k->page == c->cache &&
+		     atomic_load_explicit(&k->slot->lease, memory_order_acquire) == k->lease;
 	}
+	return n;
 }
 
 /* At the release of read lease g, acquired through r: keeps it as r's
@@ -2554,8 +2537,6 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 	if (!c->cache && coord__cache_page(c) < 0)
 		return 1;
 	pthread_mutex_lock(&coord__table_lock);
-	if (k && c->cache_fds >= COORD_CACHE_FDS_PER_CONN)
-		coord__cache_forget_taken_locked(c);
 	for (entry = 0; entry < COORD_CACHE_ENTRIES && c->cache_used[entry]; entry++)
 		;
 	/* The broker keeps at most COORD_CACHE_FDS_PER_CONN descriptors per
@@ -2563,7 +2544,7 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 	 * check of one more descriptor, and this release a round of
 	 * SCM_RIGHTS, for a grant it then releases anyway. */
 	if (entry == COORD_CACHE_ENTRIES || ch->lease || ch->closing ||
-	    (k && c->cache_fds >= COORD_CACHE_FDS_PER_CONN)) {
+	    (k && coord__cache_fds_locked(c) >= COORD_CACHE_FDS_PER_CONN)) {
 		pthread_mutex_unlock(&coord__table_lock);
 		return 1;
 	}
@@ -2594,9 +2575,7 @@ static int coord__cache_bind(coord_t *c, coord_resource_t *r, const struct coord
 		                      coord__region_epoch(c->slots),
 		                      atomic_load_explicit(coord__region_epoch(c->slots),
 		                                           memory_order_relaxed),
-		                      0, 0, 0, 0, own, own != NULL };
-	if (own)
-		c->cache_fds++;
+		                      0, 0, 0, 0, own };
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
 undo:
@@ -2744,7 +2723,6 @@ static int coord__cache_reattach(coord_t *c, uint64_t old_broker, uint64_t *done
 	c->cache_state = 0;
 	for (size_t i = 0; i < COORD_CACHE_ENTRIES; i++)
 		c->cache_used[i] = NULL;
-	c->cache_fds = 0;
 	pthread_mutex_unlock(&coord__table_lock);
 	return 0;
 }
@@ -3210,7 +3188,7 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	pthread_mutex_unlock(&coord__table_lock);
 	if (rc < 0)
 		return rc;
-	rc = coord__kfile_get(c, r, &k);
+	rc = coord__kfile_get(c, r->name, &k);
 	if (rc < 0)
 		goto fail;
 	/* A broker restart while the request waits loses its place in the
@@ -3444,7 +3422,7 @@ COORD_API int coord_acquire_start(coord_resource_t *r, int mode, int timeout_ms,
 		pthread_mutex_unlock(&coord__table_lock);
 	}
 	if (rc == 0) {
-		rc = coord__kfile_get(c, r, &p->k);
+		rc = coord__kfile_get(c, r->name, &p->k);
 		if (rc < 0)
 			coord__pending_end(p, 0);
 	}
