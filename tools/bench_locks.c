@@ -272,36 +272,17 @@ struct stats bench_unix_rtt(int cross_cpu)
 
 /* ---- uncontended ---- */
 
-/* Each sample is one acquire+release, clock reads included. */
-struct stats bench_uncontended(enum lock_kind kind, int mode)
-{
-	int n = bench.iterations;
-	int64_t *ns = samples(n);
-	struct lock k;
-	lock_open(&k, kind);
-	lock_take(&k, mode); /* not timed: a handle's first read makes its cached grant */
-	lock_drop(&k);
-	for (int i = 0; i < n; i++) {
-		int64_t t0 = bench_now_ns();
-		lock_take(&k, mode);
-		lock_drop(&k);
-		ns[i] = bench_now_ns() - t0;
-	}
-	lock_close(&k);
-	struct stats s = stats_of(ns, n, 1);
-	free(ns);
-	return s;
-}
-
 /* Each sample is batch acquire+release pairs timed together, reported per
- * pair: the cost of the lock itself, without the clock's ~20 ns. */
+ * pair: with batch 1, clock reads included; with more, the cost of the
+ * lock itself without the clock's ~20 ns.  The first pair is not timed: a
+ * handle's first read makes its cached grant. */
 struct stats bench_batched(enum lock_kind kind, int mode, int batch)
 {
 	int n = bench.iterations / batch > 20 ? bench.iterations / batch : 20;
 	int64_t *ns = samples(n);
 	struct lock k;
 	lock_open(&k, kind);
-	lock_take(&k, mode); /* as in bench_uncontended() */
+	lock_take(&k, mode);
 	lock_drop(&k);
 	for (int i = 0; i < n; i++) {
 		int64_t t0 = bench_now_ns();
@@ -315,6 +296,11 @@ struct stats bench_batched(enum lock_kind kind, int mode, int batch)
 	struct stats s = stats_of(ns, n, batch);
 	free(ns);
 	return s;
+}
+
+struct stats bench_uncontended(enum lock_kind kind, int mode)
+{
+	return bench_batched(kind, mode, 1);
 }
 
 /* ---- handoff and reclaim ---- */
