@@ -30,7 +30,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "grants.h"
+#include "secret.h"
 #include "checkpoint_child.h"
 #include "checkpoint_jobs.h"
 #include "events.h"
@@ -155,7 +155,7 @@ static void child_main(int out_fd, const struct ckpt_request *req)
 {
 	struct ckpt_result res;
 	sigset_t none;
-	grants_secrets_forget();
+	secret_forget();
 	setpgid(0, 0);
 	sigemptyset(&none);
 	sigprocmask(SIG_SETMASK, &none, NULL);

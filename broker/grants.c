@@ -40,6 +40,7 @@
 #include "state.h"
 #include "cache.h"
 #include "grants.h"
+#include "secret.h"
 #include "events.h"
 
 /* A GRANT (or ATTACH answer) queued this iteration, not sent before the
@@ -149,34 +150,6 @@ static int take_token(struct broker *b, struct lt_lease *l)
 	return 0;
 }
 
-/* Random bytes for lease secrets, drawn from a pool that one
- * arc4random_buf() call (getrandom(2)) fills 4 KiB at a time, instead of
- * a system call per grant. */
-static unsigned char secret_pool[4096];
-static size_t secret_left;
-
-void grants_secrets_forget(void)
-{
-	explicit_bzero(secret_pool, sizeof secret_pool);
-	secret_left = 0;
-}
-
-static void grants_secret(void *out, size_t n)
-{
-	if (n > sizeof secret_pool) {
-		arc4random_buf(out, n);
-		return;
-	}
-	if (secret_left < n) {
-		arc4random_buf(secret_pool, sizeof secret_pool);
-		secret_left = sizeof secret_pool;
-	}
-	memcpy(out, secret_pool + sizeof secret_pool - secret_left, n);
-	/* a secret is never in two places */
-	explicit_bzero(secret_pool + sizeof secret_pool - secret_left, n);
-	secret_left -= n;
-}
-
 /* Step 3: the lease record. */
 int grants_record(struct broker *b, const struct lt_lease *l)
 {
@@ -236,7 +209,7 @@ int grants_grant(void *ud, struct lt_lease *l, struct lt_waiter *w)
 	if (rc < 0)
 		goto fail;
 	l->granted_wall_ms = wall_ms();
-	grants_secret(&l->secret, sizeof l->secret);
+	secret_draw(&l->secret, sizeof l->secret);
 	rc = grants_record(b, l);
 	if (rc < 0)
 		goto fail;

@@ -8,9 +8,6 @@
 
 /* All take the struct broker as ud; see struct lt_events for when the
  * table calls them. */
-/* Wipes the pool lease secrets are drawn from: a forked child (the
- * checkpoint's) keeps no secret of a lease to come. */
-void grants_secrets_forget(void);
 int grants_resource_open(void *ud, struct lt_resource *res);
 int grants_resource_keep(void *ud, struct lt_resource *res);
 void grants_resource_close(void *ud, struct lt_resource *res);
