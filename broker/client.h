@@ -27,6 +27,7 @@ struct client {
 	char comm[COORD_COMM_MAX + 1];
 	int64_t connected_ms;
 	int helloed;
+	uint32_t proto;            /* the HELLO's protocol version */
 	int admin;                 /* in the broker's --admin-group */
 	int dead;                  /* destroyed at the end of the loop iteration */
 	const char *dead_reason;

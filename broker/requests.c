@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include "adopt.h"
@@ -351,14 +352,45 @@ static void listing_free(void *arg)
 	free(ls);
 }
 
-/* client_stream()'s fill: the next message. */
+/* The record at ls->buf + at: its message's length into *len and header
+ * into *h. */
+static void listing_record(const struct listing *ls, size_t at, uint16_t *len, coord_msg_hdr *h)
+{
+	memcpy(len, ls->buf + at, sizeof *len);
+	memcpy(h, ls->buf + at + sizeof *len, sizeof *h);
+}
+
+/* client_stream()'s fill: the next packet.  For protocol 7 that is as
+ * many LEASE_INFO as fit in one LEASE_INFOS: the records are copied as
+ * the listing keeps them, length and message. */
 static int listing_fill(struct client *c, void *arg)
 {
 	struct listing *ls = arg;
+	union {
+		coord_msg_lease_infos m;
+		char raw[COORD_MSG_MAX];
+	} p;
+	size_t at = sizeof p.m;
+	coord_msg_hdr h;
 	uint16_t l16;
 	if (ls->sent >= ls->len)
 		return 0;
-	memcpy(&l16, ls->buf + ls->sent, sizeof l16);
+	listing_record(ls, ls->sent, &l16, &h);
+	p.m = (coord_msg_lease_infos){ { COORD_MSG_LEASE_INFOS, h.seq }, 0, 0 };
+	for (size_t end = ls->sent; c->proto >= 7 && end < ls->len; end += sizeof l16 + l16) {
+		listing_record(ls, end, &l16, &h);
+		if (h.type != COORD_MSG_LEASE_INFO || at + sizeof l16 + l16 > sizeof p)
+			break;
+		memcpy(p.raw + at, ls->buf + end, sizeof l16 + l16);
+		at += sizeof l16 + l16;
+		p.m.count++;
+	}
+	if (p.m.count > 1) {
+		client_send(c, &p, at);
+		ls->sent += at - sizeof p.m;
+		return 1;
+	}
+	listing_record(ls, ls->sent, &l16, &h);
 	client_send(c, ls->buf + ls->sent + sizeof l16, l16);
 	ls->sent += sizeof l16 + l16;
 	return 1;
@@ -803,14 +835,28 @@ static void handle_checkpoint(struct broker *b, struct client *c, const struct r
 
 static void handle_hello(struct client *c, const struct request *req)
 {
-	coord_msg_welcome w = { { COORD_MSG_WELCOME, req->seq }, 0, COORD_PROTO_VERSION,
-		                c->id, (uint64_t)getpid() };
-	if (c->helloed || req->version != COORD_PROTO_VERSION)
+	/* The WELCOME names the version this connection speaks: the
+	 * client's own, which may be older than the broker's. */
+	coord_msg_welcome w = { { COORD_MSG_WELCOME, req->seq }, 0, req->version, c->id,
+		                (uint64_t)getpid() };
+	if (c->helloed || req->version < COORD_PROTO_VERSION_MIN ||
+	    req->version > COORD_PROTO_VERSION)
 		w.status = COORD_EPROTO;
 	c->helloed = 1;
-	client_send(c, &w, sizeof w);
-	if (w.status < 0)
-		client_kill(c, "protocol-error");
+	c->proto = req->version;
+	if (w.status == 0) {
+		client_send(c, &w, sizeof w);
+		return;
+	}
+	/* Sent at once: a dead client's queue is dropped unsent, and a
+	 * program built for another version should learn why it is cut off.
+	 * Nothing is queued before a WELCOME. */
+	if (send(c->fd, &w, sizeof w, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
+		/* gone, or its buffer full: the close tells it */
+	}
+	log_event(c->set->log, "protocol-error", "pid=%d reason=version version=%u supported=%d-%d",
+	          (int)c->pid, (unsigned)req->version, COORD_PROTO_VERSION_MIN, COORD_PROTO_VERSION);
+	client_kill(c, "protocol-error");
 }
 
 void requests_handle(struct broker *b, struct client *c, const void *buf, size_t len)

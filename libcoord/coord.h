@@ -638,6 +638,19 @@ COORD_API int coord_status(coord_t *c, coord_status_t *out);
  * COORD_ENOMEM. */
 COORD_API int coord_list(coord_t *c, coord_lease_info_t **out, size_t *count);
 
+/* coord_list() without the array: calls fn(lease, ud) for each holder and
+ * waiter, in coord_list()'s order, as the broker's answer arrives, so
+ * memory stays at one entry however many leases there are (a listing of
+ * 10,000 leases takes 7 MB as an array).  *lease is good during the call
+ * only.  fn returns 0 to go on; any other value stops the calls (the rest
+ * of the answer is read and dropped) and is what coord_list_each()
+ * returns.  fn runs with c in use: it must not call coord_* on c.
+ *
+ * Returns 0, fn's value, or COORD_EINVAL, COORD_EIO, COORD_EFORKED,
+ * COORD_EPROTO. */
+typedef int coord_lease_fn(const coord_lease_info_t *lease, void *ud);
+COORD_API int coord_list_each(coord_t *c, coord_lease_fn *fn, void *ud);
+
 /* One resource: its kind, policy, token, last checkpoint, and (if leases
  * is not NULL) its holders and waiters as coord_list() gives them.  A
  * resource the broker has never seen is reported with its defaults.

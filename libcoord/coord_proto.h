@@ -112,7 +112,11 @@ static inline int coord_proto_resolve_dir(const char *dir, char *buf, size_t siz
  * never include a NUL.  The broker checks every length and value; see
  * docs/design.md. */
 
-#define COORD_PROTO_VERSION 6
+#define COORD_PROTO_VERSION 7
+/* The oldest HELLO version the broker still serves: programs built with
+ * an older coord.h keep working across a broker upgrade.  What each
+ * version added is marked "(protocol N)" below. */
+#define COORD_PROTO_VERSION_MIN 6
 #define COORD_MSG_MAX 8192
 #define COORD_SEQ_NOTICE 0u
 
@@ -152,6 +156,8 @@ enum coord_msg_type {
 	COORD_MSG_RESOURCE_INFO,/* coord_msg_resource_info + name + policy cmd + message */
 	COORD_MSG_END,          /* coord_msg_reply: end of a listing */
 	COORD_MSG_NOTICE,       /* coord_msg_notice, seq 0: unsolicited */
+	COORD_MSG_LEASE_INFOS,  /* coord_msg_lease_infos (protocol 7): several
+	                           LEASE_INFO in one packet */
 };
 
 typedef struct coord_msg_hdr {
@@ -267,6 +273,19 @@ typedef struct coord_msg_lease_info {
 	uint16_t flags;         /* COORD_INFO_ADOPTED, _CACHED, _IN_USE */
 	/* char name[]; char comm[]; char label[]; */
 } coord_msg_lease_info;
+
+/* A listing's holders and waiters, packed (protocol 7): `count` records
+ * follow, each a uint16_t length and a whole LEASE_INFO message of that
+ * many bytes (its own header included), unaligned and back to back; the
+ * packet is at most COORD_MSG_MAX bytes.  A record too long to share a
+ * packet still comes as a LEASE_INFO of its own.  It saves a listing one
+ * system call per lease on each side. */
+typedef struct coord_msg_lease_infos {
+	coord_msg_hdr h;
+	uint32_t count;
+	uint32_t reserved;
+	/* { uint16_t len; char lease_info[len]; } [count] */
+} coord_msg_lease_infos;
 
 typedef struct coord_msg_resource {
 	coord_msg_hdr h;

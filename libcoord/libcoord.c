@@ -3762,20 +3762,27 @@ static int coord__decode_resource_info(const union coord__msg *m, size_t n,
 	return 0;
 }
 
-/* The LEASE_INFO messages of an answer; with keep 0 they are checked and
- * dropped. */
+/* The LEASE_INFO messages of an answer: kept in v (keep 1), handed to fn
+ * one by one (coord_list_each()), or else checked and dropped. */
 struct coord__lease_list {
 	coord_lease_info_t *v;
 	size_t n, cap;
 	int keep;
+	coord_lease_fn *fn;
+	void *ud;
+	int stopped;            /* fn's nonzero value; no more calls */
 };
 
-static int coord__lease_list_add(struct coord__lease_list *l, const union coord__msg *m, size_t n)
+static int coord__lease_list_one(struct coord__lease_list *l, const union coord__msg *m, size_t n)
 {
 	coord_lease_info_t scratch;
 	int rc;
-	if (!l->keep)
-		return coord__decode_lease_info(m, n, &scratch);
+	if (!l->keep) {
+		rc = coord__decode_lease_info(m, n, &scratch);
+		if (rc == 0 && l->fn && !l->stopped)
+			l->stopped = l->fn(&scratch, l->ud);
+		return rc;
+	}
 	if (l->n == l->cap) {
 		size_t cap = l->cap ? l->cap * 2 : 16;
 		coord_lease_info_t *v = realloc(l->v, cap * sizeof *v);
@@ -3788,6 +3795,36 @@ static int coord__lease_list_add(struct coord__lease_list *l, const union coord_
 	if (rc == 0)
 		l->n++;
 	return rc;
+}
+
+/* A LEASE_INFO, or a LEASE_INFOS (protocol 7) and every record in it:
+ * each is copied out to be aligned, and checked like a packet of its
+ * own, its seq included.  Returns 0 or COORD_EPROTO / COORD_ENOMEM. */
+static int coord__lease_list_add(struct coord__lease_list *l, const union coord__msg *m, size_t n)
+{
+	const coord_msg_lease_infos *p = (const void *)m;
+	size_t at = sizeof *p;
+	union coord__msg one;
+	int rc = 0;
+	if (m->h.type == COORD_MSG_LEASE_INFO)
+		return coord__lease_list_one(l, m, n);
+	if (n < sizeof *p || p->count < 2)
+		return COORD_EPROTO;
+	for (uint32_t i = 0; i < p->count && rc == 0; i++) {
+		uint16_t len;
+		if (n - at < sizeof len)
+			return COORD_EPROTO;
+		memcpy(&len, m->raw + at, sizeof len);
+		at += sizeof len;
+		if (len > n - at || len < sizeof one.h)
+			return COORD_EPROTO;
+		memcpy(&one, m->raw + at, len);
+		at += len;
+		if (one.h.type != COORD_MSG_LEASE_INFO || one.h.seq != m->h.seq)
+			return COORD_EPROTO;
+		rc = coord__lease_list_one(l, &one, len);
+	}
+	return rc == 0 && at != n ? COORD_EPROTO : rc;
 }
 
 /* Hands the list to the caller: NULL when empty. */
@@ -3836,17 +3873,28 @@ COORD_API int coord_status(coord_t *c, coord_status_t *out)
 	return rc;
 }
 
-/* LIST: LEASE_INFO*, END. */
+/* LIST: LEASE_INFO* (or LEASE_INFOS), END. */
 static int coord__on_list(void *ud, const union coord__msg *m, size_t n)
 {
-	if (m->h.type == COORD_MSG_LEASE_INFO)
+	if (m->h.type == COORD_MSG_LEASE_INFO || m->h.type == COORD_MSG_LEASE_INFOS)
 		return coord__lease_list_add(ud, m, n);
 	return m->h.type == COORD_MSG_END && n >= sizeof m->reply ? 1 : COORD_EPROTO;
 }
 
+COORD_API int coord_list_each(coord_t *c, coord_lease_fn *fn, void *ud)
+{
+	struct coord__lease_list l = { NULL, 0, 0, 0, fn, ud, 0 };
+	coord_msg_hdr req = { COORD_MSG_LIST, 0 };
+	int rc;
+	if (!c || !fn)
+		return COORD_EINVAL;
+	rc = coord__exchange(c, &req, sizeof req, coord__on_list, &l);
+	return rc < 0 ? rc : l.stopped;
+}
+
 COORD_API int coord_list(coord_t *c, coord_lease_info_t **out, size_t *count)
 {
-	struct coord__lease_list l = { NULL, 0, 0, 1 };
+	struct coord__lease_list l = { NULL, 0, 0, 1, NULL, NULL, 0 };
 	coord_msg_hdr req = { COORD_MSG_LIST, 0 };
 	int rc;
 	if (!c || !out || !count)
@@ -3895,6 +3943,7 @@ static int coord__on_show(void *ud, const union coord__msg *m, size_t n)
 	struct coord__resource_answer *a = ud;
 	switch (m->h.type) {
 	case COORD_MSG_LEASE_INFO:
+	case COORD_MSG_LEASE_INFOS:
 		return a->got_info ? COORD_EPROTO : coord__lease_list_add(&a->leases, m, n);
 	case COORD_MSG_RESOURCE_INFO:
 		if (a->got_info)

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """The broker's memory with many clients holding many leases.
 
-    scripts/broker-rss.py [--clients 1000] [--leases 10] [--coordd PATH] [--maps]
+    scripts/broker-rss.py [--clients 1000] [--leases 10] [--coordd PATH] [--maps] [--run COMMAND]
 
 Starts a private coordd in a temporary directory, forks CLIENTS processes
 that each connect and take LEASES write leases on keys of their own (so
@@ -13,7 +13,8 @@ leases in at most 32 MiB).  The coord package is taken from the source
 tree (bindings/python) and libcoord from build/ unless COORD_LIBRARY says
 otherwise; coordd from build/ unless --coordd.  --maps also prints the
 resident memory of each mapping (the heap, leases.mdb, the event feed,
-the region, libraries), to see where it goes.
+the region, libraries), to see where it goes.  --run runs a command while
+the leases are held ($COORD_DIR names the instance, $COORDD_PID the broker).
 """
 
 import argparse
@@ -68,6 +69,9 @@ def main():
                     help="also time N runs of `coordctl list --json` (and of `coordctl list`) "
                     "while the leases are held, and print the median and the slowest")
     ap.add_argument("--coordctl", default=os.path.join(ROOT, "build", "tools", "coordctl"))
+    ap.add_argument("--run", metavar="COMMAND",
+                    help="also run COMMAND under sh while the leases are held, with COORD_DIR "
+                    "naming the instance (to profile coordctl or the broker, say)")
     args = ap.parse_args()
     tmp = tempfile.mkdtemp(prefix="coord-rss-")
     inst = os.path.join(tmp, "instance")
@@ -131,6 +135,9 @@ def main():
                   f"({len(out)} bytes): median {took[len(took) // 2]:.1f} ms, slowest "
                   f"{took[-1]:.1f} ms over {len(took)} runs (the process's whole run, "
                   f"output to a pipe)")
+        if args.run:
+            env = dict(os.environ, COORD_DIR=inst, COORDD_PID=str(broker.pid))
+            subprocess.run(["sh", "-c", args.run], env=env)
         if args.maps:
             for kb, anon, name in smaps(broker.pid):
                 if kb >= 64:

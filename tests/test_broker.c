@@ -333,3 +333,133 @@ Test(broker, a_try_once_after_a_release_on_another_connection_is_granted)
 	coord_disconnect(a);
 	coord_disconnect(b);
 }
+
+/* Lists over a raw connection that said HELLO with `version`: returns how
+ * many LEASE_INFO came alone and, in *packed, how many came in
+ * LEASE_INFOS records; -1 if the listing broke. */
+static long raw_list(int version, long *packed)
+{
+	coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, (uint32_t)version, 0 };
+	coord_msg_hdr list = { COORD_MSG_LIST, 2 };
+	union {
+		coord_msg_hdr h;
+		coord_msg_welcome w;
+		coord_msg_lease_infos p;
+		char raw[COORD_MSG_MAX];
+	} m;
+	long alone = 0;
+	int fd = raw_socket();
+	*packed = 0;
+	cr_assert_eq(send(fd, &hello, sizeof hello, 0), (ssize_t)sizeof hello, "send HELLO");
+	cr_assert_eq(recv(fd, &m, sizeof m, 0), (ssize_t)sizeof m.w, "no WELCOME");
+	cr_assert_eq(m.w.status, 0, "HELLO version %d refused: %d", version, m.w.status);
+	cr_assert_eq(m.w.version, (uint32_t)version, "WELCOME names version %u for HELLO %d",
+	             m.w.version, version);
+	cr_assert_eq(send(fd, &list, sizeof list, 0), (ssize_t)sizeof list, "send LIST");
+	for (;;) {
+		ssize_t r = recv(fd, &m, sizeof m, 0);
+		if (r < (ssize_t)sizeof m.h || m.h.seq != 2) {
+			alone = -1;
+			break;
+		}
+		if (m.h.type == COORD_MSG_END)
+			break;
+		if (m.h.type == COORD_MSG_LEASE_INFO)
+			alone++;
+		else if (m.h.type == COORD_MSG_LEASE_INFOS && r >= (ssize_t)sizeof m.p)
+			*packed += m.p.count;
+		else {
+			alone = -1;
+			break;
+		}
+	}
+	close(fd);
+	return alone;
+}
+
+/* A program built with the previous coord.h (protocol 6) still gets
+ * served, its listings one LEASE_INFO per packet as it expects; protocol
+ * 7 gets them packed; versions outside the range are refused. */
+Test(broker, older_protocol_versions_are_served_in_their_own_format)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l[40];
+	coord_lease_info_t *v = NULL;
+	size_t n = 0;
+	long packed, alone;
+	char name[32];
+	for (int i = 0; i < 40; i++) {
+		snprintf(name, sizeof name, "key:v%d", i);
+		cr_assert_eq(coord_acquire(c, name, COORD_WRITE, -1, NULL, &l[i]), 0, "write %s", name);
+	}
+	alone = raw_list(COORD_PROTO_VERSION_MIN, &packed);
+	cr_assert_eq(alone, 40, "protocol %d: %ld LEASE_INFO alone, want 40", COORD_PROTO_VERSION_MIN,
+	             alone);
+	cr_assert_eq(packed, 0, "protocol %d got %ld packed records", COORD_PROTO_VERSION_MIN, packed);
+	alone = raw_list(COORD_PROTO_VERSION, &packed);
+	cr_assert_eq(alone, 0, "protocol %d: %ld LEASE_INFO alone, want 0", COORD_PROTO_VERSION, alone);
+	cr_assert_eq(packed, 40, "protocol %d: %ld packed records, want 40", COORD_PROTO_VERSION,
+	             packed);
+	/* and the library reads them back whole */
+	cr_assert_eq(coord_list(c, &v, &n), 0, "coord_list");
+	cr_assert_eq(n, 40, "coord_list gave %zu of 40", n);
+	for (size_t i = 0; i < n; i++)
+		cr_assert(!strncmp(v[i].resource, "key:v", 5) && v[i].mode == COORD_WRITE &&
+		                  v[i].lease_id && v[i].pid == (uint64_t)getpid(),
+		          "entry %zu is %s mode %d", i, v[i].resource, v[i].mode);
+	coord_free(v);
+	for (int version = COORD_PROTO_VERSION_MIN - 1; version <= COORD_PROTO_VERSION + 1;
+	     version += COORD_PROTO_VERSION - COORD_PROTO_VERSION_MIN + 2) {
+		coord_msg_hello hello = { { COORD_MSG_HELLO, 1 }, (uint32_t)version, 0 };
+		coord_msg_welcome w;
+		int fd = raw_socket();
+		send(fd, &hello, sizeof hello, 0);
+		cr_assert_eq(recv(fd, &w, sizeof w, 0), (ssize_t)sizeof w, "no WELCOME for %d", version);
+		cr_assert_eq(w.status, COORD_EPROTO, "HELLO version %d: status %d", version, w.status);
+		cr_assert(closed_by_broker(fd), "version %d: connection kept", version);
+		close(fd);
+	}
+	for (int i = 0; i < 40; i++)
+		coord_release(l[i]);
+	coord_disconnect(c);
+}
+
+struct each_count {
+	long n, stop_at;
+	int bad;
+};
+
+static int count_each(const coord_lease_info_t *e, void *ud)
+{
+	struct each_count *k = ud;
+	if (strncmp(e->resource, "key:e", 5) || e->mode != COORD_READ)
+		k->bad++;
+	return ++k->n == k->stop_at ? 42 : 0;
+}
+
+/* coord_list_each() sees every lease once, and a stop leaves the
+ * connection in step: the next request gets its own answer. */
+Test(broker, list_each_streams_and_stops_cleanly)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l[300];
+	struct each_count k = { 0, 0, 0 };
+	coord_status_t st;
+	char name[32];
+	for (int i = 0; i < 300; i++) {
+		snprintf(name, sizeof name, "key:e%d", i);
+		cr_assert_eq(coord_acquire(c, name, COORD_READ, -1, NULL, &l[i]), 0, "read %s", name);
+	}
+	cr_assert_eq(coord_list_each(c, count_each, &k), 0, "coord_list_each");
+	cr_assert_eq(k.n, 300, "coord_list_each called %ld times for 300 leases", k.n);
+	cr_assert_eq(k.bad, 0, "%d entries were wrong", k.bad);
+	k = (struct each_count){ 0, 10, 0 };
+	cr_assert_eq(coord_list_each(c, count_each, &k), 42, "a stop must return fn's value");
+	cr_assert_eq(k.n, 10, "called %ld times after asking to stop at 10", k.n);
+	cr_assert_eq(coord_status(c, &st), 0, "status after a stopped listing");
+	cr_assert_eq(st.leases, 300, "status says %llu leases", (unsigned long long)st.leases);
+	cr_assert_eq(coord_list_each(c, NULL, NULL), COORD_EINVAL, "no fn");
+	for (int i = 0; i < 300; i++)
+		coord_release(l[i]);
+	coord_disconnect(c);
+}

@@ -167,12 +167,14 @@ Test(list_stream, every_lease_listed_and_shown)
 	}
 }
 
-/* Reads LEASE_INFO messages of seq from fd until END; returns their count,
- * or -1 if the connection ends first or something else comes. */
+/* Reads LEASE_INFO and LEASE_INFOS messages of seq from fd until END;
+ * returns how many leases they carry, or -1 if the connection ends first
+ * or something else comes. */
 static long count_listing(int fd, uint32_t seq)
 {
 	union {
 		coord_msg_hdr h;
+		coord_msg_lease_infos p;
 		char raw[COORD_MSG_MAX];
 	} m;
 	long n = 0;
@@ -182,9 +184,12 @@ static long count_listing(int fd, uint32_t seq)
 			return -1;
 		if (m.h.type == COORD_MSG_END)
 			return n;
-		if (m.h.type != COORD_MSG_LEASE_INFO)
+		if (m.h.type == COORD_MSG_LEASE_INFOS && r >= (ssize_t)sizeof m.p)
+			n += m.p.count;
+		else if (m.h.type == COORD_MSG_LEASE_INFO)
+			n++;
+		else
 			return -1;
-		n++;
 	}
 }
 
