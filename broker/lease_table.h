@@ -32,6 +32,8 @@ struct lt_lease {
 	                               the broker */
 	int adopted;                /* taken over from an earlier broker */
 	int limit_fired;            /* its hold limit fell due (once) */
+	int kernel_wait;            /* its library waits for the kernel lock
+	                               (KERNEL_WAIT) */
 	struct lt_timer timer;      /* LT_TIMER_LEASE: in the heap while its
 	                               resource has hold limits; LT_NEVER while
 	                               none is due yet */

@@ -120,6 +120,17 @@ int proto_decode(const void *buf, size_t len, struct request *req)
 		req->flags = m.flags;
 		return m.flags & ~(uint32_t)COORD_METRICS_WATCH ? COORD_EINVAL : 0;
 	}
+	case COORD_MSG_KERNEL_WAIT: {
+		coord_msg_kernel_wait m;
+		if (len != sizeof m)
+			return COORD_EPROTO;
+		memcpy(&m, p, sizeof m);
+		if (m.waiting > 1 || m.reserved)
+			return COORD_EPROTO; /* no answer to carry an EINVAL */
+		req->lease_id = m.lease_id;
+		req->flags = m.waiting;
+		return 0;
+	}
 	case COORD_MSG_CANCEL: {
 		coord_msg_cancel m;
 		if (len != sizeof m)

@@ -14,9 +14,9 @@ struct request {
 	uint32_t version;           /* HELLO */
 	int mode;                   /* ACQUIRE */
 	int32_t timeout_ms;         /* ACQUIRE */
-	uint64_t lease_id;          /* RELEASE, ATTACH (0: done) */
+	uint64_t lease_id;          /* RELEASE, ATTACH (0: done), KERNEL_WAIT */
 	uint64_t client_id, secret; /* ATTACH */
-	uint32_t flags;             /* RELEASE */
+	uint32_t flags;             /* RELEASE; KERNEL_WAIT: waiting */
 	uint32_t entry;             /* RELEASE with COORD_RELEASE_CACHE */
 	uint32_t policy, sqlite_mode, policy_timeout_ms; /* POLICY */
 	uint64_t pid;               /* REVOKE (with lease_id or name) */

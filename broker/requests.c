@@ -237,6 +237,19 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
 		client_reply(c, req->seq, l ? 0 : COORD_ENOLEASE);
 }
 
+/* KERNEL_WAIT: what the holder's library says of its kernel lock, kept
+ * for listings.  A lease that is not the client's (released or revoked
+ * while the message came) is passed over. */
+static void handle_kernel_wait(struct client *c, const struct request *req)
+{
+	struct owner *o = c->user;
+	for (struct lt_lease *l = o->leases; l; l = l->own_next)
+		if (l->id == req->lease_id) {
+			l->kernel_wait = req->flags != 0;
+			return;
+		}
+}
+
 /* CANCEL: the owner gives up its waiting client request numbered
  * acquire_seq, which is answered REPLY{COORD_ECANCELED}.  A request that
  * is not waiting any more (granted, timed out) has its answer on the way
@@ -426,8 +439,11 @@ static struct listing *listing_new(struct client *c, uint32_t seq)
 /* COORD_INFO_* of a holder. */
 static int info_flags(const struct lt_lease *l)
 {
+	const struct owner *o = l->owner;
+	int told = !l->adopted && o->client && o->client->proto >= 7;
 	return (l->adopted ? COORD_INFO_ADOPTED : 0) | (l->cached ? COORD_INFO_CACHED : 0) |
-	       (cache_in_use(l) ? COORD_INFO_IN_USE : 0);
+	       (cache_in_use(l) ? COORD_INFO_IN_USE : 0) |
+	       (l->kernel_wait ? COORD_INFO_KERNEL_WAIT : 0) | (told ? COORD_INFO_KERNEL_TOLD : 0);
 }
 
 static int add_info(struct listing *ls, uint32_t seq, const struct info_entry *e, int64_t now)
@@ -913,6 +929,9 @@ void requests_handle(struct broker *b, struct client *c, const void *buf, size_t
 		break;
 	case COORD_MSG_CACHE:
 		handle_cache(b, c, &req);
+		break;
+	case COORD_MSG_KERNEL_WAIT:
+		handle_kernel_wait(c, &req);
 		break;
 	case COORD_MSG_CANCEL:
 		handle_cancel(b, c, &req);

@@ -585,9 +585,18 @@ typedef struct coord_lease_info {
 	                            it: coord_resource_acquire()) nobody reads
 	                            under now; COORD_CACHED_IN_USE one a read is
 	                            under right now */
+	int kernel_wait;         /* holders: COORD_KERNEL_WAITING if its library
+	                            said it waits for the file's kernel lock,
+	                            which a process outside the broker's view
+	                            holds (its acquire has not returned);
+	                            COORD_KERNEL_NOT_WAITING if it does not; 0
+	                            not known (a library older than this one, a
+	                            lease adopted after a restart), and for
+	                            waiters */
 } coord_lease_info_t;
 
 enum { COORD_CACHED_IDLE = 1, COORD_CACHED_IN_USE = 2 };
+enum { COORD_KERNEL_NOT_WAITING = 1, COORD_KERNEL_WAITING = 2 };
 
 /* A resource's hold limits (coord_set_limits()); 0 turns one off.  Both
  * at most COORD_LIMIT_MAX_SECONDS (30 days). */

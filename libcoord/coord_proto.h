@@ -147,6 +147,8 @@ enum coord_msg_type {
 	                           memfd that holds it); COORD_METRICS_WATCH,
 	                           REPLY{0}: wake this connection's process
 	                           at new events of the event feed */
+	COORD_MSG_KERNEL_WAIT,  /* coord_msg_kernel_wait (protocol 7): no
+	                           answer */
 	/* broker -> client */
 	COORD_MSG_REPLY = 64,   /* coord_msg_reply: status only */
 	COORD_MSG_WELCOME,      /* coord_msg_welcome */
@@ -252,8 +254,19 @@ typedef struct coord_msg_status_reply {
 
 enum { COORD_INFO_HOLDER = 1, COORD_INFO_WAITER = 2 };
 /* lease_info.flags: a restarted broker adopted it; a cached read grant
- * (COORD_INFO_CACHED), in use at the listing (COORD_INFO_IN_USE) */
-enum { COORD_INFO_ADOPTED = 1, COORD_INFO_CACHED = 2, COORD_INFO_IN_USE = 4 };
+ * (COORD_INFO_CACHED), in use at the listing (COORD_INFO_IN_USE); its
+ * library said it waits for the kernel lock (COORD_INFO_KERNEL_WAIT,
+ * protocol 7); its library says so whenever it does, so no
+ * COORD_INFO_KERNEL_WAIT means it does not wait (COORD_INFO_KERNEL_TOLD:
+ * a protocol 7 connection, and not adopted, since a wait told to an
+ * earlier broker is not known) */
+enum {
+	COORD_INFO_ADOPTED = 1,
+	COORD_INFO_CACHED = 2,
+	COORD_INFO_IN_USE = 4,
+	COORD_INFO_KERNEL_WAIT = 8,
+	COORD_INFO_KERNEL_TOLD = 16,
+};
 
 #define COORD_COMM_MAX 15       /* a process's comm, as in /proc/PID/stat */
 
@@ -325,6 +338,21 @@ typedef struct coord_msg_cancel {
 	uint32_t acquire_seq;
 	uint32_t reserved;
 } coord_msg_cancel;
+
+/* KERNEL_WAIT: the library holding lease_id waits for the lease's kernel
+ * lock (waiting 1: flock() found the file held by a process outside the
+ * broker's view, and it polls) or has it now (waiting 0, sent only after
+ * a 1).  Nothing is sent while the lock comes at the first try, the
+ * usual case.  It lets the broker show such a holder without anyone
+ * reading /proc/locks (LEASE_INFO flags COORD_INFO_KERNEL_WAIT and
+ * COORD_INFO_KERNEL_TOLD).  An unknown lease_id is ignored: it may have
+ * just been revoked. */
+typedef struct coord_msg_kernel_wait {
+	coord_msg_hdr h;
+	uint64_t lease_id;
+	uint32_t waiting;       /* 0 or 1 */
+	uint32_t reserved;      /* 0 */
+} coord_msg_kernel_wait;
 
 /* A resource's hold limits, 0: none (coord_set_limits()). */
 typedef struct coord_msg_limits {

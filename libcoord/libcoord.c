@@ -137,7 +137,10 @@ struct coord__grant {
  *   recall_pipe  opens a descriptor that turns readable at every recall
  *            of c's leases, and reads end-of-file once the transport is
  *            gone; c->lock is held.  Returns 0 with *fd set (non-blocking,
- *            close-on-exec), or a COORD_E* code. */
+ *            close-on-exec), or a COORD_E* code.
+ *   kernel_wait  says that the holder of g waits for its kernel lock
+ *            (waiting 1) or has it now (0), for listings; c->lock held;
+ *            a failure is not reported (the next call finds it). */
 struct coord__backend {
 	int (*open)(coord_t *c, const coord_options_t *opts);
 	void (*close)(coord_t *c);
@@ -150,6 +153,7 @@ struct coord__backend {
 	int (*poll)(coord_t *c, uint32_t ticket, int wait_ms, struct coord__grant *g);
 	int (*cancel)(coord_t *c, uint32_t ticket, struct coord__grant *g);
 	int (*recall_pipe)(coord_t *c, int *fd);
+	void (*kernel_wait)(coord_t *c, const struct coord__grant *g, int waiting);
 };
 
 /* A request started by coord_acquire_start() and not finished (8.8).
@@ -163,6 +167,7 @@ struct coord_pending {
 	uint32_t ticket;        /* the backend's name of the request */
 	unsigned conn_gen;      /* c->gen when it was sent */
 	int granted;            /* the broker granted; the kernel lock is next */
+	int kernel_told;        /* the broker was told it waits for that */
 	struct coord__grant g;
 	struct coord__lease *rec; /* taken at the start (see coord__acquire_locked()) */
 	struct coord__kfile *k;
@@ -1715,6 +1720,17 @@ static int coord__request_fd(coord_t *c, uint32_t type, int *fd)
 	return 0;
 }
 
+/* KERNEL_WAIT: no answer; a connection it fails on is broken, which the
+ * next call on c finds. */
+static void coord__broker_kernel_wait(coord_t *c, const struct coord__grant *g, int waiting)
+{
+	coord_msg_kernel_wait m = { { COORD_MSG_KERNEL_WAIT, coord__next_seq(c) }, g->id,
+		                    (uint32_t)waiting, 0 };
+	if (coord__send(c, &m, sizeof m) < 0) {
+		/* c->broken is set */
+	}
+}
+
 /* NOTIFY: the broker answers with the read end of its recall pipe for
  * this connection (c->lock held). */
 static int coord__broker_recall_pipe(coord_t *c, int *fd)
@@ -1903,6 +1919,7 @@ static const struct coord__backend coord__broker_backend = {
 	coord__broker_poll,
 	coord__broker_cancel,
 	coord__broker_recall_pipe,
+	coord__broker_kernel_wait,
 };
 
 /* ------------------------------------------------------------------------ */
@@ -2138,11 +2155,24 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 	return 0;
 }
 
-/* Takes k's flock for `mode` (c->lock held), waiting for an outside
- * holder until deadline_ms (monotonic; -1 forever).  Returns 0,
- * COORD_EBUSY (deadline already passed: a try-once request),
- * COORD_ETIMEDOUT or COORD_ESYS. */
-static int coord__kernel_lock(struct coord__kfile *k, int mode, int64_t deadline_ms)
+/* Tells c's broker, once per change, whether the holder of g waits for
+ * its kernel lock: *told is what it was told last (0 at first). */
+static void coord__kernel_wait_tell(coord_t *c, const struct coord__grant *g, int *told,
+                                    int waiting)
+{
+	if (*told == waiting)
+		return;
+	*told = waiting;
+	c->backend->kernel_wait(c, g, waiting);
+}
+
+/* Takes k's flock for `mode` (c->lock held) for the lease g of c,
+ * waiting for an outside holder until deadline_ms (monotonic; -1
+ * forever), and tells the broker while it waits (*told, as
+ * coord__kernel_wait_tell() keeps it).  Returns 0, COORD_EBUSY (deadline
+ * already passed: a try-once request), COORD_ETIMEDOUT or COORD_ESYS. */
+static int coord__kernel_lock(coord_t *c, const struct coord__grant *g, struct coord__kfile *k,
+                              int mode, int64_t deadline_ms, int *told)
 {
 	int op = (mode == COORD_WRITE ? LOCK_EX : LOCK_SH) | LOCK_NB, delay = 1, waited = 0;
 	if (k->holds > 0) {
@@ -2163,6 +2193,7 @@ static int coord__kernel_lock(struct coord__kfile *k, int mode, int64_t deadline
 			return waited ? COORD_ETIMEDOUT : COORD_EBUSY;
 		/* Someone outside the broker's view holds the file.  There is
 		 * nothing to wait on but time: back off up to 50 ms. */
+		coord__kernel_wait_tell(c, g, told, 1);
 		if (deadline_ms >= 0 && deadline_ms - now < delay)
 			delay = (int)(deadline_ms - now);
 		poll(NULL, 0, delay);
@@ -2170,6 +2201,7 @@ static int coord__kernel_lock(struct coord__kfile *k, int mode, int64_t deadline
 		if (delay < 50)
 			delay *= 2;
 	}
+	coord__kernel_wait_tell(c, g, told, 0);
 	k->holds = 1;
 	return 0;
 }
@@ -3206,7 +3238,8 @@ static int coord__acquire_locked(coord_t *c, coord_resource_t *r, int mode, int 
 	if (rc < 0)
 		goto fail;
 	if (k) {
-		rc = coord__kernel_lock(k, mode, deadline);
+		int told = 0;
+		rc = coord__kernel_lock(c, &g, k, mode, deadline, &told);
 		if (rc < 0) {
 			c->backend->release(c, &g);
 			goto fail;
@@ -3350,12 +3383,13 @@ static int coord__pending_step(struct coord_pending *p, int wait_ms, coord_lease
 		if (rc < 0)
 			goto fail;
 		p->granted = 1;
+		p->kernel_told = 0; /* told to this broker, of this grant */
 	}
 	if (p->k) {
 		int64_t limit = until;
 		if (p->deadline >= 0 && (limit < 0 || p->deadline < limit))
 			limit = p->deadline;
-		rc = coord__kernel_lock(p->k, p->mode, limit);
+		rc = coord__kernel_lock(c, &p->g, p->k, p->mode, limit, &p->kernel_told);
 		if ((rc == COORD_ETIMEDOUT || rc == COORD_EBUSY) &&
 		    !(p->deadline >= 0 && coord__now_ms() >= p->deadline))
 			return 0; /* an outside holder: the request's time is not up */
@@ -3718,6 +3752,10 @@ static int coord__decode_lease_info(const union coord__msg *m, size_t n, coord_l
 	out->cached = i->kind != COORD_INFO_HOLDER || !(i->flags & COORD_INFO_CACHED) ? 0
 	              : i->flags & COORD_INFO_IN_USE                                ? COORD_CACHED_IN_USE
 	                                                                            : COORD_CACHED_IDLE;
+	out->kernel_wait = i->kind != COORD_INFO_HOLDER                ? 0
+	                   : i->flags & COORD_INFO_KERNEL_WAIT ? COORD_KERNEL_WAITING
+	                   : i->flags & COORD_INFO_KERNEL_TOLD ? COORD_KERNEL_NOT_WAITING
+	                                                       : 0;
 	coord__take_text(out->resource, &at, i->name_len);
 	coord__take_text(out->command, &at, i->comm_len);
 	coord__take_text(out->label, &at, i->label_len);

@@ -281,6 +281,29 @@ static void json_kernel_lock_holder(const char *resource, char *buf, size_t size
 	                 resource);
 }
 
+/* The kernel_wait coord_list() gives the first holder of resource, or -1
+ * when it has none. */
+static int kernel_wait_of(const char *resource)
+{
+	coord_t *c;
+	coord_lease_info_t *v = NULL;
+	size_t n = 0;
+	int got = -1;
+	cr_assert_eq(coord_connect(&c, NULL), 0, "connect to list");
+	cr_assert_eq(coord_list(c, &v, &n), 0, "coord_list");
+	for (size_t i = 0; i < n && got < 0; i++)
+		if (!v[i].waiting && !strcmp(v[i].resource, resource))
+			got = v[i].kernel_wait;
+	coord_free(v);
+	coord_disconnect(c);
+	return got;
+}
+
+static int kernel_waits(void *resource)
+{
+	return kernel_wait_of(resource) == COORD_KERNEL_WAITING;
+}
+
 struct outside_case {
 	int key;
 };
@@ -328,6 +351,10 @@ ParameterizedTest(struct outside_case *oc, kernel_lock,
 	cr_assert(strstr(out, e.note), "coordctl show %s must carry the same note:\n%s", res, out);
 	cr_assert(!actor_has_reply(&b), "the writer got in while pid %d held the file: '%s'",
 	          (int)outsider, actor_reply(&b, 0));
+	/* the broker knows from the writer's library, not from /proc */
+	cr_assert(harness_wait(kernel_waits, (void *)res, 10000),
+	          "coord_list must give the writer kernel_wait COORD_KERNEL_WAITING, not %d",
+	          kernel_wait_of(res));
 
 	close(life);
 	cr_assert_eq(waitpid(outsider, NULL, 0), outsider, "reap the outside process");
@@ -340,6 +367,9 @@ ParameterizedTest(struct outside_case *oc, kernel_lock,
 	json_kernel_lock_holder(res, json, sizeof json);
 	cr_assert_str_eq(json, "null", "kernel_lock_holder must be null for a lease that holds its "
 	                               "kernel lock");
+	cr_assert_eq(kernel_wait_of(res), COORD_KERNEL_NOT_WAITING,
+	             "with its kernel lock taken the writer's kernel_wait must be "
+	             "COORD_KERNEL_NOT_WAITING");
 	actor_stop(&b);
 }
 

@@ -738,7 +738,8 @@ out:
 
 static int cmd_doctor(int argc, char **argv)
 {
-	coord_lease_info_t *v = NULL;
+	struct ctl_leases l = { 0 };
+	struct ctl_lease *v;
 	struct doctor_lease *dl = NULL;
 	char name[COORD_NAME_MAX + 1];
 	size_t n = 0, count = 0;
@@ -751,9 +752,11 @@ static int cmd_doctor(int argc, char **argv)
 	if (coord_canonicalize(argv[1], name, sizeof name) < 0)
 		snprintf(name, sizeof name, "%s", argv[1]);
 	if (ctl_try_connect(&c) == 0) {
-		broker_up = coord_list(c, &v, &count) == 0;
+		broker_up = ctl_list(c, &l) == 0;
 		coord_disconnect(c);
 	}
+	v = l.v;
+	count = broker_up ? l.n : 0;
 	dl = calloc(count + 1, sizeof *dl);
 	for (size_t i = 0; dl && i < count; i++) {
 		if (v[i].waiting || strcmp(v[i].resource, name))
@@ -766,7 +769,7 @@ static int cmd_doctor(int argc, char **argv)
 	}
 	rc = doctor_run(stdout, name, dl, n, broker_up);
 	free(dl);
-	coord_free(v);
+	ctl_leases_free(&l);
 	return rc;
 }
 

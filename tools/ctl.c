@@ -1,6 +1,7 @@
 /* What the parts of coordctl share, below its commands: the options main()
  * read (--dir, --create), the command being run and its --help, the error
- * reporting, and small formatting (sizes, modes, hold limits).  main()
+ * reporting, small formatting (sizes, modes, hold limits) and the
+ * listing commands' compact copy of the leases (ctl_list()).  main()
  * (coordctl.c) sets the options and the command; the commands (coordctl.c,
  * listing.c, share.c) and connect.c call down into this file, and it calls
  * none of them, only libcoord and text.c.
@@ -14,6 +15,7 @@
 #include <inttypes.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "coord.h"
@@ -183,4 +185,81 @@ const char *ctl_limits_text(const coord_limits_t *l, char *buf, size_t size)
 		snprintf(buf + n, size - (size_t)n, "%srecall grace %g s", n ? ", " : "",
 		         l->recall_grace_ms / 1000.0);
 	return buf;
+}
+
+/* ---- the listing's leases ---- */
+
+/* Blocks of texts, never moved once given out. */
+struct ctl_arena {
+	struct ctl_arena *next;
+	size_t used, size;
+	char data[];
+};
+
+#define CTL_ARENA_BLOCK ((size_t)256 << 10)
+
+static const char *arena_dup(struct ctl_arena **a, const char *s)
+{
+	size_t len = strlen(s) + 1;
+	char *p;
+	if (!*a || (*a)->size - (*a)->used < len) {
+		size_t size = len > CTL_ARENA_BLOCK ? len : CTL_ARENA_BLOCK;
+		struct ctl_arena *b = malloc(sizeof *b + size);
+		if (!b)
+			return NULL;
+		b->next = *a;
+		b->used = 0;
+		b->size = size;
+		*a = b;
+	}
+	p = (*a)->data + (*a)->used;
+	memcpy(p, s, len);
+	(*a)->used += len;
+	return p;
+}
+
+int ctl_leases_add(struct ctl_leases *l, const coord_lease_info_t *e)
+{
+	struct ctl_lease *x;
+	if (l->n == l->cap) {
+		size_t cap = l->cap ? l->cap * 2 : 64;
+		struct ctl_lease *v = realloc(l->v, cap * sizeof *v);
+		if (!v)
+			return COORD_ENOMEM;
+		l->v = v;
+		l->cap = cap;
+	}
+	x = &l->v[l->n];
+	*x = (struct ctl_lease){ e->waiting, e->mode, e->lease_id, e->token, e->pid, e->uid,
+		                 e->age_ms, e->recalled_ms, NULL, NULL, NULL, e->adopted, e->cached,
+		                 e->kernel_wait };
+	x->resource = arena_dup(&l->arena, e->resource);
+	x->command = arena_dup(&l->arena, e->command);
+	x->label = arena_dup(&l->arena, e->label);
+	if (!x->resource || !x->command || !x->label)
+		return COORD_ENOMEM;
+	l->n++;
+	return 0;
+}
+
+static int list_one(const coord_lease_info_t *e, void *ud)
+{
+	return ctl_leases_add(ud, e);
+}
+
+int ctl_list(coord_t *c, struct ctl_leases *l)
+{
+	*l = (struct ctl_leases){ 0 };
+	return coord_list_each(c, list_one, l);
+}
+
+void ctl_leases_free(struct ctl_leases *l)
+{
+	while (l->arena) {
+		struct ctl_arena *next = l->arena->next;
+		free(l->arena);
+		l->arena = next;
+	}
+	free(l->v);
+	*l = (struct ctl_leases){ 0 };
 }

@@ -65,6 +65,32 @@ const char *ctl_limits_text(const coord_limits_t *l, char *buf, size_t size);
 /* "read" or "write". */
 const char *ctl_mode_name(int mode);
 
+/* A holder or waiter as the listing commands keep it: coord_lease_info_t
+ * with its texts as long as they are (in the list's arena), so a listing
+ * of many leases takes memory for what they say. */
+struct ctl_lease {
+	int waiting, mode;
+	uint64_t lease_id, token, pid, uid, age_ms;
+	int64_t recalled_ms;
+	const char *resource, *command, *label;
+	int adopted, cached, kernel_wait;
+};
+
+struct ctl_leases {
+	struct ctl_lease *v;
+	size_t n, cap;
+	struct ctl_arena *arena;
+};
+
+/* Appends e (copied) to l.  Returns 0, or COORD_ENOMEM. */
+int ctl_leases_add(struct ctl_leases *l, const coord_lease_info_t *e);
+
+/* Every holder and waiter of c's broker (coord_list_each()) into l, which
+ * starts empty.  Returns 0 or a COORD_E* code; free l either way. */
+int ctl_list(coord_t *c, struct ctl_leases *l);
+
+void ctl_leases_free(struct ctl_leases *l);
+
 /* In connect.c: */
 
 /* Connects to the broker of the instance directory (--dir, $COORD_DIR or

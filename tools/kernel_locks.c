@@ -14,9 +14,18 @@
  * when the taker no longer holds it, the descriptors of every process are
  * looked at (once for all such locks) to name those that do.
  *
+ * Most of the time nothing needs working out: a library of protocol 7
+ * tells the broker while it waits for a kernel lock (KERNEL_WAIT), so a
+ * holder listed as COORD_KERNEL_NOT_WAITING has its lock.  Only the
+ * resources with a holder that waits, or that cannot tell (an older
+ * library, a lease adopted after a restart), are looked up, and
+ * /proc/locks is read only when there is one: with thousands of locks on
+ * the machine that read alone takes tens of milliseconds, since the
+ * kernel walks the list from its start for every page it gives out.
+ *
  * Nothing here asks the broker anything or changes anything (procfs.c
- * only reads); /proc/locks is read once per call, each distinct resource
- * stat()ed once, however many leases there are. */
+ * only reads); /proc/locks is read at most once per call, each distinct
+ * resource stat()ed at most once, however many leases there are. */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
 #endif
@@ -111,7 +120,7 @@ static int outsider_of(struct kernel_locks *k, const struct procfs_flock *l)
  * flocks on the resource's file.  hp and lp are room for ng and nlocks
  * pids.  Sorting both keeps it O((ng + nlocks) log) however many readers
  * share a file.  Returns 0, or -1 when out of memory. */
-static int check_resource(struct kernel_locks *k, const coord_lease_info_t *v, const struct held *g,
+static int check_resource(struct kernel_locks *k, const struct ctl_lease *v, const struct held *g,
                           size_t ng, const struct procfs_flock *locks, size_t nlocks, long *hp,
                           long *lp)
 {
@@ -132,7 +141,7 @@ static int check_resource(struct kernel_locks *k, const coord_lease_info_t *v, c
 		return 0; /* every lock on it is a holder's own */
 	qsort(lp, nlocks, sizeof *lp, pid_order);
 	for (size_t j = 0; j < ng; j++) {
-		const coord_lease_info_t *e = &v[g[j].i];
+		const struct ctl_lease *e = &v[g[j].i];
 		/* a writer waits for any outside lock, a reader for a writer */
 		const struct procfs_flock *outside = e->mode == COORD_WRITE ? any : exclusive;
 		if (!outside || has_pid(lp, nlocks, (long)e->pid))
@@ -224,13 +233,13 @@ done:
 	return rc;
 }
 
-int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
+int kernel_locks_check(const struct ctl_lease *v, size_t n, const char *dir,
                        struct kernel_locks *k)
 {
 	struct procfs_flock *locks = NULL;
 	struct held *held = NULL;
 	long *hp = NULL, *lp = NULL;
-	size_t nlocks = 0, nheld = 0;
+	size_t nlocks = 0, nheld = 0, unsure = 0;
 	int rc = -1;
 
 	memset(k, 0, sizeof *k);
@@ -244,9 +253,12 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 		k->waits_for[i] = -1;
 		if (!v[i].waiting)
 			held[nheld++] = (struct held){ v[i].resource, i };
+		if (!v[i].waiting && v[i].kernel_wait != COORD_KERNEL_NOT_WAITING)
+			unsure++;
 	}
-	/* No /proc/locks (not Linux, no /proc): nothing can be told. */
-	if (!nheld || procfs_read_flocks(&locks, &nlocks) < 0 || !nlocks) {
+	/* No holder that may wait: the broker knows each one has its lock.
+	 * No /proc/locks (not Linux, no /proc): nothing can be told. */
+	if (!unsure || procfs_read_flocks(&locks, &nlocks) < 0 || !nlocks) {
 		rc = 0;
 		goto done;
 	}
@@ -261,8 +273,13 @@ int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
 		const struct procfs_flock *on;
 		struct stat st;
 		size_t count;
-		for (b = a + 1; b < nheld && !strcmp(held[b].resource, held[a].resource); b++)
+		for (b = a + 1, unsure = 0; b < nheld && !strcmp(held[b].resource, held[a].resource);
+		     b++)
 			;
+		for (size_t j = a; j < b; j++)
+			unsure += v[held[j].i].kernel_wait != COORD_KERNEL_NOT_WAITING;
+		if (!unsure)
+			continue;
 		path = lock_file_of(held[a].resource, dir, buf, sizeof buf);
 		if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
 			continue;

@@ -10,6 +10,7 @@
 #include <sys/types.h>
 
 #include "coord.h"
+#include "ctl.h"
 
 /* How many of the processes holding one lock are named. */
 #define KERNEL_LOCKS_NAMED 4
@@ -45,14 +46,16 @@ struct kernel_locks {
 };
 
 /* Looks up the kernel locks of the resources held in v (n entries, as
- * coord_list() or coord_show() gives them) for the instance directory
- * `dir` (coord_dir(), where keys' lock files are).  Reads /proc/locks
- * once, stat()s each distinct resource once, and walks the descriptors in
- * /proc only for a lock held outside the broker whose taker does not hold
- * it any more (gone: a descendant holds it now).  Where there is no
+ * ctl_list() or coord_show() gives them) for the instance directory
+ * `dir` (coord_dir(), where keys' lock files are).  Only resources with a
+ * holder whose kernel_wait is not COORD_KERNEL_NOT_WAITING are looked up:
+ * for them it reads /proc/locks once, stat()s each once, and walks the
+ * descriptors in /proc only for a lock held outside the broker whose
+ * taker does not hold it any more (gone: a descendant holds it now).
+ * Where there is no
  * /proc/locks, nobody is found waiting.  Returns 0, or -1 when out of
  * memory; either way free k with kernel_locks_free(). */
-int kernel_locks_check(const coord_lease_info_t *v, size_t n, const char *dir,
+int kernel_locks_check(const struct ctl_lease *v, size_t n, const char *dir,
                        struct kernel_locks *k);
 
 /* The lock holder i of the list waits for, or NULL. */

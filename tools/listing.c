@@ -74,12 +74,13 @@ static int cmdline_matches(const char *argv, size_t len, const char *comm)
 }
 
 /* The command line of process pid into a new buffer (*len bytes, the
- * last a NUL), if it is the one its comm was made from; NULL if not. */
-static char *cmdline_of(long pid, size_t *len)
+ * last a NUL), if it is the one comm (the process's, as the broker
+ * recorded it or as read now) was made from; NULL if not. */
+static char *cmdline_of(long pid, const char *comm, size_t *len)
 {
-	char comm[64], *buf;
+	char *buf = malloc(CMDLINE_MAX);
 	ssize_t n;
-	if (procfs_comm(pid, comm, sizeof comm) < 0 || !(buf = malloc(CMDLINE_MAX)))
+	if (!buf)
 		return NULL;
 	n = procfs_cmdline(pid, buf, CMDLINE_MAX);
 	if (n > 0 && buf[n - 1]) /* a process may rewrite its arguments without NULs */
@@ -93,25 +94,28 @@ static char *cmdline_of(long pid, size_t *len)
 }
 
 /* Reads the command line of the process behind pid, whose comm the broker
- * recorded as comm. */
+ * recorded as comm: one read of /proc/PID/cmdline, kept if it is the one
+ * that comm was made from, which also turns away a pid that another
+ * program has taken since.  Of a `coordctl run`, the command it runs: its
+ * first child's, checked against the child's comm. */
 static void who_read(struct who *w, const char *comm)
 {
-	char now[64];
-	long from = w->pid;
-	if (procfs_comm(w->pid, now, sizeof now) < 0 || strncmp(now, comm, COORD_COMMAND_NAME_MAX))
-		return; /* gone, or another process now */
-	if (!strcmp(now, "coordctl")) {
-		long child = procfs_first_child(w->pid);
-		if (child > 0)
-			from = child;
-	}
-	w->argv = cmdline_of(from, &w->len);
-	if (w->argv)
-		w->cmd_pid = from;
+	char child_comm[64];
+	long child;
+	w->argv = cmdline_of(w->pid, comm, &w->len);
+	if (!w->argv)
+		return; /* gone, renamed, or another process now */
+	w->cmd_pid = w->pid;
+	if (strcmp(comm, "coordctl") || (child = procfs_first_child(w->pid)) <= 0 ||
+	    procfs_comm(child, child_comm, sizeof child_comm) < 0)
+		return;
+	free(w->argv);
+	w->argv = cmdline_of(child, child_comm, &w->len);
+	w->cmd_pid = w->argv ? child : 0;
 }
 
 /* One lookup per distinct pid of v. */
-static int whos_read(const coord_lease_info_t *v, size_t n, struct whos *ws)
+static int whos_read(const struct ctl_lease *v, size_t n, struct whos *ws)
 {
 	ws->v = calloc(n ? n : 1, sizeof *ws->v);
 	ws->n = 0;
@@ -228,7 +232,7 @@ static void json_cmdline(FILE *f, const struct who *w)
 
 /* The fields holders and waiters share: "mode", "pid" (holders also
  * "uid"), "command" (the broker's comm) and "label". */
-static void json_who(const coord_lease_info_t *e)
+static void json_who(const struct ctl_lease *e)
 {
 	printf(",\"mode\":\"%s\",\"pid\":%" PRIu64, ctl_mode_name(e->mode), e->pid);
 	if (!e->waiting)
@@ -269,7 +273,7 @@ static void json_kernel_lock(const struct kernel_lock_outsider *o)
 }
 
 /* "leases":[...],"waiters":[...] */
-static void json_leases(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k,
+static void json_leases(const struct ctl_lease *v, size_t n, const struct kernel_locks *k,
                         const struct whos *ws)
 {
 	int first = 1;
@@ -360,7 +364,7 @@ static void row_free(struct row *r)
 }
 
 /* Returns 0, or -1 when out of memory (r still to be freed). */
-static int fill_row(struct row *r, const coord_lease_info_t *e,
+static int fill_row(struct row *r, const struct ctl_lease *e,
                     const struct kernel_lock_outsider *o, const struct who *w, int wide)
 {
 	char age[32], ago[64] = "", note[1100] = "", cmd[CMDLINE_MAX * 4 + 8], *res, *label;
@@ -422,7 +426,7 @@ fail:
 /* The table of `list` and `show`: holders first, then waiters, in the
  * broker's order.  Widths fit the widest cell of each column.  Returns 0,
  * or -1 when out of memory (nothing printed). */
-static int print_table(const coord_lease_info_t *v, size_t n, const struct kernel_locks *k,
+static int print_table(const struct ctl_lease *v, size_t n, const struct kernel_locks *k,
                        const struct whos *ws, int wide)
 {
 	const int *cols = wide ? wide_cols : narrow_cols;
@@ -483,7 +487,7 @@ struct filter {
 	int waiting;          /* 1: waiters only */
 };
 
-static int matches(const struct filter *f, const coord_lease_info_t *e, const struct whos *ws)
+static int matches(const struct filter *f, const struct ctl_lease *e, const struct whos *ws)
 {
 	const struct who *w = who_of(ws, e->pid);
 	if (f->resource && strcmp(e->resource, f->resource))
@@ -502,7 +506,8 @@ static int list_help_usage(const char *fmt, const char *arg)
 
 int cmd_list(int argc, char **argv)
 {
-	coord_lease_info_t *v = NULL;
+	struct ctl_leases l = { 0 };
+	struct ctl_lease *v;
 	struct kernel_locks k = { 0 };
 	struct whos ws = { 0 };
 	struct filter f = { 0 };
@@ -560,11 +565,17 @@ int cmd_list(int argc, char **argv)
 	}
 	if (rc < 0)
 		return ctl_complain(rc, "list: connect to the broker of %s", dir);
-	rc = coord_list(c, &v, &n);
+	rc = ctl_list(c, &l);
 	snprintf(dir, sizeof dir, "%s", coord_dir(c));
 	coord_disconnect(c);
-	if (rc < 0)
+	if (rc == COORD_ENOMEM)
+		goto out_of_memory;
+	if (rc < 0) {
+		ctl_leases_free(&l);
 		return ctl_complain(rc, "list: ask the broker of %s", dir);
+	}
+	v = l.v;
+	n = l.n;
 	if (whos_read(v, n, &ws) < 0)
 		goto out_of_memory;
 	for (size_t i = 0; i < n; i++)
@@ -591,7 +602,7 @@ out_of_memory:
 done:
 	kernel_locks_free(&k);
 	whos_free(&ws);
-	coord_free(v);
+	ctl_leases_free(&l);
 	return status;
 }
 
@@ -652,7 +663,7 @@ static void json_int_or_null(const char *key, int64_t v)
 }
 
 /* The resource as JSON; see coordctl show --help for the schema. */
-static void show_json(const coord_resource_info_t *i, const coord_lease_info_t *v, size_t n,
+static void show_json(const coord_resource_info_t *i, const struct ctl_lease *v, size_t n,
                       const struct kernel_locks *k, const struct whos *ws)
 {
 	const coord_policy_t *p = &i->policy;
@@ -694,7 +705,9 @@ static void show_json(const coord_resource_info_t *i, const coord_lease_info_t *
 int cmd_show(int argc, char **argv)
 {
 	coord_resource_info_t info;
-	coord_lease_info_t *v = NULL;
+	coord_lease_info_t *got = NULL;
+	struct ctl_leases l = { 0 };
+	struct ctl_lease *v = NULL;
 	struct kernel_locks k = { 0 };
 	struct whos ws = { 0 };
 	char name[COORD_NAME_MAX + 1], dir[COORD_DIR_MAX + 1], buf[96];
@@ -730,12 +743,16 @@ int cmd_show(int argc, char **argv)
 	/* looking never starts a broker */
 	if ((rc = ctl_connect(&c, 0, "show")))
 		return rc;
-	rc = coord_show(c, name, &info, &v, &n);
+	rc = coord_show(c, name, &info, &got, &n);
 	snprintf(dir, sizeof dir, "%s", coord_dir(c));
 	coord_disconnect(c);
 	if (rc < 0)
 		return ctl_complain(rc, "show %s", name);
-	if (whos_read(v, n, &ws) < 0 || kernel_locks_check(v, n, dir, &k) < 0) {
+	for (size_t i = 0; i < n && rc == 0; i++)
+		rc = ctl_leases_add(&l, &got[i]);
+	coord_free(got);
+	v = l.v;
+	if (rc < 0 || whos_read(v, n, &ws) < 0 || kernel_locks_check(v, n, dir, &k) < 0) {
 		status = ctl_complain(COORD_ENOMEM, "show %s", name);
 		goto done;
 	}
@@ -762,7 +779,7 @@ int cmd_show(int argc, char **argv)
 done:
 	kernel_locks_free(&k);
 	whos_free(&ws);
-	coord_free(v);
+	ctl_leases_free(&l);
 	return status;
 }
 

@@ -795,6 +795,9 @@ class Client:
                 d["mode"] = _MODE_NAMES.get(e.mode)
                 d["waiting"] = bool(e.waiting)
                 d["cached"] = _CACHED_NAMES.get(e.cached)
+                # True: its library waits for the file's kernel lock, held
+                # outside the broker; None: not known, and for waiters
+                d["kernel_wait"] = {1: False, 2: True}.get(e.kernel_wait)
                 out.append(d)
             return out
         finally:

@@ -96,6 +96,7 @@ class LeaseInfo(ctypes.Structure):
         ("label", ctypes.c_char * (COORD_LABEL_MAX + 1)),
         ("adopted", ctypes.c_int),
         ("cached", ctypes.c_int),
+        ("kernel_wait", ctypes.c_int),
     ]
 
 
