@@ -91,6 +91,8 @@ static size_t expected_length(const uint8_t *data, size_t size, uint32_t type)
 		return sizeof(coord_msg_attach);
 	case COORD_MSG_CANCEL:
 		return sizeof(coord_msg_cancel);
+	case COORD_MSG_KERNEL_WAIT:
+		return sizeof(coord_msg_kernel_wait);
 	case COORD_MSG_LIMITS: {
 		coord_msg_limits m;
 		if (size < sizeof m)
@@ -180,6 +182,15 @@ static void check_decoded(const uint8_t *data, size_t size, const struct request
 		FUZZ_CHECK(req->client_id == m.client_id && req->lease_id == m.lease_id &&
 		                   req->secret == m.secret,
 		           "ATTACH fields differ");
+		check_unused(req, 0, 0, 0);
+		break;
+	}
+	case COORD_MSG_KERNEL_WAIT: {
+		coord_msg_kernel_wait m;
+		memcpy(&m, data, sizeof m);
+		FUZZ_CHECK(req->lease_id == m.lease_id && req->flags == m.waiting,
+		           "KERNEL_WAIT fields differ");
+		FUZZ_CHECK(m.waiting <= 1 && m.reserved == 0, "KERNEL_WAIT accepted out of range");
 		check_unused(req, 0, 0, 0);
 		break;
 	}

@@ -42,6 +42,8 @@ struct who {
 	char *argv;    /* the arguments, each ended by a NUL; NULL unknown */
 	size_t len;
 	size_t entry;  /* an entry of the list with this pid */
+	char *json;    /* json_cmdline()'s text, made at its first use */
+	size_t json_len;
 };
 
 struct whos {
@@ -138,7 +140,7 @@ static int whos_read(const struct ctl_lease *v, size_t n, struct whos *ws)
 	return 0;
 }
 
-static const struct who *who_of(const struct whos *ws, uint64_t pid)
+static struct who *who_of(const struct whos *ws, uint64_t pid)
 {
 	struct who key = { .pid = (long)pid };
 	return bsearch(&key, ws->v, ws->n, sizeof *ws->v, by_pid);
@@ -146,8 +148,10 @@ static const struct who *who_of(const struct whos *ws, uint64_t pid)
 
 static void whos_free(struct whos *ws)
 {
-	for (size_t i = 0; i < ws->n; i++)
+	for (size_t i = 0; i < ws->n; i++) {
 		free(ws->v[i].argv);
+		free(ws->v[i].json);
+	}
 	free(ws->v);
 }
 
@@ -203,13 +207,9 @@ static void command_text(const struct who *w, const char *comm, char *buf, size_
 
 /* ,"cmdline":["ARG",...],"cmdline_pid":N (null, null when unknown), and
  * "cmdline_hex":["HEX",...] when an argument is not valid UTF-8. */
-static void json_cmdline(FILE *f, const struct who *w)
+static void json_cmdline_make(FILE *f, const struct who *w)
 {
 	int invalid = 0;
-	if (!w || !w->argv) {
-		fputs(",\"cmdline\":null,\"cmdline_pid\":null", f);
-		return;
-	}
 	fputs(",\"cmdline\":[", f);
 	for (const char *a = w->argv; a < w->argv + w->len; a += strlen(a) + 1) {
 		if (a > w->argv)
@@ -226,6 +226,28 @@ static void json_cmdline(FILE *f, const struct who *w)
 		text_json_hex(f, a);
 	}
 	fputc(']', f);
+}
+
+/* json_cmdline_make()'s text, made once per process: a process holding
+ * many leases has its command line in each. */
+static void json_cmdline(FILE *f, struct who *w)
+{
+	FILE *m;
+	if (!w || !w->argv) {
+		fputs(",\"cmdline\":null,\"cmdline_pid\":null", f);
+		return;
+	}
+	if (!w->json && (m = open_memstream(&w->json, &w->json_len))) {
+		json_cmdline_make(m, w);
+		if (fclose(m) != 0) {
+			free(w->json);
+			w->json = NULL;
+		}
+	}
+	if (w->json)
+		fwrite(w->json, 1, w->json_len, f);
+	else
+		json_cmdline_make(f, w); /* out of memory: as it comes */
 }
 
 /* ---- leases as JSON ---- */
