@@ -80,19 +80,15 @@ static int cmdline_matches(const char *argv, size_t len, const char *comm)
  * recorded it or as read now) was made from; NULL if not. */
 static char *cmdline_of(long pid, const char *comm, size_t *len)
 {
-	char *buf = malloc(CMDLINE_MAX);
-	ssize_t n;
-	if (!buf)
-		return NULL;
-	n = procfs_cmdline(pid, buf, CMDLINE_MAX);
+	char buf[CMDLINE_MAX], *out;
+	ssize_t n = procfs_cmdline(pid, buf, CMDLINE_MAX);
 	if (n > 0 && buf[n - 1]) /* a process may rewrite its arguments without NULs */
 		buf[n < CMDLINE_MAX ? n++ : n - 1] = 0;
-	if (n <= 0 || !cmdline_matches(buf, (size_t)n, comm)) {
-		free(buf);
+	if (n <= 0 || !cmdline_matches(buf, (size_t)n, comm) || !(out = malloc((size_t)n)))
 		return NULL;
-	}
+	memcpy(out, buf, (size_t)n);
 	*len = (size_t)n;
-	return buf;
+	return out;
 }
 
 /* Reads the command line of the process behind pid, whose comm the broker
@@ -252,13 +248,27 @@ static void json_cmdline(FILE *f, struct who *w)
 
 /* ---- leases as JSON ---- */
 
+/* key (with its quotes, comma and colon) and v: printf() would take a
+ * third of `list --json`'s time with 10,000 leases. */
+static void json_u64(const char *key, uint64_t v)
+{
+	char buf[24], *p = buf + sizeof buf;
+	*--p = 0;
+	do
+		*--p = (char)('0' + v % 10);
+	while (v /= 10);
+	fputs(key, stdout);
+	fputs(p, stdout);
+}
+
 /* The fields holders and waiters share: "mode", "pid" (holders also
  * "uid"), "command" (the broker's comm) and "label". */
 static void json_who(const struct ctl_lease *e)
 {
-	printf(",\"mode\":\"%s\",\"pid\":%" PRIu64, ctl_mode_name(e->mode), e->pid);
+	fputs(e->mode == COORD_WRITE ? ",\"mode\":\"write\"" : ",\"mode\":\"read\"", stdout);
+	json_u64(",\"pid\":", e->pid);
 	if (!e->waiting)
-		printf(",\"uid\":%" PRIu64, e->uid);
+		json_u64(",\"uid\":", e->uid);
 	putchar(',');
 	text_json_field(stdout, "command", e->command);
 	putchar(',');
@@ -303,18 +313,21 @@ static void json_leases(const struct ctl_lease *v, size_t n, const struct kernel
 	for (size_t i = 0; i < n; i++) {
 		if (v[i].waiting)
 			continue;
-		printf("%s{\"id\":%" PRIu64 ",", first ? "" : ",", v[i].lease_id);
+		json_u64(first ? "{\"id\":" : ",{\"id\":", v[i].lease_id);
+		putchar(',');
 		text_json_field(stdout, "resource", v[i].resource);
 		json_who(&v[i]);
-		printf(",\"token\":%" PRIu64 ",\"age_ms\":%" PRIu64, v[i].token, v[i].age_ms);
+		json_u64(",\"token\":", v[i].token);
+		json_u64(",\"age_ms\":", v[i].age_ms);
 		if (v[i].recalled_ms >= 0)
-			printf(",\"recalled_ms\":%" PRId64, v[i].recalled_ms);
+			json_u64(",\"recalled_ms\":", (uint64_t)v[i].recalled_ms);
 		else
-			printf(",\"recalled_ms\":null");
-		printf(",\"adopted\":%s", v[i].adopted ? "true" : "false");
-		printf(",\"cached\":%s", v[i].cached == COORD_CACHED_IDLE     ? "\"idle\""
-		                         : v[i].cached == COORD_CACHED_IN_USE ? "\"in-use\""
-		                                                               : "null");
+			fputs(",\"recalled_ms\":null", stdout);
+		fputs(v[i].adopted ? ",\"adopted\":true" : ",\"adopted\":false", stdout);
+		fputs(v[i].cached == COORD_CACHED_IDLE     ? ",\"cached\":\"idle\""
+		      : v[i].cached == COORD_CACHED_IN_USE ? ",\"cached\":\"in-use\""
+		                                           : ",\"cached\":null",
+		      stdout);
 		json_kernel_lock(kernel_locks_waits_for(k, i));
 		json_cmdline(stdout, who_of(ws, v[i].pid));
 		printf("}");
@@ -328,7 +341,7 @@ static void json_leases(const struct ctl_lease *v, size_t n, const struct kernel
 		printf("%s{", first ? "" : ",");
 		text_json_field(stdout, "resource", v[i].resource);
 		json_who(&v[i]);
-		printf(",\"waited_ms\":%" PRIu64, v[i].age_ms);
+		json_u64(",\"waited_ms\":", v[i].age_ms);
 		json_cmdline(stdout, who_of(ws, v[i].pid));
 		printf("}");
 		first = 0;
