@@ -179,6 +179,7 @@ static void after_events(void *ud)
 	clients_reap(&b->clients);
 	cache_drops_run(b);
 	commit_and_send(b);
+	clients_free_reaped(&b->clients);
 	events_publish(); /* the batch's events, for coordctl watch */
 	arm_timer(b);
 }

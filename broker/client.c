@@ -16,8 +16,10 @@
  * restarted broker adopt its lease.  Messages to one client keep their
  * order.
  * Clients are never freed while others may still point at them: they are
- * marked dead and destroyed by clients_reap() at the end of the loop
- * iteration.
+ * marked dead and destroyed at the end of the loop iteration, in two
+ * steps: clients_reap() hands their leases on, and clients_free_reaped(),
+ * after the answers that made went out, closes their descriptors, so a
+ * dead holder's successor does not wait for those system calls.
  *
  * Past --max-clients or out of descriptors, a connection is refused with a
  * WELCOME{COORD_ELIMIT}, never left hanging; a spare descriptor, given up
@@ -802,15 +804,23 @@ int clients_rebind(struct clients *cs, char *err, size_t errsize)
 	return 0;
 }
 
-static void destroy(struct clients *cs, struct client *c)
+/* The first half of destroying c: off the flush list, and its leases
+ * handed on (ev.gone), whose grants go out before the second half. */
+static void destroy_gone(struct clients *cs, struct client *c)
 {
 	if (c->flush_listed) {
 		struct client **p = &cs->flush_list;
 		while (*p != c)
 			p = &(*p)->flush_next;
 		*p = c->flush_next;
+		c->flush_listed = 0;
 	}
 	cs->ev.gone(cs->ud, c, c->dead_reason ? c->dead_reason : "hangup");
+}
+
+/* The second half: its descriptors and memory. */
+static void destroy_free(struct clients *cs, struct client *c)
+{
 	loop_del(cs->loop, c->fd);
 	loop_del(cs->loop, c->pidfd);
 	close(c->fd);
@@ -839,7 +849,18 @@ void clients_reap(struct clients *cs)
 	while (cs->dead) {
 		struct client *c = cs->dead;
 		cs->dead = c->dead_next;
-		destroy(cs, c);
+		destroy_gone(cs, c);
+		c->dead_next = cs->reaped;
+		cs->reaped = c;
+	}
+}
+
+void clients_free_reaped(struct clients *cs)
+{
+	while (cs->reaped) {
+		struct client *c = cs->reaped;
+		cs->reaped = c->dead_next;
+		destroy_free(cs, c);
 	}
 }
 
@@ -848,6 +869,7 @@ void clients_close(struct clients *cs)
 	for (struct client *c = cs->list; c; c = c->next)
 		client_kill(c, "shutdown");
 	clients_reap(cs);
+	clients_free_reaped(cs);
 	if (cs->listen_fd >= 0)
 		close(cs->listen_fd);
 	if (cs->spare_fd >= 0)

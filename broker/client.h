@@ -109,6 +109,7 @@ struct clients {
 	struct watch listen_watch;
 	struct client *list;
 	struct client *dead;       /* killed, not yet destroyed */
+	struct client *reaped;     /* gone, not yet freed */
 	struct client *flush_list; /* with output queued since the last flush */
 	char sock_path[108];
 	dev_t sock_dev;            /* the socket file bound at sock_path */
@@ -134,8 +135,11 @@ int clients_rebind(struct clients *cs, char *err, size_t errsize);
 int64_t clients_next_deadline(const struct clients *cs);
 /* Does what is due at monotonic time now. */
 void clients_expire(struct clients *cs, int64_t now);
-/* Destroys the clients killed since the last call. */
+/* Ends the clients killed since the last call: ev.gone for each; their
+ * descriptors and memory go at clients_free_reaped(), which must follow
+ * within the same loop iteration (after the answers are sent). */
 void clients_reap(struct clients *cs);
+void clients_free_reaped(struct clients *cs);
 /* Destroys every client and removes the socket. */
 void clients_close(struct clients *cs);
 

@@ -2174,13 +2174,15 @@ static void coord__kernel_wait_tell(coord_t *c, const struct coord__grant *g, in
 static int coord__kernel_lock(coord_t *c, const struct coord__grant *g, struct coord__kfile *k,
                               int mode, int64_t deadline_ms, int *told)
 {
-	int op = (mode == COORD_WRITE ? LOCK_EX : LOCK_SH) | LOCK_NB, delay = 1, waited = 0;
+	int op = (mode == COORD_WRITE ? LOCK_EX : LOCK_SH) | LOCK_NB, waited = 0;
+	int64_t delay_us = 50;
 	if (k->holds > 0) {
 		/* a nested read: the connection's shared lock is already held */
 		k->holds++;
 		return 0;
 	}
 	for (;;) {
+		struct timespec ts;
 		int64_t now;
 		if (flock(k->fd, op) == 0)
 			break;
@@ -2191,15 +2193,21 @@ static int coord__kernel_lock(coord_t *c, const struct coord__grant *g, struct c
 		now = coord__now_ms();
 		if (deadline_ms >= 0 && now >= deadline_ms)
 			return waited ? COORD_ETIMEDOUT : COORD_EBUSY;
-		/* Someone outside the broker's view holds the file.  There is
-		 * nothing to wait on but time: back off up to 50 ms. */
-		coord__kernel_wait_tell(c, g, told, 1);
-		if (deadline_ms >= 0 && deadline_ms - now < delay)
-			delay = (int)(deadline_ms - now);
-		poll(NULL, 0, delay);
+		/* Someone outside the broker's view holds the file, or a holder
+		 * that just died has not let go of it yet: the kernel closes
+		 * its socket, which tells the broker, before its other files.
+		 * There is nothing to wait on but time: back off from 50 us, so
+		 * that the second case costs a moment, up to 50 ms; the broker
+		 * hears of a wait that outlasts the first. */
+		if (waited)
+			coord__kernel_wait_tell(c, g, told, 1);
+		if (deadline_ms >= 0 && (deadline_ms - now) * 1000 < delay_us)
+			delay_us = (deadline_ms - now) * 1000;
+		ts.tv_sec = (time_t)(delay_us / 1000000);
+		ts.tv_nsec = (long)(delay_us % 1000000) * 1000;
+		nanosleep(&ts, NULL);
 		waited = 1;
-		if (delay < 50)
-			delay *= 2;
+		delay_us = delay_us * 2 > 50000 ? 50000 : delay_us * 2;
 	}
 	coord__kernel_wait_tell(c, g, told, 0);
 	k->holds = 1;
