@@ -39,7 +39,6 @@
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <search.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
@@ -206,8 +205,11 @@ struct coord {
 	struct coord_resource *resources;  /* open handles */
 	/* under lock: */
 	struct coord__kfile *kfiles;       /* files this connection has locked (8.6) */
-	void *kfile_index;      /* the same, by (dev, ino, name): a tsearch() tree */
-	int kfile_index_partial; /* an insertion failed: search the list too */
+	struct coord__kfile **kfile_index; /* the same, by (dev, ino, name): an
+	                           open-addressing table of kfile_cap slots (a
+	                           power of two, at most half full), or NULL */
+	size_t kfile_cap, kfile_count;
+	int kfile_index_partial; /* it could not grow: search the list */
 	struct coord_pending *pend;        /* the request coord_acquire_start() left
 	                                      waiting, or NULL */
 	unsigned gen;           /* connections made after a loss, so far */
@@ -1943,15 +1945,8 @@ static const struct coord__backend coord__broker_backend = {
  * open.  Nested read leases of one connection share one flock.  flock(2)
  * on network filesystems (NFS, SMB) is emulated with POSIX locks and would
  * interfere with the database's own, so no kernel lock is taken there. */
-struct coord__kfile_id {
-	dev_t dev;
-	ino_t ino;
-	const char *name;
-};
-
 struct coord__kfile {
 	struct coord__kfile *next;  /* conn->kfiles, newest first */
-	struct coord__kfile_id id;  /* its key in conn->kfile_index */
 	int fd;
 	dev_t dev;                  /* the file fd is open on */
 	ino_t ino;
@@ -2039,54 +2034,80 @@ static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, si
 	return n < 0 || (size_t)n >= size ? -1 : 0;
 }
 
-/* c->kfile_index holds &k->id of each kfile k of c, ordered by file,
- * then name; a lookup's key is a coord__kfile_id of its own. */
-static int coord__kfile_cmp(const void *a, const void *b)
+static int coord__kfile_is(const struct coord__kfile *k, dev_t dev, ino_t ino, const char *name)
 {
-	const struct coord__kfile_id *x = a, *y = b;
-	if (x->dev != y->dev)
-		return x->dev < y->dev ? -1 : 1;
-	if (x->ino != y->ino)
-		return x->ino < y->ino ? -1 : 1;
-	return strcmp(x->name, y->name);
+	return k->dev == dev && k->ino == ino && !strcmp(k->name, name);
 }
 
-/* c's kfile of (dev, ino, name), or NULL (c->lock held). */
+/* Where (dev, ino) starts its probe in a table of cap slots.  The name
+ * is left out of the hash: one file rarely has two names in use. */
+static size_t coord__kfile_slot(dev_t dev, ino_t ino, size_t cap)
+{
+	uint64_t h = ((uint64_t)ino ^ ((uint64_t)dev << 32 | (uint64_t)dev >> 32)) *
+	             0x9e3779b97f4a7c15ull;
+	return (size_t)(h >> 32) & (cap - 1);
+}
+
+/* c's kfile of (dev, ino, name), or NULL (c->lock held).  A process may
+ * have thousands of files locked on one connection, and every acquire
+ * looks here: one or two slots, not a search. */
 static struct coord__kfile *coord__kfile_find(coord_t *c, dev_t dev, ino_t ino, const char *name)
 {
-	struct coord__kfile_id key = { dev, ino, name };
 	struct coord__kfile *k;
-	void *found;
-	if (c->kfile_index_partial) {
+	if (c->kfile_index_partial || !c->kfile_index) {
 		for (k = c->kfiles; k; k = k->next)
-			if (!coord__kfile_cmp(&key, &k->id))
+			if (coord__kfile_is(k, dev, ino, name))
 				return k;
 		return NULL;
 	}
-	found = tfind(&key, &c->kfile_index, coord__kfile_cmp);
-	if (!found)
-		return NULL;
-	return (struct coord__kfile *)(void *)((char *)*(struct coord__kfile_id **)found -
-	                                       offsetof(struct coord__kfile, id));
+	for (size_t i = coord__kfile_slot(dev, ino, c->kfile_cap); (k = c->kfile_index[i]);
+	     i = (i + 1) & (c->kfile_cap - 1))
+		if (coord__kfile_is(k, dev, ino, name))
+			return k;
+	return NULL;
+}
+
+/* Puts k in table v of cap slots, in place of an entry with its key (an
+ * inode number used again by a new file: the newest wins, as in the
+ * list).  Returns 1 if it took a new slot. */
+static int coord__kfile_put(struct coord__kfile **v, size_t cap, struct coord__kfile *k)
+{
+	size_t i = coord__kfile_slot(k->dev, k->ino, cap);
+	for (; v[i]; i = (i + 1) & (cap - 1))
+		if (coord__kfile_is(v[i], k->dev, k->ino, k->name)) {
+			v[i] = k;
+			return 0;
+		}
+	v[i] = k;
+	return 1;
 }
 
 /* Puts k, whose dev, ino and name are set, on c's list and in its index
- * (c->lock held).  Without memory for the index, the list is searched
- * from then on. */
+ * (c->lock held), doubling the index when it would be more than half
+ * full.  Without memory for that, the list is searched from then on. */
 static void coord__kfile_add(coord_t *c, struct coord__kfile *k)
 {
-	void *node;
-	k->id = (struct coord__kfile_id){ k->dev, k->ino, k->name };
 	k->next = c->kfiles;
 	c->kfiles = k;
 	if (c->kfile_index_partial)
 		return;
-	node = tsearch(&k->id, &c->kfile_index, coord__kfile_cmp);
-	if (!node)
-		c->kfile_index_partial = 1;
-	else /* an inode number used again by a new file: the newest wins, as
-	      * in the list */
-		*(struct coord__kfile_id **)node = &k->id;
+	if ((c->kfile_count + 1) * 2 > c->kfile_cap) {
+		size_t cap = c->kfile_cap ? c->kfile_cap * 2 : 16;
+		struct coord__kfile **v = calloc(cap, sizeof *v);
+		if (!v) {
+			c->kfile_index_partial = 1;
+			free(c->kfile_index);
+			c->kfile_index = NULL;
+			return;
+		}
+		for (size_t i = 0; i < c->kfile_cap; i++)
+			if (c->kfile_index[i])
+				coord__kfile_put(v, cap, c->kfile_index[i]);
+		free(c->kfile_index);
+		c->kfile_index = v;
+		c->kfile_cap = cap;
+	}
+	c->kfile_count += (size_t)coord__kfile_put(c->kfile_index, c->kfile_cap, k);
 }
 
 /* The kernel-lock file of `name` for c (c->lock held), opened the first
@@ -2227,7 +2248,6 @@ static void coord__kfiles_close(coord_t *c)
 	while (c->kfiles) {
 		struct coord__kfile *k = c->kfiles;
 		c->kfiles = k->next;
-		tdelete(&k->id, &c->kfile_index, coord__kfile_cmp);
 		if (k->holds > 0 && !k->unlocked)
 			flock(k->fd, LOCK_UN); /* what closing did, without closing */
 		k->holds = 0;
@@ -2236,6 +2256,10 @@ static void coord__kfiles_close(coord_t *c)
 		coord__spares = k;
 		pthread_mutex_unlock(&coord__spares_lock);
 	}
+	free(c->kfile_index);
+	c->kfile_index = NULL;
+	c->kfile_cap = c->kfile_count = 0;
+	c->kfile_index_partial = 0;
 }
 
 /* ------------------------------------------------------------------------ */

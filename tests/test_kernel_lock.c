@@ -493,3 +493,54 @@ Test(kernel_lock, sqlite_locks_survive_a_closed_connection)
 	sqlite_exec(mine, "COMMIT");
 	sqlite3_close(mine);
 }
+
+/* One connection with hundreds of files locked (its index of them grows
+ * many times over): each lease's kernel lock is on its own file, each
+ * release drops it, and a file replaced under its name (a new inode) gets
+ * the lock on the new file, not the old one. */
+#define MANY_FILES 300
+Test(kernel_lock, hundreds_of_files_on_one_connection_each_lock_their_own)
+{
+	coord_t *c = connect_ok();
+	static coord_lease_t *l[MANY_FILES];
+	char path[MANY_FILES][64];
+	struct stat before, after;
+	for (int i = 0; i < MANY_FILES; i++) {
+		snprintf(path[i], sizeof path[i], "%s", harness_path(&h, ""));
+		snprintf(path[i] + strlen(path[i]), sizeof path[i] - strlen(path[i]), "f%d.db", i);
+		write_file(path[i], "x", 1);
+	}
+	for (int round = 0; round < 2; round++) {
+		for (int i = 0; i < MANY_FILES; i++)
+			cr_assert_eq(coord_acquire(c, path[i], COORD_WRITE, 5000, NULL, &l[i]), 0,
+			             "round %d: write %s", round, path[i]);
+		for (int i = 0; i < MANY_FILES; i++)
+			cr_assert(!kernel_lock_free(path[i], LOCK_SH),
+			          "round %d: %s is not flock()ed while its write lease is held", round,
+			          path[i]);
+		for (int i = 0; i < MANY_FILES; i += 2)
+			coord_release(l[i]);
+		for (int i = 0; i < MANY_FILES; i++)
+			cr_assert_eq(kernel_lock_free(path[i], LOCK_EX), i % 2 == 0,
+			             "round %d: %s is %s after %s", round, path[i],
+			             i % 2 ? "free" : "still locked", i % 2 ? "no release" : "its release");
+		for (int i = 1; i < MANY_FILES; i += 2)
+			coord_release(l[i]);
+	}
+	/* Replace f7.db: the old name now means another inode. */
+	cr_assert_eq(stat(path[7], &before), 0, "stat");
+	{
+		char tmp[80];
+		snprintf(tmp, sizeof tmp, "%s.new", path[7]);
+		write_file(tmp, "y", 1);
+		cr_assert_eq(rename(tmp, path[7]), 0, "rename over %s", path[7]);
+	}
+	cr_assert_eq(stat(path[7], &after), 0, "stat");
+	cr_assert_neq(before.st_ino, after.st_ino, "the replacement kept the inode");
+	cr_assert_eq(coord_acquire(c, path[7], COORD_WRITE, 5000, NULL, &l[7]), 0, "write again");
+	cr_assert(!kernel_lock_free(path[7], LOCK_SH),
+	          "the lease on the replaced %s must lock the new file", path[7]);
+	coord_release(l[7]);
+	cr_assert(kernel_lock_free(path[7], LOCK_EX), "its release must unlock the new file");
+	coord_disconnect(c);
+}
