@@ -49,7 +49,12 @@ struct owner_waits {
 struct lease_table {
 	struct lt_events ev;
 	void *ud;
-	void *root;                 /* tsearch tree of lt_resource by name */
+	void *root;                 /* tsearch tree of lt_resource by name,
+	                               for walks in name order */
+	struct lt_resource **bucket; /* the same by hash of the name, for
+	                               lookups: chains through hash_next, at
+	                               most one per bucket on average */
+	size_t nbuckets;            /* a power of two, or 0 */
 	void *owners;               /* tsearch tree of owner_waits by owner */
 	size_t nresources, nleases, nwaiters;
 	size_t max_leases, max_waiters;
@@ -133,11 +138,67 @@ int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint3
 
 /* ---- resources ---- */
 
+/* FNV-1a of a name. */
+static uint64_t name_hash(const char *name)
+{
+	uint64_t h = 14695981039346656037ull;
+	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
+		h = (h ^ *p) * 1099511628211ull;
+	return h;
+}
+
+static struct lt_resource **bucket_of(const struct lease_table *t, uint64_t hash)
+{
+	return &t->bucket[hash & (t->nbuckets - 1)];
+}
+
+/* Puts res in its bucket, first doubling the buckets when there would be
+ * more resources than buckets.  Returns 0 or COORD_ENOMEM (nothing
+ * changed); a doubling that fails only leaves the chains longer. */
+static int bucket_add(struct lease_table *t, struct lt_resource *res)
+{
+	struct lt_resource **b;
+	if (t->nresources + 1 > t->nbuckets) {
+		size_t n = t->nbuckets ? t->nbuckets * 2 : 64;
+		struct lt_resource **v = calloc(n, sizeof *v);
+		if (!v && !t->nbuckets)
+			return COORD_ENOMEM;
+		for (size_t i = 0; v && i < t->nbuckets; i++) {
+			for (struct lt_resource *r = t->bucket[i], *next; r; r = next) {
+				next = r->hash_next;
+				r->hash_next = v[r->hash & (n - 1)];
+				v[r->hash & (n - 1)] = r;
+			}
+		}
+		if (v) {
+			free(t->bucket);
+			t->bucket = v;
+			t->nbuckets = n;
+		}
+	}
+	b = bucket_of(t, res->hash);
+	res->hash_next = *b;
+	*b = res;
+	return 0;
+}
+
+static void bucket_del(struct lease_table *t, struct lt_resource *res)
+{
+	struct lt_resource **p = bucket_of(t, res->hash);
+	while (*p != res)
+		p = &(*p)->hash_next;
+	*p = res->hash_next;
+}
+
 struct lt_resource *lease_table_find(struct lease_table *t, const char *name)
 {
-	struct lt_resource key = { .name = (char *)name };
-	void *found = tfind(&key, &t->root, resource_cmp);
-	return found ? *(struct lt_resource **)found : NULL;
+	uint64_t h = name_hash(name);
+	if (!t->nbuckets)
+		return NULL;
+	for (struct lt_resource *r = *bucket_of(t, h); r; r = r->hash_next)
+		if (r->hash == h && !strcmp(r->name, name))
+			return r;
+	return NULL;
 }
 
 static int resource_get(struct lease_table *t, const char *name, struct lt_resource **out)
@@ -156,10 +217,12 @@ static int resource_get(struct lease_table *t, const char *name, struct lt_resou
 		rc = COORD_ENOMEM;
 		goto fail;
 	}
+	res->hash = name_hash(name);
 	rc = t->ev.resource_open ? t->ev.resource_open(t->ud, res) : 0;
 	if (rc < 0)
 		goto fail;
-	if (!tsearch(res, &t->root, resource_cmp)) {
+	if (!tsearch(res, &t->root, resource_cmp) || bucket_add(t, res) < 0) {
+		tdelete(res, &t->root, resource_cmp);
 		if (t->ev.resource_close)
 			t->ev.resource_close(t->ud, res);
 		rc = COORD_ENOMEM;
@@ -181,6 +244,7 @@ void lease_table_maybe_close(struct lease_table *t, struct lt_resource *res)
 	if (t->ev.resource_keep && t->ev.resource_keep(t->ud, res))
 		return;
 	tdelete(res, &t->root, resource_cmp);
+	bucket_del(t, res);
 	t->nresources--;
 	if (t->ev.resource_close)
 		t->ev.resource_close(t->ud, res);
@@ -818,6 +882,7 @@ void lease_table_free(struct lease_table *t)
 	/* tdestroy() passes no closure: close everything first. */
 	lease_table_foreach(t, close_resource, t);
 	tdestroy(t->root, free_resource);
+	free(t->bucket);
 	tdestroy(t->owners, free);
 	lt_heap_free(&t->heap);
 	free(t);

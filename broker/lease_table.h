@@ -83,6 +83,8 @@ struct lt_resource {
 	void *ext;                  /* the broker's per-resource state */
 	uint64_t walk_read, walk_write; /* the table's own: marks of the
 	                                   deadlock walk */
+	uint64_t hash;              /* the table's own: of the name, and */
+	struct lt_resource *hash_next; /* the next in its bucket */
 };
 
 /* One owner of a wait-for cycle (see lease_table_request()).  The owner

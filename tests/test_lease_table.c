@@ -758,3 +758,63 @@ Test(lease_table, holders_granted_ahead_of_a_waiting_writer_are_recalled)
 	cr_assert_eq(nrecalled, 1, "the reader granted after the checkpoint is recalled for the writer");
 	lease_table_free(t2);
 }
+
+static void count_one(struct lt_resource *res, void *arg)
+{
+	(void)res;
+	++*(int *)arg;
+}
+
+/* Thousands of resources (the name index doubles many times): each is
+ * found by its name and only by it, a closed one is gone from the index
+ * and the walk, and a name opened again is a new resource. */
+Test(lease_table, thousands_of_resources_are_each_found_by_name)
+{
+	enum { N = 5000 };
+	static struct lt_lease *l[N];
+	char name[32];
+	int walked = 0;
+	lease_table_free(t);
+	t = lease_table_new(&events, NULL, N, 16, 1);
+	keep = 0; /* a resource closes when its last lease goes */
+	for (int i = 0; i < N; i++) {
+		struct lt_waiter *w = NULL;
+		snprintf(name, sizeof name, "key:r%d", i);
+		cr_assert_eq(lease_table_request(t, name, OWNER(1), COORD_WRITE, now, -1, LT_FOR_CLIENT,
+		                                 0, NULL, &l[i], &w),
+		             1, "%s not granted at once", name);
+	}
+	cr_assert_eq(lease_table_resources(t), N, "%zu resources", lease_table_resources(t));
+	for (int i = 0; i < N; i++) {
+		snprintf(name, sizeof name, "key:r%d", i);
+		cr_assert_eq(lease_table_find(t, name), l[i]->res, "%s found as another resource",
+		             name);
+	}
+	cr_assert_null(lease_table_find(t, "key:r"), "a name never opened was found");
+	cr_assert_null(lease_table_find(t, "key:r50000"), "a name never opened was found");
+	for (int i = 0; i < N; i += 2)
+		lease_table_release(t, l[i], "release");
+	for (int i = 0; i < N; i++) {
+		struct lt_resource *r;
+		snprintf(name, sizeof name, "key:r%d", i);
+		r = lease_table_find(t, name);
+		if (i % 2)
+			cr_assert_eq(r, l[i]->res, "%s lost when others closed", name);
+		else
+			cr_assert_null(r, "%s is still found after it closed", name);
+	}
+	lease_table_foreach(t, count_one, &walked);
+	cr_assert_eq(walked, N / 2, "the walk sees %d resources, want %d", walked, N / 2);
+	{
+		struct lt_lease *again = NULL;
+		struct lt_waiter *w = NULL;
+		cr_assert_eq(lease_table_request(t, "key:r0", OWNER(2), COORD_READ, now, -1,
+		                                 LT_FOR_CLIENT, 0, NULL, &again, &w),
+		             1, "key:r0 opened again");
+		cr_assert_eq(lease_table_find(t, "key:r0"), again->res, "key:r0 not found again");
+		lease_table_release(t, again, "release");
+	}
+	for (int i = 1; i < N; i += 2)
+		lease_table_release(t, l[i], "release");
+	cr_assert_eq(lease_table_resources(t), 0, "%zu resources left", lease_table_resources(t));
+}
