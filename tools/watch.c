@@ -1,11 +1,11 @@
 /* coordctl watch: who holds and who waits, live, from the broker's event
  * feed (coord_feed_next()), never by asking the broker in a loop.
  *
- * The full-screen view starts from one coord_list() and then applies each
+ * The full-screen view starts from one listing and then applies each
  * event to its own copy of the table: a grant adds a holder (and drops
  * the waiter it came from), a release drops it, a recall marks it, and
  * so on.  Only when the feed says events were lost (this reader was
- * lapped) or a broker started does it call coord_list() again.  A thread
+ * lapped) or a broker started does it list again.  A thread
  * sleeps on the feed and hands events to the main thread through a pipe;
  * the main thread polls that pipe, the keyboard and a signalfd (SIGWINCH,
  * SIGINT, SIGTERM), and redraws at most once per batch of events and
@@ -198,7 +198,7 @@ struct view {
 	char recent[RECENT_MAX][RECENT_LINE]; /* ring of lines */
 	size_t nrecent;
 	char status[160];
-	int64_t listed_ms;         /* wall time of the last coord_list() */
+	int64_t listed_ms;         /* wall time of the last listing */
 	uint64_t broker_pid;
 	int rows_on_screen, cols;
 };
@@ -247,37 +247,45 @@ static long find_holder(const struct view *v, uint64_t lease_id)
 	return -1;
 }
 
-/* Starts again from coord_list(). */
+struct resync {
+	struct view *v;
+	int64_t now;
+};
+
+/* coord_list_each()'s: one row per holder and waiter. */
+static int resync_one(const coord_lease_info_t *e, void *ud)
+{
+	struct resync *rs = ud;
+	struct row *r = row_add(rs->v);
+	if (!r)
+		return COORD_ENOMEM;
+	r->waiting = e->waiting;
+	r->mode = e->mode;
+	r->lease_id = e->lease_id;
+	r->pid = e->pid;
+	r->since_ms = rs->now - (int64_t)e->age_ms;
+	r->recalled_ms = e->recalled_ms >= 0 ? rs->now - e->recalled_ms : -1;
+	memcpy(r->resource, e->resource, sizeof r->resource);
+	memcpy(r->command, e->command, sizeof r->command);
+	memcpy(r->label, e->label, sizeof r->label);
+	return 0;
+}
+
+/* Starts again from a listing (coord_list_each()). */
 static void resync(struct view *v)
 {
-	coord_lease_info_t *list = NULL;
-	size_t n = 0;
-	int64_t now = wall_now();
-	int rc = coord_list(v->c, &list, &n);
+	struct resync rs = { v, wall_now() };
 	coord_status_t st;
+	int rc;
+	v->nrows = 0;
+	rc = coord_list_each(v->c, resync_one, &rs);
 	if (rc < 0) {
 		snprintf(v->status, sizeof v->status, "cannot list: %s", coord_strerror(rc));
 		return;
 	}
 	if (coord_status(v->c, &st) == 0)
 		v->broker_pid = st.broker_pid;
-	v->listed_ms = now;
-	v->nrows = 0;
-	for (size_t i = 0; i < n; i++) {
-		struct row *r = row_add(v);
-		if (!r)
-			break;
-		r->waiting = list[i].waiting;
-		r->mode = list[i].mode;
-		r->lease_id = list[i].lease_id;
-		r->pid = list[i].pid;
-		r->since_ms = now - (int64_t)list[i].age_ms;
-		r->recalled_ms = list[i].recalled_ms >= 0 ? now - list[i].recalled_ms : -1;
-		memcpy(r->resource, list[i].resource, sizeof r->resource);
-		memcpy(r->command, list[i].command, sizeof r->command);
-		memcpy(r->label, list[i].label, sizeof r->label);
-	}
-	coord_free(list);
+	v->listed_ms = rs.now;
 }
 
 static void fmt_age(char *buf, size_t size, int64_t ms)
