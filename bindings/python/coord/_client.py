@@ -778,7 +778,12 @@ class Client:
         return out
 
     def list(self):
-        """Every holder and waiter, as dicts (coord_list(); coordctl list)."""
+        """Every holder and waiter, as dicts (coord_list(); coordctl list).
+
+        Each has the fields of coord_lease_info_t; "mode" is "read" or
+        "write", "cached" "idle", "in-use" or None, and "kernel_wait"
+        True (its library waits for the file's kernel lock, held by a
+        process outside the broker), False, or None (not known)."""
         conn = self._conn_for(_SYNC)
         arr = ctypes.POINTER(_lib.LeaseInfo)()
         n = ctypes.c_size_t()

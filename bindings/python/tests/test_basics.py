@@ -16,6 +16,7 @@ def test_write_lease_in_with_is_valid_and_released_after(broker, key):
         assert lease.token >= 1 and lease.id >= 1, f"token and id of {lease!r}"
         [held] = [e for e in coord.default_client().list() if e["resource"] == key]
         assert held["label"] == "hourly", f"coordctl list should show the label: {held}"
+        assert held["kernel_wait"] is False, f"a holder that has its kernel lock: {held}"
     assert not lease.valid and lease.released, "leaving the with block must release"
     lease.release()  # a second release does nothing
 
