@@ -853,20 +853,23 @@ static void handle_hello(struct client *c, const struct request *req)
 {
 	/* The WELCOME names the version this connection speaks: the
 	 * client's own, which may be older than the broker's. */
-	coord_msg_welcome w = { { COORD_MSG_WELCOME, req->seq }, 0, req->version, c->id,
+	coord_msg_welcome w = { { COORD_MSG_WELCOME, req->seq }, COORD_EPROTO, req->version, c->id,
 		                (uint64_t)getpid() };
-	if (c->helloed || req->version < COORD_PROTO_VERSION_MIN ||
-	    req->version > COORD_PROTO_VERSION)
-		w.status = COORD_EPROTO;
+	if (c->helloed) {
+		log_event(c->set->log, "protocol-error", "pid=%d reason=second-hello", (int)c->pid);
+		client_kill(c, "protocol-error");
+		return;
+	}
 	c->helloed = 1;
 	c->proto = req->version;
-	if (w.status == 0) {
+	if (req->version >= COORD_PROTO_VERSION_MIN && req->version <= COORD_PROTO_VERSION) {
+		w.status = 0;
 		client_send(c, &w, sizeof w);
 		return;
 	}
-	/* Sent at once: a dead client's queue is dropped unsent, and a
-	 * program built for another version should learn why it is cut off.
-	 * Nothing is queued before a WELCOME. */
+	/* Sent at once, since a dead client's queue is dropped unsent: a
+	 * program built for another version learns why it is cut off.
+	 * Nothing is queued before the first WELCOME. */
 	if (send(c->fd, &w, sizeof w, MSG_DONTWAIT | MSG_NOSIGNAL) < 0) {
 		/* gone, or its buffer full: the close tells it */
 	}
