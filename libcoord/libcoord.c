@@ -1246,7 +1246,7 @@ static int coord__lock(coord_t *c)
 	if (c->pid != getpid())
 		return COORD_EFORKED;
 	pthread_mutex_lock(&c->lock);
-	rc = coord__check(c);
+	rc = c->broken || c->fd < 0 ? COORD_EIO : 0; /* coord__check(), pid checked */
 	if (rc == COORD_EIO)
 		rc = c->backend->reconnect(c);
 	if (rc < 0)
@@ -2010,9 +2010,9 @@ static int coord__flock_emulated(int fd)
  * bare key NAME: during an upgrade old and new holders of one key still
  * exclude each other), or DIR/keys/h-HASH (FNV-1a of NAME) for a NAME too
  * long for a file name; a shared hash only makes two keys wait for each
- * other.  The files are created on first use and never removed (another
- * holder may have one open).  Returns 0, or -1 if there is no such
- * place. */
+ * other; DIR/keys is made by coord__kfile_get() when it is not there).
+ * The files are created on first use and never removed (another holder
+ * may have one open).  Returns 0, or -1 if there is no such place. */
 static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, size_t size)
 {
 	size_t len;
@@ -2020,9 +2020,6 @@ static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, si
 	if (!strncmp(key, COORD__KEY_PREFIX, COORD__KEY_PREFIX_LEN))
 		key += COORD__KEY_PREFIX_LEN;
 	len = strlen(key);
-	n = snprintf(buf, size, "%s/keys", c->dir);
-	if (n < 0 || (size_t)n >= size || (mkdir(buf, 0700) < 0 && errno != EEXIST))
-		return -1;
 	if (len <= 200) {
 		n = snprintf(buf, size, "%s/keys/k-%s", c->dir, key);
 	} else {
@@ -2032,6 +2029,17 @@ static int coord__key_lock_path(const coord_t *c, const char *key, char *buf, si
 		n = snprintf(buf, size, "%s/keys/h-%016llx", c->dir, (unsigned long long)h);
 	}
 	return n < 0 || (size_t)n >= size ? -1 : 0;
+}
+
+/* Makes DIR/keys, the first time a key's lock file cannot be created
+ * for want of it.  Returns 0 (made, or there already), or -1. */
+static int coord__keys_dir_make(const coord_t *c)
+{
+	char dir[PATH_MAX];
+	int n = snprintf(dir, sizeof dir, "%s/keys", c->dir);
+	if (n < 0 || (size_t)n >= sizeof dir)
+		return -1;
+	return mkdir(dir, 0700) == 0 || errno == EEXIST ? 0 : -1;
 }
 
 static int coord__kfile_is(const struct coord__kfile *k, dev_t dev, ino_t ino, const char *name)
@@ -2151,9 +2159,11 @@ static int coord__kfile_get(coord_t *c, const char *name, struct coord__kfile **
 	/* A key's file: read-only is enough for flock(2), and 0640 lets the
 	 * other members of a shared instance (keys/ is setgid there) open the
 	 * file its first user created. */
-	if (key)
+	if (key) {
 		fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
-	else
+		if (fd < 0 && errno == ENOENT && coord__keys_dir_make(c) == 0)
+			fd = open(path, O_RDONLY | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0640);
+	} else
 		fd = open(path, O_RDONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
 	if (fd < 0 && !key && errno == EACCES)
 		fd = open(path, O_WRONLY | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);

@@ -544,3 +544,26 @@ Test(kernel_lock, hundreds_of_files_on_one_connection_each_lock_their_own)
 	cr_assert(kernel_lock_free(path[7], LOCK_EX), "its release must unlock the new file");
 	coord_disconnect(c);
 }
+
+/* The library makes DIR/keys only when a key's lock file cannot be
+ * created without it: removed under a running connection, it comes back
+ * at the next acquire, and the lease locks the new file. */
+Test(kernel_lock, a_removed_keys_directory_is_made_again)
+{
+	coord_t *c = connect_ok();
+	coord_lease_t *l;
+	char keys[512], file[600];
+	snprintf(keys, sizeof keys, "%s", harness_path(&h, "keys"));
+	snprintf(file, sizeof file, "%s/k-comeback", keys);
+	cr_assert_eq(coord_acquire(c, "key:comeback", COORD_WRITE, 5000, NULL, &l), 0, "write");
+	cr_assert(!kernel_lock_free(file, LOCK_SH), "the key's file is not locked");
+	coord_release(l);
+	cr_assert_eq(unlink(file), 0, "unlink %s", file);
+	cr_assert_eq(rmdir(keys), 0, "rmdir %s", keys);
+	cr_assert_eq(coord_acquire(c, "key:comeback", COORD_WRITE, 5000, NULL, &l), 0,
+	             "write after keys/ was removed");
+	cr_assert(!kernel_lock_free(file, LOCK_SH), "the new key file is not locked");
+	coord_release(l);
+	cr_assert(kernel_lock_free(file, LOCK_EX), "the release must unlock the new file");
+	coord_disconnect(c);
+}
