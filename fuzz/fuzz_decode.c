@@ -93,6 +93,8 @@ static size_t expected_length(const uint8_t *data, size_t size, uint32_t type)
 		return sizeof(coord_msg_cancel);
 	case COORD_MSG_KERNEL_WAIT:
 		return sizeof(coord_msg_kernel_wait);
+	case COORD_MSG_METRICS:
+		return sizeof(coord_msg_metrics);
 	case COORD_MSG_LIMITS: {
 		coord_msg_limits m;
 		if (size < sizeof m)
@@ -174,6 +176,7 @@ static void check_decoded(const uint8_t *data, size_t size, const struct request
 	case COORD_MSG_STATUS:
 	case COORD_MSG_LIST:
 	case COORD_MSG_NOTIFY:
+	case COORD_MSG_CACHE:
 		check_unused(req, 0, 0, 0);
 		break;
 	case COORD_MSG_ATTACH: {
@@ -182,6 +185,14 @@ static void check_decoded(const uint8_t *data, size_t size, const struct request
 		FUZZ_CHECK(req->client_id == m.client_id && req->lease_id == m.lease_id &&
 		                   req->secret == m.secret,
 		           "ATTACH fields differ");
+		check_unused(req, 0, 0, 0);
+		break;
+	}
+	case COORD_MSG_METRICS: {
+		coord_msg_metrics m;
+		memcpy(&m, data, sizeof m);
+		FUZZ_CHECK(req->flags == m.flags && !(m.flags & ~(uint32_t)COORD_METRICS_WATCH),
+		           "METRICS flags differ, or accepted out of range");
 		check_unused(req, 0, 0, 0);
 		break;
 	}
