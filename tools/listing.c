@@ -44,6 +44,7 @@ struct who {
 	size_t entry;  /* an entry of the list with this pid */
 	char *json;    /* json_cmdline()'s text, made at its first use */
 	size_t json_len;
+	char *cmd;     /* the COMMAND cell, made at its first use */
 };
 
 struct whos {
@@ -147,6 +148,7 @@ static void whos_free(struct whos *ws)
 	for (size_t i = 0; i < ws->n; i++) {
 		free(ws->v[i].argv);
 		free(ws->v[i].json);
+		free(ws->v[i].cmd);
 	}
 	free(ws->v);
 }
@@ -400,7 +402,7 @@ static void row_free(struct row *r)
 
 /* Returns 0, or -1 when out of memory (r still to be freed). */
 static int fill_row(struct row *r, const struct ctl_lease *e,
-                    const struct kernel_lock_outsider *o, const struct who *w, int wide)
+                    const struct kernel_lock_outsider *o, struct who *w, int wide)
 {
 	char age[32], ago[64] = "", note[1100] = "", cmd[CMDLINE_MAX * 4 + 8], *res, *label;
 	int held = !e->waiting;
@@ -417,7 +419,13 @@ static int fill_row(struct row *r, const struct ctl_lease *e,
 		text_human(safe, sizeof safe, raw, 0);
 		snprintf(note, sizeof note, "(%s)", safe);
 	}
-	command_text(w, e->command, cmd, sizeof cmd, wide ? 0 : COMMAND_COLS);
+	/* The same for every lease of a process that holds many. */
+	if (w && w->cmd)
+		snprintf(cmd, sizeof cmd, "%s", w->cmd);
+	else
+		command_text(w, e->command, cmd, sizeof cmd, wide ? 0 : COMMAND_COLS);
+	if (w && !w->cmd && w->argv)
+		w->cmd = strdup(cmd); /* out of memory: made again next time */
 	res = safe_dup(e->resource, 0);
 	label = safe_dup(e->label, 0);
 	if (!res || !label)
