@@ -39,6 +39,7 @@
 #include "metrics_http.h"
 #include "requests.h"
 #include "revoke.h"
+#include "secret.h"
 
 static int64_t table_now(void *ud)
 {
@@ -226,6 +227,11 @@ int broker_init(struct broker *b, char *err, size_t errsize)
 	                           b->first_lease_id);
 	if (!b->table)
 		return COORD_ENOMEM;
+	{
+		uint64_t seed;
+		secret_draw(&seed, sizeof seed);
+		lease_table_seed_hash(b->table, seed);
+	}
 	if (loop_init(&b->loop, timer_due, b) < 0 || watch_signals(b) < 0) {
 		snprintf(err, errsize, "%s", strerror(errno));
 		return COORD_ESYS;

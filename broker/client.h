@@ -177,7 +177,8 @@ int client_stream(struct client *c, int (*fill)(struct client *c, void *arg),
 #define CLIENT_STREAM_QUEUED (1u << 20) /* bytes queued before a burst stops */
 /* Sends COORD_MSG_REPLY{seq, status}. */
 void client_reply(struct client *c, uint32_t seq, int status);
-/* Marks c dead; it is destroyed by the next clients_reap(). */
+/* Marks c dead; the next clients_reap() ends it, and
+ * clients_free_reaped() frees it. */
 void client_kill(struct client *c, const char *reason);
 /* The comm and the start time (/proc/PID/stat starttime; 0 if pid is
  * gone) of pid. */

@@ -55,6 +55,7 @@ struct lease_table {
 	                               lookups: chains through hash_next, at
 	                               most one per bucket on average */
 	size_t nbuckets;            /* a power of two, or 0 */
+	uint64_t hash_seed;         /* lease_table_seed_hash() */
 	void *owners;               /* tsearch tree of owner_waits by owner */
 	size_t nresources, nleases, nwaiters;
 	size_t max_leases, max_waiters;
@@ -138,13 +139,19 @@ int lease_table_set_limits(struct lease_table *t, struct lt_resource *res, uint3
 
 /* ---- resources ---- */
 
-/* FNV-1a of a name. */
-static uint64_t name_hash(const char *name)
+/* FNV-1a of a name from a start of the table's own (hash_seed: random,
+ * from the broker), then the splitmix64 finalizer, so that every bit of
+ * the state reaches the low bits that pick a bucket.  Names come from
+ * clients: without the seed a client could choose thousands whose hashes
+ * share a bucket and make every lookup of them walk one chain. */
+static uint64_t name_hash(const struct lease_table *t, const char *name)
 {
-	uint64_t h = 14695981039346656037ull;
+	uint64_t h = 14695981039346656037ull ^ t->hash_seed;
 	for (const unsigned char *p = (const unsigned char *)name; *p; p++)
 		h = (h ^ *p) * 1099511628211ull;
-	return h;
+	h = (h ^ (h >> 30)) * 0xbf58476d1ce4e5b9ull;
+	h = (h ^ (h >> 27)) * 0x94d049bb133111ebull;
+	return h ^ (h >> 31);
 }
 
 static struct lt_resource **bucket_of(const struct lease_table *t, uint64_t hash)
@@ -192,7 +199,7 @@ static void bucket_del(struct lease_table *t, struct lt_resource *res)
 
 struct lt_resource *lease_table_find(struct lease_table *t, const char *name)
 {
-	uint64_t h = name_hash(name);
+	uint64_t h = name_hash(t, name);
 	if (!t->nbuckets)
 		return NULL;
 	for (struct lt_resource *r = *bucket_of(t, h); r; r = r->hash_next)
@@ -217,7 +224,7 @@ static int resource_get(struct lease_table *t, const char *name, struct lt_resou
 		rc = COORD_ENOMEM;
 		goto fail;
 	}
-	res->hash = name_hash(name);
+	res->hash = name_hash(t, name);
 	rc = t->ev.resource_open ? t->ev.resource_open(t->ud, res) : 0;
 	if (rc < 0)
 		goto fail;
@@ -835,6 +842,12 @@ void lease_table_foreach(struct lease_table *t, void (*fn)(struct lt_resource *,
 {
 	struct walk w = { fn, arg };
 	twalk_r(t->root, walk_action, &w);
+}
+
+void lease_table_seed_hash(struct lease_table *t, uint64_t seed)
+{
+	if (!t->nresources)
+		t->hash_seed = seed;
 }
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,

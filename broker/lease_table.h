@@ -161,6 +161,11 @@ enum { LT_LIMIT_MAX_HOLD = 1, LT_LIMIT_RECALL_GRACE = 2 };
 
 struct lease_table *lease_table_new(const struct lt_events *ev, void *ud, size_t max_leases,
                                     size_t max_waiters, uint64_t first_lease_id);
+
+/* Sets the seed of the table's hash of resource names: random, so that
+ * clients cannot choose names that share a bucket.  Only while the table
+ * holds no resource (right after lease_table_new()); 0 until set. */
+void lease_table_seed_hash(struct lease_table *t, uint64_t seed);
 void lease_table_free(struct lease_table *t);
 
 /* Asks for `mode` on `name` for `owner`.  Returns:

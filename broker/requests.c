@@ -202,7 +202,7 @@ void requests_decide_tries(struct broker *b)
 	b->deciding_tries = 1;
 	for (; t; t = next) {
 		next = t->next;
-		if (!t->client->dead) /* freed only by clients_reap(), after this */
+		if (!t->client->dead) /* freed only by clients_free_reaped(), after this */
 			handle_acquire(b, t->client, &t->req);
 		free(t);
 	}

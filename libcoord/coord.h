@@ -653,10 +653,14 @@ COORD_API int coord_list(coord_t *c, coord_lease_info_t **out, size_t *count);
  * 10,000 leases takes 7 MB as an array).  *lease is good during the call
  * only.  fn returns 0 to go on; any other value stops the calls (the rest
  * of the answer is read and dropped) and is what coord_list_each()
- * returns.  fn runs with c in use: it must not call coord_* on c.
+ * returns, so a fn that returns a COORD_E* code (COORD_ENOMEM, say) has it
+ * returned like the library's own.  fn runs with c in use: it must not
+ * call coord_* on c.
  *
  * Returns 0, fn's value, or COORD_EINVAL, COORD_EIO, COORD_EFORKED,
- * COORD_EPROTO. */
+ * COORD_EPROTO, or what the broker refused the listing with:
+ * COORD_ENOMEM, COORD_ELIMIT (listings being sent hold too much of its
+ * memory), COORD_EBUSYCONN (a listing on c is being sent). */
 typedef int coord_lease_fn(const coord_lease_info_t *lease, void *ud);
 COORD_API int coord_list_each(coord_t *c, coord_lease_fn *fn, void *ud);
 

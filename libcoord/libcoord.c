@@ -2221,17 +2221,18 @@ static int coord__kernel_lock(coord_t *c, const struct coord__grant *g, struct c
 			continue;
 		if (errno != EWOULDBLOCK)
 			return COORD_ESYS;
-		now = coord__now_ms();
-		if (deadline_ms >= 0 && now >= deadline_ms)
-			return waited ? COORD_ETIMEDOUT : COORD_EBUSY;
 		/* Someone outside the broker's view holds the file, or a holder
 		 * that just died has not let go of it yet: the kernel closes
 		 * its socket, which tells the broker, before its other files.
-		 * There is nothing to wait on but time: back off from 50 us, so
-		 * that the second case costs a moment, up to 50 ms; the broker
-		 * hears of a wait that outlasts the first. */
-		if (waited)
-			coord__kernel_wait_tell(c, g, told, 1);
+		 * The broker hears of it now, before a return that leaves a
+		 * pending request waiting (coord_pending_wait(p, 0) in an event
+		 * loop polls here without sleeping). */
+		coord__kernel_wait_tell(c, g, told, 1);
+		now = coord__now_ms();
+		if (deadline_ms >= 0 && now >= deadline_ms)
+			return waited ? COORD_ETIMEDOUT : COORD_EBUSY;
+		/* There is nothing to wait on but time: back off from 50 us, so
+		 * that a dying holder costs a moment, up to 50 ms. */
 		if (deadline_ms >= 0 && (deadline_ms - now) * 1000 < delay_us)
 			delay_us = (deadline_ms - now) * 1000;
 		ts.tv_sec = (time_t)(delay_us / 1000000);

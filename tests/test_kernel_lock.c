@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include <criterion/criterion.h>
 #include <criterion/parameterized.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
@@ -20,6 +21,7 @@
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "dbutil.h"
@@ -494,6 +496,25 @@ Test(kernel_lock, sqlite_locks_survive_a_closed_connection)
 	sqlite3_close(mine);
 }
 
+static int64_t mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* How many descriptors this process has open. */
+static int open_fds(void)
+{
+	DIR *d = opendir("/proc/self/fd");
+	int n = 0;
+	cr_assert(d, "opendir /proc/self/fd");
+	while (readdir(d))
+		n++;
+	closedir(d);
+	return n;
+}
+
 /* One connection with hundreds of files locked (its index of them grows
  * many times over): each lease's kernel lock is on its own file, each
  * release drops it, and a file replaced under its name (a new inode) gets
@@ -510,7 +531,12 @@ Test(kernel_lock, hundreds_of_files_on_one_connection_each_lock_their_own)
 		snprintf(path[i] + strlen(path[i]), sizeof path[i] - strlen(path[i]), "f%d.db", i);
 		write_file(path[i], "x", 1);
 	}
-	for (int round = 0; round < 2; round++) {
+	for (int round = 0, fds = 0; round < 2; round++) {
+		/* The second round finds every file's descriptor in the index:
+		 * a lookup that missed would open a new one (they are never
+		 * closed, see coord.h section 7). */
+		if (round == 1)
+			fds = open_fds();
 		for (int i = 0; i < MANY_FILES; i++)
 			cr_assert_eq(coord_acquire(c, path[i], COORD_WRITE, 5000, NULL, &l[i]), 0,
 			             "round %d: write %s", round, path[i]);
@@ -526,6 +552,9 @@ Test(kernel_lock, hundreds_of_files_on_one_connection_each_lock_their_own)
 			             i % 2 ? "free" : "still locked", i % 2 ? "no release" : "its release");
 		for (int i = 1; i < MANY_FILES; i += 2)
 			coord_release(l[i]);
+		if (round == 1)
+			cr_assert_eq(open_fds(), fds, "the second round opened %d descriptors",
+			             open_fds() - fds);
 	}
 	/* Replace f7.db: the old name now means another inode. */
 	cr_assert_eq(stat(path[7], &before), 0, "stat");
@@ -565,5 +594,40 @@ Test(kernel_lock, a_removed_keys_directory_is_made_again)
 	cr_assert(!kernel_lock_free(file, LOCK_SH), "the new key file is not locked");
 	coord_release(l);
 	cr_assert(kernel_lock_free(file, LOCK_EX), "the release must unlock the new file");
+	coord_disconnect(c);
+}
+
+/* An event loop that polls a pending request with coord_pending_wait(p,
+ * 0) never sleeps in the library: the broker must still hear that its
+ * grant waits for an outside kernel lock, or coordctl would skip it. */
+Test(kernel_lock, a_pending_request_polled_without_waiting_is_listed_as_waiting)
+{
+	const char *db = harness_path(&h, "polled.db");
+	coord_t *c = connect_ok();
+	coord_resource_t *r;
+	coord_pending_t *p;
+	coord_lease_t *l = NULL;
+	int life, rc = 0, polls = 0;
+	pid_t outsider = outsider_start(db, &life);
+	cr_assert_eq(coord_resource_open(c, db, &r), 0, "open %s", db);
+	rc = coord_acquire_start(r, COORD_WRITE, 30000, NULL, &l, &p);
+	cr_assert_eq(rc, 0, "the request must stay pending while pid %d holds the file: %d",
+	             (int)outsider, rc);
+	for (int64_t until = mono_ms() + 10000;
+	     kernel_wait_of(db) != COORD_KERNEL_WAITING && mono_ms() < until; polls++)
+		cr_assert_eq(coord_pending_wait(p, 0, &l), 0, "granted while pid %d holds the file",
+		             (int)outsider);
+	cr_assert_eq(kernel_wait_of(db), COORD_KERNEL_WAITING,
+	             "after %d polls without waiting the grant is listed as %d, not waiting", polls,
+	             kernel_wait_of(db));
+	close(life);
+	cr_assert_eq(waitpid(outsider, NULL, 0), outsider, "reap the outside process");
+	for (int64_t until = mono_ms() + 10000; rc == 0 && mono_ms() < until;)
+		rc = coord_pending_wait(p, 50, &l);
+	cr_assert_eq(rc, 1, "with the outside holder gone the request must be granted: %d", rc);
+	cr_assert_eq(kernel_wait_of(db), COORD_KERNEL_NOT_WAITING, "still listed as waiting");
+	coord_release(l);
+	coord_pending_cancel(p);
+	coord_resource_close(r);
 	coord_disconnect(c);
 }

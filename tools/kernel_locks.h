@@ -45,8 +45,9 @@ struct kernel_locks {
 	                   has its lock, a file without one) */
 };
 
-/* Looks up the kernel locks of the resources held in v (n entries, as
- * ctl_list() or coord_show() gives them) for the instance directory
+/* Looks up the kernel locks of the resources held in v (n entries, in the
+ * order coord_list() and coord_show() give them; ctl_list() keeps them so)
+ * for the instance directory
  * `dir` (coord_dir(), where keys' lock files are).  Only resources with a
  * holder whose kernel_wait is not COORD_KERNEL_NOT_WAITING are looked up:
  * for them it reads /proc/locks once, stat()s each once, and walks the

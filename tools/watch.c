@@ -271,18 +271,27 @@ static int resync_one(const coord_lease_info_t *e, void *ud)
 	return 0;
 }
 
-/* Starts again from a listing (coord_list_each()). */
+/* Starts again from a listing (coord_list_each()), into rows of its own:
+ * a listing that fails leaves the table as it was. */
 static void resync(struct view *v)
 {
 	struct resync rs = { v, wall_now() };
+	struct row *old = v->rows;
+	size_t old_n = v->nrows, old_cap = v->cap;
 	coord_status_t st;
 	int rc;
-	v->nrows = 0;
+	v->rows = NULL;
+	v->nrows = v->cap = 0;
 	rc = coord_list_each(v->c, resync_one, &rs);
 	if (rc < 0) {
+		free(v->rows);
+		v->rows = old;
+		v->nrows = old_n;
+		v->cap = old_cap;
 		snprintf(v->status, sizeof v->status, "cannot list: %s", coord_strerror(rc));
 		return;
 	}
+	free(old);
 	if (coord_status(v->c, &st) == 0)
 		v->broker_pid = st.broker_pid;
 	v->listed_ms = rs.now;
