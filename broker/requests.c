@@ -144,6 +144,15 @@ static void log_refusal(struct broker *b, const struct owner *o, const char *nam
 	}
 }
 
+/* o's lease of that id, or NULL: a client names only its own leases. */
+static struct lt_lease *own_lease(struct owner *o, uint64_t id)
+{
+	struct lt_lease *l = o->leases;
+	while (l && l->id != id)
+		l = l->own_next;
+	return l;
+}
+
 /* A try-once request refused for now, decided again at the end of the
  * batch of events it came in (requests_decide_tries()). */
 struct deferred_try {
@@ -211,11 +220,7 @@ void requests_decide_tries(struct broker *b)
 
 static void handle_release(struct broker *b, struct client *c, const struct request *req)
 {
-	struct owner *o = c->user;
-	struct lt_lease *l;
-	for (l = o->leases; l; l = l->own_next)
-		if (l->id == req->lease_id)
-			break;
+	struct lt_lease *l = own_lease(c->user, req->lease_id);
 	if (req->flags & COORD_RELEASE_CACHE) {
 		/* Kept as a cached grant, or (not qualifying) released. */
 		int rc = cache_bind(b, c, l, req->entry, &c->rx_fd);
@@ -242,12 +247,9 @@ static void handle_release(struct broker *b, struct client *c, const struct requ
  * while the message came) is passed over. */
 static void handle_kernel_wait(struct client *c, const struct request *req)
 {
-	struct owner *o = c->user;
-	for (struct lt_lease *l = o->leases; l; l = l->own_next)
-		if (l->id == req->lease_id) {
-			l->kernel_wait = req->flags != 0;
-			return;
-		}
+	struct lt_lease *l = own_lease(c->user, req->lease_id);
+	if (l)
+		l->kernel_wait = req->flags != 0;
 }
 
 /* CANCEL: the owner gives up its waiting client request numbered
@@ -383,29 +385,30 @@ static int listing_fill(struct client *c, void *arg)
 		coord_msg_lease_infos m;
 		char raw[COORD_MSG_MAX];
 	} p;
-	size_t at = sizeof p.m;
+	size_t at = sizeof p.m, end;
 	coord_msg_hdr h;
-	uint16_t l16;
+	uint16_t first, l16;
 	if (ls->sent >= ls->len)
 		return 0;
-	listing_record(ls, ls->sent, &l16, &h);
+	listing_record(ls, ls->sent, &first, &h);
 	p.m = (coord_msg_lease_infos){ { COORD_MSG_LEASE_INFOS, h.seq }, 0, 0 };
-	for (size_t end = ls->sent; c->proto >= 7 && end < ls->len; end += sizeof l16 + l16) {
-		listing_record(ls, end, &l16, &h);
-		if (h.type != COORD_MSG_LEASE_INFO || at + sizeof l16 + l16 > sizeof p)
-			break;
+	for (end = ls->sent, l16 = first; c->proto >= 7 && h.type == COORD_MSG_LEASE_INFO &&
+	                                  at + sizeof l16 + l16 <= sizeof p;) {
 		memcpy(p.raw + at, ls->buf + end, sizeof l16 + l16);
 		at += sizeof l16 + l16;
+		end += sizeof l16 + l16;
 		p.m.count++;
+		if (end >= ls->len)
+			break;
+		listing_record(ls, end, &l16, &h);
 	}
 	if (p.m.count > 1) {
 		client_send(c, &p, at);
-		ls->sent += at - sizeof p.m;
+		ls->sent = end;
 		return 1;
 	}
-	listing_record(ls, ls->sent, &l16, &h);
-	client_send(c, ls->buf + ls->sent + sizeof l16, l16);
-	ls->sent += sizeof l16 + l16;
+	client_send(c, ls->buf + ls->sent + sizeof first, first);
+	ls->sent += sizeof first + first;
 	return 1;
 }
 

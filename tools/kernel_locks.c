@@ -273,12 +273,12 @@ int kernel_locks_check(const struct ctl_lease *v, size_t n, const char *dir,
 		const struct procfs_flock *on;
 		struct stat st;
 		size_t count;
-		for (b = a + 1, unsure = 0; b < nheld && !strcmp(held[b].resource, held[a].resource);
-		     b++)
+		int may_wait = 0; /* a holder of this resource that may wait */
+		for (b = a + 1; b < nheld && !strcmp(held[b].resource, held[a].resource); b++)
 			;
 		for (size_t j = a; j < b; j++)
-			unsure += v[held[j].i].kernel_wait != COORD_KERNEL_NOT_WAITING;
-		if (!unsure)
+			may_wait |= v[held[j].i].kernel_wait != COORD_KERNEL_NOT_WAITING;
+		if (!may_wait)
 			continue;
 		path = lock_file_of(held[a].resource, dir, buf, sizeof buf);
 		if (!path || stat(path, &st) < 0 || !S_ISREG(st.st_mode))
